@@ -1,0 +1,24 @@
+# make        builds sharedhash and esharedhash
+# make test   builds and runs every test; ends with "N passed, N failed"
+CC ?= cc
+CFLAGS ?= -O2 -g -Wall -Wextra
+PTHREAD = -pthread
+
+PROGRAMS = $(basename $(wildcard sharedhash.c esharedhash.c))
+TESTS = tests/test_umem
+
+all: $(PROGRAMS)
+
+%: %.c umem.h
+	$(CC) $(CFLAGS) $(PTHREAD) -o $@ $< $(LDFLAGS)
+
+tests/test_%: tests/test_%.c tests/check.h umem.h
+	$(CC) $(CFLAGS) $(PTHREAD) -o $@ $< $(LDFLAGS)
+
+test: all $(TESTS)
+	tests/run.sh
+
+clean:
+	rm -f $(PROGRAMS) $(TESTS)
+
+.PHONY: all test clean

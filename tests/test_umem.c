@@ -1,0 +1,512 @@
+/* Tests of umem.h: model, edge cases, misuse, threads and fork. */
+#include "../umem.h"
+#include "check.h"
+
+#include <signal.h>
+#include <sys/wait.h>
+
+/* Fill and verify a block with a pattern that depends on its identity, so
+ * overlapping blocks or a block moved under us show up as a mismatch. */
+static void fill(unsigned char *p, size_t n, unsigned tag)
+{
+    for (size_t i = 0; i < n; i++)
+        p[i] = (unsigned char)(tag * 131u + i * 7u);
+}
+
+static int intact(const unsigned char *p, size_t n, unsigned tag)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i] != (unsigned char)(tag * 131u + i * 7u))
+            return 0;
+    return 1;
+}
+
+static const unsigned all_flags[] = {0, UMEM_SHARED, UMEM_NOLOCK};
+
+/* Random allocs and frees against a model of the live blocks. */
+static void model_run(unsigned flags)
+{
+    enum { SLOTS = 512, OPS = 40000, HEAP = 4 << 20 };
+    static unsigned char *ptr[SLOTS];
+    static size_t len[SLOTS];
+    static unsigned tag[SLOTS];
+    unsigned long long seed = 0x5eed0000u + flags;
+    umem_t *h = umem_create(HEAP, flags);
+    CHECK(h != NULL);
+    if (!h)
+        return;
+    uint64_t allocs = 0, frees = 0, failed = 0;
+    for (int op = 0; op < OPS; op++) {
+        unsigned s = (unsigned)(check_rand(&seed) % SLOTS);
+        if (ptr[s]) {
+            CHECK(intact(ptr[s], len[s], tag[s]));
+            umem_free(h, ptr[s]);
+            ptr[s] = NULL;
+            frees++;
+        } else {
+            unsigned long long r = check_rand(&seed);
+            size_t n = r % 100 == 0 ? HEAP - r % 4096 : 1 + (r >> 8) % (16 << 10);
+            ptr[s] = umem_alloc(h, n);
+            if (!ptr[s]) {
+                failed++;
+                CHECK(errno == ENOMEM);
+                continue;
+            }
+            allocs++;
+            CHECK((uintptr_t)ptr[s] % 16 == 0);
+            len[s] = n;
+            tag[s] = (unsigned)op;
+            fill(ptr[s], n, tag[s]);
+        }
+        if (op % 500 == 0)
+            CHECK(umem_check(h) == 0);
+    }
+    CHECK(umem_check(h) == 0);
+    umem_stats_t st;
+    umem_get_stats(h, &st);
+    CHECK(st.allocs == allocs && st.frees == frees && st.failed_allocs == failed);
+    CHECK(failed > 0 && allocs > 10000);
+    uint64_t expected_locks = flags & UMEM_NOLOCK ? 0 : allocs + frees + failed;
+    CHECK(st.lock_count == expected_locks);
+    for (unsigned s = 0; s < SLOTS; s++) {
+        if (ptr[s]) {
+            CHECK(intact(ptr[s], len[s], tag[s]));
+            umem_free(h, ptr[s]);
+            ptr[s] = NULL;
+        }
+    }
+    umem_get_stats(h, &st);
+    CHECK(st.bytes_in_use == 0 && st.peak_bytes_in_use > 0);
+    CHECK(umem_check(h) == 0);
+    umem_destroy(h);
+}
+
+static void model_private_locked(void)
+{
+    model_run(0);
+}
+static void model_shared(void)
+{
+    model_run(UMEM_SHARED);
+}
+static void model_nolock(void)
+{
+    model_run(UMEM_NOLOCK);
+}
+
+static void create_rejects_bad_arguments(void)
+{
+    errno = 0;
+    CHECK(umem_create(16, 0) == NULL && errno == EINVAL);
+    errno = 0;
+    CHECK(umem_create(SIZE_MAX, 0) == NULL && errno == EINVAL);
+    errno = 0;
+    CHECK(umem_create(1 << 20, 64) == NULL && errno == EINVAL);
+    errno = 0;
+    CHECK(umem_create(1 << 20, UMEM_SHARED | UMEM_NOLOCK) == NULL && errno == EINVAL);
+    umem_t *h = umem_create(4096, 0);
+    CHECK(h != NULL && umem_check(h) == 0);
+    umem_destroy(h);
+    umem_destroy(NULL);
+}
+
+static void alignment_and_zero(void)
+{
+    for (unsigned i = 0; i < 3; i++) {
+        umem_t *h = umem_create(1 << 20, all_flags[i]);
+        CHECK(h != NULL);
+        if (!h)
+            continue;
+        for (size_t n = 1; n <= 300; n++) {
+            void *p = umem_alloc(h, n);
+            CHECK(p != NULL && (uintptr_t)p % 16 == 0);
+            if (n % 3)
+                umem_free(h, p);
+        }
+        CHECK(umem_alloc(h, 0) == NULL);
+        CHECK(umem_alloc(h, SIZE_MAX) == NULL);
+        CHECK(umem_alloc(h, SIZE_MAX - 8) == NULL);
+        umem_stats_t st;
+        umem_get_stats(h, &st);
+        CHECK(st.failed_allocs == 2); /* n == 0 is not a failure */
+        CHECK(umem_check(h) == 0);
+        umem_destroy(h);
+    }
+}
+
+static void exhaustion_then_recovery(void)
+{
+    umem_t *h = umem_create(64 << 10, 0);
+    CHECK(h != NULL);
+    if (!h)
+        return;
+    void *p[128];
+    int n = 0;
+    while (n < 128 && (p[n] = umem_alloc(h, 1000)) != NULL)
+        n++;
+    CHECK(n > 10 && n < 128);
+    CHECK(errno == ENOMEM);
+    umem_stats_t st;
+    umem_get_stats(h, &st);
+    CHECK(st.failed_allocs == 1 && st.allocs == (uint64_t)n);
+    umem_free(h, p[n / 2]);
+    p[n / 2] = umem_alloc(h, 1000);
+    CHECK(p[n / 2] != NULL);
+    for (int i = 0; i < n; i++)
+        umem_free(h, p[i]);
+    CHECK(umem_check(h) == 0);
+    umem_destroy(h);
+}
+
+static void full_coalescing(void)
+{
+    for (unsigned i = 0; i < 3; i++) {
+        umem_t *h = umem_create(1 << 20, all_flags[i]);
+        CHECK(h != NULL);
+        if (!h)
+            continue;
+        enum { N = 300 };
+        void *p[N];
+        unsigned long long seed = 42;
+        for (int k = 0; k < N; k++)
+            p[k] = umem_alloc(h, 1 + check_rand(&seed) % 3000);
+        for (int k = N - 1; k > 0; k--) { /* free in a shuffled order */
+            int j = (int)(check_rand(&seed) % (unsigned)(k + 1));
+            void *t = p[k];
+            p[k] = p[j];
+            p[j] = t;
+        }
+        for (int k = 0; k < N; k++) {
+            umem_free(h, p[k]);
+            if (k % 50 == 0)
+                CHECK(umem_check(h) == 0);
+        }
+        umem_stats_t st;
+        umem_get_stats(h, &st);
+        void *all = umem_alloc(h, st.heap_bytes - 16);
+        CHECK(all != NULL);
+        CHECK(umem_alloc(h, 1) == NULL);
+        umem_free(h, all);
+        CHECK(umem_check(h) == 0);
+        umem_destroy(h);
+    }
+}
+
+/* Runs `misuse` in a child; passes when the child aborts and its stderr
+ * holds `expect` and the offending pointer. */
+static void expect_death(void (*misuse)(umem_t *, char *ptr_text), const char *expect)
+{
+    int fds[2];
+    CHECK(pipe(fds) == 0);
+    umem_t *h = umem_create(1 << 20, 0);
+    char ptr_text[64] = "";
+    /* The child tells the parent the pointer it will misuse. */
+    int ptr_pipe[2];
+    CHECK(pipe(ptr_pipe) == 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(fds[1], 2);
+        close(fds[0]);
+        close(ptr_pipe[0]);
+        misuse(h, ptr_text);
+        ssize_t w = write(ptr_pipe[1], ptr_text, strlen(ptr_text));
+        (void)w;
+        close(ptr_pipe[1]);
+        _exit(0); /* misuse returned: not caught */
+    }
+    close(fds[1]);
+    close(ptr_pipe[1]);
+    char err[512] = "";
+    size_t got = 0;
+    ssize_t r;
+    while (got < sizeof err - 1 &&
+           (r = read(fds[0], err + got, sizeof err - 1 - got)) > 0)
+        got += (size_t)r;
+    err[got] = '\0';
+    r = read(ptr_pipe[0], ptr_text, sizeof ptr_text - 1);
+    ptr_text[r > 0 ? r : 0] = '\0';
+    close(fds[0]);
+    close(ptr_pipe[0]);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT);
+    CHECK(strstr(err, expect) != NULL);
+    CHECK(strchr(err, '\n') == err + strlen(err) - 1); /* one line */
+    if (!strstr(err, expect))
+        fprintf(stderr, "  child said: %s", err);
+    umem_destroy(h);
+}
+
+/* Each misuse writes the pointer into ptr_text before the bad call, and
+ * sends it only if the call returns: a surviving child is a failure. */
+static void free_foreign(umem_t *h, char *t)
+{
+    static char not_ours[64] __attribute__((aligned(16)));
+    snprintf(t, 64, "%p", (void *)not_ours);
+    umem_free(h, not_ours);
+}
+static void free_misaligned(umem_t *h, char *t)
+{
+    char *p = umem_alloc(h, 100);
+    snprintf(t, 64, "%p", (void *)(p + 1));
+    umem_free(h, p + 1);
+}
+static void free_interior(umem_t *h, char *t)
+{
+    char *p = umem_alloc(h, 200);
+    memset(p, 0xAB, 200);
+    snprintf(t, 64, "%p", (void *)(p + 64));
+    umem_free(h, p + 64);
+}
+static void free_twice(umem_t *h, char *t)
+{
+    char *p = umem_alloc(h, 100);
+    umem_alloc(h, 100); /* keeps p from merging with the big free block */
+    umem_free(h, p);
+    snprintf(t, 64, "%p", (void *)p);
+    umem_free(h, p);
+}
+static void overrun_then_free(umem_t *h, char *t)
+{
+    char *p = umem_alloc(h, 64);
+    char *q = umem_alloc(h, 64);
+    (void)q;
+    /* q was carved below p, so overrun q into p's header. */
+    char *low = p < q ? p : q;
+    memset(low, 0x5A, 64 + 16 + 8);
+    snprintf(t, 64, "%p", (void *)low);
+    umem_free(h, low);
+}
+
+static void death_foreign(void)
+{
+    expect_death(free_foreign, "outside the heap");
+}
+static void death_misaligned(void)
+{
+    expect_death(free_misaligned, "misaligned");
+}
+static void death_interior(void)
+{
+    expect_death(free_interior, "not from umem_alloc");
+}
+static void death_double_free(void)
+{
+    expect_death(free_twice, "double free");
+}
+static void death_overrun(void)
+{
+    expect_death(overrun_then_free, "write past the end");
+}
+
+static void check_finds_overrun(void)
+{
+    umem_t *h = umem_create(1 << 20, 0);
+    char *p = umem_alloc(h, 64);
+    char *q = umem_alloc(h, 64);
+    char *low = p < q ? p : q;
+    CHECK(umem_check(h) == 0);
+    fprintf(stderr, "(the next umem_check message is expected)\n");
+    low[64 + 3] ^= 1; /* one bit of the next block's header */
+    CHECK(umem_check(h) == -1);
+    low[64 + 3] ^= 1;
+    CHECK(umem_check(h) == 0);
+    umem_destroy(h);
+}
+
+enum { THREADS = 8, THREAD_OPS = 20000 };
+struct hammer {
+    umem_t *h;
+    unsigned id;
+    uint64_t allocs, frees, failed;
+    int bad;
+};
+
+static void *hammer_thread(void *arg)
+{
+    struct hammer *t = arg;
+    enum { SLOTS = 64 };
+    unsigned char *ptr[SLOTS] = {0};
+    size_t len[SLOTS];
+    unsigned long long seed = 1000 + t->id;
+    for (int op = 0; op < THREAD_OPS; op++) {
+        unsigned s = (unsigned)(check_rand(&seed) % SLOTS);
+        if (ptr[s]) {
+            t->bad += !intact(ptr[s], len[s], t->id * 64 + s);
+            umem_free(t->h, ptr[s]);
+            ptr[s] = NULL;
+            t->frees++;
+        } else {
+            len[s] = 1 + check_rand(&seed) % 2048;
+            ptr[s] = umem_alloc(t->h, len[s]);
+            if (!ptr[s]) {
+                t->failed++;
+                continue;
+            }
+            t->allocs++;
+            fill(ptr[s], len[s], t->id * 64 + s);
+        }
+    }
+    for (unsigned s = 0; s < SLOTS; s++)
+        if (ptr[s]) {
+            umem_free(t->h, ptr[s]);
+            t->frees++;
+        }
+    return NULL;
+}
+
+static void threads_hammer_one_heap(void)
+{
+    umem_t *h = umem_create(2 << 20, 0);
+    CHECK(h != NULL);
+    if (!h)
+        return;
+    pthread_t tid[THREADS];
+    struct hammer t[THREADS];
+    for (unsigned i = 0; i < THREADS; i++) {
+        t[i] = (struct hammer){.h = h, .id = i};
+        CHECK(pthread_create(&tid[i], NULL, hammer_thread, &t[i]) == 0);
+    }
+    uint64_t allocs = 0, frees = 0, failed = 0;
+    for (unsigned i = 0; i < THREADS; i++) {
+        pthread_join(tid[i], NULL);
+        CHECK(t[i].bad == 0);
+        allocs += t[i].allocs;
+        frees += t[i].frees;
+        failed += t[i].failed;
+    }
+    CHECK(umem_check(h) == 0);
+    umem_stats_t st;
+    umem_get_stats(h, &st);
+    CHECK(st.allocs == allocs && st.frees == frees && st.failed_allocs == failed);
+    CHECK(st.lock_count == allocs + frees + failed);
+    CHECK(st.lock_contended <= st.lock_count);
+    CHECK(st.bytes_in_use == 0);
+    umem_destroy(h);
+}
+
+static void shared_heap_across_fork(void)
+{
+    enum { CHILDREN = 4, EACH = 200, OWN = 300 };
+    umem_t *h = umem_create(4 << 20, UMEM_SHARED);
+    CHECK(h != NULL);
+    if (!h)
+        return;
+    unsigned char *p[CHILDREN * EACH];
+    for (int i = 0; i < CHILDREN * EACH; i++) {
+        p[i] = umem_alloc(h, 100 + (size_t)i);
+        fill(p[i], 100 + (size_t)i, (unsigned)i);
+    }
+    pid_t pid[CHILDREN];
+    for (int c = 0; c < CHILDREN; c++) {
+        pid[c] = fork();
+        if (pid[c] == 0) {
+            int bad = 0;
+            for (int i = c * EACH; i < (c + 1) * EACH; i++) {
+                bad += !intact(p[i], 100 + (size_t)i, (unsigned)i);
+                umem_free(h, p[i]);
+            }
+            void *own[OWN];
+            for (int i = 0; i < OWN; i++)
+                bad += (own[i] = umem_alloc(h, 64 + (size_t)i)) == NULL;
+            for (int i = 0; i < OWN; i += 2) /* leave the odd ones live */
+                umem_free(h, own[i]);
+            _exit(bad ? 1 : 0);
+        }
+    }
+    for (int c = 0; c < CHILDREN; c++) {
+        int status = 0;
+        waitpid(pid[c], &status, 0);
+        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    }
+    CHECK(umem_check(h) == 0);
+    umem_stats_t st;
+    umem_get_stats(h, &st);
+    uint64_t allocs = CHILDREN * EACH + CHILDREN * OWN;
+    uint64_t frees = CHILDREN * EACH + CHILDREN * (OWN / 2);
+    CHECK(st.allocs == allocs && st.frees == frees);
+    CHECK(st.lock_count == allocs + frees);
+    CHECK(st.bytes_in_use > 0 && st.owner_died == 0);
+    umem_destroy(h);
+}
+
+static void sigalrm_exit(int sig)
+{
+    (void)sig;
+    static const char msg[] = "a heap call hung after the lock owner died\n";
+    ssize_t w = write(2, msg, sizeof msg - 1);
+    (void)w;
+    _exit(3);
+}
+
+/* The parent's calls after a lock holder is killed run in a child of the
+ * test, under an alarm, so that a hang fails the test instead of the run. */
+static void lock_owner_killed(void)
+{
+    umem_t *h = umem_create(1 << 20, UMEM_SHARED);
+    CHECK(h != NULL);
+    if (!h)
+        return;
+    void *kept = umem_alloc(h, 100);
+    pid_t judge = fork();
+    if (judge == 0) {
+        signal(SIGALRM, sigalrm_exit);
+        alarm(5);
+        int ready[2];
+        if (pipe(ready) != 0)
+            _exit(4);
+        pid_t holder = fork();
+        if (holder == 0) {
+            umem__lock(h, 1); /* the internal lock: hold it and die */
+            ssize_t w = write(ready[1], "L", 1);
+            (void)w;
+            pause();
+            _exit(0);
+        }
+        char c;
+        if (read(ready[0], &c, 1) != 1)
+            _exit(5);
+        kill(holder, SIGKILL);
+        waitpid(holder, NULL, 0);
+        errno = 0;
+        void *p = umem_alloc(h, 10);
+        int fails = p != NULL || errno != EOWNERDEAD;
+        umem_free(h, kept); /* does nothing, and does not hang */
+        umem_stats_t st;
+        umem_get_stats(h, &st);
+        fails += st.owner_died != 1;
+        fprintf(stderr, "(the next umem_check message is expected)\n");
+        fails += umem_check(h) != -1;
+        errno = 0;
+        fails += umem_alloc(h, 10) != NULL || errno != EOWNERDEAD;
+        _exit(fails ? 6 : 0);
+    }
+    int status = 0;
+    waitpid(judge, &status, 0);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    umem_stats_t st;
+    umem_get_stats(h, &st); /* the death is seen by every process */
+    CHECK(st.owner_died == 1);
+    umem_destroy(h);
+}
+
+int main(void)
+{
+    RUN(model_private_locked);
+    RUN(model_shared);
+    RUN(model_nolock);
+    RUN(create_rejects_bad_arguments);
+    RUN(alignment_and_zero);
+    RUN(exhaustion_then_recovery);
+    RUN(full_coalescing);
+    RUN(death_foreign);
+    RUN(death_misaligned);
+    RUN(death_interior);
+    RUN(death_double_free);
+    RUN(death_overrun);
+    RUN(check_finds_overrun);
+    RUN(threads_hammer_one_heap);
+    RUN(shared_heap_across_fork);
+    RUN(lock_owner_killed);
+    return CHECK_EXIT_STATUS();
+}
