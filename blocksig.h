@@ -1,0 +1,949 @@
+/*
+ * blocksig.h - what sharedhash and esharedhash share: the block signature,
+ * the three run modes and the command line.  The two programs differ only
+ * in where umalloc() and ufree() take memory from (their "policy").
+ *
+ * A program includes this header, then defines:
+ *
+ *   static inline void *umalloc(size_t n);   the policy's allocation
+ *   static inline void  ufree(void *p);      and free
+ *   static int  policy_reader_begin(void);   main thread, after the heap
+ *                                            exists and before any worker
+ *   static int  policy_worker_begin(void);   in each worker, before work
+ *   static void policy_worker_end(void);     in each worker, after work
+ *   static void policy_reader_end(void);     main thread, after the workers
+ *
+ * and calls blocksig_main(argc, argv) from main().  The begin hooks return
+ * 0, or -1 with errno set.  The policy counts what it does in `bs_counts`
+ * (one per thread); the run adds up every worker's counts for --stats.
+ * Define BLOCKSIG_POOLS before the include to accept --pool.
+ *
+ * THE SIGNATURE (see SIGNATURE.md for the full definition)
+ *   Input is cut into 1024-byte blocks.  Per block: byte histogram; one
+ *   leaf per present byte value, pushed in value order on a binary
+ *   min-heap; pop two, push their parent, until one node is left; hash =
+ *   preorder walk, h = (h * 31 + freq + symbol) mod 2^31-1.  The result is
+ *   the sum of block hashes mod 2^31-1.  Per block, the heap, its array
+ *   and every tree node come from umalloc and go back through ufree: that
+ *   allocation pattern is the point of the exercise, and stays.
+ *
+ * THE RUN MODES
+ *   single  the main thread reads a chunk (CHUNK_BYTES) into a umalloc'd
+ *           buffer, hashes it, frees it.
+ *   -t, -m  the main thread is the reader: it fills umalloc'd buffers and
+ *           hands each to one of N workers (threads for -t, processes for
+ *           -m) through that worker's task pipe; the worker hashes it,
+ *           frees the buffer and writes the block hashes to its result
+ *           pipe.  The reader keeps at most WINDOW chunks in flight and
+ *           prints results in input order.  With -m the heap is a
+ *           MAP_SHARED region made before fork(), so the buffers the
+ *           reader allocates are freed by the child that hashes them.
+ *   Pipes carry the hand-off for both, so a worker process that dies shows
+ *   up at once as end-of-file on its result pipe, and a reader that dies
+ *   shows up to its workers as end-of-file on their task pipes: no one is
+ *   left waiting and no child outlives the run for long.
+ */
+#ifndef BLOCKSIG_H
+#define BLOCKSIG_H
+
+#include "umem.h"
+
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#define SIG_PRIME    2147483647u
+#define BLOCK_BYTES  1024u
+#define CHUNK_BLOCKS 64u
+#define CHUNK_BYTES  (BLOCK_BYTES * CHUNK_BLOCKS)
+#define MAX_WORKERS  256u
+#define MAX_WINDOW   64u /* chunks in flight at most, whatever -j says */
+#define TASKS_PER_WORKER 2u
+#define VERSION      "1.0.0"
+
+/* ---- the per-block signature ------------------------------------------ */
+
+struct hnode {
+    uint32_t freq;
+    uint32_t symbol;
+    struct hnode *left, *right;
+};
+
+struct minheap {
+    uint32_t size;
+    struct hnode **item;
+};
+
+/* What each thread's policy did; summed over workers for --stats. */
+struct alloc_counts {
+    uint64_t umallocs, ufrees;
+    uint64_t pool_hits, pool_fallbacks, pool_resets, remote_frees;
+};
+
+static __thread struct alloc_counts bs_counts;
+static umem_t *bs_heap;
+
+static inline void *umalloc(size_t n);
+static inline void ufree(void *p);
+static int policy_reader_begin(void);
+static int policy_worker_begin(void);
+static void policy_worker_end(void);
+static void policy_reader_end(void);
+
+/* x mod 2^31-1 for x < 2^36, without a division. */
+static inline uint32_t sig_mod(uint64_t x)
+{
+    x = (x & SIG_PRIME) + (x >> 31);
+    return (uint32_t)(x >= SIG_PRIME ? x - SIG_PRIME : x);
+}
+
+/* Push: append, then sift up; a parent of equal frequency moves down. */
+static inline void heap_push(struct minheap *h, struct hnode *n)
+{
+    uint32_t i = h->size++;
+    while (i > 0) {
+        uint32_t p = (i - 1) / 2;
+        if (h->item[p]->freq < n->freq)
+            break;
+        h->item[i] = h->item[p];
+        i = p;
+    }
+    h->item[i] = n;
+}
+
+/* Pop: take the root, move the last node to the top and sift down,
+ * choosing a child only when strictly smaller, the left one first. */
+static inline struct hnode *heap_pop(struct minheap *h)
+{
+    struct hnode *top = h->item[0];
+    struct hnode *last = h->item[--h->size];
+    uint32_t n = h->size, i = 0;
+    uint32_t f = last->freq;
+    for (;;) {
+        uint32_t l = 2 * i + 1, r = l + 1, s = i, sf = f;
+        if (l < n && h->item[l]->freq < sf) {
+            s = l;
+            sf = h->item[l]->freq;
+        }
+        if (r < n && h->item[r]->freq < sf)
+            s = r;
+        if (s == i)
+            break;
+        h->item[i] = h->item[s];
+        i = s;
+    }
+    h->item[i] = last;
+    return top;
+}
+
+/* Tree depth is at most 255 (256 leaves), so a preorder stack of 512
+ * entries can never overflow. */
+enum { WALK_STACK = 512 };
+
+static void free_tree(struct hnode *root)
+{
+    struct hnode *stack[WALK_STACK];
+    int sp = 0;
+    if (root)
+        stack[sp++] = root;
+    while (sp > 0) {
+        struct hnode *n = stack[--sp];
+        if (n->right)
+            stack[sp++] = n->right;
+        if (n->left)
+            stack[sp++] = n->left;
+        ufree(n);
+    }
+}
+
+/* Frees everything a block had allocated when an allocation failed:
+ * every live node hangs below some node still in the heap. */
+static int block_abandon(struct minheap *heap, struct hnode *a, struct hnode *b)
+{
+    int saved = errno;
+    free_tree(a);
+    free_tree(b);
+    if (heap) {
+        if (heap->item) {
+            for (uint32_t i = 0; i < heap->size; i++)
+                free_tree(heap->item[i]);
+            ufree(heap->item);
+        }
+        ufree(heap);
+    }
+    errno = saved ? saved : ENOMEM;
+    return -1;
+}
+
+/* The hash of one block of 1..1024 bytes into *out: 0, or -1 with errno
+ * set when umalloc failed (everything the block allocated is freed). */
+static int block_signature(const unsigned char *data, size_t len, uint32_t *out)
+{
+    /* Four interleaved histograms break the store-to-load dependency
+     * between equal bytes; 16-bit counts suffice for 1024 bytes. */
+    uint16_t c[4][256];
+    memset(c, 0, sizeof c);
+    size_t i = 0;
+    for (; i + 4 <= len; i += 4) {
+        c[0][data[i]]++;
+        c[1][data[i + 1]]++;
+        c[2][data[i + 2]]++;
+        c[3][data[i + 3]]++;
+    }
+    for (; i < len; i++)
+        c[0][data[i]]++;
+
+    uint32_t distinct = 0;
+    uint32_t freq[256];
+    for (unsigned s = 0; s < 256; s++) {
+        freq[s] = (uint32_t)c[0][s] + c[1][s] + c[2][s] + c[3][s];
+        distinct += freq[s] != 0;
+    }
+
+    struct minheap *heap = umalloc(sizeof *heap);
+    if (!heap)
+        return block_abandon(NULL, NULL, NULL);
+    heap->size = 0;
+    heap->item = umalloc(distinct * sizeof *heap->item);
+    if (!heap->item)
+        return block_abandon(heap, NULL, NULL);
+
+    for (unsigned s = 0; s < 256; s++) {
+        if (!freq[s])
+            continue;
+        struct hnode *leaf = umalloc(sizeof *leaf);
+        if (!leaf)
+            return block_abandon(heap, NULL, NULL);
+        *leaf = (struct hnode){.freq = freq[s], .symbol = s};
+        heap_push(heap, leaf);
+    }
+    while (heap->size > 1) {
+        struct hnode *a = heap_pop(heap);
+        struct hnode *b = heap_pop(heap);
+        struct hnode *parent = umalloc(sizeof *parent);
+        if (!parent)
+            return block_abandon(heap, a, b);
+        *parent = (struct hnode){.freq = a->freq + b->freq, .left = a, .right = b};
+        heap_push(heap, parent);
+    }
+
+    /* Preorder hash walk; each node is freed once its children are
+     * on the stack, so the tree is walked and freed in one pass. */
+    struct hnode *stack[WALK_STACK];
+    int sp = 0;
+    stack[sp++] = heap->item[0];
+    uint32_t h = 0;
+    while (sp > 0) {
+        struct hnode *n = stack[--sp];
+        h = sig_mod((uint64_t)h * 31 + n->freq + n->symbol);
+        if (n->right)
+            stack[sp++] = n->right;
+        if (n->left)
+            stack[sp++] = n->left;
+        ufree(n);
+    }
+    ufree(heap->item);
+    ufree(heap);
+    *out = h;
+    return 0;
+}
+
+/* Hashes a chunk block by block into hashes[]; returns 0 or -1/errno. */
+static int chunk_signature(const unsigned char *buf, size_t len, uint32_t *hashes)
+{
+    for (size_t off = 0, k = 0; off < len; off += BLOCK_BYTES, k++) {
+        size_t n = len - off < BLOCK_BYTES ? len - off : BLOCK_BYTES;
+        if (block_signature(buf + off, n, &hashes[k]) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* ---- options ------------------------------------------------------------ */
+
+enum run_mode { MODE_SINGLE, MODE_THREADS, MODE_PROCESSES };
+
+struct options {
+    const char *path;
+    enum run_mode mode;
+    unsigned workers;
+    int verbose, stats;
+    size_t heap_bytes; /* 0: the default for the workers */
+    size_t pool_bytes;
+};
+
+static struct options bs_opt;
+static const char *bs_prog = "blocksig";
+
+static void usage(FILE *to)
+{
+    fprintf(to,
+            "usage: %s [options] FILE\n"
+            "Prints the Huffman block signature of FILE ('-' for standard input).\n"
+            "\n"
+            "  -t            hash with a pool of worker threads\n"
+            "  -m            hash with a pool of worker processes (shared heap)\n"
+            "  -j N          number of workers for -t and -m, 1..%u (default: online CPUs)\n"
+            "  -v            print every block's hash, in block order, before the result\n"
+            "  --stats       print allocator and lock statistics on stderr after the run\n"
+            "  --heap SIZE   size of the heap region (K, M, G suffixes; default: enough\n"
+            "                for the workers, at least 64M)\n"
+#ifdef BLOCKSIG_POOLS
+            "  --pool SIZE   size of each worker's private pool (default 256K; 0: none)\n"
+#endif
+            "  -h, --help    print this help and exit\n"
+            "  --version     print the version and exit\n"
+            "\n"
+            "Exit status: 0 success, 1 error (input, heap, worker), 2 usage error.\n",
+            bs_prog, MAX_WORKERS);
+}
+
+static _Noreturn void usage_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "%s: ", bs_prog);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    usage(stderr);
+    exit(2);
+}
+
+/* A size with an optional K, M or G suffix (powers of 1024); -1 if bad. */
+static int parse_size(const char *s, size_t *out)
+{
+    if (!s || *s < '0' || *s > '9')
+        return -1;
+    size_t v = 0;
+    for (; *s >= '0' && *s <= '9'; s++) {
+        size_t d = (size_t)(*s - '0');
+        if (v > (SIZE_MAX - d) / 10)
+            return -1;
+        v = v * 10 + d;
+    }
+    unsigned shift = 0;
+    switch (*s) {
+    case 'k': case 'K': shift = 10; s++; break;
+    case 'm': case 'M': shift = 20; s++; break;
+    case 'g': case 'G': shift = 30; s++; break;
+    default: break;
+    }
+    if (*s != '\0' || (shift && v > (SIZE_MAX >> shift)))
+        return -1;
+    *out = v << shift;
+    return 0;
+}
+
+static unsigned online_cpus(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    if (n < 1)
+        return 1;
+    return n > (long)MAX_WORKERS ? MAX_WORKERS : (unsigned)n;
+}
+
+/* Takes an option's value from "--opt=V", "--opt V", "-jV" or "-j V". */
+static const char *option_value(int argc, char **argv, int *i, const char *inline_value)
+{
+    if (inline_value)
+        return inline_value;
+    if (*i + 1 >= argc)
+        usage_error("option '%s' needs a value", argv[*i]);
+    return argv[++*i];
+}
+
+static void parse_options(int argc, char **argv)
+{
+    bs_opt.workers = online_cpus();
+#ifdef BLOCKSIG_POOLS
+    bs_opt.pool_bytes = 256u << 10;
+#endif
+    int files = 0, only_operands = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (only_operands || a[0] != '-' || strcmp(a, "-") == 0) {
+            bs_opt.path = a;
+            files++;
+            continue;
+        }
+        const char *eq = strchr(a, '=');
+        size_t name_len = a[1] == '-' && eq ? (size_t)(eq - a) : strlen(a);
+        const char *inline_value = a[1] == '-' && eq ? eq + 1 : NULL;
+#define IS(name) (name_len == strlen(name) && strncmp(a, name, name_len) == 0)
+        if (strcmp(a, "--") == 0) {
+            only_operands = 1;
+        } else if (IS("-t")) {
+            if (bs_opt.mode == MODE_PROCESSES)
+                usage_error("-t and -m exclude each other");
+            bs_opt.mode = MODE_THREADS;
+        } else if (IS("-m")) {
+            if (bs_opt.mode == MODE_THREADS)
+                usage_error("-t and -m exclude each other");
+            bs_opt.mode = MODE_PROCESSES;
+        } else if (IS("-v") || IS("--verbose")) {
+            bs_opt.verbose = 1;
+        } else if (IS("--stats")) {
+            bs_opt.stats = 1;
+        } else if (IS("-h") || IS("--help")) {
+            usage(stdout);
+            exit(fflush(stdout) == 0 && !ferror(stdout) ? 0 : 1);
+        } else if (IS("--version")) {
+            printf("%s %s\n", bs_prog, VERSION);
+            exit(fflush(stdout) == 0 && !ferror(stdout) ? 0 : 1);
+        } else if (strncmp(a, "-j", 2) == 0 && a[1] == 'j') {
+            const char *v = option_value(argc, argv, &i, a[2] ? a + 2 : NULL);
+            size_t n;
+            if (parse_size(v, &n) != 0 || strspn(v, "0123456789") != strlen(v) ||
+                n < 1 || n > MAX_WORKERS)
+                usage_error("-j wants a number of workers from 1 to %u, not '%s'",
+                            MAX_WORKERS, v);
+            bs_opt.workers = (unsigned)n;
+        } else if (IS("--heap")) {
+            const char *v = option_value(argc, argv, &i, inline_value);
+            if (parse_size(v, &bs_opt.heap_bytes) != 0 || bs_opt.heap_bytes == 0)
+                usage_error("--heap wants a size such as 64M, not '%s'", v);
+#ifdef BLOCKSIG_POOLS
+        } else if (IS("--pool")) {
+            const char *v = option_value(argc, argv, &i, inline_value);
+            if (parse_size(v, &bs_opt.pool_bytes) != 0 || bs_opt.pool_bytes > (1ul << 40))
+                usage_error("--pool wants a size such as 256K, not '%s'", v);
+#endif
+        } else {
+            usage_error("unknown option '%s'", a);
+        }
+#undef IS
+    }
+    if (files == 0)
+        usage_error("no input FILE given");
+    if (files > 1)
+        usage_error("one input FILE at a time");
+}
+
+/* ---- errors ------------------------------------------------------------- */
+
+/* Worker processes still running, so that an error kills and reaps them. */
+static pid_t bs_children[MAX_WORKERS];
+static unsigned bs_nchildren;
+
+static void reap_children(int sig)
+{
+    for (unsigned i = 0; i < bs_nchildren; i++)
+        if (bs_children[i] > 0 && sig)
+            kill(bs_children[i], sig);
+    for (unsigned i = 0; i < bs_nchildren; i++)
+        if (bs_children[i] > 0) {
+            while (waitpid(bs_children[i], NULL, 0) < 0 && errno == EINTR)
+                ;
+            bs_children[i] = 0;
+        }
+}
+
+/* One line on stderr naming the cause; no child is left behind; exit 1. */
+static _Noreturn void fatal(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "%s: ", bs_prog);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    reap_children(SIGKILL);
+    _exit(1); /* stdout is not flushed: a failed run prints no result */
+}
+
+static const char *alloc_error(int err)
+{
+    if (err == EOWNERDEAD)
+        return "the heap is unusable: a process died while holding its lock";
+    if (err == ENOMEM)
+        return "the heap is too small for the work (see --heap)";
+    return strerror(err);
+}
+
+/* ---- input -------------------------------------------------------------- */
+
+struct input {
+    int fd;
+    const char *name;
+    int sized;          /* a regular file with a size to hold it to */
+    off_t size;
+    uint64_t bytes;     /* read so far */
+};
+
+static void input_open(struct input *in, const char *path)
+{
+    memset(in, 0, sizeof *in);
+    in->name = strcmp(path, "-") == 0 ? "standard input" : path;
+    in->fd = strcmp(path, "-") == 0 ? 0 : open(path, O_RDONLY);
+    if (in->fd < 0)
+        fatal("%s: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(in->fd, &st) != 0)
+        fatal("%s: %s", in->name, strerror(errno));
+    if (S_ISDIR(st.st_mode))
+        fatal("%s: %s", in->name, strerror(EISDIR));
+    in->sized = S_ISREG(st.st_mode) && st.st_size > 0;
+    in->size = st.st_size;
+}
+
+/* Fills buf with up to n bytes; fewer only at end of input. */
+static size_t input_read(struct input *in, unsigned char *buf, size_t n)
+{
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = read(in->fd, buf + got, n - got);
+        if (r == 0)
+            break;
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            fatal("%s: read error: %s", in->name, strerror(errno));
+        }
+        got += (size_t)r;
+    }
+    in->bytes += got;
+    return got;
+}
+
+/* At end of input: a regular file must still be as long as what was read,
+ * or the signature would be of a file that no longer exists. */
+static void input_close(struct input *in)
+{
+    struct stat st;
+    if (in->sized && (fstat(in->fd, &st) != 0 || st.st_size != in->size ||
+                      in->bytes != (uint64_t)in->size))
+        fatal("%s: the file changed size while it was being read", in->name);
+    if (in->fd > 0)
+        close(in->fd);
+}
+
+/* ---- results, in block order -------------------------------------------- */
+
+struct tally {
+    uint32_t signature;
+    uint64_t next_block;
+};
+
+static void emit_chunk(struct tally *t, const uint32_t *hashes, size_t len)
+{
+    for (size_t k = 0; k * BLOCK_BYTES < len; k++) {
+        if (bs_opt.verbose)
+            printf("Block %llu hash: %u\n", (unsigned long long)t->next_block, hashes[k]);
+        t->next_block++;
+        uint32_t sum = t->signature + hashes[k];
+        t->signature = sum >= SIG_PRIME ? sum - SIG_PRIME : sum;
+    }
+}
+
+/* ---- single-threaded mode ----------------------------------------------- */
+
+static void run_single(struct input *in, struct tally *t)
+{
+    uint32_t hashes[CHUNK_BLOCKS];
+    for (;;) {
+        unsigned char *buf = umalloc(CHUNK_BYTES);
+        if (!buf)
+            fatal("%s", alloc_error(errno));
+        size_t len = input_read(in, buf, CHUNK_BYTES);
+        if (len > 0 && chunk_signature(buf, len, hashes) != 0)
+            fatal("%s", alloc_error(errno));
+        ufree(buf);
+        emit_chunk(t, hashes, len);
+        if (len < CHUNK_BYTES)
+            break;
+    }
+}
+
+/* ---- worker pools: threads (-t) or processes (-m) ----------------------- */
+
+struct task {
+    uint64_t seq;
+    unsigned char *buf;
+    uint64_t len;
+};
+
+enum { MSG_CHUNK = 1, MSG_DONE, MSG_ERROR };
+
+struct result {
+    uint32_t kind;
+    int32_t err;
+    uint64_t seq;
+    uint64_t len;
+    union {
+        uint32_t hashes[CHUNK_BLOCKS];
+        struct alloc_counts counts;
+    } u;
+};
+
+/* One write() of at most PIPE_BUF bytes is atomic, so a reader never sees
+ * half a message, even from a writer that dies. */
+_Static_assert(sizeof(struct result) <= PIPE_BUF, "a result fits one pipe write");
+_Static_assert(sizeof(struct task) <= PIPE_BUF, "a task fits one pipe write");
+
+static int write_all(int fd, const void *p, size_t n)
+{
+    const char *c = p;
+    while (n > 0) {
+        ssize_t w = write(fd, c, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return -1;
+        c += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* Reads exactly n bytes: returns n, 0 at a clean end of file, or -1. */
+static ssize_t read_all(int fd, void *p, size_t n)
+{
+    char *c = p;
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = read(fd, c + got, n - got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return -1;
+        if (r == 0)
+            return got == 0 ? 0 : -1;
+        got += (size_t)r;
+    }
+    return (ssize_t)n;
+}
+
+struct worker {
+    int task_fd;   /* reader's end: tasks go out */
+    int result_fd; /* reader's end: results come in; -1 once finished */
+    int in_fds[2]; /* the worker's ends: task in, result out */
+    unsigned outstanding;
+    int done;
+    pid_t pid;
+    pthread_t thread;
+    struct alloc_counts counts;
+};
+
+static void worker_loop(int task_fd, int result_fd)
+{
+    struct result r;
+    memset(&r, 0, sizeof r);
+    if (policy_worker_begin() != 0) {
+        r.kind = MSG_ERROR;
+        r.err = errno;
+        write_all(result_fd, &r, sizeof r);
+        return;
+    }
+    struct task t;
+    while (read_all(task_fd, &t, sizeof t) == (ssize_t)sizeof t) {
+        r.kind = MSG_CHUNK;
+        r.seq = t.seq;
+        r.len = t.len;
+        int failed = chunk_signature(t.buf, t.len, r.u.hashes) != 0;
+        if (failed) {
+            r.kind = MSG_ERROR;
+            r.err = errno;
+        }
+        ufree(t.buf);
+        if (write_all(result_fd, &r, sizeof r) != 0 || failed)
+            return; /* the reader is gone, or has been told */
+    }
+    policy_worker_end();
+    r.kind = MSG_DONE;
+    r.u.counts = bs_counts;
+    write_all(result_fd, &r, sizeof r);
+}
+
+static void *worker_thread(void *arg)
+{
+    struct worker *w = arg;
+    worker_loop(w->in_fds[0], w->in_fds[1]);
+    close(w->in_fds[0]);
+    close(w->in_fds[1]);
+    return NULL;
+}
+
+static void start_workers(struct worker *ws, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++) {
+        struct worker *w = &ws[i];
+        int task[2], result[2];
+        if (pipe(task) != 0 || pipe(result) != 0)
+            fatal("cannot create a pipe for worker %u: %s", i, strerror(errno));
+        *w = (struct worker){.task_fd = task[1], .result_fd = result[0],
+                             .in_fds = {task[0], result[1]}};
+        if (bs_opt.mode == MODE_THREADS) {
+            int e = pthread_create(&w->thread, NULL, worker_thread, w);
+            if (e != 0)
+                fatal("cannot start worker thread %u: %s", i, strerror(e));
+            continue;
+        }
+        fflush(stdout);
+        w->pid = fork();
+        if (w->pid < 0)
+            fatal("cannot start worker process %u: %s", i, strerror(errno));
+        if (w->pid == 0) {
+            /* Keep only this worker's own ends, so that the reader's death
+             * is an end of file here and a sibling's death is one there. */
+            for (unsigned k = 0; k <= i; k++) {
+                close(ws[k].task_fd);
+                close(ws[k].result_fd);
+            }
+            bs_nchildren = 0;
+            worker_loop(task[0], result[1]);
+            _exit(0);
+        }
+        bs_children[bs_nchildren++] = w->pid;
+        close(task[0]);
+        close(result[1]);
+    }
+}
+
+static _Noreturn void worker_died(unsigned i, struct worker *w)
+{
+    int status = 0;
+    pid_t r;
+    while ((r = waitpid(w->pid, &status, 0)) < 0 && errno == EINTR)
+        ;
+    for (unsigned k = 0; k < bs_nchildren; k++)
+        if (bs_children[k] == w->pid)
+            bs_children[k] = 0;
+    if (r == w->pid && WIFSIGNALED(status))
+        fatal("worker process %u (pid %d) was killed by signal %d (%s)", i,
+              (int)w->pid, WTERMSIG(status), strsignal(WTERMSIG(status)));
+    fatal("worker process %u (pid %d) ended before its work was done", i, (int)w->pid);
+}
+
+/* Reads one message from worker i; returns its kind. */
+static uint32_t worker_receive(struct worker *ws, unsigned i, struct result *r)
+{
+    struct worker *w = &ws[i];
+    ssize_t got = read_all(w->result_fd, r, sizeof *r);
+    if (got != (ssize_t)sizeof *r) {
+        if (w->pid > 0)
+            worker_died(i, w);
+        fatal("worker thread %u stopped unexpectedly", i);
+    }
+    if (r->kind == MSG_ERROR)
+        fatal("worker %u: %s", i, alloc_error(r->err));
+    if (r->kind == MSG_DONE) {
+        w->counts = r->u.counts;
+        w->done = 1;
+    } else {
+        w->outstanding--;
+    }
+    return r->kind;
+}
+
+static void run_workers(struct input *in, struct tally *t, struct worker *ws, unsigned n,
+                        unsigned window)
+{
+    /* Results wait here until every earlier chunk has been emitted. */
+    static struct {
+        int ready;
+        uint64_t len;
+        uint32_t hashes[CHUNK_BLOCKS];
+    } slot[MAX_WINDOW];
+    uint64_t next_seq = 0, next_emit = 0;
+    int eof = 0;
+    unsigned rr = 0;
+    struct pollfd pfd[MAX_WORKERS];
+
+    while (!eof || next_emit < next_seq) {
+        /* Hand out chunks while the window and some worker have room. */
+        while (!eof && next_seq - next_emit < window) {
+            unsigned k = 0;
+            while (k < n && ws[rr].outstanding >= TASKS_PER_WORKER) {
+                rr = (rr + 1) % n;
+                k++;
+            }
+            if (k == n)
+                break;
+            unsigned char *buf = umalloc(CHUNK_BYTES);
+            if (!buf) {
+                if (next_emit < next_seq)
+                    break; /* wait for a buffer to come back */
+                fatal("%s", alloc_error(errno));
+            }
+            size_t len = input_read(in, buf, CHUNK_BYTES);
+            if (len < CHUNK_BYTES)
+                eof = 1;
+            if (len == 0) {
+                ufree(buf);
+                break;
+            }
+            struct task task = {.seq = next_seq, .buf = buf, .len = len};
+            if (write_all(ws[rr].task_fd, &task, sizeof task) != 0) {
+                struct result r;
+                worker_receive(ws, rr, &r); /* says why the worker is gone */
+                fatal("worker %u stopped taking work", rr);
+            }
+            ws[rr].outstanding++;
+            slot[next_seq % window].ready = 0;
+            next_seq++;
+            rr = (rr + 1) % n;
+        }
+        if (next_emit == next_seq)
+            continue;
+
+        for (unsigned i = 0; i < n; i++)
+            pfd[i] = (struct pollfd){.fd = ws[i].result_fd, .events = POLLIN};
+        if (poll(pfd, n, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            fatal("poll: %s", strerror(errno));
+        }
+        for (unsigned i = 0; i < n; i++) {
+            if (!pfd[i].revents)
+                continue;
+            struct result r;
+            if (worker_receive(ws, i, &r) != MSG_CHUNK)
+                fatal("worker %u finished before its work was done", i);
+            if (r.seq < next_emit || r.seq >= next_seq)
+                fatal("worker %u returned a chunk that was not asked for", i);
+            slot[r.seq % window].ready = 1;
+            slot[r.seq % window].len = r.len;
+            memcpy(slot[r.seq % window].hashes, r.u.hashes, sizeof r.u.hashes);
+        }
+        while (next_emit < next_seq && slot[next_emit % window].ready) {
+            emit_chunk(t, slot[next_emit % window].hashes, slot[next_emit % window].len);
+            slot[next_emit % window].ready = 0;
+            next_emit++;
+        }
+    }
+}
+
+/* Closes the task pipes and collects every worker's final counts. */
+static void stop_workers(struct worker *ws, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++)
+        close(ws[i].task_fd);
+    for (unsigned i = 0; i < n; i++) {
+        struct result r;
+        while (!ws[i].done)
+            if (worker_receive(ws, i, &r) == MSG_CHUNK)
+                fatal("worker %u sent a result after the end", i);
+        if (ws[i].pid > 0) {
+            int status = 0;
+            while (waitpid(ws[i].pid, &status, 0) < 0 && errno == EINTR)
+                ;
+            for (unsigned k = 0; k < bs_nchildren; k++)
+                if (bs_children[k] == ws[i].pid)
+                    bs_children[k] = 0;
+            if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+                fatal("worker process %u (pid %d) failed at exit", i, (int)ws[i].pid);
+        } else {
+            pthread_join(ws[i].thread, NULL);
+        }
+        close(ws[i].result_fd);
+    }
+}
+
+/* ---- the whole run ------------------------------------------------------ */
+
+static unsigned bs_window;
+
+static size_t default_heap_bytes(unsigned workers, unsigned window)
+{
+    size_t need = (size_t)(window + 2) * (CHUNK_BYTES + 256) +
+                  (size_t)workers * (bs_opt.pool_bytes + (128u << 10)) + (1u << 20);
+    size_t least = (size_t)64 << 20;
+    return need > least ? need : least;
+}
+
+static void add_counts(struct alloc_counts *sum, const struct alloc_counts *c)
+{
+    sum->umallocs += c->umallocs;
+    sum->ufrees += c->ufrees;
+    sum->pool_hits += c->pool_hits;
+    sum->pool_fallbacks += c->pool_fallbacks;
+    sum->pool_resets += c->pool_resets;
+    sum->remote_frees += c->remote_frees;
+}
+
+static void print_stats(const struct alloc_counts *c, unsigned workers)
+{
+    umem_stats_t st;
+    umem_get_stats(bs_heap, &st);
+    static const char *const mode_name[] = {"single", "threads", "processes"};
+    fprintf(stderr, "%s statistics (%s, %u worker%s)\n", bs_prog, mode_name[bs_opt.mode],
+            workers, workers == 1 ? "" : "s");
+#define STAT(name, value) \
+    fprintf(stderr, "  %-18s %llu\n", name, (unsigned long long)(value))
+    STAT("lock_count", st.lock_count);
+    STAT("lock_contended", st.lock_contended);
+    STAT("umalloc_calls", c->umallocs);
+    STAT("ufree_calls", c->ufrees);
+    STAT("heap_allocs", st.allocs);
+    STAT("heap_frees", st.frees);
+    STAT("heap_failed", st.failed_allocs);
+#ifdef BLOCKSIG_POOLS
+    STAT("pool_hits", c->pool_hits);
+    STAT("pool_fallbacks", c->pool_fallbacks);
+    STAT("pool_resets", c->pool_resets);
+    STAT("remote_frees", c->remote_frees);
+#endif
+    STAT("peak_heap_bytes", st.peak_bytes_in_use);
+    STAT("heap_bytes", st.heap_bytes);
+#undef STAT
+}
+
+static int blocksig_main(int argc, char **argv)
+{
+    const char *slash = argc > 0 ? strrchr(argv[0], '/') : NULL;
+    bs_prog = slash ? slash + 1 : argc > 0 ? argv[0] : bs_prog;
+    parse_options(argc, argv);
+
+    unsigned workers = bs_opt.mode == MODE_SINGLE ? 1 : bs_opt.workers;
+    unsigned window = workers * TASKS_PER_WORKER;
+    bs_window = window > MAX_WINDOW ? MAX_WINDOW : window;
+    size_t heap_bytes = bs_opt.heap_bytes ? bs_opt.heap_bytes
+                                          : default_heap_bytes(workers, bs_window);
+    unsigned flags = bs_opt.mode == MODE_SINGLE      ? UMEM_NOLOCK
+                     : bs_opt.mode == MODE_PROCESSES ? UMEM_SHARED
+                                                     : 0;
+
+    struct input in;
+    input_open(&in, bs_opt.path);
+    bs_heap = umem_create(heap_bytes, flags);
+    if (!bs_heap)
+        fatal("cannot create a heap of %zu bytes: %s", heap_bytes,
+              errno == EINVAL ? "too small" : strerror(errno));
+    static char outbuf[1 << 16];
+    setvbuf(stdout, outbuf, _IOFBF, sizeof outbuf);
+
+    struct tally t = {0, 0};
+    struct alloc_counts total = {0};
+    if (policy_reader_begin() != 0)
+        fatal("%s", alloc_error(errno));
+    if (bs_opt.mode == MODE_SINGLE) {
+        run_single(&in, &t);
+    } else {
+        static struct worker ws[MAX_WORKERS];
+        if (bs_opt.mode == MODE_PROCESSES)
+            signal(SIGPIPE, SIG_IGN); /* a dead worker's pipe: EPIPE, not death */
+        start_workers(ws, workers);
+        run_workers(&in, &t, ws, workers, bs_window);
+        stop_workers(ws, workers);
+        for (unsigned i = 0; i < workers; i++)
+            add_counts(&total, &ws[i].counts);
+    }
+    input_close(&in);
+    policy_reader_end();
+    add_counts(&total, &bs_counts);
+
+    printf("Final signature: %u\n", t.signature);
+    if (fflush(stdout) != 0 || ferror(stdout))
+        fatal("write error on standard output: %s", strerror(errno));
+    if (bs_opt.stats)
+        print_stats(&total, workers);
+    umem_destroy(bs_heap);
+    return 0;
+}
+
+#endif /* BLOCKSIG_H */
