@@ -4,12 +4,12 @@ CC ?= cc
 CFLAGS ?= -O2 -g -Wall -Wextra
 PTHREAD = -pthread
 
-PROGRAMS = $(basename $(wildcard sharedhash.c esharedhash.c))
+PROGRAMS = sharedhash esharedhash
 TESTS = tests/test_umem
 
 all: $(PROGRAMS)
 
-%: %.c umem.h
+%: %.c umem.h blocksig.h
 	$(CC) $(CFLAGS) $(PTHREAD) -o $@ $< $(LDFLAGS)
 
 tests/test_%: tests/test_%.c tests/check.h umem.h

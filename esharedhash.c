@@ -1,0 +1,240 @@
+/*
+ * esharedhash - the Huffman block signature of a file, with a private
+ * pool per worker carved from the same heap region.
+ *
+ * Each thread (the reader and every worker) owns one pool, reached through
+ * the __thread pointer `my_pool`.  A pool is one umem block, cut into
+ * power-of-two segments; it allocates by bumping a pointer in its current
+ * segment, with no lock, and goes to the shared heap (under its lock) only
+ * when no segment has room: per-worker heaps over a global heap, as in
+ * Hoard.
+ *
+ * Reuse: each segment counts its allocations and its frees.  When they
+ * meet, nothing in the segment is live and its bump pointer goes back to
+ * the start; a worker's segment does so at the end of every block, so one
+ * pool serves block after block without ever locking.
+ *
+ * Frees from another owner (the workers freeing the reader's input
+ * buffers, in another thread or, with -m, another process) are the only
+ * path with atomics, as in mimalloc: the owner's allocs and local_frees
+ * are plain fields it alone touches, and a foreign free only adds one to
+ * the segment's atomic remote_frees (release, after the freer is done
+ * with the memory).  The owner reads remote_frees (acquire) only when its
+ * current segment is full, and reuses a segment when allocs == local_frees
+ * + remote_frees.  No allocation is then live in it, so no further foreign
+ * free can arrive for it and zeroing the counter is safe.  The atomics are
+ * lock-free, so they work the same in MAP_SHARED memory across processes.
+ */
+#define BLOCKSIG_POOLS 1
+#include "blocksig.h"
+
+#include <stdatomic.h>
+
+struct pool_segment {
+    char *base, *bump, *end;
+    size_t allocs, local_frees;  /* the owner's alone */
+    _Atomic size_t remote_frees; /* added to by other owners */
+};
+
+struct pool {
+    char *base, *end; /* the segments' memory, contiguous */
+    unsigned shift;   /* segment size is 1 << shift */
+    unsigned nseg, cur;
+    struct pool_segment seg[];
+};
+
+static __thread struct pool *my_pool;
+
+/* Every live pool, so that a foreign free can find the pool it belongs
+ * to; a pointer in none of them came from the heap as a fallback. */
+static struct pool *_Atomic pool_registry[MAX_WORKERS + 1];
+
+_Static_assert(ATOMIC_POINTER_LOCK_FREE == 2 && ATOMIC_LONG_LOCK_FREE == 2,
+               "pool atomics must be lock-free to work across processes");
+
+static struct pool *pool_create(size_t segments, unsigned shift)
+{
+    size_t seg_bytes = (size_t)1 << shift;
+    size_t head = (sizeof(struct pool) + segments * sizeof(struct pool_segment) + 15) &
+                  ~(size_t)15;
+    if (segments == 0 || segments > (SIZE_MAX - head) / seg_bytes)
+        return NULL;
+    struct pool *p = umem_alloc(bs_heap, head + segments * seg_bytes);
+    if (!p)
+        return NULL;
+    p->base = (char *)p + head;
+    p->end = p->base + segments * seg_bytes;
+    p->shift = shift;
+    p->nseg = (unsigned)segments;
+    p->cur = 0;
+    for (size_t i = 0; i < segments; i++) {
+        struct pool_segment *s = &p->seg[i];
+        s->base = s->bump = p->base + i * seg_bytes;
+        s->end = s->base + seg_bytes;
+        s->allocs = s->local_frees = 0;
+        atomic_init(&s->remote_frees, 0);
+    }
+    for (unsigned i = 0; i <= MAX_WORKERS; i++) {
+        struct pool *expected = NULL;
+        if (atomic_compare_exchange_strong(&pool_registry[i], &expected, p))
+            return p;
+    }
+    umem_free(bs_heap, p); /* more pools than workers: cannot happen */
+    return NULL;
+}
+
+static int segment_drained(struct pool_segment *s)
+{
+    size_t remote = atomic_load_explicit(&s->remote_frees, memory_order_acquire);
+    return s->allocs == s->local_frees + remote;
+}
+
+static void segment_reset(struct pool_segment *s)
+{
+    s->bump = s->base;
+    s->allocs = s->local_frees = 0;
+    atomic_store_explicit(&s->remote_frees, 0, memory_order_relaxed);
+    bs_counts.pool_resets++;
+}
+
+/* Gives the pool back to the heap, if nothing in it is live. */
+static void pool_destroy(struct pool *p)
+{
+    if (!p)
+        return;
+    for (unsigned i = 0; i < p->nseg; i++)
+        if (!segment_drained(&p->seg[i]))
+            return; /* still in use: leave it to the heap's end */
+    for (unsigned i = 0; i <= MAX_WORKERS; i++) {
+        struct pool *expected = p;
+        atomic_compare_exchange_strong(&pool_registry[i], &expected, NULL);
+    }
+    umem_free(bs_heap, p);
+}
+
+/* The current segment is full: move to the next drained one, if any. */
+static void *pool_alloc_slow(struct pool *p, size_t need)
+{
+    for (unsigned k = 1; k <= p->nseg; k++) {
+        unsigned i = (p->cur + k) % p->nseg;
+        struct pool_segment *s = &p->seg[i];
+        if (!segment_drained(s))
+            continue;
+        if (s->bump != s->base)
+            segment_reset(s);
+        p->cur = i;
+        s->bump += need;
+        s->allocs++;
+        bs_counts.pool_hits++;
+        return s->base;
+    }
+    return NULL;
+}
+
+static inline void *umalloc(size_t n)
+{
+    bs_counts.umallocs++;
+    struct pool *p = my_pool;
+    if (p && n - 1 < ((size_t)1 << p->shift)) {
+        size_t need = (n + 15) & ~(size_t)15;
+        struct pool_segment *s = &p->seg[p->cur];
+        if ((size_t)(s->end - s->bump) >= need) {
+            void *r = s->bump;
+            s->bump += need;
+            s->allocs++;
+            bs_counts.pool_hits++;
+            return r;
+        }
+        void *r = pool_alloc_slow(p, need);
+        if (r)
+            return r;
+    }
+    bs_counts.pool_fallbacks++;
+    return umem_alloc(bs_heap, n);
+}
+
+static struct pool *pool_of(const char *c)
+{
+    for (unsigned i = 0; i <= MAX_WORKERS; i++) {
+        struct pool *p = atomic_load_explicit(&pool_registry[i], memory_order_acquire);
+        if (p && c >= p->base && c < p->end)
+            return p;
+    }
+    return NULL;
+}
+
+static inline void ufree(void *ptr)
+{
+    if (!ptr)
+        return;
+    bs_counts.ufrees++;
+    char *c = ptr;
+    struct pool *p = my_pool;
+    if (p && c >= p->base && c < p->end) {
+        struct pool_segment *s = &p->seg[(size_t)(c - p->base) >> p->shift];
+        if (++s->local_frees == s->allocs) {
+            s->bump = s->base;
+            s->allocs = s->local_frees = 0;
+            bs_counts.pool_resets++;
+        }
+        return;
+    }
+    struct pool *owner = pool_of(c);
+    if (owner) {
+        struct pool_segment *s = &owner->seg[(size_t)(c - owner->base) >> owner->shift];
+        atomic_fetch_add_explicit(&s->remote_frees, 1, memory_order_release);
+        bs_counts.remote_frees++;
+        return;
+    }
+    umem_free(bs_heap, ptr);
+}
+
+/* Four power-of-two segments from --pool: as large as fit. */
+static struct pool *worker_pool(void)
+{
+    size_t seg = bs_opt.pool_bytes / 4;
+    if (seg < 64)
+        return NULL; /* too small to be worth a segment: every call falls back */
+    unsigned shift = 0;
+    while (((size_t)2 << shift) <= seg)
+        shift++;
+    return pool_create(4, shift);
+}
+
+/* The reader's pool holds every input buffer in flight, one per segment;
+ * single-threaded, the one thread reads and hashes from a worker's pool. */
+static int policy_reader_begin(void)
+{
+    if (bs_opt.mode == MODE_SINGLE) {
+        my_pool = worker_pool();
+    } else {
+        unsigned shift = 0;
+        while (((size_t)1 << shift) < CHUNK_BYTES)
+            shift++;
+        my_pool = pool_create(bs_window + 2, shift);
+    }
+    return 0;
+}
+
+static int policy_worker_begin(void)
+{
+    my_pool = worker_pool();
+    return 0;
+}
+
+static void policy_worker_end(void)
+{
+    pool_destroy(my_pool);
+    my_pool = NULL;
+}
+
+static void policy_reader_end(void)
+{
+    pool_destroy(my_pool);
+    my_pool = NULL;
+}
+
+int main(int argc, char **argv)
+{
+    return blocksig_main(argc, argv);
+}
