@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Every shared vector, for both programs, in every mode and worker count;
+# the verbose output in every mode; the 5 GiB sparse file in -t.
+. "$(dirname "$0")/lib.sh"
+
+for prog in sharedhash esharedhash; do
+    for mode in single -t -m; do
+        for j in 1 2 3 8; do
+            [ "$mode" = single ] && [ "$j" != 1 ] && continue
+            flags=""
+            [ "$mode" = single ] || flags="$mode -j $j"
+            bad=()
+            while IFS=$'\t' read -r file want; do
+                # options after FILE, as the reference takes them
+                run ./$prog samples/$file $flags
+                [ "$out" = "$want" ] && [ $rc -eq 0 ] && [ -z "$err" ] ||
+                    bad+=("$file: got '$out' rc $rc ${err:+stderr '$err'}, want '$want'")
+            done < samples/SIGNATURES
+            name="vectors $prog $mode"
+            [ "$mode" = single ] || name="$name -j $j"
+            if [ ${#bad[@]} -eq 0 ]; then ok "$name"; else not_ok "$name" "${bad[@]}"; fi
+        done
+        run ./$prog -v ${mode/single/} -j 3 samples/ties64k.bin
+        check "verbose $prog $mode" cmp -s "$TMP/out" samples/ties64k.verbose
+    done
+done
+
+# Standard input, and the same from a pipe that delivers odd-sized pieces.
+run sh -c './esharedhash -t - < samples/xs1M.bin'
+check "stdin esharedhash -t" [ "$out" = "Final signature: 811138869" ]
+run sh -c 'cat samples/xs1M.bin | ./sharedhash -m -j 3 -'
+check "pipe sharedhash -m" [ "$out" = "Final signature: 811138869" ]
+
+# More blocks than the reference's one-process-per-block -m survives:
+# 8 copies of xs1M.bin, 8,192 blocks; block sums add, so the signature
+# is 8 times xs1M's modulo 2^31-1.
+for i in $(seq 8); do cat samples/xs1M.bin; done > "$TMP/xs8M"
+want=$(( 811138869 * 8 % 2147483647 ))
+for prog in sharedhash esharedhash; do
+    run ./$prog -m "$TMP/xs8M"
+    check "8 MiB $prog -m" [ "$out" = "Final signature: $want" ]
+done
+
+# 5 GiB sparse file: every block is 1024 zero bytes, hashing to 1024, so
+# the signature is 1024 * 5 GiB / 1024 = 5 * 2^30 modulo 2^31-1.
+if truncate -s 5G "$TMP/sparse" 2> /dev/null; then
+    want=$(( (5 << 30) % 2147483647 ))
+    run ./esharedhash -t "$TMP/sparse"
+    check "5 GiB sparse file esharedhash -t" [ "$out" = "Final signature: $want" ]
+else
+    not_ok "5 GiB sparse file" "cannot create a sparse file in $TMP"
+fi
