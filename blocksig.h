@@ -467,6 +467,11 @@ static const char *alloc_error(int err)
 
 /* ---- input -------------------------------------------------------------- */
 
+/* With -m, SIGCHLD interrupts a read() that waits on a slow input, so a
+ * worker that dies is noticed at once and not at the next chunk. */
+static volatile sig_atomic_t bs_child_exited;
+static void check_children(void);
+
 struct input {
     int fd;
     const char *name;
@@ -500,8 +505,11 @@ static size_t input_read(struct input *in, unsigned char *buf, size_t n)
         if (r == 0)
             break;
         if (r < 0) {
-            if (errno == EINTR)
+            if (errno == EINTR) {
+                if (bs_child_exited)
+                    check_children();
                 continue;
+            }
             fatal("%s: read error: %s", in->name, strerror(errno));
         }
         got += (size_t)r;
@@ -704,12 +712,13 @@ static void start_workers(struct worker *ws, unsigned n)
     }
 }
 
-static _Noreturn void worker_died(unsigned i, struct worker *w)
+/* Reports a worker process that ended early; status -1: not reaped yet. */
+static _Noreturn void worker_died(unsigned i, struct worker *w, int status)
 {
-    int status = 0;
-    pid_t r;
-    while ((r = waitpid(w->pid, &status, 0)) < 0 && errno == EINTR)
-        ;
+    pid_t r = w->pid;
+    if (status == -1)
+        while ((r = waitpid(w->pid, &status, 0)) < 0 && errno == EINTR)
+            ;
     for (unsigned k = 0; k < bs_nchildren; k++)
         if (bs_children[k] == w->pid)
             bs_children[k] = 0;
@@ -719,6 +728,27 @@ static _Noreturn void worker_died(unsigned i, struct worker *w)
     fatal("worker process %u (pid %d) ended before its work was done", i, (int)w->pid);
 }
 
+/* A worker process exits only when told to; one that has exited before
+ * that has failed. */
+static struct worker *bs_workers;
+static unsigned bs_nworkers;
+
+static void check_children(void)
+{
+    bs_child_exited = 0;
+    for (unsigned i = 0; i < bs_nworkers; i++) {
+        int status;
+        if (bs_workers[i].pid > 0 && waitpid(bs_workers[i].pid, &status, WNOHANG) > 0)
+            worker_died(i, &bs_workers[i], status);
+    }
+}
+
+static void on_sigchld(int sig)
+{
+    (void)sig;
+    bs_child_exited = 1;
+}
+
 /* Reads one message from worker i; returns its kind. */
 static uint32_t worker_receive(struct worker *ws, unsigned i, struct result *r)
 {
@@ -726,7 +756,7 @@ static uint32_t worker_receive(struct worker *ws, unsigned i, struct result *r)
     ssize_t got = read_all(w->result_fd, r, sizeof *r);
     if (got != (ssize_t)sizeof *r) {
         if (w->pid > 0)
-            worker_died(i, w);
+            worker_died(i, w, -1);
         fatal("worker thread %u stopped unexpectedly", i);
     }
     if (r->kind == MSG_ERROR)
@@ -925,8 +955,16 @@ static int blocksig_main(int argc, char **argv)
         run_single(&in, &t);
     } else {
         static struct worker ws[MAX_WORKERS];
-        if (bs_opt.mode == MODE_PROCESSES)
+        bs_workers = ws;
+        bs_nworkers = workers;
+        if (bs_opt.mode == MODE_PROCESSES) {
             signal(SIGPIPE, SIG_IGN); /* a dead worker's pipe: EPIPE, not death */
+            struct sigaction sa;
+            memset(&sa, 0, sizeof sa);
+            sa.sa_handler = on_sigchld; /* no SA_RESTART: reads see EINTR */
+            sigemptyset(&sa.sa_mask);
+            sigaction(SIGCHLD, &sa, NULL);
+        }
         start_workers(ws, workers);
         run_workers(&in, &t, ws, workers, bs_window);
         stop_workers(ws, workers);

@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# The command line: help, version, --stats, --pool, and every error a user
+# can cause, with its exit status, its one line on stderr and an empty stdout.
+. "$(dirname "$0")/lib.sh"
+
+XS=samples/xs1M.bin
+XS_SIG="Final signature: 811138869"
+
+for prog in sharedhash esharedhash; do
+    run ./$prog --help
+    check "$prog --help: usage on stdout, exit 0" [ $rc -eq 0 -a -z "$err" ]
+    check "$prog --help names the options" grep -q -- "-j N" "$TMP/out"
+    run ./$prog --version
+    check "$prog --version" [ $rc -eq 0 -a "$out" = "$prog 1.0.0" ]
+    run ./$prog -j2 "$XS" -t
+    check "$prog -j2 glued, options after FILE" [ "$out" = "$XS_SIG" ]
+    run ./$prog -- "$XS"
+    check "$prog -- ends the options" [ "$out" = "$XS_SIG" ]
+
+    # Usage errors: exit 2, a message and the usage on stderr, nothing on stdout.
+    while IFS='|' read -r args what; do
+        run ./$prog $args
+        if [ $rc -eq 2 ] && [ -z "$out" ] && grep -q -- "$what" "$TMP/err" &&
+            grep -q "^usage: $prog" "$TMP/err"; then
+            ok "$prog usage error: $args"
+        else
+            not_ok "$prog usage error: $args" "rc $rc, stdout '$out', stderr '$err'"
+        fi
+    done << LIST
+--bogus $XS|unknown option '--bogus'
+-x $XS|unknown option '-x'
+-t -m $XS|-t and -m exclude each other
+-m $XS -t|-t and -m exclude each other
+-j 0 -t $XS|-j wants a number of workers
+-j abc -t $XS|-j wants a number of workers
+-j 257 -t $XS|-j wants a number of workers
+-j 99999999999999999999999 $XS|-j wants a number of workers
+$XS -j|needs a value
+--heap 12Q $XS|--heap wants a size
+--heap 0 $XS|--heap wants a size
+--heap 99999999999G $XS|--heap wants a size
+--heap=-5 $XS|--heap wants a size
+|no input FILE
+$XS $XS|one input FILE
+LIST
+done
+run ./sharedhash --pool 1K "$XS"
+check "sharedhash has no --pool" [ $rc -eq 2 ]
+run ./esharedhash --pool x "$XS"
+check "esharedhash --pool x: usage error" [ $rc -eq 2 -a -z "$out" ]
+
+# Errors: exit 1, one line naming the cause, nothing on stdout.
+expect_error() { # NAME WHAT ARGS...
+    local name=$1 what=$2
+    shift 2
+    run "$@"
+    local lines
+    lines=$(printf '%s\n' "$err" | grep -c .)
+    if [ $rc -eq 1 ] && [ -z "$out" ] && [ "$lines" -eq 1 ] && grep -q -- "$what" "$TMP/err"; then
+        ok "$name"
+    else
+        not_ok "$name" "rc $rc, stdout '$out', stderr '$err'"
+    fi
+}
+for prog in sharedhash esharedhash; do
+    for mode in "" -t -m; do
+        expect_error "$prog $mode missing file" "no/such/file: No such file or directory" \
+            ./$prog $mode no/such/file
+        expect_error "$prog $mode directory" "samples: Is a directory" ./$prog $mode samples
+        expect_error "$prog $mode heap too small" "heap is too small" \
+            ./$prog $mode --heap 64K "$XS"
+        expect_error "$prog $mode heap below one block" "cannot create a heap" \
+            ./$prog $mode --heap 100 "$XS"
+        expect_error "$prog $mode stdout full" "write error on standard output" \
+            sh -c "./$prog $mode $XS > /dev/full"
+    done
+done
+
+# --stats: on stderr, after the result; the figures are exact.
+stat_of() { awk -v k="$1" '$1 == k { print $2 }' "$TMP/err"; }
+run ./sharedhash -t -j 2 --stats "$XS"
+allocs=$(stat_of heap_allocs)
+frees=$(stat_of heap_frees)
+check "sharedhash -t --stats: result unchanged" [ "$out" = "$XS_SIG" ]
+check "sharedhash -t --stats: a lock per allocation and per free" \
+    [ "$(stat_of lock_count)" = $((allocs + frees)) -a "$allocs" = "$frees" ]
+check "sharedhash -t --stats: every umalloc reaches the heap" \
+    [ "$(stat_of umalloc_calls)" = "$allocs" -a "$allocs" -gt 500000 ]
+run ./sharedhash --stats "$XS"
+check "sharedhash single --stats: no lock" [ "$(stat_of lock_count)" = 0 ]
+
+for mode in -t -m; do
+    run ./esharedhash $mode -j 3 --stats "$XS"
+    check "esharedhash $mode --stats: no fallback with the default pool" \
+        [ "$(stat_of pool_fallbacks)" = 0 -a "$(stat_of pool_hits)" = "$(stat_of umalloc_calls)" ]
+    check "esharedhash $mode --stats: a lock to create and free each pool" \
+        [ "$(stat_of lock_count)" = $((2 + 2 * 3)) ]
+    check "esharedhash $mode --stats: workers free the reader's buffers remotely" \
+        [ "$(stat_of remote_frees)" = 16 ]
+    for pool in 0 1K; do
+        run ./esharedhash $mode -j 2 --pool $pool --stats "$XS"
+        fallbacks=$(stat_of pool_fallbacks)
+        check "esharedhash $mode --pool $pool: same signature through fallbacks" \
+            [ "$out" = "$XS_SIG" -a "${fallbacks:-0}" -gt 100000 ]
+    done
+done
+run ./esharedhash --pool 0 --stats "$XS"
+check "esharedhash single --pool 0: same signature" [ "$out" = "$XS_SIG" ]
+
+children_of() { # the pids whose parent is $1, from /proc
+    local stat
+    for stat in /proc/[0-9]*/stat; do
+        awk -v p="$1" '{ sub(/.*\) /, ""); if ($2 == p) printf "%s ", FILENAME }' "$stat" 2> /dev/null
+    done | sed 's|/proc/||g; s|/stat||g'
+}
+
+# A worker process killed while the reader waits on a slow input: the run
+# ends at once with one line, exit 1, and no worker left behind.
+mkfifo "$TMP/fifo"
+for prog in sharedhash esharedhash; do
+    ./$prog -m -j 2 - < "$TMP/fifo" > "$TMP/out" 2> "$TMP/err" &
+    parent=$!
+    exec 3> "$TMP/fifo" # held open: the input never ends by itself
+    cat "$XS" >&3
+    sleep 1
+    kids=$(children_of "$parent")
+    victim=${kids%% *}
+    start=$SECONDS
+    kill -KILL "$victim"
+    wait "$parent"
+    rc=$?
+    took=$((SECONDS - start))
+    exec 3>&-
+    left=""
+    for k in $kids; do kill -0 "$k" 2> /dev/null && left="$left $k"; done
+    if [ $rc -ne 1 ] || [ -s "$TMP/out" ] || [ -n "$left" ] || [ $took -gt 3 ] ||
+        ! grep -q "killed by signal 9" "$TMP/err" || [ "$(grep -c . "$TMP/err")" -ne 1 ]; then
+        not_ok "$prog -m worker killed" "rc $rc after ${took}s, stdout '$(cat "$TMP/out")'," \
+            "stderr '$(cat "$TMP/err")', children $kids, left:$left"
+    else
+        ok "$prog -m worker killed"
+    fi
+done
