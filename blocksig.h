@@ -302,13 +302,19 @@ static void usage(FILE *to)
             bs_prog, MAX_WORKERS);
 }
 
+/* "prog: message" on one line of stderr. */
+static void complain(const char *fmt, va_list ap)
+{
+    fprintf(stderr, "%s: ", bs_prog);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+}
+
 static _Noreturn void usage_error(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "%s: ", bs_prog);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    complain(fmt, ap);
     va_end(ap);
     usage(stderr);
     exit(2);
@@ -430,17 +436,31 @@ static void parse_options(int argc, char **argv)
 static pid_t bs_children[MAX_WORKERS];
 static unsigned bs_nchildren;
 
-static void reap_children(int sig)
+static void forget_child(pid_t pid)
+{
+    for (unsigned k = 0; k < bs_nchildren; k++)
+        if (bs_children[k] == pid)
+            bs_children[k] = 0;
+}
+
+/* Waits for one worker process and forgets it; returns its status. */
+static int reap(pid_t pid)
+{
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    forget_child(pid);
+    return status;
+}
+
+static void kill_children(void)
 {
     for (unsigned i = 0; i < bs_nchildren; i++)
-        if (bs_children[i] > 0 && sig)
-            kill(bs_children[i], sig);
+        if (bs_children[i] > 0)
+            kill(bs_children[i], SIGKILL);
     for (unsigned i = 0; i < bs_nchildren; i++)
-        if (bs_children[i] > 0) {
-            while (waitpid(bs_children[i], NULL, 0) < 0 && errno == EINTR)
-                ;
-            bs_children[i] = 0;
-        }
+        if (bs_children[i] > 0)
+            reap(bs_children[i]);
 }
 
 /* One line on stderr naming the cause; no child is left behind; exit 1. */
@@ -448,11 +468,9 @@ static _Noreturn void fatal(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "%s: ", bs_prog);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    complain(fmt, ap);
     va_end(ap);
-    reap_children(SIGKILL);
+    kill_children();
     _exit(1); /* stdout is not flushed: a failed run prints no result */
 }
 
@@ -715,14 +733,11 @@ static void start_workers(struct worker *ws, unsigned n)
 /* Reports a worker process that ended early; status -1: not reaped yet. */
 static _Noreturn void worker_died(unsigned i, struct worker *w, int status)
 {
-    pid_t r = w->pid;
     if (status == -1)
-        while ((r = waitpid(w->pid, &status, 0)) < 0 && errno == EINTR)
-            ;
-    for (unsigned k = 0; k < bs_nchildren; k++)
-        if (bs_children[k] == w->pid)
-            bs_children[k] = 0;
-    if (r == w->pid && WIFSIGNALED(status))
+        status = reap(w->pid);
+    else
+        forget_child(w->pid);
+    if (WIFSIGNALED(status))
         fatal("worker process %u (pid %d) was killed by signal %d (%s)", i,
               (int)w->pid, WTERMSIG(status), strsignal(WTERMSIG(status)));
     fatal("worker process %u (pid %d) ended before its work was done", i, (int)w->pid);
@@ -859,12 +874,7 @@ static void stop_workers(struct worker *ws, unsigned n)
             if (worker_receive(ws, i, &r) == MSG_CHUNK)
                 fatal("worker %u sent a result after the end", i);
         if (ws[i].pid > 0) {
-            int status = 0;
-            while (waitpid(ws[i].pid, &status, 0) < 0 && errno == EINTR)
-                ;
-            for (unsigned k = 0; k < bs_nchildren; k++)
-                if (bs_children[k] == ws[i].pid)
-                    bs_children[k] = 0;
+            int status = reap(ws[i].pid);
             if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
                 fatal("worker process %u (pid %d) failed at exit", i, (int)ws[i].pid);
         } else {
