@@ -56,14 +56,14 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
-#define SIG_PRIME    2147483647u
-#define BLOCK_BYTES  1024u
-#define CHUNK_BLOCKS 64u
-#define CHUNK_BYTES  (BLOCK_BYTES * CHUNK_BLOCKS)
-#define MAX_WORKERS  256u
-#define MAX_WINDOW   64u /* chunks in flight at most, whatever -j says */
+#define SIG_PRIME        2147483647u
+#define BLOCK_BYTES      1024u
+#define CHUNK_BLOCKS     64u
+#define CHUNK_BYTES      (BLOCK_BYTES * CHUNK_BLOCKS)
+#define MAX_WORKERS      256u
+#define MAX_WINDOW       64u /* chunks in flight at most, whatever -j says */
 #define TASKS_PER_WORKER 2u
-#define VERSION      "1.0.0"
+#define VERSION          "1.0.0"
 
 /* ---- the per-block signature ------------------------------------------ */
 
@@ -281,25 +281,26 @@ static const char *bs_prog = "blocksig";
 
 static void usage(FILE *to)
 {
-    fprintf(to,
-            "usage: %s [options] FILE\n"
-            "Prints the Huffman block signature of FILE ('-' for standard input).\n"
-            "\n"
-            "  -t            hash with a pool of worker threads\n"
-            "  -m            hash with a pool of worker processes (shared heap)\n"
-            "  -j N          number of workers for -t and -m, 1..%u (default: online CPUs)\n"
-            "  -v            print every block's hash, in block order, before the result\n"
-            "  --stats       print allocator and lock statistics on stderr after the run\n"
-            "  --heap SIZE   size of the heap region (K, M, G suffixes; default: enough\n"
-            "                for the workers, at least 64M)\n"
+    fprintf(
+        to,
+        "usage: %s [options] FILE\n"
+        "Prints the Huffman block signature of FILE ('-' for standard input).\n"
+        "\n"
+        "  -t            hash with a pool of worker threads\n"
+        "  -m            hash with a pool of worker processes (shared heap)\n"
+        "  -j N          number of workers for -t and -m, 1..%u (default: online CPUs)\n"
+        "  -v            print every block's hash, in block order, before the result\n"
+        "  --stats       print allocator and lock statistics on stderr after the run\n"
+        "  --heap SIZE   size of the heap region (K, M, G suffixes; default: enough\n"
+        "                for the workers, at least 64M)\n"
 #ifdef BLOCKSIG_POOLS
-            "  --pool SIZE   size of each worker's private pool (default 256K; 0: none)\n"
+        "  --pool SIZE   size of each worker's private pool (default 256K; 0: none)\n"
 #endif
-            "  -h, --help    print this help and exit\n"
-            "  --version     print the version and exit\n"
-            "\n"
-            "Exit status: 0 success, 1 error (input, heap, worker), 2 usage error.\n",
-            bs_prog, MAX_WORKERS);
+        "  -h, --help    print this help and exit\n"
+        "  --version     print the version and exit\n"
+        "\n"
+        "Exit status: 0 success, 1 error (input, heap, worker), 2 usage error.\n",
+        bs_prog, MAX_WORKERS);
 }
 
 /* "prog: message" on one line of stderr. */
@@ -334,10 +335,23 @@ static int parse_size(const char *s, size_t *out)
     }
     unsigned shift = 0;
     switch (*s) {
-    case 'k': case 'K': shift = 10; s++; break;
-    case 'm': case 'M': shift = 20; s++; break;
-    case 'g': case 'G': shift = 30; s++; break;
-    default: break;
+    case 'k':
+    case 'K':
+        shift = 10;
+        s++;
+        break;
+    case 'm':
+    case 'M':
+        shift = 20;
+        s++;
+        break;
+    case 'g':
+    case 'G':
+        shift = 30;
+        s++;
+        break;
+    default:
+        break;
     }
     if (*s != '\0' || (shift && v > (SIZE_MAX >> shift)))
         return -1;
@@ -404,8 +418,8 @@ static void parse_options(int argc, char **argv)
         } else if (strncmp(a, "-j", 2) == 0 && a[1] == 'j') {
             const char *v = option_value(argc, argv, &i, a[2] ? a + 2 : NULL);
             size_t n;
-            if (parse_size(v, &n) != 0 || strspn(v, "0123456789") != strlen(v) ||
-                n < 1 || n > MAX_WORKERS)
+            if (parse_size(v, &n) != 0 || strspn(v, "0123456789") != strlen(v) || n < 1 ||
+                n > MAX_WORKERS)
                 usage_error("-j wants a number of workers from 1 to %u, not '%s'",
                             MAX_WORKERS, v);
             bs_opt.workers = (unsigned)n;
@@ -493,9 +507,9 @@ static void check_children(void);
 struct input {
     int fd;
     const char *name;
-    int sized;          /* a regular file with a size to hold it to */
+    int sized; /* a regular file with a size to hold it to */
     off_t size;
-    uint64_t bytes;     /* read so far */
+    uint64_t bytes; /* read so far */
 };
 
 static void input_open(struct input *in, const char *path)
@@ -701,8 +715,8 @@ static void start_workers(struct worker *ws, unsigned n)
         int task[2], result[2];
         if (pipe(task) != 0 || pipe(result) != 0)
             fatal("cannot create a pipe for worker %u: %s", i, strerror(errno));
-        *w = (struct worker){.task_fd = task[1], .result_fd = result[0],
-                             .in_fds = {task[0], result[1]}};
+        *w = (struct worker){
+            .task_fd = task[1], .result_fd = result[0], .in_fds = {task[0], result[1]}};
         if (bs_opt.mode == MODE_THREADS) {
             int e = pthread_create(&w->thread, NULL, worker_thread, w);
             if (e != 0)
@@ -738,8 +752,8 @@ static _Noreturn void worker_died(unsigned i, struct worker *w, int status)
     else
         forget_child(w->pid);
     if (WIFSIGNALED(status))
-        fatal("worker process %u (pid %d) was killed by signal %d (%s)", i,
-              (int)w->pid, WTERMSIG(status), strsignal(WTERMSIG(status)));
+        fatal("worker process %u (pid %d) was killed by signal %d (%s)", i, (int)w->pid,
+              WTERMSIG(status), strsignal(WTERMSIG(status)));
     fatal("worker process %u (pid %d) ended before its work was done", i, (int)w->pid);
 }
 
@@ -942,8 +956,8 @@ static int blocksig_main(int argc, char **argv)
     unsigned workers = bs_opt.mode == MODE_SINGLE ? 1 : bs_opt.workers;
     unsigned window = workers * TASKS_PER_WORKER;
     bs_window = window > MAX_WINDOW ? MAX_WINDOW : window;
-    size_t heap_bytes = bs_opt.heap_bytes ? bs_opt.heap_bytes
-                                          : default_heap_bytes(workers, bs_window);
+    size_t heap_bytes =
+        bs_opt.heap_bytes ? bs_opt.heap_bytes : default_heap_bytes(workers, bs_window);
     unsigned flags = bs_opt.mode == MODE_SINGLE      ? UMEM_NOLOCK
                      : bs_opt.mode == MODE_PROCESSES ? UMEM_SHARED
                                                      : 0;

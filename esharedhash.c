@@ -55,8 +55,8 @@ _Static_assert(ATOMIC_POINTER_LOCK_FREE == 2 && ATOMIC_LONG_LOCK_FREE == 2,
 static struct pool *pool_create(size_t segments, unsigned shift)
 {
     size_t seg_bytes = (size_t)1 << shift;
-    size_t head = (sizeof(struct pool) + segments * sizeof(struct pool_segment) + 15) &
-                  ~(size_t)15;
+    size_t head =
+        (sizeof(struct pool) + segments * sizeof(struct pool_segment) + 15) & ~(size_t)15;
     if (segments == 0 || segments > (SIZE_MAX - head) / seg_bytes)
         return NULL;
     struct pool *p = umem_alloc(bs_heap, head + segments * seg_bytes);
