@@ -39,8 +39,13 @@
  *
  * LOCKING AND STATISTICS
  *   Every umem_alloc and umem_free takes the heap's lock once (none with
- *   UMEM_NOLOCK); lock_count counts those acquisitions and lock_contended
- *   the ones that found the lock taken and had to wait.  umem_check and
+ *   UMEM_NOLOCK).  A caller that finds the lock taken spins briefly, then
+ *   naps UMEM_NAP_NS between attempts instead of queueing on the mutex:
+ *   a lock taken for every allocation is best left with the thread that
+ *   holds it for a burst of calls, since handing it (and the heap's cache
+ *   lines) to another core on every call costs more than the calls.
+ *   lock_count counts the acquisitions by alloc and free, and
+ *   lock_contended the ones that found the lock taken.  umem_check and
  *   umem_get_stats take the lock as well but are not counted, so that
  *   looking at the heap does not change what is seen.  The counters live
  *   in the region and change only under the lock, so they are exact across
@@ -101,6 +106,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -147,6 +153,9 @@ struct umem_free_block {
     struct umem_free_block *next, *prev;
 };
 
+/* The fields read on every call and never written after umem_create sit
+ * on their own cache line, apart from what the lock holder writes, so
+ * that threads on other cores keep reading them from their own caches. */
 struct umem {
     uint64_t magic;
     size_t map_bytes;
@@ -155,11 +164,12 @@ struct umem {
     size_t secret;
     char *first; /* first block header */
     char *end;   /* end mark header */
+    _Alignas(64) pthread_mutex_t lock;
+    _Atomic int busy; /* a hint for spinning waiters: the lock is held */
+    int owner_died;
     struct umem_free_block *free_list;
     uint64_t lock_count, lock_contended, allocs, frees, failed_allocs;
     uint64_t bytes_in_use, peak_bytes_in_use;
-    int owner_died;
-    pthread_mutex_t lock;
 };
 
 #define UMEM_CONTROL_BYTES \
@@ -231,6 +241,22 @@ static inline void umem__list_remove(umem_t *h, struct umem_free_block *f)
         f->next->prev = f->prev;
 }
 
+#ifndef UMEM_SPIN
+#define UMEM_SPIN 2 /* spins, of 8 then 16 pauses, before napping */
+#endif
+#ifndef UMEM_NAP_NS
+#define UMEM_NAP_NS 20000 /* a nap between attempts on a busy lock */
+#endif
+
+static inline void umem__relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
 /* Takes the lock; `counted` says whether lock_count sees it.  Returns 0
  * with the lock held, or -1 with errno set and the lock not held. */
 static inline int umem__lock(umem_t *h, int counted)
@@ -240,8 +266,19 @@ static inline int umem__lock(umem_t *h, int counted)
     int contended = 0;
     int r = pthread_mutex_trylock(&h->lock);
     if (r == EBUSY) {
+        /* Contended: a short spin, then naps.  See LOCKING above. */
         contended = 1;
-        r = pthread_mutex_lock(&h->lock);
+        for (unsigned attempt = 0; r == EBUSY; attempt++) {
+            if (attempt < UMEM_SPIN) {
+                for (unsigned k = 0; k < 8u << attempt; k++)
+                    umem__relax();
+            } else {
+                struct timespec nap = {0, UMEM_NAP_NS};
+                nanosleep(&nap, NULL);
+            }
+            if (!atomic_load_explicit(&h->busy, memory_order_relaxed))
+                r = pthread_mutex_trylock(&h->lock);
+        }
     }
     if (r == EOWNERDEAD) {
         h->owner_died = 1;
@@ -250,11 +287,13 @@ static inline int umem__lock(umem_t *h, int counted)
         errno = r;
         return -1;
     }
+    atomic_store_explicit(&h->busy, 1, memory_order_relaxed);
     if (counted) {
         h->lock_count++;
         h->lock_contended += (uint64_t)contended;
     }
     if (h->owner_died) {
+        atomic_store_explicit(&h->busy, 0, memory_order_relaxed);
         pthread_mutex_unlock(&h->lock);
         errno = EOWNERDEAD;
         return -1;
@@ -264,8 +303,10 @@ static inline int umem__lock(umem_t *h, int counted)
 
 static inline void umem__unlock(umem_t *h)
 {
-    if (!(h->flags & UMEM_NOLOCK))
+    if (!(h->flags & UMEM_NOLOCK)) {
+        atomic_store_explicit(&h->busy, 0, memory_order_relaxed);
         pthread_mutex_unlock(&h->lock);
+    }
 }
 
 static inline umem_t *umem_create(size_t bytes, unsigned flags)

@@ -1,0 +1,46 @@
+/*
+ * mallochash - the hasher of blocksig.h with umalloc/ufree mapped to the C
+ * library's malloc/free, for the benchmark: run it under LD_PRELOAD to
+ * compare glibc, jemalloc, mimalloc and tcmalloc with umem.h's pools.
+ * Single and -t only: malloc'd memory is not shared across fork().
+ */
+#include "../blocksig.h"
+
+static inline void *umalloc(size_t n)
+{
+    bs_counts.umallocs++;
+    return malloc(n);
+}
+
+static inline void ufree(void *p)
+{
+    bs_counts.ufrees += p != NULL;
+    free(p);
+}
+
+static int policy_reader_begin(void)
+{
+    if (bs_opt.mode == MODE_PROCESSES) {
+        errno = ENOTSUP;
+        return -1;
+    }
+    return 0;
+}
+
+static int policy_worker_begin(void)
+{
+    return 0;
+}
+
+static void policy_worker_end(void)
+{
+}
+
+static void policy_reader_end(void)
+{
+}
+
+int main(int argc, char **argv)
+{
+    return blocksig_main(argc, argv);
+}
