@@ -73,9 +73,16 @@ struct hnode {
     struct hnode *left, *right;
 };
 
+/* The heap's array holds each node's frequency beside its pointer, so
+ * that sifting compares keys in the array instead of chasing pointers. */
+struct heap_entry {
+    uint32_t freq;
+    struct hnode *node;
+};
+
 struct minheap {
     uint32_t size;
-    struct hnode **item;
+    struct heap_entry *item;
 };
 
 /* What each thread's policy did; summed over workers for --stats. */
@@ -104,37 +111,39 @@ static inline uint32_t sig_mod(uint64_t x)
 /* Push: append, then sift up; a parent of equal frequency moves down. */
 static inline void heap_push(struct minheap *h, struct hnode *n)
 {
+    struct heap_entry e = {n->freq, n};
     uint32_t i = h->size++;
     while (i > 0) {
         uint32_t p = (i - 1) / 2;
-        if (h->item[p]->freq < n->freq)
+        if (h->item[p].freq < e.freq)
             break;
         h->item[i] = h->item[p];
         i = p;
     }
-    h->item[i] = n;
+    h->item[i] = e;
 }
 
-/* Pop: take the root, move the last node to the top and sift down,
- * choosing a child only when strictly smaller, the left one first. */
+/* Pop: take the root, move the last entry to the top and sift down.  The
+ * definition picks the left child if strictly smaller than the moving
+ * entry, then the right one if strictly smaller than that pick; the same
+ * as taking the smaller child (the left on a tie) and moving it up if it
+ * is strictly smaller than the moving entry, which needs no branch to
+ * choose the child. */
 static inline struct hnode *heap_pop(struct minheap *h)
 {
-    struct hnode *top = h->item[0];
-    struct hnode *last = h->item[--h->size];
+    struct hnode *top = h->item[0].node;
+    struct heap_entry last = h->item[--h->size];
     uint32_t n = h->size, i = 0;
-    uint32_t f = last->freq;
     for (;;) {
-        uint32_t l = 2 * i + 1, r = l + 1, s = i, sf = f;
-        if (l < n && h->item[l]->freq < sf) {
-            s = l;
-            sf = h->item[l]->freq;
-        }
-        if (r < n && h->item[r]->freq < sf)
-            s = r;
-        if (s == i)
+        uint32_t c = 2 * i + 1;
+        if (c + 1 < n)
+            c += h->item[c + 1].freq < h->item[c].freq;
+        else if (c >= n)
             break;
-        h->item[i] = h->item[s];
-        i = s;
+        if (!(h->item[c].freq < last.freq))
+            break;
+        h->item[i] = h->item[c];
+        i = c;
     }
     h->item[i] = last;
     return top;
@@ -170,7 +179,7 @@ static int block_abandon(struct minheap *heap, struct hnode *a, struct hnode *b)
     if (heap) {
         if (heap->item) {
             for (uint32_t i = 0; i < heap->size; i++)
-                free_tree(heap->item[i]);
+                free_tree(heap->item[i].node);
             ufree(heap->item);
         }
         ufree(heap);
@@ -235,7 +244,7 @@ static int block_signature(const unsigned char *data, size_t len, uint32_t *out)
      * on the stack, so the tree is walked and freed in one pass. */
     struct hnode *stack[WALK_STACK];
     int sp = 0;
-    stack[sp++] = heap->item[0];
+    stack[sp++] = heap->item[0].node;
     uint32_t h = 0;
     while (sp > 0) {
         struct hnode *n = stack[--sp];
