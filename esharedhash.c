@@ -86,7 +86,10 @@ static struct pool *pool_create(size_t segments, unsigned shift)
 static int segment_drained(struct pool_segment *s)
 {
     size_t remote = atomic_load_explicit(&s->remote_frees, memory_order_acquire);
-    return s->allocs == s->local_frees + remote;
+    if (s->allocs != s->local_frees + remote)
+        return 0;
+    HANDOFF_RECEIVE(s);
+    return 1;
 }
 
 static void segment_reset(struct pool_segment *s)
@@ -183,6 +186,7 @@ static inline void ufree(void *ptr)
     struct pool *owner = pool_of(c);
     if (owner) {
         struct pool_segment *s = &owner->seg[(size_t)(c - owner->base) >> owner->shift];
+        HANDOFF_SEND(s);
         atomic_fetch_add_explicit(&s->remote_frees, 1, memory_order_release);
         bs_counts.remote_frees++;
         return;

@@ -106,7 +106,6 @@
 
 #include <errno.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -165,7 +164,6 @@ struct umem {
     char *first; /* first block header */
     char *end;   /* end mark header */
     _Alignas(64) pthread_mutex_t lock;
-    _Atomic int busy; /* a hint for spinning waiters: the lock is held */
     int owner_died;
     struct umem_free_block *free_list;
     uint64_t lock_count, lock_contended, allocs, frees, failed_allocs;
@@ -276,8 +274,7 @@ static inline int umem__lock(umem_t *h, int counted)
                 struct timespec nap = {0, UMEM_NAP_NS};
                 nanosleep(&nap, NULL);
             }
-            if (!atomic_load_explicit(&h->busy, memory_order_relaxed))
-                r = pthread_mutex_trylock(&h->lock);
+            r = pthread_mutex_trylock(&h->lock);
         }
     }
     if (r == EOWNERDEAD) {
@@ -287,13 +284,11 @@ static inline int umem__lock(umem_t *h, int counted)
         errno = r;
         return -1;
     }
-    atomic_store_explicit(&h->busy, 1, memory_order_relaxed);
     if (counted) {
         h->lock_count++;
         h->lock_contended += (uint64_t)contended;
     }
     if (h->owner_died) {
-        atomic_store_explicit(&h->busy, 0, memory_order_relaxed);
         pthread_mutex_unlock(&h->lock);
         errno = EOWNERDEAD;
         return -1;
@@ -304,7 +299,6 @@ static inline int umem__lock(umem_t *h, int counted)
 static inline void umem__unlock(umem_t *h)
 {
     if (!(h->flags & UMEM_NOLOCK)) {
-        atomic_store_explicit(&h->busy, 0, memory_order_relaxed);
         pthread_mutex_unlock(&h->lock);
     }
 }
