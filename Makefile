@@ -5,7 +5,7 @@ CFLAGS ?= -O2 -g -Wall -Wextra
 PTHREAD = -pthread
 
 PROGRAMS = sharedhash esharedhash
-TESTS = tests/test_umem
+TESTS = tests/test_umem tests/test_fuzz_corpus tests/faults.so
 
 all: $(PROGRAMS)
 
@@ -15,13 +15,23 @@ all: $(PROGRAMS)
 tests/test_%: tests/test_%.c tests/check.h umem.h
 	$(CC) $(CFLAGS) $(PTHREAD) -o $@ $< $(LDFLAGS)
 
+tests/test_fuzz_corpus: tests/fuzz_umem.c umem.h
+	$(CC) $(CFLAGS) $(PTHREAD) -DFUZZ_STANDALONE -o $@ $< $(LDFLAGS)
+
+tests/faults.so: tests/faults.c
+	$(CC) $(CFLAGS) -shared -fPIC -o $@ $< -ldl
+
 test: all $(TESTS)
 	tests/run.sh
 
-clean:
-	rm -f $(PROGRAMS) $(TESTS)
+# Sanitizers, valgrind, helgrind and DRD, and a short libFuzzer run.
+check: all $(TESTS)
+	tests/check.sh
 
-.PHONY: all test clean
+clean:
+	rm -rf $(PROGRAMS) $(TESTS) build
+
+.PHONY: all test check clean
 
 # Not part of make test: timings on a shared machine are for reading side
 # by side, never for passing or failing.

@@ -1,6 +1,8 @@
 # Helpers for the shell tests: each check prints "ok - NAME" or
 # "not ok - NAME" (counted by tests/run.sh), with details on stderr.
 cd "$(dirname "$0")/.." || exit 1
+# The programs under test: the ones `make` builds, or a sanitizer build's.
+BIN=${BIN:-.}
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 

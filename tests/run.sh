@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Runs every test program and script under tests/ and ends with the line
-# "N passed, N failed".  Each test prints "ok - NAME" or "not ok - NAME";
+# Runs the tests named on the command line, by default every test program
+# and script under tests/, and ends with the line "N passed, N failed".  Each test prints "ok - NAME" or "not ok - NAME";
 # a program that dies or exits non-zero without saying "not ok" counts as
 # one more failure, so a crash is never a silent pass.
 set -u
 cd "$(dirname "$0")/.."
 passed=0
 failed=0
-for t in tests/test_*; do
+[ $# -gt 0 ] || set -- tests/test_*
+for t in "$@"; do
     case "$t" in
         *.c | *.h | *.o) continue ;;
     esac

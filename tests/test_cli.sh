@@ -7,19 +7,19 @@ XS=samples/xs1M.bin
 XS_SIG="Final signature: 811138869"
 
 for prog in sharedhash esharedhash; do
-    run ./$prog --help
+    run $BIN/$prog --help
     check "$prog --help: usage on stdout, exit 0" [ $rc -eq 0 -a -z "$err" ]
     check "$prog --help names the options" grep -q -- "-j N" "$TMP/out"
-    run ./$prog --version
+    run $BIN/$prog --version
     check "$prog --version" [ $rc -eq 0 -a "$out" = "$prog 1.0.0" ]
-    run ./$prog -j2 "$XS" -t
+    run $BIN/$prog -j2 "$XS" -t
     check "$prog -j2 glued, options after FILE" [ "$out" = "$XS_SIG" ]
-    run ./$prog -- "$XS"
+    run $BIN/$prog -- "$XS"
     check "$prog -- ends the options" [ "$out" = "$XS_SIG" ]
 
     # Usage errors: exit 2, a message and the usage on stderr, nothing on stdout.
     while IFS='|' read -r args what; do
-        run ./$prog $args
+        run $BIN/$prog $args
         if [ $rc -eq 2 ] && [ -z "$out" ] && grep -q -- "$what" "$TMP/err" &&
             grep -q "^usage: $prog" "$TMP/err"; then
             ok "$prog usage error: $args"
@@ -44,9 +44,9 @@ $XS -j|needs a value
 $XS $XS|one input FILE
 LIST
 done
-run ./sharedhash --pool 1K "$XS"
+run $BIN/sharedhash --pool 1K "$XS"
 check "sharedhash has no --pool" [ $rc -eq 2 ]
-run ./esharedhash --pool x "$XS"
+run $BIN/esharedhash --pool x "$XS"
 check "esharedhash --pool x: usage error" [ $rc -eq 2 -a -z "$out" ]
 
 # Errors: exit 1, one line naming the cause, nothing on stdout.
@@ -65,20 +65,20 @@ expect_error() { # NAME WHAT ARGS...
 for prog in sharedhash esharedhash; do
     for mode in "" -t -m; do
         expect_error "$prog $mode missing file" "no/such/file: No such file or directory" \
-            ./$prog $mode no/such/file
-        expect_error "$prog $mode directory" "samples: Is a directory" ./$prog $mode samples
+            $BIN/$prog $mode no/such/file
+        expect_error "$prog $mode directory" "samples: Is a directory" $BIN/$prog $mode samples
         expect_error "$prog $mode heap too small" "heap is too small" \
-            ./$prog $mode --heap 64K "$XS"
+            $BIN/$prog $mode --heap 64K "$XS"
         expect_error "$prog $mode heap below one block" "cannot create a heap" \
-            ./$prog $mode --heap 100 "$XS"
+            $BIN/$prog $mode --heap 100 "$XS"
         expect_error "$prog $mode stdout full" "write error on standard output" \
-            sh -c "./$prog $mode $XS > /dev/full"
+            sh -c "$BIN/$prog $mode $XS > /dev/full"
     done
 done
 
 # --stats: on stderr, after the result; the figures are exact.
 stat_of() { awk -v k="$1" '$1 == k { print $2 }' "$TMP/err"; }
-run ./sharedhash -t -j 2 --stats "$XS"
+run $BIN/sharedhash -t -j 2 --stats "$XS"
 allocs=$(stat_of heap_allocs)
 frees=$(stat_of heap_frees)
 check "sharedhash -t --stats: result unchanged" [ "$out" = "$XS_SIG" ]
@@ -86,11 +86,11 @@ check "sharedhash -t --stats: a lock per allocation and per free" \
     [ "$(stat_of lock_count)" = $((allocs + frees)) -a "$allocs" = "$frees" ]
 check "sharedhash -t --stats: every umalloc reaches the heap" \
     [ "$(stat_of umalloc_calls)" = "$allocs" -a "$allocs" -gt 500000 ]
-run ./sharedhash --stats "$XS"
+run $BIN/sharedhash --stats "$XS"
 check "sharedhash single --stats: no lock" [ "$(stat_of lock_count)" = 0 ]
 
 for mode in -t -m; do
-    run ./esharedhash $mode -j 3 --stats "$XS"
+    run $BIN/esharedhash $mode -j 3 --stats "$XS"
     check "esharedhash $mode --stats: no fallback with the default pool" \
         [ "$(stat_of pool_fallbacks)" = 0 -a "$(stat_of pool_hits)" = "$(stat_of umalloc_calls)" ]
     check "esharedhash $mode --stats: a lock to create and free each pool" \
@@ -98,13 +98,13 @@ for mode in -t -m; do
     check "esharedhash $mode --stats: workers free the reader's buffers remotely" \
         [ "$(stat_of remote_frees)" = 16 ]
     for pool in 0 1K; do
-        run ./esharedhash $mode -j 2 --pool $pool --stats "$XS"
+        run $BIN/esharedhash $mode -j 2 --pool $pool --stats "$XS"
         fallbacks=$(stat_of pool_fallbacks)
         check "esharedhash $mode --pool $pool: same signature through fallbacks" \
             [ "$out" = "$XS_SIG" -a "${fallbacks:-0}" -gt 100000 ]
     done
 done
-run ./esharedhash --pool 0 --stats "$XS"
+run $BIN/esharedhash --pool 0 --stats "$XS"
 check "esharedhash single --pool 0: same signature" [ "$out" = "$XS_SIG" ]
 
 children_of() { # the pids whose parent is $1, from /proc
@@ -118,7 +118,7 @@ children_of() { # the pids whose parent is $1, from /proc
 # ends at once with one line, exit 1, and no worker left behind.
 mkfifo "$TMP/fifo"
 for prog in sharedhash esharedhash; do
-    ./$prog -m -j 2 - < "$TMP/fifo" > "$TMP/out" 2> "$TMP/err" &
+    $BIN/$prog -m -j 2 - < "$TMP/fifo" > "$TMP/out" 2> "$TMP/err" &
     parent=$!
     exec 3> "$TMP/fifo" # held open: the input never ends by itself
     cat "$XS" >&3

@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# make check: the tests again under AddressSanitizer + UndefinedBehavior-
+# Sanitizer and under ThreadSanitizer, valgrind memcheck in every mode,
+# helgrind and DRD on -t, and a short libFuzzer run on umem.h.  Installs
+# clang and valgrind where it can; ends with "N passed, N failed".
+set -u
+cd "$(dirname "$0")/.." || exit 1
+FUZZ_SECONDS=${FUZZ_SECONDS:-60}
+passed=0
+failed=0
+tally() { # reads test output; adds up its ok and not ok lines
+    local line
+    while IFS= read -r line; do
+        case "$line" in
+            [0-9]*" passed, "*" failed") continue ;; # a sub-run's own total
+        esac
+        echo "$line"
+        case "$line" in
+            "ok - "*) passed=$((passed + 1)) ;;
+            "not ok - "*) failed=$((failed + 1)) ;;
+        esac
+    done
+}
+result() { # NAME STATUS: one ok or not ok line
+    if [ "$2" -eq 0 ]; then echo "ok - $1"; else echo "not ok - $1"; fi
+}
+
+need=()
+command -v clang > /dev/null || need+=(clang)
+command -v valgrind > /dev/null || need+=(valgrind)
+[ -e /usr/include/valgrind/helgrind.h ] || need+=(valgrind)
+if [ ${#need[@]} -gt 0 ] && command -v apt-get > /dev/null && [ "$(id -u)" -eq 0 ]; then
+    apt-get install -y "${need[@]}" > /dev/null 2>&1 ||
+        { apt-get update > /dev/null 2>&1 && apt-get install -y "${need[@]}" > /dev/null 2>&1; }
+fi
+
+CC=${CC:-cc}
+build() { # DIR FLAGS...: both programs and the umem tests, each built alone
+    local dir=$1
+    shift
+    mkdir -p "$dir"
+    for p in sharedhash esharedhash; do
+        $CC -Wall -Wextra -Werror -pthread "$@" -o "$dir/$p" $p.c || return 1
+    done
+    $CC -Wall -Wextra -pthread "$@" -o "$dir/test_umem" tests/test_umem.c
+}
+
+# Sanitizers: the unit tests and the end-to-end suite, without a report.
+# A report makes a run exit non-zero or print to stderr, and so fail.
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:verify_asan_link_order=0
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
+for san in "asan -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" \
+    "tsan -fsanitize=thread"; do
+    set -- $san
+    dir=build/$1
+    shift
+    if build "$dir" -O1 -g "$@"; then
+        tally < <(BIN=$dir SKIP_SLOW=1 tests/run.sh "$dir/test_umem" tests/test_signatures.sh \
+            tests/test_cli.sh tests/test_faults.sh 2>&1 |
+            sed "s/^\(\(not \)\{0,1\}ok - \)/\1[$(basename $dir)] /")
+    else
+        echo "not ok - [$(basename $dir)] build"
+        failed=$((failed + 1))
+    fi
+done
+
+# valgrind memcheck: no error and no leak, single, -t and -m.
+if command -v valgrind > /dev/null; then
+    for p in sharedhash esharedhash; do
+        for mode in "" -t -m; do
+            out=$(valgrind -q --error-exitcode=99 --leak-check=full --show-leak-kinds=all \
+                --errors-for-leak-kinds=all ./$p $mode -j 2 samples/ties64k.bin 2> build/memcheck.log)
+            [ "$out" = "Final signature: 1365010003" ] && [ ! -s build/memcheck.log ]
+            rc=$?
+            [ $rc -eq 0 ] || cat build/memcheck.log >&2
+            tally < <(result "[memcheck] $p ${mode:-single}" $rc)
+        done
+    done
+    # helgrind and DRD on -t; the -DBLOCKSIG_VALGRIND build tells them
+    # about the hand-offs through pipes, which they cannot see.
+    if build build/valgrind -O1 -g -DBLOCKSIG_VALGRIND; then
+        for tool in helgrind drd; do
+            for p in sharedhash esharedhash; do
+                out=$(valgrind -q --tool=$tool --error-exitcode=99 build/valgrind/$p -t -j 3 \
+                    samples/ties64k.bin 2> build/$tool.log)
+                [ "$out" = "Final signature: 1365010003" ] && [ ! -s build/$tool.log ]
+                rc=$?
+                [ $rc -eq 0 ] || head -40 build/$tool.log >&2
+                tally < <(result "[$tool] $p -t" $rc)
+            done
+        done
+    else
+        tally <<< "not ok - [valgrind] build with -DBLOCKSIG_VALGRIND (valgrind's headers missing?)"
+    fi
+else
+    tally <<< "ok - [valgrind] # SKIP valgrind is not installed"
+fi
+
+# libFuzzer on umem.h, from the committed corpus; a crash leaves its input
+# in build/fuzz, to be added to tests/fuzz-corpus as a regression test.
+if command -v clang > /dev/null &&
+    clang -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -pthread \
+        -o build/fuzz_umem tests/fuzz_umem.c 2> build/fuzz-build.log; then
+    rm -rf build/fuzz && mkdir -p build/fuzz/corpus
+    cp tests/fuzz-corpus/* build/fuzz/corpus/
+    (cd build/fuzz && ../fuzz_umem -max_total_time="$FUZZ_SECONDS" -max_len=4096 \
+        -print_final_stats=1 corpus > fuzz.log 2>&1)
+    rc=$?
+    [ $rc -eq 0 ] || { tail -30 build/fuzz/fuzz.log >&2; ls build/fuzz/crash-* >&2; }
+    runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' build/fuzz/fuzz.log | grep -o '[0-9]*$')
+    tally < <(result "[libFuzzer] umem.h for ${FUZZ_SECONDS}s (${runs:-no} inputs)" $rc)
+else
+    tally <<< "ok - [libFuzzer] # SKIP clang with libFuzzer is not available"
+fi
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,79 @@
+/*
+ * faults.so - fault injection for the end-to-end tests, loaded with
+ * LD_PRELOAD so that the programs carry no test code.  FAULT selects one:
+ *
+ *   FAULT=die-holding-lock:N   a worker process (any process but the one
+ *                              that loaded this first) kills itself with
+ *                              SIGKILL right after its Nth acquisition of
+ *                              a mutex, i.e. while it holds the heap's lock
+ *   FAULT=shrink:PATH          after the first read() of a regular file
+ *                              that returns data, PATH is truncated to
+ *                              half its size
+ */
+#define _GNU_SOURCE 1
+#include <dlfcn.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static pid_t first_pid;
+static long die_after;
+static const char *shrink_path;
+
+__attribute__((constructor)) static void faults_init(void)
+{
+    first_pid = getpid();
+    const char *f = getenv("FAULT");
+    if (!f)
+        return;
+    if (strncmp(f, "die-holding-lock:", 17) == 0)
+        die_after = atol(f + 17);
+    else if (strncmp(f, "shrink:", 7) == 0)
+        shrink_path = f + 7;
+}
+
+static void after_lock(int r)
+{
+    static __thread long taken;
+    if (r == 0 && die_after > 0 && getpid() != first_pid && ++taken == die_after)
+        kill(getpid(), SIGKILL);
+}
+
+int pthread_mutex_trylock(pthread_mutex_t *m)
+{
+    static int (*real)(pthread_mutex_t *);
+    if (!real)
+        real = (int (*)(pthread_mutex_t *))dlsym(RTLD_NEXT, "pthread_mutex_trylock");
+    int r = real(m);
+    after_lock(r);
+    return r;
+}
+
+int pthread_mutex_lock(pthread_mutex_t *m)
+{
+    static int (*real)(pthread_mutex_t *);
+    if (!real)
+        real = (int (*)(pthread_mutex_t *))dlsym(RTLD_NEXT, "pthread_mutex_lock");
+    int r = real(m);
+    after_lock(r);
+    return r;
+}
+
+ssize_t read(int fd, void *buf, size_t n)
+{
+    static ssize_t (*real)(int, void *, size_t);
+    static int shrunk;
+    if (!real)
+        real = (ssize_t(*)(int, void *, size_t))dlsym(RTLD_NEXT, "read");
+    ssize_t r = real(fd, buf, n);
+    struct stat st;
+    if (r > 0 && shrink_path && !shrunk && fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
+        shrunk = 1;
+        if (truncate(shrink_path, st.st_size / 2) != 0)
+            abort();
+    }
+    return r;
+}

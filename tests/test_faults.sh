@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# Faults and hostile inputs: a worker process killed while it holds the
+# heap's lock, SIGINT and SIGTERM to the parent, an input that shrinks
+# while it is read, far more workers than CPUs, a FIFO, an unreadable file
+# and files that are not regular.  Faults are injected by tests/faults.so
+# (LD_PRELOAD), so the programs carry no test code.
+. "$(dirname "$0")/lib.sh"
+
+XS_SIG="Final signature: 811138869"
+FAULTS=$PWD/tests/faults.so
+
+# Processes whose command line names the file $1: a run's parent and its
+# workers all do (the workers are forks), and nothing else does.
+alive_with() {
+    local f found=""
+    for f in /proc/[0-9]*/cmdline; do
+        tr '\0' ' ' < "$f" 2> /dev/null | grep -q -- "$1" && found="$found ${f//[^0-9]/}"
+    done
+    echo $found
+}
+
+# A worker process dies by SIGKILL right after taking the heap's lock.
+# sharedhash's workers take it on every allocation (here the 1000th);
+# esharedhash's take it only to carve their pool (the 1st).
+for case in "sharedhash 1000" "esharedhash 1"; do
+    set -- $case
+    prog=$1
+    input="$TMP/lock-holder-$prog.bin"
+    cp samples/xs1M.bin "$input"
+    start=$SECONDS
+    FAULT=die-holding-lock:$2 LD_PRELOAD=$FAULTS run $BIN/$prog -m -j 2 "$input"
+    took=$((SECONDS - start))
+    sleep 0.2
+    left=$(alive_with "$input")
+    if [ $rc -eq 1 ] && [ -z "$out" ] && [ "$(grep -c . "$TMP/err")" -eq 1 ] &&
+        grep -qE "killed by signal 9|died while holding its lock" "$TMP/err" &&
+        [ $took -le 5 ] && [ -z "$left" ]; then
+        ok "$prog -m: a worker killed holding the heap's lock"
+    else
+        not_ok "$prog -m: a worker killed holding the heap's lock" \
+            "rc $rc after ${took}s, stdout '$out', stderr '$err', left: $left"
+    fi
+done
+
+# SIGINT or SIGTERM to the parent: every worker is gone within a second.
+set -m # job control: background jobs do not ignore SIGINT
+mkfifo "$TMP/fifo"
+for prog in sharedhash esharedhash; do
+    for sig in INT TERM; do
+        for mode in -t -m; do
+            input="$TMP/signal-$prog-$sig$mode"
+            ln -sf "$TMP/fifo" "$input"
+            $BIN/$prog $mode -j 2 "$input" > "$TMP/out" 2> /dev/null &
+            parent=$!
+            exec 3> "$TMP/fifo"
+            cat samples/ties64k.bin >&3
+            sleep 0.5
+            before=$(alive_with "$input")
+            kill -$sig $parent
+            sleep 1
+            left=$(alive_with "$input")
+            exec 3>&-
+            wait $parent 2> /dev/null
+            rc=$?
+            expect=1
+            [ $mode = -m ] && expect=3 # the parent and two workers
+            if [ "$(echo $before | wc -w)" -eq $expect ] && [ -z "$left" ] && [ ! -s "$TMP/out" ]; then
+                ok "$prog $mode: SIG$sig to the parent ends every worker"
+            else
+                not_ok "$prog $mode: SIG$sig to the parent ends every worker" \
+                    "before: $before; after 1 s: $left; rc $rc; stdout $(cat "$TMP/out")"
+                [ -z "$left" ] || kill -KILL $left 2> /dev/null
+            fi
+        done
+    done
+done
+set +m
+
+# An input that shrinks while it is read is an error, never a signature.
+for prog in sharedhash esharedhash; do
+    for mode in "" -t -m; do
+        head -c 4M /dev/urandom > "$TMP/shrinking"
+        FAULT=shrink:$TMP/shrinking LD_PRELOAD=$FAULTS run $BIN/$prog $mode "$TMP/shrinking"
+        if [ $rc -eq 1 ] && [ -z "$out" ] && grep -q "changed size while it was being read" "$TMP/err"; then
+            ok "$prog $mode: an input that shrinks is an error"
+        else
+            not_ok "$prog $mode: an input that shrinks is an error" "rc $rc, stdout '$out', stderr '$err'"
+        fi
+    done
+done
+
+# Far more workers than CPUs.
+for prog in sharedhash esharedhash; do
+    for mode in -t -m; do
+        run $BIN/$prog $mode -j 256 samples/xs1M.bin
+        check "$prog $mode -j 256" [ "$out" = "$XS_SIG" -a $rc -eq 0 ]
+    done
+done
+
+# A FIFO, a character device, an unreadable file.
+for prog in sharedhash esharedhash; do
+    rm -f "$TMP/fifo2"
+    mkfifo "$TMP/fifo2"
+    cat samples/xs1M.bin > "$TMP/fifo2" &
+    run $BIN/$prog -t "$TMP/fifo2"
+    wait
+    check "$prog reads a FIFO" [ "$out" = "$XS_SIG" ]
+    run $BIN/$prog -m /dev/null
+    check "$prog /dev/null is empty" [ "$out" = "Final signature: 0" -a $rc -eq 0 ]
+done
+cp samples/hello.txt "$TMP/secret"
+chmod 000 "$TMP/secret"
+as_user=()
+if [ "$(id -u)" -eq 0 ]; then
+    if command -v setpriv > /dev/null; then
+        as_user=(setpriv --reuid=65534 --regid=65534 --clear-groups)
+        chmod 755 "$TMP"
+    else
+        as_user=(skip)
+    fi
+fi
+for prog in sharedhash esharedhash; do
+    if [ "${as_user[0]:-}" = skip ]; then
+        ok "$prog: an unreadable file # SKIP no setpriv to run as a normal user"
+        continue
+    fi
+    run "${as_user[@]}" $BIN/$prog "$TMP/secret"
+    if [ $rc -eq 1 ] && [ -z "$out" ] && grep -q "secret: Permission denied" "$TMP/err"; then
+        ok "$prog: an unreadable file"
+    else
+        not_ok "$prog: an unreadable file" "rc $rc, stdout '$out', stderr '$err'"
+    fi
+done
