@@ -1,8 +1,15 @@
-# make        builds sharedhash and esharedhash
-# make test   builds and runs every test; ends with "N passed, N failed"
+# make            builds sharedhash and esharedhash
+# make test       builds and runs every test; ends with "N passed, N failed"
+# make check      sanitizers, valgrind and fuzzing (a few minutes)
+# make install    PREFIX=/usr/local, DESTDIR for staging; make uninstall
+# make bench      the benchmark (never part of the tests)
 CC ?= cc
 CFLAGS ?= -O2 -g -Wall -Wextra
 PTHREAD = -pthread
+PREFIX ?= /usr/local
+BINDIR = $(PREFIX)/bin
+INCLUDEDIR = $(PREFIX)/include
+MANDIR = $(PREFIX)/share/man
 
 PROGRAMS = sharedhash esharedhash
 TESTS = tests/test_umem tests/test_fuzz_corpus tests/faults.so
@@ -28,10 +35,24 @@ test: all $(TESTS)
 check: all $(TESTS)
 	tests/check.sh
 
+install: all
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(INCLUDEDIR) \
+		$(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man3
+	install -m 755 $(PROGRAMS) $(DESTDIR)$(BINDIR)/
+	install -m 644 umem.h $(DESTDIR)$(INCLUDEDIR)/
+	install -m 644 man/sharedhash.1 man/esharedhash.1 $(DESTDIR)$(MANDIR)/man1/
+	install -m 644 man/umem.3 $(DESTDIR)$(MANDIR)/man3/
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/sharedhash $(DESTDIR)$(BINDIR)/esharedhash \
+		$(DESTDIR)$(INCLUDEDIR)/umem.h \
+		$(DESTDIR)$(MANDIR)/man1/sharedhash.1 $(DESTDIR)$(MANDIR)/man1/esharedhash.1 \
+		$(DESTDIR)$(MANDIR)/man3/umem.3
+
 clean:
 	rm -rf $(PROGRAMS) $(TESTS) build
 
-.PHONY: all test check clean
+.PHONY: all test check install uninstall clean
 
 # Not part of make test: timings on a shared machine are for reading side
 # by side, never for passing or failing.

@@ -288,9 +288,13 @@ static int chunk_signature(const unsigned char *buf, size_t len, uint32_t *hashe
 
 enum run_mode { MODE_SINGLE, MODE_THREADS, MODE_PROCESSES };
 
+enum progress_mode { PROGRESS_AUTO, PROGRESS_ON, PROGRESS_OFF };
+
 struct options {
-    const char *path;
+    char **paths; /* the FILE operands, in order */
+    int npaths;
     enum run_mode mode;
+    enum progress_mode progress;
     unsigned workers;
     int verbose, stats;
     size_t heap_bytes; /* 0: the default for the workers */
@@ -304,14 +308,17 @@ static void usage(FILE *to)
 {
     fprintf(
         to,
-        "usage: %s [options] FILE\n"
-        "Prints the Huffman block signature of FILE ('-' for standard input).\n"
+        "usage: %s [options] FILE...\n"
+        "Prints the Huffman block signature of each FILE ('-' for standard input).\n"
+        "With several files, each line ends with two spaces and the file's name.\n"
         "\n"
         "  -t            hash with a pool of worker threads\n"
         "  -m            hash with a pool of worker processes (shared heap)\n"
         "  -j N          number of workers for -t and -m, 1..%u (default: online CPUs)\n"
         "  -v            print every block's hash, in block order, before the result\n"
         "  --stats       print allocator and lock statistics on stderr after the run\n"
+        "  --progress    show progress on stderr (default: only when it is a terminal)\n"
+        "  --no-progress never show progress\n"
         "  --heap SIZE   size of the heap region (K, M, G suffixes; default: enough\n"
         "                for the workers, at least 64M)\n"
 #ifdef BLOCKSIG_POOLS
@@ -320,7 +327,8 @@ static void usage(FILE *to)
         "  -h, --help    print this help and exit\n"
         "  --version     print the version and exit\n"
         "\n"
-        "Exit status: 0 success, 1 error (input, heap, worker), 2 usage error.\n",
+        "Exit status: 0 success, 1 an error (an input, the heap, a worker),\n"
+        "2 a usage error.\n",
         bs_prog, MAX_WORKERS);
 }
 
@@ -404,12 +412,13 @@ static void parse_options(int argc, char **argv)
 #ifdef BLOCKSIG_POOLS
     bs_opt.pool_bytes = 256u << 10;
 #endif
-    int files = 0, only_operands = 0;
+    /* Operands are gathered at the front of argv, in order. */
+    bs_opt.paths = argv + 1;
+    int only_operands = 0;
     for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
+        char *a = argv[i];
         if (only_operands || a[0] != '-' || strcmp(a, "-") == 0) {
-            bs_opt.path = a;
-            files++;
+            bs_opt.paths[bs_opt.npaths++] = a;
             continue;
         }
         const char *eq = strchr(a, '=');
@@ -430,6 +439,10 @@ static void parse_options(int argc, char **argv)
             bs_opt.verbose = 1;
         } else if (IS("--stats")) {
             bs_opt.stats = 1;
+        } else if (IS("--progress")) {
+            bs_opt.progress = PROGRESS_ON;
+        } else if (IS("--no-progress")) {
+            bs_opt.progress = PROGRESS_OFF;
         } else if (IS("-h") || IS("--help")) {
             usage(stdout);
             exit(fflush(stdout) == 0 && !ferror(stdout) ? 0 : 1);
@@ -459,10 +472,8 @@ static void parse_options(int argc, char **argv)
         }
 #undef IS
     }
-    if (files == 0)
+    if (bs_opt.npaths == 0)
         usage_error("no input FILE given");
-    if (files > 1)
-        usage_error("one input FILE at a time");
 }
 
 /* ---- errors ------------------------------------------------------------- */
@@ -498,9 +509,12 @@ static void kill_children(void)
             reap(bs_children[i]);
 }
 
+static void progress_clear(void);
+
 /* One line on stderr naming the cause; no child is left behind; exit 1. */
 static _Noreturn void fatal(const char *fmt, ...)
 {
+    progress_clear();
     va_list ap;
     va_start(ap, fmt);
     complain(fmt, ap);
@@ -531,29 +545,122 @@ struct input {
     int sized; /* a regular file with a size to hold it to */
     off_t size;
     uint64_t bytes; /* read so far */
+    int error;      /* errno of a failed read: the input ends there */
 };
 
-static void input_open(struct input *in, const char *path)
+/* ---- progress ------------------------------------------------------------ */
+
+/* One line on stderr, rewritten in place (pv and zstd do the same): shown
+ * when stderr is a terminal unless --no-progress, and when it is not only
+ * with --progress; never before an input has taken PROGRESS_DELAY_NS, so
+ * that short inputs show nothing. */
+#define PROGRESS_DELAY_NS 500000000ll
+#define PROGRESS_EVERY_NS 200000000ll
+
+static struct {
+    int enabled, tty, shown;
+    int64_t start, last; /* nanoseconds */
+} bs_progress;
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void progress_setup(void)
+{
+    bs_progress.tty = isatty(2);
+    /* Per-block lines on the same terminal would tear the progress line. */
+    int auto_on = bs_progress.tty && !(bs_opt.verbose && isatty(1));
+    bs_progress.enabled =
+        bs_opt.progress == PROGRESS_ON || (bs_opt.progress == PROGRESS_AUTO && auto_on);
+}
+
+/* Removes the progress line (or ends it, when stderr is not a terminal). */
+static void progress_clear(void)
+{
+    if (!bs_progress.shown)
+        return;
+    fputs(bs_progress.tty ? "\r\033[K" : "\n", stderr);
+    bs_progress.shown = 0;
+}
+
+static void human_bytes(char *out, size_t len, double b)
+{
+    static const char *const unit[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    int u = 0;
+    while (b >= 1024 && u < 4) {
+        b /= 1024;
+        u++;
+    }
+    snprintf(out, len, u ? "%.1f %s" : "%.0f %s", b, unit[u]);
+}
+
+static void progress_update(const struct input *in)
+{
+    if (!bs_progress.enabled)
+        return;
+    int64_t t = now_ns();
+    if (in->bytes == 0 || t - bs_progress.start < PROGRESS_DELAY_NS ||
+        t - bs_progress.last < PROGRESS_EVERY_NS)
+        return;
+    bs_progress.last = t;
+    double secs = (double)(t - bs_progress.start) / 1e9;
+    double rate = (double)in->bytes / secs;
+    char done[32], total[32];
+    human_bytes(done, sizeof done, (double)in->bytes);
+    fprintf(stderr, "\r%s: %s", in->name, done);
+    if (in->sized && (uint64_t)in->size >= in->bytes) {
+        human_bytes(total, sizeof total, (double)in->size);
+        long left = (long)((double)((uint64_t)in->size - in->bytes) / rate + 0.5);
+        fprintf(stderr, " of %s (%.0f%%), %.1f MB/s, %ld:%02ld left", total,
+                100.0 * (double)in->bytes / (double)in->size, rate / 1e6, left / 60,
+                left % 60);
+    } else {
+        fprintf(stderr, ", %.1f MB/s", rate / 1e6);
+    }
+    fputs(bs_progress.tty ? "\033[K" : "", stderr);
+    bs_progress.shown = 1;
+}
+
+/* ---- input -------------------------------------------------------------- */
+
+/* A problem with one input: reported, and the other inputs go on. */
+static int input_error(const char *name, int err, const char *what)
+{
+    progress_clear();
+    fprintf(stderr, "%s: %s: %s\n", bs_prog, name, what ? what : strerror(err));
+    return -1;
+}
+
+static int input_open(struct input *in, const char *path)
 {
     memset(in, 0, sizeof *in);
     in->name = strcmp(path, "-") == 0 ? "standard input" : path;
     in->fd = strcmp(path, "-") == 0 ? 0 : open(path, O_RDONLY);
     if (in->fd < 0)
-        fatal("%s: %s", path, strerror(errno));
+        return input_error(path, errno, NULL);
     struct stat st;
-    if (fstat(in->fd, &st) != 0)
-        fatal("%s: %s", in->name, strerror(errno));
-    if (S_ISDIR(st.st_mode))
-        fatal("%s: %s", in->name, strerror(EISDIR));
+    if (fstat(in->fd, &st) != 0 || S_ISDIR(st.st_mode)) {
+        int err = S_ISDIR(st.st_mode) ? EISDIR : errno;
+        if (in->fd > 0)
+            close(in->fd);
+        return input_error(in->name, err, NULL);
+    }
     in->sized = S_ISREG(st.st_mode) && st.st_size > 0;
     in->size = st.st_size;
+    bs_progress.start = bs_progress.last = now_ns();
+    return 0;
 }
 
-/* Fills buf with up to n bytes; fewer only at end of input. */
+/* Fills buf with up to n bytes; fewer only at the end of the input, or
+ * where a read failed (the error is kept for input_close). */
 static size_t input_read(struct input *in, unsigned char *buf, size_t n)
 {
     size_t got = 0;
-    while (got < n) {
+    while (got < n && !in->error) {
         ssize_t r = read(in->fd, buf + got, n - got);
         if (r == 0)
             break;
@@ -563,24 +670,32 @@ static size_t input_read(struct input *in, unsigned char *buf, size_t n)
                     check_children();
                 continue;
             }
-            fatal("%s: read error: %s", in->name, strerror(errno));
+            in->error = errno;
+            break;
         }
         got += (size_t)r;
     }
     in->bytes += got;
+    progress_update(in);
     return got;
 }
 
-/* At end of input: a regular file must still be as long as what was read,
- * or the signature would be of a file that no longer exists. */
-static void input_close(struct input *in)
+/* At the end of an input: 0, or -1 and a message when it could not be
+ * read whole, or when a regular file is no longer as long as what was read
+ * (the signature would be of a file that no longer exists). */
+static int input_close(struct input *in)
 {
+    progress_clear();
     struct stat st;
-    if (in->sized && (fstat(in->fd, &st) != 0 || st.st_size != in->size ||
-                      in->bytes != (uint64_t)in->size))
-        fatal("%s: the file changed size while it was being read", in->name);
+    int r = 0;
+    if (in->error)
+        r = input_error(in->name, in->error, NULL);
+    else if (in->sized && (fstat(in->fd, &st) != 0 || st.st_size != in->size ||
+                           in->bytes != (uint64_t)in->size))
+        r = input_error(in->name, 0, "the file changed size while it was being read");
     if (in->fd > 0)
         close(in->fd);
+    return r;
 }
 
 /* ---- results, in block order -------------------------------------------- */
@@ -985,23 +1100,19 @@ static int blocksig_main(int argc, char **argv)
                      : bs_opt.mode == MODE_PROCESSES ? UMEM_SHARED
                                                      : 0;
 
-    struct input in;
-    input_open(&in, bs_opt.path);
     bs_heap = umem_create(heap_bytes, flags);
     if (!bs_heap)
         fatal("cannot create a heap of %zu bytes: %s", heap_bytes,
               errno == EINVAL ? "too small" : strerror(errno));
     static char outbuf[1 << 16];
     setvbuf(stdout, outbuf, _IOFBF, sizeof outbuf);
+    progress_setup();
 
-    struct tally t = {0, 0};
     struct alloc_counts total = {0};
     if (policy_reader_begin() != 0)
         fatal("%s", alloc_error(errno));
-    if (bs_opt.mode == MODE_SINGLE) {
-        run_single(&in, &t);
-    } else {
-        static struct worker ws[MAX_WORKERS];
+    static struct worker ws[MAX_WORKERS];
+    if (bs_opt.mode != MODE_SINGLE) {
         bs_workers = ws;
         bs_nworkers = workers;
         if (bs_opt.mode == MODE_PROCESSES) {
@@ -1013,22 +1124,45 @@ static int blocksig_main(int argc, char **argv)
             sigaction(SIGCHLD, &sa, NULL);
         }
         start_workers(ws, workers);
-        run_workers(&in, &t, ws, workers, bs_window);
+    }
+
+    /* One line per input; a bad input is reported and the others go on,
+     * as with sha256sum.  One input prints the reference's line alone. */
+    int status = 0;
+    for (int k = 0; k < bs_opt.npaths; k++) {
+        struct input in;
+        if (input_open(&in, bs_opt.paths[k]) != 0) {
+            status = 1;
+            continue;
+        }
+        struct tally t = {0, 0};
+        if (bs_opt.mode == MODE_SINGLE)
+            run_single(&in, &t);
+        else
+            run_workers(&in, &t, ws, workers, bs_window);
+        if (input_close(&in) != 0) {
+            status = 1;
+            continue;
+        }
+        if (bs_opt.npaths == 1)
+            printf("Final signature: %u\n", t.signature);
+        else
+            printf("Final signature: %u  %s\n", t.signature, bs_opt.paths[k]);
+    }
+
+    if (bs_opt.mode != MODE_SINGLE) {
         stop_workers(ws, workers);
         for (unsigned i = 0; i < workers; i++)
             add_counts(&total, &ws[i].counts);
     }
-    input_close(&in);
     policy_reader_end();
     add_counts(&total, &bs_counts);
-
-    printf("Final signature: %u\n", t.signature);
     if (fflush(stdout) != 0 || ferror(stdout))
         fatal("write error on standard output: %s", strerror(errno));
     if (bs_opt.stats)
         print_stats(&total, workers);
     umem_destroy(bs_heap);
-    return 0;
+    return status;
 }
 
 #endif /* BLOCKSIG_H */

@@ -41,7 +41,6 @@ $XS -j|needs a value
 --heap 99999999999G $XS|--heap wants a size
 --heap=-5 $XS|--heap wants a size
 |no input FILE
-$XS $XS|one input FILE
 LIST
 done
 run $BIN/sharedhash --pool 1K "$XS"
