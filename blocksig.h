@@ -18,7 +18,7 @@
  * (one per thread); the run adds up every worker's counts for --stats.
  * Define BLOCKSIG_POOLS before the include to accept --pool.
  *
- * THE SIGNATURE (see SIGNATURE.md for the full definition)
+ * THE SIGNATURE (README.md has the whole definition; samples/ the vectors)
  *   Input is cut into 1024-byte blocks.  Per block: byte histogram; one
  *   leaf per present byte value, pushed in value order on a binary
  *   min-heap; pop two, push their parent, until one node is left; hash =
@@ -34,7 +34,7 @@
  *           hands each to one of N workers (threads for -t, processes for
  *           -m) through that worker's task pipe; the worker hashes it,
  *           frees the buffer and writes the block hashes to its result
- *           pipe.  The reader keeps at most WINDOW chunks in flight and
+ *           pipe.  The reader keeps at most bs_window chunks in flight and
  *           prints results in input order.  With -m the heap is a
  *           MAP_SHARED region made before fork(), so the buffers the
  *           reader allocates are freed by the child that hashes them.
@@ -981,7 +981,6 @@ static void run_workers(struct input *in, struct tally *t, struct worker *ws, un
                 fatal("worker %u stopped taking work", rr);
             }
             ws[rr].outstanding++;
-            slot[next_seq % window].ready = 0;
             next_seq++;
             rr = (rr + 1) % n;
         }

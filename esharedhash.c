@@ -46,8 +46,10 @@ struct pool {
 static __thread struct pool *my_pool;
 
 /* Every live pool, so that a foreign free can find the pool it belongs
- * to; a pointer in none of them came from the heap as a fallback. */
+ * to; a pointer in none of them came from the heap as a fallback.  Slots
+ * at and past pool_registry_used have never held a pool. */
 static struct pool *_Atomic pool_registry[MAX_WORKERS + 1];
+static _Atomic unsigned pool_registry_used;
 
 _Static_assert(ATOMIC_POINTER_LOCK_FREE == 2 && ATOMIC_LONG_LOCK_FREE == 2,
                "pool atomics must be lock-free to work across processes");
@@ -76,8 +78,13 @@ static struct pool *pool_create(size_t segments, unsigned shift)
     }
     for (unsigned i = 0; i <= MAX_WORKERS; i++) {
         struct pool *expected = NULL;
-        if (atomic_compare_exchange_strong(&pool_registry[i], &expected, p))
+        if (atomic_compare_exchange_strong(&pool_registry[i], &expected, p)) {
+            unsigned used = atomic_load(&pool_registry_used);
+            while (used < i + 1 &&
+                   !atomic_compare_exchange_weak(&pool_registry_used, &used, i + 1))
+                ;
             return p;
+        }
     }
     umem_free(bs_heap, p); /* more pools than workers: cannot happen */
     return NULL;
@@ -108,7 +115,8 @@ static void pool_destroy(struct pool *p)
     for (unsigned i = 0; i < p->nseg; i++)
         if (!segment_drained(&p->seg[i]))
             return; /* still in use: leave it to the heap's end */
-    for (unsigned i = 0; i <= MAX_WORKERS; i++) {
+    unsigned used = atomic_load(&pool_registry_used);
+    for (unsigned i = 0; i < used; i++) {
         struct pool *expected = p;
         atomic_compare_exchange_strong(&pool_registry[i], &expected, NULL);
     }
@@ -159,7 +167,8 @@ static inline void *umalloc(size_t n)
 
 static struct pool *pool_of(const char *c)
 {
-    for (unsigned i = 0; i <= MAX_WORKERS; i++) {
+    unsigned used = atomic_load_explicit(&pool_registry_used, memory_order_acquire);
+    for (unsigned i = 0; i < used; i++) {
         struct pool *p = atomic_load_explicit(&pool_registry[i], memory_order_acquire);
         if (p && c >= p->base && c < p->end)
             return p;
