@@ -57,7 +57,7 @@ for san in "asan -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omi
     shift
     if build "$dir" -O1 -g "$@"; then
         tally < <(BIN=$dir SKIP_SLOW=1 tests/run.sh "$dir/test_umem" tests/test_signatures.sh \
-            tests/test_cli.sh tests/test_faults.sh 2>&1 |
+            tests/test_cli.sh tests/test_faults.sh tests/test_files.sh 2>&1 |
             sed "s/^\(\(not \)\{0,1\}ok - \)/\1[$(basename $dir)] /")
     else
         echo "not ok - [$(basename $dir)] build"
