@@ -3,20 +3,20 @@
  * the three run modes and the command line.  The two programs differ only
  * in where umalloc() and ufree() take memory from (their "policy").
  *
- * A program includes this header, then defines:
+ * A program includes this header, then defines
  *
  *   static inline void *umalloc(size_t n);   the policy's allocation
  *   static inline void  ufree(void *p);      and free
- *   static int  policy_reader_begin(void);   main thread, after the heap
- *                                            exists and before any worker
- *   static int  policy_worker_begin(void);   in each worker, before work
- *   static void policy_worker_end(void);     in each worker, after work
- *   static void policy_reader_end(void);     main thread, after the workers
+ *   static const struct policy bs_policy = {...};   the hooks below
  *
- * and calls blocksig_main(argc, argv) from main().  The begin hooks return
- * 0, or -1 with errno set.  The policy counts what it does in `bs_counts`
- * (one per thread); the run adds up every worker's counts for --stats.
- * Define BLOCKSIG_POOLS before the include to accept --pool.
+ * and calls blocksig_main(argc, argv) from main().  The hooks, each
+ * optional (NULL: nothing to do), are reader_begin (in the main thread,
+ * after the heap exists and before any worker), worker_begin and
+ * worker_end (in each worker, around its work) and reader_end (in the main
+ * thread, after the workers); the begin hooks return 0, or -1 with errno
+ * set.  The policy counts what it does in `bs_counts` (one per thread);
+ * the run adds up every worker's counts for --stats.  Define
+ * BLOCKSIG_POOLS before the include to accept --pool.
  *
  * THE SIGNATURE (README.md has the whole definition; samples/ the vectors)
  *   Input is cut into 1024-byte blocks.  Per block: byte histogram; one
@@ -106,12 +106,17 @@ struct alloc_counts {
 static __thread struct alloc_counts bs_counts;
 static umem_t *bs_heap;
 
+struct policy {
+    int (*reader_begin)(void);
+    int (*worker_begin)(void);
+    void (*worker_end)(void);
+    void (*reader_end)(void);
+    int private_memory; /* memory not shared across fork(): no -m */
+};
+
 static inline void *umalloc(size_t n);
 static inline void ufree(void *p);
-static int policy_reader_begin(void);
-static int policy_worker_begin(void);
-static void policy_worker_end(void);
-static void policy_reader_end(void);
+static const struct policy bs_policy;
 
 /* x mod 2^31-1 for x < 2^36, without a division. */
 static inline uint32_t sig_mod(uint64_t x)
@@ -474,6 +479,8 @@ static void parse_options(int argc, char **argv)
     }
     if (bs_opt.npaths == 0)
         usage_error("no input FILE given");
+    if (bs_opt.mode == MODE_PROCESSES && bs_policy.private_memory)
+        usage_error("-m needs memory shared across processes, and this build's is not");
 }
 
 /* ---- errors ------------------------------------------------------------- */
@@ -809,7 +816,7 @@ static void worker_loop(int task_fd, int result_fd)
 {
     struct result r;
     memset(&r, 0, sizeof r);
-    if (policy_worker_begin() != 0) {
+    if (bs_policy.worker_begin && bs_policy.worker_begin() != 0) {
         r.kind = MSG_ERROR;
         r.err = errno;
         write_all(result_fd, &r, sizeof r);
@@ -830,7 +837,8 @@ static void worker_loop(int task_fd, int result_fd)
         if (write_all(result_fd, &r, sizeof r) != 0 || failed)
             return; /* the reader is gone, or has been told */
     }
-    policy_worker_end();
+    if (bs_policy.worker_end)
+        bs_policy.worker_end();
     r.kind = MSG_DONE;
     r.u.counts = bs_counts;
     write_all(result_fd, &r, sizeof r);
@@ -1108,7 +1116,7 @@ static int blocksig_main(int argc, char **argv)
     progress_setup();
 
     struct alloc_counts total = {0};
-    if (policy_reader_begin() != 0)
+    if (bs_policy.reader_begin && bs_policy.reader_begin() != 0)
         fatal("%s", alloc_error(errno));
     static struct worker ws[MAX_WORKERS];
     if (bs_opt.mode != MODE_SINGLE) {
@@ -1154,7 +1162,8 @@ static int blocksig_main(int argc, char **argv)
         for (unsigned i = 0; i < workers; i++)
             add_counts(&total, &ws[i].counts);
     }
-    policy_reader_end();
+    if (bs_policy.reader_end)
+        bs_policy.reader_end();
     add_counts(&total, &bs_counts);
     if (fflush(stdout) != 0 || ferror(stdout))
         fatal("write error on standard output: %s", strerror(errno));

@@ -217,7 +217,7 @@ static struct pool *worker_pool(void)
 
 /* The reader's pool holds every input buffer in flight, one per segment;
  * single-threaded, the one thread reads and hashes from a worker's pool. */
-static int policy_reader_begin(void)
+static int pool_reader_begin(void)
 {
     if (bs_opt.mode == MODE_SINGLE) {
         my_pool = worker_pool();
@@ -230,23 +230,25 @@ static int policy_reader_begin(void)
     return 0;
 }
 
-static int policy_worker_begin(void)
+static int pool_worker_begin(void)
 {
     my_pool = worker_pool();
     return 0;
 }
 
-static void policy_worker_end(void)
+static void pool_worker_end(void)
 {
     pool_destroy(my_pool);
     my_pool = NULL;
     bs_counts.umallocs = bs_counts.pool_hits + bs_counts.pool_fallbacks;
 }
 
-static void policy_reader_end(void)
-{
-    policy_worker_end();
-}
+static const struct policy bs_policy = {
+    .reader_begin = pool_reader_begin,
+    .worker_begin = pool_worker_begin,
+    .worker_end = pool_worker_end,
+    .reader_end = pool_worker_end,
+};
 
 int main(int argc, char **argv)
 {

@@ -22,23 +22,7 @@ static inline void ufree(void *p)
 }
 
 /* The global heap needs nothing per thread. */
-static int policy_reader_begin(void)
-{
-    return 0;
-}
-
-static int policy_worker_begin(void)
-{
-    return 0;
-}
-
-static void policy_worker_end(void)
-{
-}
-
-static void policy_reader_end(void)
-{
-}
+static const struct policy bs_policy = {0};
 
 int main(int argc, char **argv)
 {

@@ -18,27 +18,8 @@ static inline void ufree(void *p)
     free(p);
 }
 
-static int policy_reader_begin(void)
-{
-    if (bs_opt.mode == MODE_PROCESSES) {
-        errno = ENOTSUP;
-        return -1;
-    }
-    return 0;
-}
-
-static int policy_worker_begin(void)
-{
-    return 0;
-}
-
-static void policy_worker_end(void)
-{
-}
-
-static void policy_reader_end(void)
-{
-}
+/* Nothing per thread; malloc'd memory is not shared across fork(). */
+static const struct policy bs_policy = {.private_memory = 1};
 
 int main(int argc, char **argv)
 {
