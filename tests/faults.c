@@ -9,9 +9,12 @@
  *   FAULT=shrink:PATH          after the first read() of a regular file
  *                              that returns data, PATH is truncated to
  *                              half its size
+ *   FAULT=eio                  the second read() of a regular file fails
+ *                              with EIO, as from a failing disk
  */
 #define _GNU_SOURCE 1
 #include <dlfcn.h>
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -22,6 +25,7 @@
 static pid_t first_pid;
 static long die_after;
 static const char *shrink_path;
+static int eio;
 
 __attribute__((constructor)) static void faults_init(void)
 {
@@ -33,6 +37,8 @@ __attribute__((constructor)) static void faults_init(void)
         die_after = atol(f + 17);
     else if (strncmp(f, "shrink:", 7) == 0)
         shrink_path = f + 7;
+    else if (strcmp(f, "eio") == 0)
+        eio = 1;
 }
 
 static void after_lock(int r)
@@ -65,12 +71,17 @@ int pthread_mutex_lock(pthread_mutex_t *m)
 ssize_t read(int fd, void *buf, size_t n)
 {
     static ssize_t (*real)(int, void *, size_t);
-    static int shrunk;
+    static int shrunk, file_reads;
     if (!real)
         real = (ssize_t(*)(int, void *, size_t))dlsym(RTLD_NEXT, "read");
-    ssize_t r = real(fd, buf, n);
     struct stat st;
-    if (r > 0 && shrink_path && !shrunk && fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
+    int regular = fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
+    if (eio && regular && ++file_reads == 2) {
+        errno = EIO;
+        return -1;
+    }
+    ssize_t r = real(fd, buf, n);
+    if (r > 0 && shrink_path && !shrunk && regular) {
         shrunk = 1;
         if (truncate(shrink_path, st.st_size / 2) != 0)
             abort();

@@ -91,6 +91,20 @@ for prog in sharedhash esharedhash; do
     done
 done
 
+# A read error (EIO on the second read): one line naming the file and the
+# cause, exit 1, no signature.
+for prog in sharedhash esharedhash; do
+    for mode in "" -t -m; do
+        FAULT=eio LD_PRELOAD=$FAULTS run $BIN/$prog $mode samples/xs1M.bin
+        if [ $rc -eq 1 ] && [ -z "$out" ] && [ "$(grep -c . "$TMP/err")" -eq 1 ] &&
+            grep -q "samples/xs1M.bin: Input/output error" "$TMP/err"; then
+            ok "$prog ${mode:-single}: a read error"
+        else
+            not_ok "$prog ${mode:-single}: a read error" "rc $rc, stdout '$out', stderr '$err'"
+        fi
+    done
+done
+
 # Far more workers than CPUs.
 for prog in sharedhash esharedhash; do
     for mode in -t -m; do
