@@ -355,6 +355,15 @@ static _Noreturn void usage_error(const char *fmt, ...)
     exit(2);
 }
 
+/* For --help and --version: exit 0, or 1 with a line if stdout failed. */
+static _Noreturn void exit_after_stdout(void)
+{
+    if (fflush(stdout) == 0 && !ferror(stdout))
+        exit(0);
+    fprintf(stderr, "%s: write error on standard output: %s\n", bs_prog, strerror(errno));
+    exit(1);
+}
+
 /* A size with an optional K, M or G suffix (powers of 1024); -1 if bad. */
 static int parse_size(const char *s, size_t *out)
 {
@@ -450,10 +459,10 @@ static void parse_options(int argc, char **argv)
             bs_opt.progress = PROGRESS_OFF;
         } else if (IS("-h") || IS("--help")) {
             usage(stdout);
-            exit(fflush(stdout) == 0 && !ferror(stdout) ? 0 : 1);
+            exit_after_stdout();
         } else if (IS("--version")) {
             printf("%s %s\n", bs_prog, VERSION);
-            exit(fflush(stdout) == 0 && !ferror(stdout) ? 0 : 1);
+            exit_after_stdout();
         } else if (strncmp(a, "-j", 2) == 0 && a[1] == 'j') {
             const char *v = option_value(argc, argv, &i, a[2] ? a + 2 : NULL);
             size_t n;
@@ -541,19 +550,57 @@ static const char *alloc_error(int err)
 
 /* ---- input -------------------------------------------------------------- */
 
-/* With -m, SIGCHLD interrupts a read() that waits on a slow input, so a
- * worker that dies is noticed at once and not at the next chunk. */
-static volatile sig_atomic_t bs_child_exited;
+/* With -m, a worker process that dies must be noticed even while the
+ * reader waits on a slow input: SIGCHLD writes a byte to this pipe, which
+ * the reader polls beside the input (the self-pipe trick). */
+static int bs_sigchld_pipe[2] = {-1, -1};
 static void check_children(void);
+static int bs_stdin_closed; /* fd 0 was closed at start: '-' cannot be read */
 
 struct input {
     int fd;
+    int is_stdin;
     const char *name;
     int sized; /* a regular file with a size to hold it to */
     off_t size;
     uint64_t bytes; /* read so far */
     int error;      /* errno of a failed read: the input ends there */
 };
+
+/* ---- whole reads and writes ------------------------------------------- */
+
+static int write_all(int fd, const void *p, size_t n)
+{
+    const char *c = p;
+    while (n > 0) {
+        ssize_t w = write(fd, c, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return -1;
+        c += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* Reads exactly n bytes: returns n, 0 at a clean end of file, or -1. */
+static ssize_t read_all(int fd, void *p, size_t n)
+{
+    char *c = p;
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = read(fd, c + got, n - got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return -1;
+        if (r == 0)
+            return got == 0 ? 0 : -1;
+        got += (size_t)r;
+    }
+    return (ssize_t)n;
+}
 
 /* ---- progress ------------------------------------------------------------ */
 
@@ -645,14 +692,17 @@ static int input_error(const char *name, int err, const char *what)
 static int input_open(struct input *in, const char *path)
 {
     memset(in, 0, sizeof *in);
-    in->name = strcmp(path, "-") == 0 ? "standard input" : path;
-    in->fd = strcmp(path, "-") == 0 ? 0 : open(path, O_RDONLY);
+    in->is_stdin = strcmp(path, "-") == 0;
+    in->name = in->is_stdin ? "standard input" : path;
+    if (in->is_stdin && bs_stdin_closed)
+        return input_error(in->name, EBADF, NULL);
+    in->fd = in->is_stdin ? 0 : open(path, O_RDONLY);
     if (in->fd < 0)
         return input_error(path, errno, NULL);
     struct stat st;
-    if (fstat(in->fd, &st) != 0 || S_ISDIR(st.st_mode)) {
-        int err = S_ISDIR(st.st_mode) ? EISDIR : errno;
-        if (in->fd > 0)
+    int err = fstat(in->fd, &st) != 0 ? errno : S_ISDIR(st.st_mode) ? EISDIR : 0;
+    if (err) {
+        if (!in->is_stdin)
             close(in->fd);
         return input_error(in->name, err, NULL);
     }
@@ -662,21 +712,44 @@ static int input_open(struct input *in, const char *path)
     return 0;
 }
 
+/* Returns once fd is readable; with -m, a worker's death seen meanwhile
+ * ends the run (check_children). */
+static void wait_readable(int fd)
+{
+    if (bs_sigchld_pipe[0] < 0)
+        return;
+    for (;;) {
+        struct pollfd p[2] = {{.fd = fd, .events = POLLIN},
+                              {.fd = bs_sigchld_pipe[0], .events = POLLIN}};
+        if (poll(p, 2, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            return; /* read() will say what is wrong */
+        }
+        if (p[1].revents & POLLIN) {
+            char drain[64];
+            while (read(bs_sigchld_pipe[0], drain, sizeof drain) > 0)
+                ;
+            check_children();
+        }
+        if (p[0].revents)
+            return;
+    }
+}
+
 /* Fills buf with up to n bytes; fewer only at the end of the input, or
  * where a read failed (the error is kept for input_close). */
 static size_t input_read(struct input *in, unsigned char *buf, size_t n)
 {
     size_t got = 0;
     while (got < n && !in->error) {
+        wait_readable(in->fd);
         ssize_t r = read(in->fd, buf + got, n - got);
         if (r == 0)
             break;
         if (r < 0) {
-            if (errno == EINTR) {
-                if (bs_child_exited)
-                    check_children();
+            if (errno == EINTR)
                 continue;
-            }
             in->error = errno;
             break;
         }
@@ -700,12 +773,45 @@ static int input_close(struct input *in)
     else if (in->sized && (fstat(in->fd, &st) != 0 || st.st_size != in->size ||
                            in->bytes != (uint64_t)in->size))
         r = input_error(in->name, 0, "the file changed size while it was being read");
-    if (in->fd > 0)
+    if (!in->is_stdin)
         close(in->fd);
     return r;
 }
 
 /* ---- results, in block order -------------------------------------------- */
+
+/* Results go to stdout through this buffer, which only ever holds whole
+ * lines and is written out whole: a run that fails part-way leaves stdout
+ * ending at a line boundary, with every finished file's line on it. */
+static struct {
+    char buf[1 << 16];
+    size_t len;
+} bs_out;
+
+static void out_flush(void)
+{
+    if (bs_out.len > 0 && write_all(1, bs_out.buf, bs_out.len) != 0)
+        fatal("write error on standard output: %s", strerror(errno));
+    bs_out.len = 0;
+}
+
+static void out_line(const char *fmt, ...)
+{
+    if (sizeof bs_out.buf - bs_out.len < PATH_MAX + 64)
+        out_flush();
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(bs_out.buf + bs_out.len, sizeof bs_out.buf - bs_out.len, fmt, ap);
+    va_end(ap);
+    if (n > 0 && (size_t)n < sizeof bs_out.buf - bs_out.len) {
+        bs_out.len += (size_t)n;
+    } else if (n > 0) { /* a line longer than the buffer: a very long name */
+        out_flush();
+        va_start(ap, fmt);
+        vdprintf(1, fmt, ap);
+        va_end(ap);
+    }
+}
 
 struct tally {
     uint32_t signature;
@@ -716,7 +822,8 @@ static void emit_chunk(struct tally *t, const uint32_t *hashes, size_t len)
 {
     for (size_t k = 0; k * BLOCK_BYTES < len; k++) {
         if (bs_opt.verbose)
-            printf("Block %llu hash: %u\n", (unsigned long long)t->next_block, hashes[k]);
+            out_line("Block %llu hash: %u\n", (unsigned long long)t->next_block,
+                     hashes[k]);
         t->next_block++;
         uint32_t sum = t->signature + hashes[k];
         t->signature = sum >= SIG_PRIME ? sum - SIG_PRIME : sum;
@@ -768,39 +875,6 @@ struct result {
 _Static_assert(sizeof(struct result) <= PIPE_BUF, "a result fits one pipe write");
 _Static_assert(sizeof(struct task) <= PIPE_BUF, "a task fits one pipe write");
 
-static int write_all(int fd, const void *p, size_t n)
-{
-    const char *c = p;
-    while (n > 0) {
-        ssize_t w = write(fd, c, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return -1;
-        c += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
-/* Reads exactly n bytes: returns n, 0 at a clean end of file, or -1. */
-static ssize_t read_all(int fd, void *p, size_t n)
-{
-    char *c = p;
-    size_t got = 0;
-    while (got < n) {
-        ssize_t r = read(fd, c + got, n - got);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0)
-            return -1;
-        if (r == 0)
-            return got == 0 ? 0 : -1;
-        got += (size_t)r;
-    }
-    return (ssize_t)n;
-}
-
 struct worker {
     int task_fd;   /* reader's end: tasks go out */
     int result_fd; /* reader's end: results come in; -1 once finished */
@@ -812,7 +886,8 @@ struct worker {
     struct alloc_counts counts;
 };
 
-static void worker_loop(int task_fd, int result_fd)
+/* Returns 0 after a clean end (MSG_DONE sent), 1 after a failure. */
+static int worker_loop(int task_fd, int result_fd)
 {
     struct result r;
     memset(&r, 0, sizeof r);
@@ -820,7 +895,7 @@ static void worker_loop(int task_fd, int result_fd)
         r.kind = MSG_ERROR;
         r.err = errno;
         write_all(result_fd, &r, sizeof r);
-        return;
+        return 1;
     }
     struct task t;
     while (read_all(task_fd, &t, sizeof t) == (ssize_t)sizeof t) {
@@ -835,13 +910,13 @@ static void worker_loop(int task_fd, int result_fd)
         }
         ufree(t.buf);
         if (write_all(result_fd, &r, sizeof r) != 0 || failed)
-            return; /* the reader is gone, or has been told */
+            return 1; /* the reader is gone, or has been told */
     }
     if (bs_policy.worker_end)
         bs_policy.worker_end();
     r.kind = MSG_DONE;
     r.u.counts = bs_counts;
-    write_all(result_fd, &r, sizeof r);
+    return write_all(result_fd, &r, sizeof r) != 0;
 }
 
 static void *worker_thread(void *arg)
@@ -868,7 +943,6 @@ static void start_workers(struct worker *ws, unsigned n)
                 fatal("cannot start worker thread %u: %s", i, strerror(e));
             continue;
         }
-        fflush(stdout);
         w->pid = fork();
         if (w->pid < 0)
             fatal("cannot start worker process %u: %s", i, strerror(errno));
@@ -879,9 +953,12 @@ static void start_workers(struct worker *ws, unsigned n)
                 close(ws[k].task_fd);
                 close(ws[k].result_fd);
             }
+            if (bs_sigchld_pipe[0] >= 0) {
+                close(bs_sigchld_pipe[0]);
+                close(bs_sigchld_pipe[1]);
+            }
             bs_nchildren = 0;
-            worker_loop(task[0], result[1]);
-            _exit(0);
+            _exit(worker_loop(task[0], result[1]));
         }
         bs_children[bs_nchildren++] = w->pid;
         close(task[0]);
@@ -889,9 +966,16 @@ static void start_workers(struct worker *ws, unsigned n)
     }
 }
 
-/* Reports a worker process that ended early; status -1: not reaped yet. */
+/* Reports a worker process that ended early; status -1: not reaped yet.
+ * A worker that failed says why in its last message, which may still wait
+ * in its result pipe: that reason comes first. */
 static _Noreturn void worker_died(unsigned i, struct worker *w, int status)
 {
+    struct result r;
+    fcntl(w->result_fd, F_SETFL, O_NONBLOCK);
+    while (read_all(w->result_fd, &r, sizeof r) == (ssize_t)sizeof r)
+        if (r.kind == MSG_ERROR)
+            fatal("worker %u: %s", i, alloc_error(r.err));
     if (status == -1)
         status = reap(w->pid);
     else
@@ -909,7 +993,6 @@ static unsigned bs_nworkers;
 
 static void check_children(void)
 {
-    bs_child_exited = 0;
     for (unsigned i = 0; i < bs_nworkers; i++) {
         int status;
         if (bs_workers[i].pid > 0 && waitpid(bs_workers[i].pid, &status, WNOHANG) > 0)
@@ -920,7 +1003,11 @@ static void check_children(void)
 static void on_sigchld(int sig)
 {
     (void)sig;
-    bs_child_exited = 1;
+    int saved = errno;
+    char c = 0;
+    ssize_t w = write(bs_sigchld_pipe[1], &c, 1); /* full pipe: already told */
+    (void)w;
+    errno = saved;
 }
 
 /* Reads one message from worker i; returns its kind. */
@@ -1096,6 +1183,18 @@ static int blocksig_main(int argc, char **argv)
 {
     const char *slash = argc > 0 ? strrchr(argv[0], '/') : NULL;
     bs_prog = slash ? slash + 1 : argc > 0 ? argv[0] : bs_prog;
+    /* A closed standard descriptor would be handed out by pipe() or open()
+     * and mistaken for one: hold each place with /dev/null. */
+    for (int fd = 0; fd <= 2; fd++) {
+        if (fcntl(fd, F_GETFD) >= 0 || errno != EBADF)
+            continue;
+        if (open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY) != fd)
+            exit(1);
+        bs_stdin_closed |= fd == 0;
+    }
+    /* An unwritable stdout or a worker's closed pipe is an error to report
+     * (EPIPE), not a silent death by SIGPIPE. */
+    signal(SIGPIPE, SIG_IGN);
     parse_options(argc, argv);
 
     unsigned workers = bs_opt.mode == MODE_SINGLE ? 1 : bs_opt.workers;
@@ -1110,9 +1209,7 @@ static int blocksig_main(int argc, char **argv)
     bs_heap = umem_create(heap_bytes, flags);
     if (!bs_heap)
         fatal("cannot create a heap of %zu bytes: %s", heap_bytes,
-              errno == EINVAL ? "too small" : strerror(errno));
-    static char outbuf[1 << 16];
-    setvbuf(stdout, outbuf, _IOFBF, sizeof outbuf);
+              errno == EINVAL ? "too small for one block" : strerror(errno));
     progress_setup();
 
     struct alloc_counts total = {0};
@@ -1123,10 +1220,14 @@ static int blocksig_main(int argc, char **argv)
         bs_workers = ws;
         bs_nworkers = workers;
         if (bs_opt.mode == MODE_PROCESSES) {
-            signal(SIGPIPE, SIG_IGN); /* a dead worker's pipe: EPIPE, not death */
+            if (pipe(bs_sigchld_pipe) != 0)
+                fatal("cannot create a pipe: %s", strerror(errno));
+            for (int k = 0; k < 2; k++)
+                fcntl(bs_sigchld_pipe[k], F_SETFL, O_NONBLOCK);
             struct sigaction sa;
             memset(&sa, 0, sizeof sa);
-            sa.sa_handler = on_sigchld; /* no SA_RESTART: reads see EINTR */
+            sa.sa_handler = on_sigchld;
+            sa.sa_flags = SA_RESTART;
             sigemptyset(&sa.sa_mask);
             sigaction(SIGCHLD, &sa, NULL);
         }
@@ -1152,9 +1253,10 @@ static int blocksig_main(int argc, char **argv)
             continue;
         }
         if (bs_opt.npaths == 1)
-            printf("Final signature: %u\n", t.signature);
+            out_line("Final signature: %u\n", t.signature);
         else
-            printf("Final signature: %u  %s\n", t.signature, bs_opt.paths[k]);
+            out_line("Final signature: %u  %s\n", t.signature, bs_opt.paths[k]);
+        out_flush();
     }
 
     if (bs_opt.mode != MODE_SINGLE) {
@@ -1165,8 +1267,6 @@ static int blocksig_main(int argc, char **argv)
     if (bs_policy.reader_end)
         bs_policy.reader_end();
     add_counts(&total, &bs_counts);
-    if (fflush(stdout) != 0 || ferror(stdout))
-        fatal("write error on standard output: %s", strerror(errno));
     if (bs_opt.stats)
         print_stats(&total, workers);
     umem_destroy(bs_heap);

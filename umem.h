@@ -20,7 +20,8 @@
  *                           the parent and every child;
  *              UMEM_NOLOCK  private mapping, no locking (one thread only).
  *       NULL with errno = EINVAL for unknown flags or a size too small for
- *       the control block and one block, ENOMEM when the mapping fails.
+ *       the control block and one block, ENOMEM when the mapping fails
+ *       (or the size could not be mapped in any address space).
  *   void umem_destroy(umem_t *h);
  *       Unmaps the region.  In a process other than the creator of a
  *       UMEM_SHARED heap it only unmaps, leaving the heap to the others.
@@ -313,8 +314,12 @@ static inline umem_t *umem_create(size_t bytes, unsigned flags)
     long page_size = sysconf(_SC_PAGESIZE);
     size_t page = page_size > 0 ? (size_t)page_size : 4096;
     size_t least = UMEM_CONTROL_BYTES + UMEM_MIN_BLOCK + UMEM_HEADER;
-    if (bytes < least || bytes > SIZE_MAX - page) {
+    if (bytes < least) {
         errno = EINVAL;
+        return NULL;
+    }
+    if (bytes > SIZE_MAX - page) {
+        errno = ENOMEM; /* more than any address space */
         return NULL;
     }
     size_t map_bytes = (bytes + page - 1) / page * page;
@@ -497,7 +502,7 @@ static inline int umem_check(umem_t *h)
                                     : strerror(errno));
         return -1;
     }
-    uint64_t used_blocks = 0, used_bytes = 0, free_blocks = 0;
+    uint64_t used_blocks = 0, used_bytes = 0, free_blocks = 0, free_bytes = 0;
     int prev_used = 1;
     char *b = h->first;
     while (b < h->end) {
@@ -519,6 +524,7 @@ static inline int umem_check(umem_t *h)
             if (!prev_used)
                 return umem__fail(h, "I4: two adjacent free blocks", b);
             free_blocks++;
+            free_bytes += size;
         }
         prev_used = (word & UMEM_USED) != 0;
         b += size;
@@ -529,7 +535,7 @@ static inline int umem_check(umem_t *h)
     if (!!(((struct umem_block *)h->end)->word & UMEM_PREV_USED) != prev_used)
         return umem__fail(h, "I2: PREV_USED flag of the end mark is wrong", b);
 
-    uint64_t listed = 0;
+    uint64_t listed = 0, listed_bytes = 0;
     struct umem_free_block *prev = NULL;
     for (struct umem_free_block *f = h->free_list; f; prev = f, f = f->next) {
         if ((char *)f < h->first || (char *)f >= h->end ||
@@ -539,11 +545,19 @@ static inline int umem_check(umem_t *h)
             return umem__fail(h, "I5: used block on the free list", f);
         if (f->prev != prev)
             return umem__fail(h, "I5: free list prev link is wrong", f);
+        size_t size = umem__size(f);
+        if (size < UMEM_MIN_BLOCK || size > (size_t)(h->end - (char *)f) ||
+            umem__footer_before((char *)f + size) != size)
+            return umem__fail(h, "I5: free list holds a block whose footer disagrees", f);
+        listed_bytes += size;
         if (++listed > free_blocks)
             return umem__fail(h, "I5: free list longer than the free blocks (cycle?)", f);
     }
-    if (listed != free_blocks)
-        return umem__fail(h, "I5: free block missing from the free list", h->free_list);
+    /* As many blocks and as many bytes as the walk found free: a stale
+     * header inside a larger free block, listed in its place, differs. */
+    if (listed != free_blocks || listed_bytes != free_bytes)
+        return umem__fail(h, "I5: the free list and the free blocks differ",
+                          h->free_list);
     if (h->allocs - h->frees != used_blocks)
         return umem__fail(h, "I6: allocs - frees differs from the used blocks", h);
     if (h->bytes_in_use != used_bytes)

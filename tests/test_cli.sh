@@ -75,6 +75,46 @@ for prog in sharedhash esharedhash; do
     done
 done
 
+# A heap that cannot be mapped; --help and --version to a full stdout.
+run $BIN/sharedhash --heap 17179869183G "$XS"
+check "a heap larger than any address space" \
+    [ $rc -eq 1 -a -z "$out" ] && grep -q "cannot create a heap of .*: Cannot allocate memory" "$TMP/err"
+for opt in --help --version; do
+    run sh -c "$BIN/esharedhash $opt > /dev/full"
+    check "$opt to a full stdout: exit 1 and a line" \
+        [ $rc -eq 1 ] && grep -q "write error on standard output" "$TMP/err"
+done
+
+# A closed standard input: '-' is an error, never a hang, in every mode.
+for mode in "" -t -m; do
+    run sh -c "exec $BIN/sharedhash $mode - <&-"
+    check "'-' with standard input closed, ${mode:-single}" \
+        [ $rc -eq 1 -a -z "$out" ] && grep -q "standard input: Bad file descriptor" "$TMP/err"
+done
+
+# A reader of stdout that goes away: exit 1 with a line, not a silent
+# death by SIGPIPE (8 MiB: more block lines than a pipe holds).
+for i in 1 2 3 4 5 6 7 8; do cat "$XS"; done > "$TMP/xs8M"
+for mode in "" -t -m; do
+    $BIN/sharedhash -v $mode "$TMP/xs8M" 2> "$TMP/err" | head -n 1 > /dev/null
+    rc=${PIPESTATUS[0]}
+    check "stdout closed early, ${mode:-single}: exit 1" \
+        [ $rc -eq 1 ] && grep -q "write error on standard output: Broken pipe" "$TMP/err"
+done
+
+# A worker that runs out of heap while the reader waits on a slow input:
+# the worker's own reason is reported, in -t (no SIGPIPE) and in -m (not
+# "ended before its work was done").
+for mode in -t -m; do
+    run sh -c "(head -c 64K $XS; sleep 1; head -c 256K $XS) | $BIN/sharedhash $mode -j 1 --heap 140K -"
+    if [ $rc -eq 1 ] && [ -z "$out" ] && [ "$(grep -c . "$TMP/err")" -eq 1 ] &&
+        grep -q "heap is too small" "$TMP/err"; then
+        ok "a worker out of heap on a slow input, $mode"
+    else
+        not_ok "a worker out of heap on a slow input, $mode" "rc $rc, stderr '$err'"
+    fi
+done
+
 # --stats: on stderr, after the result; the figures are exact.
 stat_of() { awk -v k="$1" '$1 == k { print $2 }' "$TMP/err"; }
 run $BIN/sharedhash -t -j 2 --stats "$XS"

@@ -42,6 +42,20 @@ for case in "sharedhash 1000" "esharedhash 1"; do
     fi
 done
 
+# A run that fails part-way keeps what it finished: the first file's line
+# is out, and stdout ends at a line boundary, never in a torn line.
+for i in 1 2 3 4; do cat samples/xs1M.bin; done > "$TMP/xs4M"
+FAULT=die-holding-lock:400000 LD_PRELOAD=$FAULTS run $BIN/sharedhash -m -j 1 -v \
+    samples/hello.txt "$TMP/xs4M"
+if [ $rc -eq 1 ] && grep -qx "Final signature: 1327664517  samples/hello.txt" "$TMP/out" &&
+    [ "$(tail -c 1 "$TMP/out" | od -An -c | tr -d ' ')" = '\n' ] &&
+    ! grep -vqE '^(Block [0-9]+ hash: [0-9]+|Final signature: [0-9]+  .*)$' "$TMP/out"; then
+    ok "a failed run keeps finished lines and ends on a line boundary"
+else
+    not_ok "a failed run keeps finished lines and ends on a line boundary" \
+        "rc $rc, stderr '$err', last bytes: $(tail -c 40 "$TMP/out" | od -c | head -3)"
+fi
+
 # SIGINT or SIGTERM to the parent: every worker is gone within a second.
 # A shell starts background jobs with SIGINT ignored, and whoever runs
 # this script may have too: env(1) gives the program the default actions.
