@@ -497,6 +497,7 @@ static void parse_options(int argc, char **argv)
 /* Worker processes still running, so that an error kills and reaps them. */
 static pid_t bs_children[MAX_WORKERS];
 static unsigned bs_nchildren;
+static void stop_threads(void);
 
 static void forget_child(pid_t pid)
 {
@@ -536,7 +537,8 @@ static _Noreturn void fatal(const char *fmt, ...)
     complain(fmt, ap);
     va_end(ap);
     kill_children();
-    _exit(1); /* stdout is not flushed: a failed run prints no result */
+    stop_threads();
+    _exit(1); /* unwritten output is dropped: it holds no finished result */
 }
 
 static const char *alloc_error(int err)
@@ -883,6 +885,7 @@ struct worker {
     int done;
     pid_t pid;
     pthread_t thread;
+    int thread_running; /* a thread to join */
     struct alloc_counts counts;
 };
 
@@ -941,6 +944,7 @@ static void start_workers(struct worker *ws, unsigned n)
             int e = pthread_create(&w->thread, NULL, worker_thread, w);
             if (e != 0)
                 fatal("cannot start worker thread %u: %s", i, strerror(e));
+            w->thread_running = 1;
             continue;
         }
         w->pid = fork();
@@ -1008,6 +1012,22 @@ static void on_sigchld(int sig)
     ssize_t w = write(bs_sigchld_pipe[1], &c, 1); /* full pipe: already told */
     (void)w;
     errno = saved;
+}
+
+/* On an error, worker threads are told to stop (their task pipes closed)
+ * and joined: each finishes at most the chunk it holds. */
+static void stop_threads(void)
+{
+    for (unsigned i = 0; i < bs_nworkers; i++)
+        if (bs_workers[i].thread_running && bs_workers[i].task_fd >= 0) {
+            close(bs_workers[i].task_fd);
+            bs_workers[i].task_fd = -1;
+        }
+    for (unsigned i = 0; i < bs_nworkers; i++)
+        if (bs_workers[i].thread_running) {
+            pthread_join(bs_workers[i].thread, NULL);
+            bs_workers[i].thread_running = 0;
+        }
 }
 
 /* Reads one message from worker i; returns its kind. */
@@ -1112,8 +1132,10 @@ static void run_workers(struct input *in, struct tally *t, struct worker *ws, un
 /* Closes the task pipes and collects every worker's final counts. */
 static void stop_workers(struct worker *ws, unsigned n)
 {
-    for (unsigned i = 0; i < n; i++)
+    for (unsigned i = 0; i < n; i++) {
         close(ws[i].task_fd);
+        ws[i].task_fd = -1;
+    }
     for (unsigned i = 0; i < n; i++) {
         struct result r;
         while (!ws[i].done)
@@ -1125,6 +1147,7 @@ static void stop_workers(struct worker *ws, unsigned n)
                 fatal("worker process %u (pid %d) failed at exit", i, (int)ws[i].pid);
         } else {
             pthread_join(ws[i].thread, NULL);
+            ws[i].thread_running = 0;
         }
         close(ws[i].result_fd);
     }

@@ -28,7 +28,7 @@ for case in "sharedhash 1000" "esharedhash 1"; do
     input="$TMP/lock-holder-$prog.bin"
     cp samples/xs1M.bin "$input"
     start=$SECONDS
-    FAULT=die-holding-lock:$2 LD_PRELOAD=$FAULTS run $BIN/$prog -m -j 2 "$input"
+    run env FAULT=die-holding-lock:$2 LD_PRELOAD=$FAULTS $BIN/$prog -m -j 2 "$input"
     took=$((SECONDS - start))
     sleep 0.2
     left=$(alive_with "$input")
@@ -45,7 +45,7 @@ done
 # A run that fails part-way keeps what it finished: the first file's line
 # is out, and stdout ends at a line boundary, never in a torn line.
 for i in 1 2 3 4; do cat samples/xs1M.bin; done > "$TMP/xs4M"
-FAULT=die-holding-lock:400000 LD_PRELOAD=$FAULTS run $BIN/sharedhash -m -j 1 -v \
+run env FAULT=die-holding-lock:400000 LD_PRELOAD=$FAULTS $BIN/sharedhash -m -j 1 -v \
     samples/hello.txt "$TMP/xs4M"
 if [ $rc -eq 1 ] && grep -qx "Final signature: 1327664517  samples/hello.txt" "$TMP/out" &&
     [ "$(tail -c 1 "$TMP/out" | od -An -c | tr -d ' ')" = '\n' ] &&
@@ -96,7 +96,7 @@ done
 for prog in sharedhash esharedhash; do
     for mode in "" -t -m; do
         head -c 4M /dev/urandom > "$TMP/shrinking"
-        FAULT=shrink:$TMP/shrinking LD_PRELOAD=$FAULTS run $BIN/$prog $mode "$TMP/shrinking"
+        run env FAULT=shrink:$TMP/shrinking LD_PRELOAD=$FAULTS $BIN/$prog $mode "$TMP/shrinking"
         if [ $rc -eq 1 ] && [ -z "$out" ] && grep -q "changed size while it was being read" "$TMP/err"; then
             ok "$prog $mode: an input that shrinks is an error"
         else
@@ -109,7 +109,7 @@ done
 # cause, exit 1, no signature.
 for prog in sharedhash esharedhash; do
     for mode in "" -t -m; do
-        FAULT=eio LD_PRELOAD=$FAULTS run $BIN/$prog $mode samples/xs1M.bin
+        run env FAULT=eio LD_PRELOAD=$FAULTS $BIN/$prog $mode samples/xs1M.bin
         if [ $rc -eq 1 ] && [ -z "$out" ] && [ "$(grep -c . "$TMP/err")" -eq 1 ] &&
             grep -q "samples/xs1M.bin: Input/output error" "$TMP/err"; then
             ok "$prog ${mode:-single}: a read error"
