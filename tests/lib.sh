@@ -25,3 +25,17 @@ run() {
     out=$(cat "$TMP/out")
     err=$(cat "$TMP/err")
 }
+
+# expect_error NAME PATTERN COMMAND...: the command fails as every error
+# must: exit 1, nothing on stdout, one line on stderr, matching PATTERN.
+expect_error() {
+    local name=$1 what=$2
+    shift 2
+    run "$@"
+    if [ $rc -eq 1 ] && [ -z "$out" ] && [ "$(grep -c . "$TMP/err")" -eq 1 ] &&
+        grep -q -- "$what" "$TMP/err"; then
+        ok "$name"
+    else
+        not_ok "$name" "rc $rc, stdout '$out', stderr '$err'"
+    fi
+}

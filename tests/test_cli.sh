@@ -49,18 +49,6 @@ run $BIN/esharedhash --pool x "$XS"
 check "esharedhash --pool x: usage error" [ $rc -eq 2 -a -z "$out" ]
 
 # Errors: exit 1, one line naming the cause, nothing on stdout.
-expect_error() { # NAME WHAT ARGS...
-    local name=$1 what=$2
-    shift 2
-    run "$@"
-    local lines
-    lines=$(printf '%s\n' "$err" | grep -c .)
-    if [ $rc -eq 1 ] && [ -z "$out" ] && [ "$lines" -eq 1 ] && grep -q -- "$what" "$TMP/err"; then
-        ok "$name"
-    else
-        not_ok "$name" "rc $rc, stdout '$out', stderr '$err'"
-    fi
-}
 for prog in sharedhash esharedhash; do
     for mode in "" -t -m; do
         expect_error "$prog $mode missing file" "no/such/file: No such file or directory" \
@@ -76,9 +64,8 @@ for prog in sharedhash esharedhash; do
 done
 
 # A heap that cannot be mapped; --help and --version to a full stdout.
-run $BIN/sharedhash --heap 17179869183G "$XS"
-check "a heap larger than any address space" \
-    [ $rc -eq 1 -a -z "$out" ] && grep -q "cannot create a heap of .*: Cannot allocate memory" "$TMP/err"
+expect_error "a heap larger than any address space" \
+    "cannot create a heap of .*: Cannot allocate memory" $BIN/sharedhash --heap 17179869183G "$XS"
 for opt in --help --version; do
     run sh -c "$BIN/esharedhash $opt > /dev/full"
     check "$opt to a full stdout: exit 1 and a line" \
@@ -87,9 +74,8 @@ done
 
 # A closed standard input: '-' is an error, never a hang, in every mode.
 for mode in "" -t -m; do
-    run sh -c "exec $BIN/sharedhash $mode - <&-"
-    check "'-' with standard input closed, ${mode:-single}" \
-        [ $rc -eq 1 -a -z "$out" ] && grep -q "standard input: Bad file descriptor" "$TMP/err"
+    expect_error "'-' with standard input closed, ${mode:-single}" \
+        "standard input: Bad file descriptor" sh -c "exec $BIN/sharedhash $mode - <&-"
 done
 
 # A reader of stdout that goes away: exit 1 with a line, not a silent
@@ -106,13 +92,8 @@ done
 # the worker's own reason is reported, in -t (no SIGPIPE) and in -m (not
 # "ended before its work was done").
 for mode in -t -m; do
-    run sh -c "(head -c 64K $XS; sleep 1; head -c 256K $XS) | $BIN/sharedhash $mode -j 1 --heap 140K -"
-    if [ $rc -eq 1 ] && [ -z "$out" ] && [ "$(grep -c . "$TMP/err")" -eq 1 ] &&
-        grep -q "heap is too small" "$TMP/err"; then
-        ok "a worker out of heap on a slow input, $mode"
-    else
-        not_ok "a worker out of heap on a slow input, $mode" "rc $rc, stderr '$err'"
-    fi
+    expect_error "a worker out of heap on a slow input, $mode" "heap is too small" \
+        sh -c "(head -c 64K $XS; sleep 1; head -c 256K $XS) | $BIN/sharedhash $mode -j 1 --heap 140K -"
 done
 
 # --stats: on stderr, after the result; the figures are exact.

@@ -96,12 +96,9 @@ done
 for prog in sharedhash esharedhash; do
     for mode in "" -t -m; do
         head -c 4M /dev/urandom > "$TMP/shrinking"
-        run env FAULT=shrink:$TMP/shrinking LD_PRELOAD=$FAULTS $BIN/$prog $mode "$TMP/shrinking"
-        if [ $rc -eq 1 ] && [ -z "$out" ] && grep -q "changed size while it was being read" "$TMP/err"; then
-            ok "$prog $mode: an input that shrinks is an error"
-        else
-            not_ok "$prog $mode: an input that shrinks is an error" "rc $rc, stdout '$out', stderr '$err'"
-        fi
+        expect_error "$prog ${mode:-single}: an input that shrinks is an error" \
+            "changed size while it was being read" \
+            env FAULT=shrink:$TMP/shrinking LD_PRELOAD=$FAULTS $BIN/$prog $mode "$TMP/shrinking"
     done
 done
 
@@ -109,13 +106,8 @@ done
 # cause, exit 1, no signature.
 for prog in sharedhash esharedhash; do
     for mode in "" -t -m; do
-        run env FAULT=eio LD_PRELOAD=$FAULTS $BIN/$prog $mode samples/xs1M.bin
-        if [ $rc -eq 1 ] && [ -z "$out" ] && [ "$(grep -c . "$TMP/err")" -eq 1 ] &&
-            grep -q "samples/xs1M.bin: Input/output error" "$TMP/err"; then
-            ok "$prog ${mode:-single}: a read error"
-        else
-            not_ok "$prog ${mode:-single}: a read error" "rc $rc, stdout '$out', stderr '$err'"
-        fi
+        expect_error "$prog ${mode:-single}: a read error" "samples/xs1M.bin: Input/output error" \
+            env FAULT=eio LD_PRELOAD=$FAULTS $BIN/$prog $mode samples/xs1M.bin
     done
 done
 
@@ -154,10 +146,6 @@ for prog in sharedhash esharedhash; do
         ok "$prog: an unreadable file # SKIP no setpriv to run as a normal user"
         continue
     fi
-    run "${as_user[@]}" $BIN/$prog "$TMP/secret"
-    if [ $rc -eq 1 ] && [ -z "$out" ] && grep -q "secret: Permission denied" "$TMP/err"; then
-        ok "$prog: an unreadable file"
-    else
-        not_ok "$prog: an unreadable file" "rc $rc, stdout '$out', stderr '$err'"
-    fi
+    expect_error "$prog: an unreadable file" "secret: Permission denied" \
+        "${as_user[@]}" $BIN/$prog "$TMP/secret"
 done
