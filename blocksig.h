@@ -53,6 +53,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
@@ -307,6 +308,8 @@ struct options {
 };
 
 static struct options bs_opt;
+static int bs_stdin_closed;  /* fd 0 was closed at start: '-' cannot be read */
+static int bs_stdout_closed; /* fd 1 was closed at start: nothing can be written */
 static const char *bs_prog = "blocksig";
 
 static void usage(FILE *to)
@@ -358,9 +361,10 @@ static _Noreturn void usage_error(const char *fmt, ...)
 /* For --help and --version: exit 0, or 1 with a line if stdout failed. */
 static _Noreturn void exit_after_stdout(void)
 {
-    if (fflush(stdout) == 0 && !ferror(stdout))
+    if (fflush(stdout) == 0 && !ferror(stdout) && !bs_stdout_closed)
         exit(0);
-    fprintf(stderr, "%s: write error on standard output: %s\n", bs_prog, strerror(errno));
+    fprintf(stderr, "%s: write error on standard output: %s\n", bs_prog,
+            strerror(bs_stdout_closed ? EBADF : errno));
     exit(1);
 }
 
@@ -420,6 +424,14 @@ static const char *option_value(int argc, char **argv, int *i, const char *inlin
     return argv[++*i];
 }
 
+/* An option that takes no value given one (--stats=no): a usage error. */
+static int no_value(const char *name, const char *value)
+{
+    if (value)
+        usage_error("option '%s' takes no value", name);
+    return 1;
+}
+
 static void parse_options(int argc, char **argv)
 {
     bs_opt.workers = online_cpus();
@@ -438,7 +450,8 @@ static void parse_options(int argc, char **argv)
         const char *eq = strchr(a, '=');
         size_t name_len = a[1] == '-' && eq ? (size_t)(eq - a) : strlen(a);
         const char *inline_value = a[1] == '-' && eq ? eq + 1 : NULL;
-#define IS(name) (name_len == strlen(name) && strncmp(a, name, name_len) == 0)
+#define IS(name)   (name_len == strlen(name) && strncmp(a, name, name_len) == 0)
+#define FLAG(name) (IS(name) && no_value(name, inline_value))
         if (strcmp(a, "--") == 0) {
             only_operands = 1;
         } else if (IS("-t")) {
@@ -449,18 +462,18 @@ static void parse_options(int argc, char **argv)
             if (bs_opt.mode == MODE_THREADS)
                 usage_error("-t and -m exclude each other");
             bs_opt.mode = MODE_PROCESSES;
-        } else if (IS("-v") || IS("--verbose")) {
+        } else if (IS("-v") || FLAG("--verbose")) {
             bs_opt.verbose = 1;
-        } else if (IS("--stats")) {
+        } else if (FLAG("--stats")) {
             bs_opt.stats = 1;
-        } else if (IS("--progress")) {
+        } else if (FLAG("--progress")) {
             bs_opt.progress = PROGRESS_ON;
-        } else if (IS("--no-progress")) {
+        } else if (FLAG("--no-progress")) {
             bs_opt.progress = PROGRESS_OFF;
-        } else if (IS("-h") || IS("--help")) {
+        } else if (IS("-h") || FLAG("--help")) {
             usage(stdout);
             exit_after_stdout();
-        } else if (IS("--version")) {
+        } else if (FLAG("--version")) {
             printf("%s %s\n", bs_prog, VERSION);
             exit_after_stdout();
         } else if (strncmp(a, "-j", 2) == 0 && a[1] == 'j') {
@@ -485,6 +498,7 @@ static void parse_options(int argc, char **argv)
             usage_error("unknown option '%s'", a);
         }
 #undef IS
+#undef FLAG
     }
     if (bs_opt.npaths == 0)
         usage_error("no input FILE given");
@@ -552,19 +566,19 @@ static const char *alloc_error(int err)
 
 /* ---- input -------------------------------------------------------------- */
 
-/* With -m, a worker process that dies must be noticed even while the
- * reader waits on a slow input: SIGCHLD writes a byte to this pipe, which
- * the reader polls beside the input (the self-pipe trick). */
-static int bs_sigchld_pipe[2] = {-1, -1};
-static void check_children(void);
-static int bs_stdin_closed; /* fd 0 was closed at start: '-' cannot be read */
+/* A worker that fails must be noticed even while the reader waits on a
+ * slow input: a worker thread that fails, or SIGCHLD for a worker process
+ * that ends, writes a byte to this pipe, which the reader polls beside
+ * the input (the self-pipe trick). */
+static int bs_event_pipe[2] = {-1, -1};
+static void check_workers(void);
 
 struct input {
     int fd;
     int is_stdin;
     const char *name;
     int sized; /* a regular file with a size to hold it to */
-    off_t size;
+    off_t size, start;
     uint64_t bytes; /* read so far */
     int error;      /* errno of a failed read: the input ends there */
 };
@@ -668,11 +682,12 @@ static void progress_update(const struct input *in)
     char done[32], total[32];
     human_bytes(done, sizeof done, (double)in->bytes);
     fprintf(stderr, "\r%s: %s", in->name, done);
-    if (in->sized && (uint64_t)in->size >= in->bytes) {
-        human_bytes(total, sizeof total, (double)in->size);
-        long left = (long)((double)((uint64_t)in->size - in->bytes) / rate + 0.5);
+    uint64_t whole = (uint64_t)(in->size - in->start);
+    if (in->sized && whole >= in->bytes) {
+        human_bytes(total, sizeof total, (double)whole);
+        long left = (long)((double)(whole - in->bytes) / rate + 0.5);
         fprintf(stderr, " of %s (%.0f%%), %.1f MB/s, %ld:%02ld left", total,
-                100.0 * (double)in->bytes / (double)in->size, rate / 1e6, left / 60,
+                100.0 * (double)in->bytes / (double)whole, rate / 1e6, left / 60,
                 left % 60);
     } else {
         fprintf(stderr, ", %.1f MB/s", rate / 1e6);
@@ -698,7 +713,11 @@ static int input_open(struct input *in, const char *path)
     in->name = in->is_stdin ? "standard input" : path;
     if (in->is_stdin && bs_stdin_closed)
         return input_error(in->name, EBADF, NULL);
-    in->fd = in->is_stdin ? 0 : open(path, O_RDONLY);
+    in->fd = 0;
+    /* With -m, SIGCHLD interrupts an open() that waits for a FIFO's
+     * writer, so that a worker's death is not missed meanwhile. */
+    while (!in->is_stdin && (in->fd = open(path, O_RDONLY)) < 0 && errno == EINTR)
+        check_workers();
     if (in->fd < 0)
         return input_error(path, errno, NULL);
     struct stat st;
@@ -708,21 +727,25 @@ static int input_open(struct input *in, const char *path)
             close(in->fd);
         return input_error(in->name, err, NULL);
     }
-    in->sized = S_ISREG(st.st_mode) && st.st_size > 0;
+    /* Standard input may be a regular file read part-way already. */
+    off_t start = lseek(in->fd, 0, SEEK_CUR);
+    in->sized =
+        S_ISREG(st.st_mode) && st.st_size > 0 && start >= 0 && start <= st.st_size;
     in->size = st.st_size;
+    in->start = in->sized ? start : 0;
     bs_progress.start = bs_progress.last = now_ns();
     return 0;
 }
 
 /* Returns once fd is readable; with -m, a worker's death seen meanwhile
- * ends the run (check_children). */
+ * ends the run (check_workers). */
 static void wait_readable(int fd)
 {
-    if (bs_sigchld_pipe[0] < 0)
+    if (bs_event_pipe[0] < 0)
         return;
     for (;;) {
         struct pollfd p[2] = {{.fd = fd, .events = POLLIN},
-                              {.fd = bs_sigchld_pipe[0], .events = POLLIN}};
+                              {.fd = bs_event_pipe[0], .events = POLLIN}};
         if (poll(p, 2, -1) < 0) {
             if (errno == EINTR)
                 continue;
@@ -730,9 +753,9 @@ static void wait_readable(int fd)
         }
         if (p[1].revents & POLLIN) {
             char drain[64];
-            while (read(bs_sigchld_pipe[0], drain, sizeof drain) > 0)
+            while (read(bs_event_pipe[0], drain, sizeof drain) > 0)
                 ;
-            check_children();
+            check_workers();
         }
         if (p[0].revents)
             return;
@@ -773,7 +796,7 @@ static int input_close(struct input *in)
     if (in->error)
         r = input_error(in->name, in->error, NULL);
     else if (in->sized && (fstat(in->fd, &st) != 0 || st.st_size != in->size ||
-                           in->bytes != (uint64_t)in->size))
+                           in->bytes != (uint64_t)(in->size - in->start)))
         r = input_error(in->name, 0, "the file changed size while it was being read");
     if (!in->is_stdin)
         close(in->fd);
@@ -792,8 +815,9 @@ static struct {
 
 static void out_flush(void)
 {
-    if (bs_out.len > 0 && write_all(1, bs_out.buf, bs_out.len) != 0)
-        fatal("write error on standard output: %s", strerror(errno));
+    if (bs_out.len > 0 && (bs_stdout_closed || write_all(1, bs_out.buf, bs_out.len) != 0))
+        fatal("write error on standard output: %s",
+              strerror(bs_stdout_closed ? EBADF : errno));
     bs_out.len = 0;
 }
 
@@ -830,6 +854,36 @@ static void emit_chunk(struct tally *t, const uint32_t *hashes, size_t len)
         uint32_t sum = t->signature + hashes[k];
         t->signature = sum >= SIG_PRIME ? sum - SIG_PRIME : sum;
     }
+}
+
+/* One file's line.  With several files the name follows, escaped as
+ * sha256sum does: a name holding a newline, a carriage return or a
+ * backslash has them as \n, \r and \\, and the line starts with a
+ * backslash, so that every line stays one line. */
+static void out_result(uint32_t signature, const char *name)
+{
+    if (bs_opt.npaths == 1) {
+        out_line("Final signature: %u\n", signature);
+        return;
+    }
+    static char esc[2 * PATH_MAX + 1];
+    size_t n = 0;
+    int escaped = 0;
+    for (const char *c = name; *c && n + 2 < sizeof esc; c++) {
+        const char *e = *c == '\n'   ? "\\n"
+                        : *c == '\r' ? "\\r"
+                        : *c == '\\' ? "\\\\"
+                                     : NULL;
+        if (e) {
+            memcpy(esc + n, e, 2);
+            n += 2;
+            escaped = 1;
+        } else {
+            esc[n++] = *c;
+        }
+    }
+    esc[n] = '\0';
+    out_line("%sFinal signature: %u  %s\n", escaped ? "\\" : "", signature, esc);
 }
 
 /* ---- single-threaded mode ----------------------------------------------- */
@@ -885,11 +939,13 @@ struct worker {
     int done;
     pid_t pid;
     pthread_t thread;
-    int thread_running; /* a thread to join */
+    int thread_running;     /* a thread to join */
+    _Atomic int thread_err; /* a worker thread's failure, for the reader */
     struct alloc_counts counts;
 };
 
-/* Returns 0 after a clean end (MSG_DONE sent), 1 after a failure. */
+/* Returns 0 after a clean end (MSG_DONE sent), the errno of a failure
+ * (sent as MSG_ERROR), or -1 when the reader has gone. */
 static int worker_loop(int task_fd, int result_fd)
 {
     struct result r;
@@ -898,7 +954,7 @@ static int worker_loop(int task_fd, int result_fd)
         r.kind = MSG_ERROR;
         r.err = errno;
         write_all(result_fd, &r, sizeof r);
-        return 1;
+        return r.err;
     }
     struct task t;
     while (read_all(task_fd, &t, sizeof t) == (ssize_t)sizeof t) {
@@ -912,20 +968,28 @@ static int worker_loop(int task_fd, int result_fd)
             r.err = errno;
         }
         ufree(t.buf);
-        if (write_all(result_fd, &r, sizeof r) != 0 || failed)
-            return 1; /* the reader is gone, or has been told */
+        if (write_all(result_fd, &r, sizeof r) != 0)
+            return -1;
+        if (failed)
+            return r.err;
     }
     if (bs_policy.worker_end)
         bs_policy.worker_end();
     r.kind = MSG_DONE;
     r.u.counts = bs_counts;
-    return write_all(result_fd, &r, sizeof r) != 0;
+    return write_all(result_fd, &r, sizeof r) != 0 ? -1 : 0;
 }
 
 static void *worker_thread(void *arg)
 {
     struct worker *w = arg;
-    worker_loop(w->in_fds[0], w->in_fds[1]);
+    int err = worker_loop(w->in_fds[0], w->in_fds[1]);
+    if (err > 0) { /* wake a reader that waits on its input */
+        atomic_store(&w->thread_err, err);
+        char c = 0;
+        ssize_t n = write(bs_event_pipe[1], &c, 1);
+        (void)n;
+    }
     close(w->in_fds[0]);
     close(w->in_fds[1]);
     return NULL;
@@ -957,12 +1021,12 @@ static void start_workers(struct worker *ws, unsigned n)
                 close(ws[k].task_fd);
                 close(ws[k].result_fd);
             }
-            if (bs_sigchld_pipe[0] >= 0) {
-                close(bs_sigchld_pipe[0]);
-                close(bs_sigchld_pipe[1]);
+            if (bs_event_pipe[0] >= 0) {
+                close(bs_event_pipe[0]);
+                close(bs_event_pipe[1]);
             }
             bs_nchildren = 0;
-            _exit(worker_loop(task[0], result[1]));
+            _exit(worker_loop(task[0], result[1]) != 0);
         }
         bs_children[bs_nchildren++] = w->pid;
         close(task[0]);
@@ -990,17 +1054,20 @@ static _Noreturn void worker_died(unsigned i, struct worker *w, int status)
     fatal("worker process %u (pid %d) ended before its work was done", i, (int)w->pid);
 }
 
-/* A worker process exits only when told to; one that has exited before
- * that has failed. */
+/* A worker process exits only when told to, so one that has exited
+ * before that has failed; a worker thread that failed said so. */
 static struct worker *bs_workers;
 static unsigned bs_nworkers;
 
-static void check_children(void)
+static void check_workers(void)
 {
     for (unsigned i = 0; i < bs_nworkers; i++) {
-        int status;
-        if (bs_workers[i].pid > 0 && waitpid(bs_workers[i].pid, &status, WNOHANG) > 0)
-            worker_died(i, &bs_workers[i], status);
+        struct worker *w = &bs_workers[i];
+        int status, err;
+        if (w->pid > 0 && waitpid(w->pid, &status, WNOHANG) > 0)
+            worker_died(i, w, status);
+        if (w->pid == 0 && (err = atomic_load(&w->thread_err)) != 0)
+            fatal("worker %u: %s", i, alloc_error(err));
     }
 }
 
@@ -1009,7 +1076,7 @@ static void on_sigchld(int sig)
     (void)sig;
     int saved = errno;
     char c = 0;
-    ssize_t w = write(bs_sigchld_pipe[1], &c, 1); /* full pipe: already told */
+    ssize_t w = write(bs_event_pipe[1], &c, 1); /* full pipe: already told */
     (void)w;
     errno = saved;
 }
@@ -1214,6 +1281,7 @@ static int blocksig_main(int argc, char **argv)
         if (open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY) != fd)
             exit(1);
         bs_stdin_closed |= fd == 0;
+        bs_stdout_closed |= fd == 1;
     }
     /* An unwritable stdout or a worker's closed pipe is an error to report
      * (EPIPE), not a silent death by SIGPIPE. */
@@ -1242,15 +1310,14 @@ static int blocksig_main(int argc, char **argv)
     if (bs_opt.mode != MODE_SINGLE) {
         bs_workers = ws;
         bs_nworkers = workers;
+        if (pipe(bs_event_pipe) != 0)
+            fatal("cannot create a pipe: %s", strerror(errno));
+        for (int k = 0; k < 2; k++)
+            fcntl(bs_event_pipe[k], F_SETFL, O_NONBLOCK);
         if (bs_opt.mode == MODE_PROCESSES) {
-            if (pipe(bs_sigchld_pipe) != 0)
-                fatal("cannot create a pipe: %s", strerror(errno));
-            for (int k = 0; k < 2; k++)
-                fcntl(bs_sigchld_pipe[k], F_SETFL, O_NONBLOCK);
             struct sigaction sa;
             memset(&sa, 0, sizeof sa);
-            sa.sa_handler = on_sigchld;
-            sa.sa_flags = SA_RESTART;
+            sa.sa_handler = on_sigchld; /* no SA_RESTART: see input_open */
             sigemptyset(&sa.sa_mask);
             sigaction(SIGCHLD, &sa, NULL);
         }
@@ -1275,10 +1342,7 @@ static int blocksig_main(int argc, char **argv)
             status = 1;
             continue;
         }
-        if (bs_opt.npaths == 1)
-            out_line("Final signature: %u\n", t.signature);
-        else
-            out_line("Final signature: %u  %s\n", t.signature, bs_opt.paths[k]);
+        out_result(t.signature, bs_opt.paths[k]);
         out_flush();
     }
 

@@ -39,3 +39,10 @@ expect_error() {
         not_ok "$name" "rc $rc, stdout '$out', stderr '$err'"
     fi
 }
+
+children_of() { # the pids whose parent is $1, from /proc
+    local stat
+    for stat in /proc/[0-9]*/stat; do
+        awk -v p="$1" '{ sub(/.*\) /, ""); if ($2 == p) printf "%s ", FILENAME }' "$stat" 2> /dev/null
+    done | sed 's|/proc/||g; s|/stat||g'
+}

@@ -40,6 +40,7 @@ $XS -j|needs a value
 --heap 0 $XS|--heap wants a size
 --heap 99999999999G $XS|--heap wants a size
 --heap=-5 $XS|--heap wants a size
+--stats=no $XS|option '--stats' takes no value
 |no input FILE
 LIST
 done
@@ -89,12 +90,28 @@ for mode in "" -t -m; do
 done
 
 # A worker that runs out of heap while the reader waits on a slow input:
-# the worker's own reason is reported, in -t (no SIGPIPE) and in -m (not
-# "ended before its work was done").
+# the worker's own reason is reported at once (timeout 3: not when the
+# input resumes 4 s later), in -t (no SIGPIPE) and in -m (not "ended
+# before its work was done").
 for mode in -t -m; do
-    expect_error "a worker out of heap on a slow input, $mode" "heap is too small" \
-        sh -c "(head -c 64K $XS; sleep 1; head -c 256K $XS) | $BIN/sharedhash $mode -j 1 --heap 140K -"
+    expect_error "a worker out of heap on a stalled input, $mode" "heap is too small" \
+        sh -c "(head -c 64K $XS; sleep 4; head -c 256K $XS) |
+               timeout 3 $BIN/sharedhash $mode -j 1 --heap 140K -"
 done
+
+# Standard output closed (>&-): an error, not a result sent to nowhere.
+for mode in "" -t -m; do
+    expect_error "stdout closed, ${mode:-single}" "write error on standard output: Bad file descriptor" \
+        sh -c "exec $BIN/esharedhash $mode $XS >&-"
+done
+
+# Standard input that is a regular file, read from where it stands.
+run sh -c "{ head -c 12 > /dev/null; $BIN/sharedhash -t -; } < $XS"
+want=$(tail -c +13 "$XS" | $BIN/sharedhash -)
+check "stdin part-read already: the rest is hashed" [ $rc -eq 0 -a "$out" = "$want" ]
+run sh -c "$BIN/sharedhash - - < samples/hello.txt"
+check "stdin twice: the second time it is empty" [ $rc -eq 0 -a "$out" = "$(printf '%s\n' \
+    'Final signature: 1327664517  -' 'Final signature: 0  -')" ]
 
 # --stats: on stderr, after the result; the figures are exact.
 stat_of() { awk -v k="$1" '$1 == k { print $2 }' "$TMP/err"; }
@@ -127,12 +144,6 @@ done
 run $BIN/esharedhash --pool 0 --stats "$XS"
 check "esharedhash single --pool 0: same signature" [ "$out" = "$XS_SIG" ]
 
-children_of() { # the pids whose parent is $1, from /proc
-    local stat
-    for stat in /proc/[0-9]*/stat; do
-        awk -v p="$1" '{ sub(/.*\) /, ""); if ($2 == p) printf "%s ", FILENAME }' "$stat" 2> /dev/null
-    done | sed 's|/proc/||g; s|/stat||g'
-}
 
 # A worker process killed while the reader waits on a slow input: the run
 # ends at once with one line, exit 1, and no worker left behind.

@@ -42,6 +42,31 @@ for case in "sharedhash 1000" "esharedhash 1"; do
     fi
 done
 
+# A worker process killed while the reader waits in open() for a FIFO's
+# writer: the run ends at once, not when a writer comes.
+rm -f "$TMP/nowriter"
+mkfifo "$TMP/nowriter"
+for prog in sharedhash esharedhash; do
+    $BIN/$prog -m -j 2 samples/one.bin "$TMP/nowriter" > "$TMP/out" 2> "$TMP/err" &
+    parent=$!
+    sleep 0.5
+    kids=$(children_of $parent)
+    start=$SECONDS
+    kill -KILL ${kids%% *}
+    for i in $(seq 30); do kill -0 $parent 2> /dev/null || break; sleep 0.1; done
+    took=$((SECONDS - start))
+    if kill -0 $parent 2> /dev/null; then
+        not_ok "$prog -m: a worker killed while the reader waits for a FIFO" "still running after ${took}s"
+        kill -KILL $parent $kids 2> /dev/null
+        wait $parent
+    else
+        wait $parent
+        rc=$?
+        check "$prog -m: a worker killed while the reader waits for a FIFO" \
+            [ $rc -eq 1 ] && grep -q "killed by signal 9" "$TMP/err"
+    fi
+done
+
 # A run that fails part-way keeps what it finished: the first file's line
 # is out, and stdout ends at a line boundary, never in a torn line.
 for i in 1 2 3 4; do cat samples/xs1M.bin; done > "$TMP/xs4M"

@@ -35,6 +35,15 @@ check "-v with several files: block lines before each file's line" [ "$out" = "$
     'Block 0 hash: 66' 'Final signature: 66  samples/one.bin' \
     'Block 0 hash: 1327664517' 'Final signature: 1327664517  samples/hello.txt')" ]
 
+# Names with a newline or a backslash are escaped as sha256sum does.
+cp samples/one.bin "$TMP/a
+b"
+cp samples/one.bin "$TMP/c\\d"
+run $BIN/sharedhash "$TMP/a
+b" "$TMP/c\\d"
+check "names with a newline or a backslash are escaped" [ "$out" = "$(printf '%s\n' \
+    "\\Final signature: 66  $TMP/a\\nb" "\\Final signature: 66  $TMP/c\\\\d")" ]
+
 # --progress: on stderr only, and only for an input that takes a while
 # (here a pipe that delivers its second MiB a second after the first).
 slow() { cat samples/xs1M.bin; sleep 1.2; cat samples/xs1M.bin; }
