@@ -508,38 +508,7 @@ static void parse_options(int argc, char **argv)
 
 /* ---- errors ------------------------------------------------------------- */
 
-/* Worker processes still running, so that an error kills and reaps them. */
-static pid_t bs_children[MAX_WORKERS];
-static unsigned bs_nchildren;
-static void stop_threads(void);
-
-static void forget_child(pid_t pid)
-{
-    for (unsigned k = 0; k < bs_nchildren; k++)
-        if (bs_children[k] == pid)
-            bs_children[k] = 0;
-}
-
-/* Waits for one worker process and forgets it; returns its status. */
-static int reap(pid_t pid)
-{
-    int status = 0;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-        ;
-    forget_child(pid);
-    return status;
-}
-
-static void kill_children(void)
-{
-    for (unsigned i = 0; i < bs_nchildren; i++)
-        if (bs_children[i] > 0)
-            kill(bs_children[i], SIGKILL);
-    for (unsigned i = 0; i < bs_nchildren; i++)
-        if (bs_children[i] > 0)
-            reap(bs_children[i]);
-}
-
+static void abandon_workers(void);
 static void progress_clear(void);
 
 /* One line on stderr naming the cause; no child is left behind; exit 1. */
@@ -550,8 +519,7 @@ static _Noreturn void fatal(const char *fmt, ...)
     va_start(ap, fmt);
     complain(fmt, ap);
     va_end(ap);
-    kill_children();
-    stop_threads();
+    abandon_workers();
     _exit(1); /* unwritten output is dropped: it holds no finished result */
 }
 
@@ -939,10 +907,25 @@ struct worker {
     int done;
     pid_t pid;
     pthread_t thread;
+    int reaped;             /* a process waited for */
     int thread_running;     /* a thread to join */
     _Atomic int thread_err; /* a worker thread's failure, for the reader */
     struct alloc_counts counts;
 };
+
+/* Every worker, for the error path and for check_workers. */
+static struct worker *bs_workers;
+static unsigned bs_nworkers;
+
+/* Waits for a worker process; returns its status. */
+static int reap(struct worker *w)
+{
+    int status = 0;
+    while (waitpid(w->pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    w->reaped = 1;
+    return status;
+}
 
 /* Returns 0 after a clean end (MSG_DONE sent), the errno of a failure
  * (sent as MSG_ERROR), or -1 when the reader has gone. */
@@ -1025,10 +1008,9 @@ static void start_workers(struct worker *ws, unsigned n)
                 close(bs_event_pipe[0]);
                 close(bs_event_pipe[1]);
             }
-            bs_nchildren = 0;
+            bs_nworkers = 0; /* never the reader's to kill or join */
             _exit(worker_loop(task[0], result[1]) != 0);
         }
-        bs_children[bs_nchildren++] = w->pid;
         close(task[0]);
         close(result[1]);
     }
@@ -1045,9 +1027,9 @@ static _Noreturn void worker_died(unsigned i, struct worker *w, int status)
         if (r.kind == MSG_ERROR)
             fatal("worker %u: %s", i, alloc_error(r.err));
     if (status == -1)
-        status = reap(w->pid);
+        status = reap(w);
     else
-        forget_child(w->pid);
+        w->reaped = 1;
     if (WIFSIGNALED(status))
         fatal("worker process %u (pid %d) was killed by signal %d (%s)", i, (int)w->pid,
               WTERMSIG(status), strsignal(WTERMSIG(status)));
@@ -1056,15 +1038,12 @@ static _Noreturn void worker_died(unsigned i, struct worker *w, int status)
 
 /* A worker process exits only when told to, so one that has exited
  * before that has failed; a worker thread that failed said so. */
-static struct worker *bs_workers;
-static unsigned bs_nworkers;
-
 static void check_workers(void)
 {
     for (unsigned i = 0; i < bs_nworkers; i++) {
         struct worker *w = &bs_workers[i];
         int status, err;
-        if (w->pid > 0 && waitpid(w->pid, &status, WNOHANG) > 0)
+        if (w->pid > 0 && !w->reaped && waitpid(w->pid, &status, WNOHANG) > 0)
             worker_died(i, w, status);
         if (w->pid == 0 && (err = atomic_load(&w->thread_err)) != 0)
             fatal("worker %u: %s", i, alloc_error(err));
@@ -1081,20 +1060,29 @@ static void on_sigchld(int sig)
     errno = saved;
 }
 
-/* On an error, worker threads are told to stop (their task pipes closed)
- * and joined: each finishes at most the chunk it holds. */
-static void stop_threads(void)
+/* On an error: worker processes are killed and reaped, so none is left
+ * behind; worker threads are told to stop (their task pipes closed) and
+ * joined, each finishing at most the chunk it holds. */
+static void abandon_workers(void)
 {
-    for (unsigned i = 0; i < bs_nworkers; i++)
-        if (bs_workers[i].thread_running && bs_workers[i].task_fd >= 0) {
-            close(bs_workers[i].task_fd);
-            bs_workers[i].task_fd = -1;
+    for (unsigned i = 0; i < bs_nworkers; i++) {
+        struct worker *w = &bs_workers[i];
+        if (w->pid > 0 && !w->reaped)
+            kill(w->pid, SIGKILL);
+        if (w->thread_running && w->task_fd >= 0) {
+            close(w->task_fd);
+            w->task_fd = -1;
         }
-    for (unsigned i = 0; i < bs_nworkers; i++)
-        if (bs_workers[i].thread_running) {
-            pthread_join(bs_workers[i].thread, NULL);
-            bs_workers[i].thread_running = 0;
+    }
+    for (unsigned i = 0; i < bs_nworkers; i++) {
+        struct worker *w = &bs_workers[i];
+        if (w->pid > 0 && !w->reaped)
+            reap(w);
+        if (w->thread_running) {
+            pthread_join(w->thread, NULL);
+            w->thread_running = 0;
         }
+    }
 }
 
 /* Reads one message from worker i; returns its kind. */
@@ -1209,7 +1197,7 @@ static void stop_workers(struct worker *ws, unsigned n)
             if (worker_receive(ws, i, &r) == MSG_CHUNK)
                 fatal("worker %u sent a result after the end", i);
         if (ws[i].pid > 0) {
-            int status = reap(ws[i].pid);
+            int status = reap(&ws[i]);
             if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
                 fatal("worker process %u (pid %d) failed at exit", i, (int)ws[i].pid);
         } else {
