@@ -99,12 +99,25 @@ static int segment_drained(struct pool_segment *s)
     return 1;
 }
 
-static void segment_reset(struct pool_segment *s)
+static inline struct pool_segment *segment_of(struct pool *p, const char *c)
+{
+    return &p->seg[(size_t)(c - p->base) >> p->shift];
+}
+
+/* Back to empty, when the owner's frees alone met the allocations (no
+ * foreign free came, so remote_frees is 0 and needs no atomic store). */
+static inline void segment_rewind(struct pool_segment *s)
 {
     s->bump = s->base;
     s->allocs = s->local_frees = 0;
-    atomic_store_explicit(&s->remote_frees, 0, memory_order_relaxed);
     bs_counts.pool_resets++;
+}
+
+/* Back to empty after segment_drained, foreign frees counted or not. */
+static void segment_reset(struct pool_segment *s)
+{
+    segment_rewind(s);
+    atomic_store_explicit(&s->remote_frees, 0, memory_order_relaxed);
 }
 
 /* Gives the pool back to the heap, if nothing in it is live. */
@@ -184,17 +197,14 @@ static inline void ufree(void *ptr)
     char *c = ptr;
     struct pool *p = my_pool;
     if (p && c >= p->base && c < p->end) {
-        struct pool_segment *s = &p->seg[(size_t)(c - p->base) >> p->shift];
-        if (++s->local_frees == s->allocs) {
-            s->bump = s->base;
-            s->allocs = s->local_frees = 0;
-            bs_counts.pool_resets++;
-        }
+        struct pool_segment *s = segment_of(p, c);
+        if (++s->local_frees == s->allocs)
+            segment_rewind(s);
         return;
     }
     struct pool *owner = pool_of(c);
     if (owner) {
-        struct pool_segment *s = &owner->seg[(size_t)(c - owner->base) >> owner->shift];
+        struct pool_segment *s = segment_of(owner, c);
         HANDOFF_SEND(s);
         atomic_fetch_add_explicit(&s->remote_frees, 1, memory_order_release);
         bs_counts.remote_frees++;
