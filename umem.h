@@ -299,9 +299,8 @@ static inline int umem__lock(umem_t *h, int counted)
 
 static inline void umem__unlock(umem_t *h)
 {
-    if (!(h->flags & UMEM_NOLOCK)) {
+    if (!(h->flags & UMEM_NOLOCK))
         pthread_mutex_unlock(&h->lock);
-    }
 }
 
 static inline umem_t *umem_create(size_t bytes, unsigned flags)
