@@ -54,6 +54,7 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
@@ -875,13 +876,22 @@ static void run_single(struct input *in, struct tally *t)
 
 /* ---- worker pools: threads (-t) or processes (-m) ----------------------- */
 
+/* TASK_CHUNK: hash buf[0..len), chunk number seq, and free buf.
+ * TASK_FILE: take chunks of the file that bs_feed describes until none is
+ * left (a worker process gets the file itself along with the task). */
+enum { TASK_CHUNK = 1, TASK_FILE };
+
 struct task {
+    uint32_t kind;
     uint64_t seq;
     unsigned char *buf;
     uint64_t len;
 };
 
-enum { MSG_CHUNK = 1, MSG_DONE, MSG_ERROR };
+/* MSG_CHUNK answers TASK_CHUNK; MSG_FILE answers TASK_FILE with the sum
+ * of the block hashes taken, the bytes read and the errno of a failed
+ * read (0: none); MSG_DONE ends a worker's run with its counts. */
+enum { MSG_CHUNK = 1, MSG_FILE, MSG_DONE, MSG_ERROR };
 
 struct result {
     uint32_t kind;
@@ -890,9 +900,26 @@ struct result {
     uint64_t len;
     union {
         uint32_t hashes[CHUNK_BLOCKS];
+        uint32_t sum;
         struct alloc_counts counts;
     } u;
 };
+
+/* A regular file that the workers read for themselves: each takes the
+ * next chunk number from `next` and reads that chunk with pread(), so no
+ * one hands chunks out and any worker can take any chunk.  The reader
+ * fills in the plain fields before it sends TASK_FILE; with -m this lives
+ * in MAP_SHARED memory made before fork(). */
+struct feed {
+    _Atomic uint64_t next;  /* the next chunk to take */
+    _Atomic uint64_t bytes; /* read so far, for --progress */
+    _Atomic int stop;       /* a read failed or came up short: end early */
+    int fd;                 /* the file, for worker threads */
+    off_t start;            /* offset of chunk 0 */
+    uint64_t size;          /* bytes from start to the end */
+    uint64_t chunks;
+};
+static struct feed *bs_feed;
 
 /* One write() of at most PIPE_BUF bytes is atomic, so a reader never sees
  * half a message, even from a writer that dies. */
@@ -927,6 +954,117 @@ static int reap(struct worker *w)
     return status;
 }
 
+/* The task channel is a socket so that a file can travel with a task to a
+ * worker process (SCM_RIGHTS): the process then holds the reader's open
+ * file, the one it checked, not whatever the name points to by now. */
+union fd_message {
+    struct cmsghdr align;
+    char space[CMSG_SPACE(sizeof(int))];
+};
+
+/* Sends one task; fd >= 0 goes along as a file descriptor. */
+static int task_send(int sock, const struct task *t, int fd)
+{
+    if (fd < 0)
+        return write_all(sock, t, sizeof *t);
+    union fd_message ctl;
+    memset(&ctl, 0, sizeof ctl);
+    struct iovec iov = {.iov_base = (void *)t, .iov_len = sizeof *t};
+    struct msghdr m = {.msg_iov = &iov,
+                       .msg_iovlen = 1,
+                       .msg_control = ctl.space,
+                       .msg_controllen = sizeof ctl.space};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &fd, sizeof fd);
+    ssize_t n;
+    while ((n = sendmsg(sock, &m, 0)) < 0 && errno == EINTR)
+        ;
+    if (n <= 0)
+        return -1;
+    return write_all(sock, (const char *)t + n, sizeof *t - (size_t)n);
+}
+
+/* Reads one task, as read_all does; a file descriptor that came with it
+ * is stored in *fd (left alone otherwise). */
+static ssize_t task_receive(int sock, struct task *t, int *fd)
+{
+    union fd_message ctl;
+    struct iovec iov = {.iov_base = t, .iov_len = sizeof *t};
+    struct msghdr m = {.msg_iov = &iov,
+                       .msg_iovlen = 1,
+                       .msg_control = ctl.space,
+                       .msg_controllen = sizeof ctl.space};
+    ssize_t n;
+    while ((n = recvmsg(sock, &m, 0)) < 0 && errno == EINTR)
+        ;
+    if (n <= 0)
+        return n;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c))
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
+            memcpy(fd, CMSG_DATA(c), sizeof *fd);
+    if ((size_t)n < sizeof *t &&
+        read_all(sock, (char *)t + n, sizeof *t - (size_t)n) != (ssize_t)(sizeof *t - (size_t)n))
+        return -1;
+    return (ssize_t)sizeof *t;
+}
+
+/* Reads chunks of the feed from fd until none is left, into r (MSG_FILE:
+ * sum, bytes, err).  Returns 0, or -1 with errno set when umalloc failed.
+ * A chunk read short (the file shrank) or not at all (a read error) is
+ * not counted, and tells every worker to stop. */
+static int feed_work(int fd, struct result *r)
+{
+    struct feed *f = bs_feed;
+    uint32_t hashes[CHUNK_BLOCKS];
+    uint64_t sum = 0, bytes = 0;
+    r->err = 0;
+    unsigned char *buf = umalloc(CHUNK_BYTES);
+    if (!buf)
+        return -1;
+    while (!atomic_load_explicit(&f->stop, memory_order_relaxed)) {
+        uint64_t k = atomic_fetch_add_explicit(&f->next, 1, memory_order_relaxed);
+        if (k >= f->chunks)
+            break;
+        uint64_t at = k * CHUNK_BYTES;
+        size_t want = f->size - at < CHUNK_BYTES ? (size_t)(f->size - at) : CHUNK_BYTES;
+        size_t got = 0;
+        while (got < want) {
+            ssize_t n = pread(fd, buf + got, want - got, f->start + (off_t)(at + got));
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n <= 0) {
+                r->err = n < 0 ? errno : 0;
+                break;
+            }
+            got += (size_t)n;
+        }
+        if (got < want) {
+            atomic_store_explicit(&f->stop, 1, memory_order_relaxed);
+            break;
+        }
+        if (chunk_signature(buf, want, hashes) != 0) {
+            atomic_store_explicit(&f->stop, 1, memory_order_relaxed);
+            int saved = errno;
+            ufree(buf);
+            errno = saved;
+            return -1;
+        }
+        for (size_t b = 0; b * BLOCK_BYTES < want; b++)
+            sum += hashes[b];
+        sum %= SIG_PRIME;
+        bytes += want;
+        atomic_fetch_add_explicit(&f->bytes, want, memory_order_relaxed);
+    }
+    ufree(buf);
+    r->kind = MSG_FILE;
+    r->len = bytes;
+    r->u.sum = (uint32_t)sum;
+    return 0;
+}
+
 /* Returns 0 after a clean end (MSG_DONE sent), the errno of a failure
  * (sent as MSG_ERROR), or -1 when the reader has gone. */
 static int worker_loop(int task_fd, int result_fd)
@@ -940,17 +1078,33 @@ static int worker_loop(int task_fd, int result_fd)
         return r.err;
     }
     struct task t;
-    while (read_all(task_fd, &t, sizeof t) == (ssize_t)sizeof t) {
-        HANDOFF_RECEIVE(t.buf);
-        r.kind = MSG_CHUNK;
+    int fd = -1;
+    while (task_receive(task_fd, &t, &fd) == (ssize_t)sizeof t) {
+        int failed;
         r.seq = t.seq;
-        r.len = t.len;
-        int failed = chunk_signature(t.buf, t.len, r.u.hashes) != 0;
+        if (t.kind == TASK_FILE) {
+            HANDOFF_RECEIVE(bs_feed);
+            /* A process without the file (it could not take another
+             * descriptor) must not read the reader's number for it. */
+            int file = fd >= 0 ? fd : bs_opt.mode == MODE_THREADS ? bs_feed->fd : -1;
+            errno = EMFILE;
+            failed = file < 0 || feed_work(file, &r) != 0;
+            if (fd >= 0)
+                close(fd);
+            fd = -1;
+        } else {
+            HANDOFF_RECEIVE(t.buf);
+            r.kind = MSG_CHUNK;
+            r.len = t.len;
+            failed = chunk_signature(t.buf, t.len, r.u.hashes) != 0;
+            int saved = errno;
+            ufree(t.buf);
+            errno = saved;
+        }
         if (failed) {
             r.kind = MSG_ERROR;
             r.err = errno;
         }
-        ufree(t.buf);
         if (write_all(result_fd, &r, sizeof r) != 0)
             return -1;
         if (failed)
@@ -983,7 +1137,7 @@ static void start_workers(struct worker *ws, unsigned n)
     for (unsigned i = 0; i < n; i++) {
         struct worker *w = &ws[i];
         int task[2], result[2];
-        if (pipe(task) != 0 || pipe(result) != 0)
+        if (socketpair(AF_UNIX, SOCK_STREAM, 0, task) != 0 || pipe(result) != 0)
             fatal("cannot create a pipe for worker %u: %s", i, strerror(errno));
         *w = (struct worker){
             .task_fd = task[1], .result_fd = result[0], .in_fds = {task[0], result[1]}};
@@ -1065,6 +1219,8 @@ static void on_sigchld(int sig)
  * joined, each finishing at most the chunk it holds. */
 static void abandon_workers(void)
 {
+    if (bs_feed)
+        atomic_store(&bs_feed->stop, 1);
     for (unsigned i = 0; i < bs_nworkers; i++) {
         struct worker *w = &bs_workers[i];
         if (w->pid > 0 && !w->reaped)
@@ -1106,9 +1262,71 @@ static uint32_t worker_receive(struct worker *ws, unsigned i, struct result *r)
     return r->kind;
 }
 
+/* A regular file: every worker reads chunks for itself (struct feed),
+ * and answers once with its sum.  The reader only waits, waking for
+ * --progress. */
+static void run_feed(struct input *in, struct tally *t, struct worker *ws, unsigned n)
+{
+    struct feed *f = bs_feed;
+    uint64_t size = (uint64_t)(in->size - in->start);
+    atomic_store(&f->next, 0);
+    atomic_store(&f->bytes, 0);
+    atomic_store(&f->stop, 0);
+    f->fd = in->fd;
+    f->start = in->start;
+    f->size = size;
+    f->chunks = (size + CHUNK_BYTES - 1) / CHUNK_BYTES;
+    unsigned use = f->chunks < n ? (unsigned)f->chunks : n;
+    HANDOFF_SEND(f);
+    for (unsigned i = 0; i < use; i++) {
+        struct task task = {.kind = TASK_FILE, .seq = i};
+        if (task_send(ws[i].task_fd, &task, ws[i].pid > 0 ? in->fd : -1) != 0) {
+            struct result r;
+            worker_receive(ws, i, &r); /* says why the worker is gone */
+            fatal("worker %u stopped taking work", i);
+        }
+        ws[i].outstanding++;
+    }
+
+    uint64_t sum = 0, bytes = 0;
+    int err = 0;
+    struct pollfd pfd[MAX_WORKERS];
+    for (unsigned i = 0; i < use; i++)
+        pfd[i] = (struct pollfd){.fd = ws[i].result_fd, .events = POLLIN};
+    for (unsigned left = use; left > 0;) {
+        int ready = poll(pfd, use, bs_progress.enabled ? PROGRESS_EVERY_NS / 1000000 : -1);
+        if (ready < 0 && errno != EINTR)
+            fatal("poll: %s", strerror(errno));
+        in->bytes = atomic_load_explicit(&f->bytes, memory_order_relaxed);
+        progress_update(in);
+        for (unsigned i = 0; ready > 0 && i < use; i++) {
+            if (!pfd[i].revents)
+                continue;
+            struct result r;
+            if (worker_receive(ws, i, &r) != MSG_FILE)
+                fatal("worker %u returned a result that was not asked for", i);
+            sum += r.u.sum;
+            bytes += r.len;
+            err = err ? err : r.err;
+            pfd[i].fd = -1; /* answered */
+            left--;
+        }
+    }
+    t->signature = (uint32_t)(sum % SIG_PRIME);
+    in->bytes = bytes;
+    in->error = err;
+    /* Standard input is left where read() would have left it. */
+    if (in->is_stdin)
+        lseek(in->fd, in->start + (off_t)bytes, SEEK_SET);
+}
+
 static void run_workers(struct input *in, struct tally *t, struct worker *ws, unsigned n,
                         unsigned window)
 {
+    if (in->sized && !bs_opt.verbose) {
+        run_feed(in, t, ws, n);
+        return;
+    }
     /* Results wait here until every earlier chunk has been emitted. */
     static struct {
         int ready;
@@ -1143,7 +1361,7 @@ static void run_workers(struct input *in, struct tally *t, struct worker *ws, un
                 ufree(buf);
                 break;
             }
-            struct task task = {.seq = next_seq, .buf = buf, .len = len};
+            struct task task = {.kind = TASK_CHUNK, .seq = next_seq, .buf = buf, .len = len};
             HANDOFF_SEND(buf);
             if (write_all(ws[rr].task_fd, &task, sizeof task) != 0) {
                 struct result r;
@@ -1300,6 +1518,12 @@ static int blocksig_main(int argc, char **argv)
         bs_nworkers = workers;
         if (pipe(bs_event_pipe) != 0)
             fatal("cannot create a pipe: %s", strerror(errno));
+        bs_feed = mmap(NULL, sizeof *bs_feed, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+                       -1, 0);
+        if (bs_feed == MAP_FAILED) {
+            bs_feed = NULL;
+            fatal("cannot map %zu bytes: %s", sizeof *bs_feed, strerror(errno));
+        }
         for (int k = 0; k < 2; k++)
             fcntl(bs_event_pipe[k], F_SETFL, O_NONBLOCK);
         if (bs_opt.mode == MODE_PROCESSES) {

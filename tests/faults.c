@@ -6,17 +6,20 @@
  *                              that loaded this first) kills itself with
  *                              SIGKILL right after its Nth acquisition of
  *                              a mutex, i.e. while it holds the heap's lock
- *   FAULT=shrink:PATH          after the first read() of a regular file
- *                              that returns data, PATH is truncated to
- *                              half its size
- *   FAULT=eio                  the second read() of a regular file fails
- *                              with EIO, as from a failing disk
+ *   FAULT=shrink:PATH          after the first read() or pread() of a
+ *                              regular file that returns data, PATH is
+ *                              truncated to half its size
+ *   FAULT=eio                  the second read() or pread() of a regular
+ *                              file fails with EIO, as from a failing disk
+ *
+ * Counts are per process: with -m, each worker's own.
  */
 #define _GNU_SOURCE 1
 #include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -68,23 +71,54 @@ int pthread_mutex_lock(pthread_mutex_t *m)
     return r;
 }
 
-ssize_t read(int fd, void *buf, size_t n)
+/* What read() and pread() share: the count of reads of regular files
+ * (FAULT=eio) and the one truncation (FAULT=shrink).  Worker threads read
+ * at once, so both are atomic. */
+static atomic_int file_reads, shrunk;
+
+/* Before a read of fd: -1 when this read is to fail, else whether fd is
+ * a regular file (its status in *st). */
+static int before_read(int fd, struct stat *st)
 {
-    static ssize_t (*real)(int, void *, size_t);
-    static int shrunk, file_reads;
-    if (!real)
-        real = (ssize_t(*)(int, void *, size_t))dlsym(RTLD_NEXT, "read");
-    struct stat st;
-    int regular = fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
-    if (eio && regular && ++file_reads == 2) {
+    int regular = fstat(fd, st) == 0 && S_ISREG(st->st_mode);
+    if (eio && regular && atomic_fetch_add(&file_reads, 1) + 1 == 2) {
         errno = EIO;
         return -1;
     }
+    return regular;
+}
+
+static void after_read(ssize_t r, int regular, const struct stat *st)
+{
+    if (r > 0 && shrink_path && regular && atomic_exchange(&shrunk, 1) == 0 &&
+        truncate(shrink_path, st->st_size / 2) != 0)
+        abort();
+}
+
+ssize_t read(int fd, void *buf, size_t n)
+{
+    static ssize_t (*real)(int, void *, size_t);
+    if (!real)
+        real = (ssize_t(*)(int, void *, size_t))dlsym(RTLD_NEXT, "read");
+    struct stat st;
+    int regular = before_read(fd, &st);
+    if (regular < 0)
+        return -1;
     ssize_t r = real(fd, buf, n);
-    if (r > 0 && shrink_path && !shrunk && regular) {
-        shrunk = 1;
-        if (truncate(shrink_path, st.st_size / 2) != 0)
-            abort();
-    }
+    after_read(r, regular, &st);
+    return r;
+}
+
+ssize_t pread(int fd, void *buf, size_t n, off_t at)
+{
+    static ssize_t (*real)(int, void *, size_t, off_t);
+    if (!real)
+        real = (ssize_t(*)(int, void *, size_t, off_t))dlsym(RTLD_NEXT, "pread");
+    struct stat st;
+    int regular = before_read(fd, &st);
+    if (regular < 0)
+        return -1;
+    ssize_t r = real(fd, buf, n, at);
+    after_read(r, regular, &st);
     return r;
 }

@@ -105,10 +105,17 @@ for mode in "" -t -m; do
         sh -c "exec $BIN/esharedhash $mode $XS >&-"
 done
 
-# Standard input that is a regular file, read from where it stands.
-run sh -c "{ head -c 12 > /dev/null; $BIN/sharedhash -t -; } < $XS"
+# Standard input that is a regular file, read from where it stands and
+# left at its end, as cat would leave it (the workers read it with pread).
 want=$(tail -c +13 "$XS" | $BIN/sharedhash -)
-check "stdin part-read already: the rest is hashed" [ $rc -eq 0 -a "$out" = "$want" ]
+for mode in "" -t -m; do
+    run sh -c "{ head -c 12 > /dev/null; $BIN/sharedhash $mode -; } < $XS"
+    check "stdin part-read already, ${mode:-single}: the rest is hashed" \
+        [ $rc -eq 0 -a "$out" = "$want" ]
+    run sh -c "{ $BIN/esharedhash $mode -; wc -c; } < $XS"
+    check "stdin read whole, ${mode:-single}: left at its end" \
+        [ "$out" = "$(printf '%s\n0' "$XS_SIG")" ]
+done
 run sh -c "$BIN/sharedhash - - < samples/hello.txt"
 check "stdin twice: the second time it is empty" [ $rc -eq 0 -a "$out" = "$(printf '%s\n' \
     'Final signature: 1327664517  -' 'Final signature: 0  -')" ]
@@ -132,8 +139,11 @@ for mode in -t -m; do
         [ "$(stat_of pool_fallbacks)" = 0 -a "$(stat_of pool_hits)" = "$(stat_of umalloc_calls)" ]
     check "esharedhash $mode --stats: a lock to create and free each pool" \
         [ "$(stat_of lock_count)" = $((2 + 2 * 3)) ]
-    check "esharedhash $mode --stats: workers free the reader's buffers remotely" \
-        [ "$(stat_of remote_frees)" = 16 ]
+    check "esharedhash $mode --stats: workers read a file into their own pools" \
+        [ "$(stat_of remote_frees)" = 0 ]
+    run sh -c "cat $XS | $BIN/esharedhash $mode -j 3 --stats -"
+    check "esharedhash $mode --stats: workers free the reader's buffers from a pipe remotely" \
+        [ "$out" = "$XS_SIG" -a "$(stat_of remote_frees)" = 16 ]
     for pool in 0 1K; do
         run $BIN/esharedhash $mode -j 2 --pool $pool --stats "$XS"
         fallbacks=$(stat_of pool_fallbacks)

@@ -14,7 +14,7 @@ FAULTS=$PWD/tests/faults.so
 alive_with() {
     local f found=""
     for f in /proc/[0-9]*/cmdline; do
-        tr '\0' ' ' < "$f" 2> /dev/null | grep -q -- "$1" && found="$found ${f//[^0-9]/}"
+        tr '\0' ' ' 2> /dev/null < "$f" | grep -q -- "$1" && found="$found ${f//[^0-9]/}"
     done
     echo $found
 }
