@@ -30,18 +30,27 @@
  * THE RUN MODES
  *   single  the main thread reads a chunk (CHUNK_BYTES) into a umalloc'd
  *           buffer, hashes it, frees it.
- *   -t, -m  the main thread is the reader: it fills umalloc'd buffers and
- *           hands each to one of N workers (threads for -t, processes for
- *           -m) through that worker's task pipe; the worker hashes it,
- *           frees the buffer and writes the block hashes to its result
- *           pipe.  The reader keeps at most bs_window chunks in flight and
- *           prints results in input order.  With -m the heap is a
- *           MAP_SHARED region made before fork(), so the buffers the
- *           reader allocates are freed by the child that hashes them.
- *   Pipes carry the hand-off for both, so a worker process that dies shows
- *   up at once as end-of-file on its result pipe, and a reader that dies
- *   shows up to its workers as end-of-file on their task pipes: no one is
- *   left waiting and no child outlives the run for long.
+ *   -t, -m  N workers: threads for -t, processes for -m.  A regular file
+ *           (and not -v) is read by the workers themselves (run_feed):
+ *           each takes the next chunk number from a shared atomic
+ *           counter, pread()s that chunk into a buffer of its own and
+ *           adds its block hashes to its own sum; sums add in any order,
+ *           so no worker waits for another and a faster one takes more.
+ *           The reader sends each worker the file (TASK_FILE; a worker
+ *           process gets the open file by SCM_RIGHTS) and waits for the
+ *           sums.  Any other input, and every input under -v, is read by
+ *           the main thread (the reader): it fills umalloc'd buffers and
+ *           hands each to one worker (TASK_CHUNK); the worker hashes it,
+ *           frees the buffer and writes the block hashes back.  The
+ *           reader keeps at most bs_window chunks in flight and prints
+ *           results in input order.  With -m the heap is a MAP_SHARED
+ *           region made before fork(), so the buffers the reader
+ *           allocates are freed by the child that hashes them.
+ *   Tasks go out on a socket per worker and results come back on a pipe
+ *   per worker, so a worker process that dies shows up at once as
+ *   end-of-file on its result pipe, and a reader that dies shows up to
+ *   its workers as end-of-file on their task sockets: no one is left
+ *   waiting and no child outlives the run for long.
  */
 #ifndef BLOCKSIG_H
 #define BLOCKSIG_H
@@ -67,9 +76,10 @@
 #define TASKS_PER_WORKER 2u
 #define VERSION          "1.0.0"
 
-/* Helgrind and DRD do not take a pipe for synchronization, so in a build
- * for them (-DBLOCKSIG_VALGRIND, with valgrind's headers) each hand-off of
- * memory through a pipe or an atomic counter is declared to them. */
+/* Helgrind and DRD do not take a pipe or a socket for synchronization, so
+ * in a build for them (-DBLOCKSIG_VALGRIND, with valgrind's headers) each
+ * hand-off of memory through one, or through an atomic counter, is
+ * declared to them. */
 #ifdef BLOCKSIG_VALGRIND
 #include <valgrind/helgrind.h>
 #define HANDOFF_SEND(p)    ANNOTATE_HAPPENS_BEFORE(p)
@@ -883,6 +893,8 @@ enum { TASK_CHUNK = 1, TASK_FILE };
 
 struct task {
     uint32_t kind;
+    uint32_t unused; /* named, so that an initializer zeroes it: no
+                        uninitialised padding goes down the socket */
     uint64_t seq;
     unsigned char *buf;
     uint64_t len;
@@ -921,10 +933,9 @@ struct feed {
 };
 static struct feed *bs_feed;
 
-/* One write() of at most PIPE_BUF bytes is atomic, so a reader never sees
- * half a message, even from a writer that dies. */
+/* One write() of at most PIPE_BUF bytes to a pipe is atomic, so the
+ * reader never sees half a result, even from a worker that dies. */
 _Static_assert(sizeof(struct result) <= PIPE_BUF, "a result fits one pipe write");
-_Static_assert(sizeof(struct task) <= PIPE_BUF, "a task fits one pipe write");
 
 struct worker {
     int task_fd;   /* reader's end: tasks go out */
@@ -1215,7 +1226,7 @@ static void on_sigchld(int sig)
 }
 
 /* On an error: worker processes are killed and reaped, so none is left
- * behind; worker threads are told to stop (their task pipes closed) and
+ * behind; worker threads are told to stop (their task sockets closed) and
  * joined, each finishing at most the chunk it holds. */
 static void abandon_workers(void)
 {
@@ -1402,7 +1413,7 @@ static void run_workers(struct input *in, struct tally *t, struct worker *ws, un
     }
 }
 
-/* Closes the task pipes and collects every worker's final counts. */
+/* Closes the task sockets and collects every worker's final counts. */
 static void stop_workers(struct worker *ws, unsigned n)
 {
     for (unsigned i = 0; i < n; i++) {

@@ -12,6 +12,7 @@ not_ok() {
     shift
     [ $# -eq 0 ] || printf '  %s\n' "$@" >&2
 }
+# A condition of several commands goes in as one: check NAME eval '... && ...'
 check() { # NAME CONDITION-COMMAND...
     local name=$1
     shift

@@ -70,7 +70,7 @@ expect_error "a heap larger than any address space" \
 for opt in --help --version; do
     run sh -c "$BIN/esharedhash $opt > /dev/full"
     check "$opt to a full stdout: exit 1 and a line" \
-        [ $rc -eq 1 ] && grep -q "write error on standard output" "$TMP/err"
+        eval '[ $rc -eq 1 ] && grep -q "write error on standard output" "$TMP/err"'
 done
 
 # A closed standard input: '-' is an error, never a hang, in every mode.
@@ -86,7 +86,7 @@ for mode in "" -t -m; do
     $BIN/sharedhash -v $mode "$TMP/xs8M" 2> "$TMP/err" | head -n 1 > /dev/null
     rc=${PIPESTATUS[0]}
     check "stdout closed early, ${mode:-single}: exit 1" \
-        [ $rc -eq 1 ] && grep -q "write error on standard output: Broken pipe" "$TMP/err"
+        eval '[ $rc -eq 1 ] && grep -q "write error on standard output: Broken pipe" "$TMP/err"'
 done
 
 # A worker that runs out of heap while the reader waits on a slow input:

@@ -63,7 +63,7 @@ for prog in sharedhash esharedhash; do
         wait $parent
         rc=$?
         check "$prog -m: a worker killed while the reader waits for a FIFO" \
-            [ $rc -eq 1 ] && grep -q "killed by signal 9" "$TMP/err"
+            eval '[ $rc -eq 1 ] && grep -q "killed by signal 9" "$TMP/err"'
     fi
 done
 
@@ -135,6 +135,13 @@ for prog in sharedhash esharedhash; do
             env FAULT=eio LD_PRELOAD=$FAULTS $BIN/$prog $mode samples/xs1M.bin
     done
 done
+
+# A read error in one file of several (-t, whose threads share one count
+# of reads): that file is reported, the next is still hashed.
+run env FAULT=eio LD_PRELOAD=$FAULTS $BIN/esharedhash -t samples/xs1M.bin samples/hello.txt
+check "esharedhash -t: a read error in one file, the next one hashed" \
+    eval '[ $rc -eq 1 ] && [ "$out" = "Final signature: 1327664517  samples/hello.txt" ] &&
+          [ "$err" = "esharedhash: samples/xs1M.bin: Input/output error" ]'
 
 # Far more workers than CPUs.
 for prog in sharedhash esharedhash; do
