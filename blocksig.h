@@ -1149,7 +1149,7 @@ static void start_workers(struct worker *ws, unsigned n)
         struct worker *w = &ws[i];
         int task[2], result[2];
         if (socketpair(AF_UNIX, SOCK_STREAM, 0, task) != 0 || pipe(result) != 0)
-            fatal("cannot create a pipe for worker %u: %s", i, strerror(errno));
+            fatal("cannot create the channels to worker %u: %s", i, strerror(errno));
         *w = (struct worker){
             .task_fd = task[1], .result_fd = result[0], .in_fds = {task[0], result[1]}};
         if (bs_opt.mode == MODE_THREADS) {

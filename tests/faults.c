@@ -11,6 +11,9 @@
  *                              truncated to half its size
  *   FAULT=eio                  the second read() or pread() of a regular
  *                              file fails with EIO, as from a failing disk
+ *   FAULT=slow:MS              every read() or pread() of a regular file
+ *                              takes MS milliseconds longer, as from a
+ *                              slow disk
  *
  * Counts are per process: with -m, each worker's own.
  */
@@ -23,12 +26,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 static pid_t first_pid;
 static long die_after;
 static const char *shrink_path;
 static int eio;
+static long slow_ms;
 
 __attribute__((constructor)) static void faults_init(void)
 {
@@ -42,6 +47,8 @@ __attribute__((constructor)) static void faults_init(void)
         shrink_path = f + 7;
     else if (strcmp(f, "eio") == 0)
         eio = 1;
+    else if (strncmp(f, "slow:", 5) == 0)
+        slow_ms = atol(f + 5);
 }
 
 static void after_lock(int r)
@@ -81,6 +88,11 @@ static atomic_int file_reads, shrunk;
 static int before_read(int fd, struct stat *st)
 {
     int regular = fstat(fd, st) == 0 && S_ISREG(st->st_mode);
+    if (slow_ms > 0 && regular) {
+        struct timespec nap = {slow_ms / 1000, slow_ms % 1000 * 1000000};
+        while (nanosleep(&nap, &nap) != 0 && errno == EINTR)
+            ;
+    }
     if (eio && regular && atomic_fetch_add(&file_reads, 1) + 1 == 2) {
         errno = EIO;
         return -1;

@@ -56,6 +56,19 @@ for mode in "" -t -m; do
         not_ok "--progress ${mode:-single}" "stdout '$out', stderr '$err'"
     fi
 done
+# --progress on a file that the workers read themselves, slowed to 200 ms
+# a chunk (tests/faults.so): the main thread shows how far they are
+# while they work, not only once the first is done.
+for mode in -t -m; do
+    run env FAULT=slow:200 LD_PRELOAD=$PWD/tests/faults.so $BIN/esharedhash $mode -j 2 \
+        --progress samples/xs1M.bin
+    if [ "$out" = "Final signature: 811138869" ] &&
+        grep -q "samples/xs1M.bin: [0-9.]* [KM]iB of 1.0 MiB ([0-8]\?[0-9]%)" "$TMP/err"; then
+        ok "--progress $mode on a file the workers read"
+    else
+        not_ok "--progress $mode on a file the workers read" "stdout '$out', stderr '$err'"
+    fi
+done
 run $BIN/sharedhash - < <(slow)
 check "no progress when stderr is not a terminal" [ -z "$err" ]
 run $BIN/sharedhash --progress samples/xs1M.bin
