@@ -49,8 +49,9 @@
  *   Tasks go out on a socket per worker and results come back on a pipe
  *   per worker, so a worker process that dies shows up at once as
  *   end-of-file on its result pipe, and a reader that dies shows up to
- *   its workers as end-of-file on their task sockets: no one is left
- *   waiting and no child outlives the run for long.
+ *   its workers as end-of-file on their task sockets (a worker reading a
+ *   file looks between chunks): no one is left waiting and no child
+ *   outlives the run by more than a chunk.
  */
 #ifndef BLOCKSIG_H
 #define BLOCKSIG_H
@@ -923,15 +924,20 @@ struct result {
  * fills in the plain fields before it sends TASK_FILE; with -m this lives
  * in MAP_SHARED memory made before fork(). */
 struct feed {
-    _Atomic uint64_t next;  /* the next chunk to take */
-    _Atomic uint64_t bytes; /* read so far, for --progress */
-    _Atomic int stop;       /* a read failed or came up short: end early */
-    int fd;                 /* the file, for worker threads */
-    off_t start;            /* offset of chunk 0 */
-    uint64_t size;          /* bytes from start to the end */
+    _Atomic uint64_t next;    /* the next chunk to take */
+    _Atomic uint64_t bytes;   /* read so far, for --progress */
+    _Atomic int stop;         /* a read failed or came up short: end early */
+    _Atomic unsigned working; /* workers that got a buffer to read into */
+    int fd;                   /* the file, for worker threads */
+    off_t start;              /* offset of chunk 0 */
+    uint64_t size;            /* bytes from start to the end */
     uint64_t chunks;
 };
 static struct feed *bs_feed;
+
+_Static_assert(ATOMIC_LLONG_LOCK_FREE == 2 && ATOMIC_LONG_LOCK_FREE == 2 &&
+                   ATOMIC_INT_LOCK_FREE == 2,
+               "the feed's atomics must be lock-free to work across processes");
 
 /* One write() of at most PIPE_BUF bytes to a pipe is atomic, so the
  * reader never sees half a result, even from a worker that dies. */
@@ -1022,19 +1028,35 @@ static ssize_t task_receive(int sock, struct task *t, int *fd)
     return (ssize_t)sizeof *t;
 }
 
+/* Whether the reader has gone, or given up: during a feed it sends
+ * nothing, so anything to read on the task channel (an end of file) says
+ * so.  Without this a worker process would read on to the end of the file
+ * after the reader was killed. */
+static int reader_gone(int task_fd)
+{
+    struct pollfd p = {.fd = task_fd, .events = POLLIN};
+    return poll(&p, 1, 0) > 0;
+}
+
 /* Reads chunks of the feed from fd until none is left, into r (MSG_FILE:
- * sum, bytes, err).  Returns 0, or -1 with errno set when umalloc failed.
- * A chunk read short (the file shrank) or not at all (a read error) is
- * not counted, and tells every worker to stop. */
-static int feed_work(int fd, struct result *r)
+ * sum, bytes, err).  Returns 0, or -1 with errno set when hashing could
+ * not allocate.  A chunk read short (the file shrank) or not at all (a
+ * read error) is not counted, and tells every worker to stop.  A worker
+ * that cannot get a buffer to read into (a tight --heap) takes no chunk
+ * and leaves the file to the others (run_feed fails if none got one). */
+static int feed_work(int fd, int task_fd, struct result *r)
 {
     struct feed *f = bs_feed;
     uint32_t hashes[CHUNK_BLOCKS];
     uint64_t sum = 0, bytes = 0;
+    r->kind = MSG_FILE;
     r->err = 0;
+    r->len = 0;
+    r->u.sum = 0;
     unsigned char *buf = umalloc(CHUNK_BYTES);
     if (!buf)
-        return -1;
+        return 0;
+    atomic_fetch_add_explicit(&f->working, 1, memory_order_relaxed);
     while (!atomic_load_explicit(&f->stop, memory_order_relaxed)) {
         uint64_t k = atomic_fetch_add_explicit(&f->next, 1, memory_order_relaxed);
         if (k >= f->chunks)
@@ -1068,9 +1090,10 @@ static int feed_work(int fd, struct result *r)
         sum %= SIG_PRIME;
         bytes += want;
         atomic_fetch_add_explicit(&f->bytes, want, memory_order_relaxed);
+        if (reader_gone(task_fd))
+            break;
     }
     ufree(buf);
-    r->kind = MSG_FILE;
     r->len = bytes;
     r->u.sum = (uint32_t)sum;
     return 0;
@@ -1099,7 +1122,7 @@ static int worker_loop(int task_fd, int result_fd)
              * descriptor) must not read the reader's number for it. */
             int file = fd >= 0 ? fd : bs_opt.mode == MODE_THREADS ? bs_feed->fd : -1;
             errno = EMFILE;
-            failed = file < 0 || feed_work(file, &r) != 0;
+            failed = file < 0 || feed_work(file, task_fd, &r) != 0;
             if (fd >= 0)
                 close(fd);
             fd = -1;
@@ -1283,6 +1306,7 @@ static void run_feed(struct input *in, struct tally *t, struct worker *ws, unsig
     atomic_store(&f->next, 0);
     atomic_store(&f->bytes, 0);
     atomic_store(&f->stop, 0);
+    atomic_store(&f->working, 0);
     f->fd = in->fd;
     f->start = in->start;
     f->size = size;
@@ -1299,17 +1323,26 @@ static void run_feed(struct input *in, struct tally *t, struct worker *ws, unsig
         ws[i].outstanding++;
     }
 
+    /* The result pipes of the workers in use, and the event pipe: an idle
+     * worker process that dies meanwhile is noticed at once too. */
     uint64_t sum = 0, bytes = 0;
     int err = 0;
-    struct pollfd pfd[MAX_WORKERS];
+    struct pollfd pfd[MAX_WORKERS + 1];
     for (unsigned i = 0; i < use; i++)
         pfd[i] = (struct pollfd){.fd = ws[i].result_fd, .events = POLLIN};
+    pfd[use] = (struct pollfd){.fd = bs_event_pipe[0], .events = POLLIN};
     for (unsigned left = use; left > 0;) {
-        int ready = poll(pfd, use, bs_progress.enabled ? PROGRESS_EVERY_NS / 1000000 : -1);
+        int ready = poll(pfd, use + 1, bs_progress.enabled ? PROGRESS_EVERY_NS / 1000000 : -1);
         if (ready < 0 && errno != EINTR)
             fatal("poll: %s", strerror(errno));
         in->bytes = atomic_load_explicit(&f->bytes, memory_order_relaxed);
         progress_update(in);
+        if (ready > 0 && pfd[use].revents) {
+            char drain[64];
+            while (read(bs_event_pipe[0], drain, sizeof drain) > 0)
+                ;
+            check_workers();
+        }
         for (unsigned i = 0; ready > 0 && i < use; i++) {
             if (!pfd[i].revents)
                 continue;
@@ -1323,11 +1356,14 @@ static void run_feed(struct input *in, struct tally *t, struct worker *ws, unsig
             left--;
         }
     }
+    if (use > 0 && atomic_load(&f->working) == 0)
+        fatal("%s", alloc_error(ENOMEM)); /* no worker had room for a buffer */
     t->signature = (uint32_t)(sum % SIG_PRIME);
     in->bytes = bytes;
     in->error = err;
-    /* Standard input is left where read() would have left it. */
-    if (in->is_stdin)
+    /* Standard input read whole is left at its end, as read() leaves it;
+     * after a failure, where it stood. */
+    if (in->is_stdin && bytes == size)
         lseek(in->fd, in->start + (off_t)bytes, SEEK_SET);
 }
 

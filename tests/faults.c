@@ -9,6 +9,9 @@
  *   FAULT=shrink:PATH          after the first read() or pread() of a
  *                              regular file that returns data, PATH is
  *                              truncated to half its size
+ *   FAULT=grow:PATH            after the first read() or pread() of a
+ *                              regular file that returns data, 1 KiB is
+ *                              appended to PATH
  *   FAULT=eio                  the second read() or pread() of a regular
  *                              file fails with EIO, as from a failing disk
  *   FAULT=slow:MS              every read() or pread() of a regular file
@@ -20,6 +23,7 @@
 #define _GNU_SOURCE 1
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -31,7 +35,7 @@
 
 static pid_t first_pid;
 static long die_after;
-static const char *shrink_path;
+static const char *shrink_path, *grow_path;
 static int eio;
 static long slow_ms;
 
@@ -45,6 +49,8 @@ __attribute__((constructor)) static void faults_init(void)
         die_after = atol(f + 17);
     else if (strncmp(f, "shrink:", 7) == 0)
         shrink_path = f + 7;
+    else if (strncmp(f, "grow:", 5) == 0)
+        grow_path = f + 5;
     else if (strcmp(f, "eio") == 0)
         eio = 1;
     else if (strncmp(f, "slow:", 5) == 0)
@@ -79,9 +85,9 @@ int pthread_mutex_lock(pthread_mutex_t *m)
 }
 
 /* What read() and pread() share: the count of reads of regular files
- * (FAULT=eio) and the one truncation (FAULT=shrink).  Worker threads read
- * at once, so both are atomic. */
-static atomic_int file_reads, shrunk;
+ * (FAULT=eio) and the one change of size (FAULT=shrink or grow).  Worker
+ * threads read at once, so both are atomic. */
+static atomic_int file_reads, resized;
 
 /* Before a read of fd: -1 when this read is to fail, else whether fd is
  * a regular file (its status in *st). */
@@ -102,9 +108,17 @@ static int before_read(int fd, struct stat *st)
 
 static void after_read(ssize_t r, int regular, const struct stat *st)
 {
-    if (r > 0 && shrink_path && regular && atomic_exchange(&shrunk, 1) == 0 &&
-        truncate(shrink_path, st->st_size / 2) != 0)
+    if (r <= 0 || !regular || !(shrink_path || grow_path) || atomic_exchange(&resized, 1))
+        return;
+    if (shrink_path && truncate(shrink_path, st->st_size / 2) != 0)
         abort();
+    if (grow_path) {
+        static const char more[1024];
+        int fd = open(grow_path, O_WRONLY | O_APPEND);
+        if (fd < 0 || write(fd, more, sizeof more) != (ssize_t)sizeof more)
+            abort();
+        close(fd);
+    }
 }
 
 ssize_t read(int fd, void *buf, size_t n)

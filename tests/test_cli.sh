@@ -99,6 +99,21 @@ for mode in -t -m; do
                timeout 3 $BIN/sharedhash $mode -j 1 --heap 140K -"
 done
 
+# A tight --heap on a file the workers read: a worker that finds no room
+# for a buffer leaves the file to the others, so room for one buffer and
+# one block's tree does the work; less is one clear error.
+for prog in sharedhash esharedhash; do
+    for mode in "-t -j 8" "-m -j 4"; do
+        run $BIN/$prog $mode --heap 100K "$XS"
+        check "$prog $mode --heap 100K: the workers with a buffer do the work" \
+            [ "$out" = "$XS_SIG" -a $rc -eq 0 -a -z "$err" ]
+    done
+    expect_error "$prog -t --heap 72K: a buffer, but no room to hash" \
+        "$prog: worker [0-9]*: the heap is too small for the work" $BIN/$prog -t -j 2 --heap 72K "$XS"
+    expect_error "$prog -m --heap 32K: no room for any buffer" \
+        "^$prog: the heap is too small for the work" $BIN/$prog -m -j 2 --heap 32K "$XS"
+done
+
 # Standard output closed (>&-): an error, not a result sent to nowhere.
 for mode in "" -t -m; do
     expect_error "stdout closed, ${mode:-single}" "write error on standard output: Bad file descriptor" \

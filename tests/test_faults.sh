@@ -117,6 +117,55 @@ for prog in sharedhash esharedhash; do
     done
 done
 
+# A regular file is read by the workers themselves, here slowed to 100 ms
+# a chunk (4 MiB: 64 chunks, over 3 s): a reader killed meanwhile leaves no
+# worker process behind for longer than a chunk, and a worker process
+# killed meanwhile ends the run at once with one line.
+for prog in sharedhash esharedhash; do
+    for sig in TERM KILL; do
+        input="$TMP/feed-$prog-$sig"
+        cp "$TMP/xs4M" "$input"
+        exec 4>&2 2> /dev/null # not even the shell's notice that the parent was killed
+        env FAULT=slow:100 LD_PRELOAD=$FAULTS $BIN/$prog -m -j 2 "$input" > "$TMP/out" &
+        parent=$!
+        sleep 0.4
+        before=$(alive_with "$input")
+        kill -$sig $parent
+        sleep 0.5
+        left=$(alive_with "$input")
+        wait $parent
+        exec 2>&4 4>&-
+        if [ "$(echo $before | wc -w)" -eq 3 ] && [ -z "$left" ] && [ ! -s "$TMP/out" ]; then
+            ok "$prog -m: SIG$sig to the parent while workers read a file ends them"
+        else
+            not_ok "$prog -m: SIG$sig to the parent while workers read a file ends them" \
+                "before: $before; after 0.5 s: $left"
+            [ -z "$left" ] || kill -KILL $left 2> /dev/null
+        fi
+    done
+    input="$TMP/feed-$prog-worker"
+    cp "$TMP/xs4M" "$input"
+    env FAULT=slow:100 LD_PRELOAD=$FAULTS $BIN/$prog -m -j 2 "$input" > "$TMP/out" 2> "$TMP/err" &
+    parent=$!
+    sleep 0.4
+    kids=$(children_of $parent)
+    kill -KILL ${kids%% *}
+    for i in $(seq 20); do kill -0 $parent 2> /dev/null || break; sleep 0.1; done
+    if kill -0 $parent 2> /dev/null; then
+        not_ok "$prog -m: a worker killed while the workers read a file" "still running after 2 s"
+        kill -KILL $parent $kids 2> /dev/null
+        wait $parent
+    else
+        wait $parent
+        rc=$?
+        sleep 0.2
+        left=$(alive_with "$input")
+        check "$prog -m: a worker killed while the workers read a file" \
+            eval '[ $rc -eq 1 ] && [ ! -s "$TMP/out" ] && [ -z "$left" ] &&
+                  [ "$(grep -c . "$TMP/err")" -eq 1 ] && grep -q "killed by signal 9" "$TMP/err"'
+    fi
+done
+
 # An input that shrinks while it is read is an error, never a signature.
 for prog in sharedhash esharedhash; do
     for mode in "" -t -m; do
@@ -124,6 +173,16 @@ for prog in sharedhash esharedhash; do
         expect_error "$prog ${mode:-single}: an input that shrinks is an error" \
             "changed size while it was being read" \
             env FAULT=shrink:$TMP/shrinking LD_PRELOAD=$FAULTS $BIN/$prog $mode "$TMP/shrinking"
+    done
+done
+
+# So is one that grows.
+for prog in sharedhash esharedhash; do
+    for mode in "" -t -m; do
+        head -c 4M /dev/urandom > "$TMP/growing"
+        expect_error "$prog ${mode:-single}: an input that grows is an error" \
+            "changed size while it was being read" \
+            env FAULT=grow:$TMP/growing LD_PRELOAD=$FAULTS $BIN/$prog $mode "$TMP/growing"
     done
 done
 
