@@ -39,7 +39,8 @@ struct pool_segment {
 struct pool {
     char *base, *end; /* the segments' memory, contiguous */
     unsigned shift;   /* segment size is 1 << shift */
-    unsigned nseg, cur;
+    unsigned nseg;
+    struct pool_segment *cur; /* where umalloc bumps, and ufree looks first */
     struct pool_segment seg[];
 };
 
@@ -68,7 +69,7 @@ static struct pool *pool_create(size_t segments, unsigned shift)
     p->end = p->base + segments * seg_bytes;
     p->shift = shift;
     p->nseg = (unsigned)segments;
-    p->cur = 0;
+    p->cur = &p->seg[0];
     for (size_t i = 0; i < segments; i++) {
         struct pool_segment *s = &p->seg[i];
         s->base = s->bump = p->base + i * seg_bytes;
@@ -136,17 +137,20 @@ static void pool_destroy(struct pool *p)
     umem_free(bs_heap, p);
 }
 
-/* The current segment is full: move to the next drained one, if any. */
+/* The current segment is full: move to the next drained one, if any
+ * (need is 1 to any size; more than a segment never fits). */
 static void *pool_alloc_slow(struct pool *p, size_t need)
 {
+    if (need - 1 >= ((size_t)1 << p->shift))
+        return NULL;
+    unsigned now = (unsigned)(p->cur - p->seg);
     for (unsigned k = 1; k <= p->nseg; k++) {
-        unsigned i = (p->cur + k) % p->nseg;
-        struct pool_segment *s = &p->seg[i];
+        struct pool_segment *s = &p->seg[(now + k) % p->nseg];
         if (!segment_drained(s))
             continue;
         if (s->bump != s->base)
             segment_reset(s);
-        p->cur = i;
+        p->cur = s;
         s->bump += need;
         s->allocs++;
         bs_counts.pool_hits++;
@@ -160,10 +164,12 @@ static void *pool_alloc_slow(struct pool *p, size_t need)
 static inline void *umalloc(size_t n)
 {
     struct pool *p = my_pool;
-    if (p && n - 1 < ((size_t)1 << p->shift)) {
+    if (p) {
+        /* need - 1 wraps for n == 0, and for an n so large that need
+         * wrapped to 0: neither fits, both go to the heap. */
         size_t need = (n + 15) & ~(size_t)15;
-        struct pool_segment *s = &p->seg[p->cur];
-        if ((size_t)(s->end - s->bump) >= need) {
+        struct pool_segment *s = p->cur;
+        if (need - 1 < (size_t)(s->end - s->bump)) {
             void *r = s->bump;
             s->bump += need;
             s->allocs++;
@@ -196,15 +202,20 @@ static inline void ufree(void *ptr)
     bs_counts.ufrees++;
     char *c = ptr;
     struct pool *p = my_pool;
-    if (p && c >= p->base && c < p->end) {
-        struct pool_segment *s = segment_of(p, c);
+    /* Mostly the current segment's: one comparison (the address's offset
+     * from the segment's base, unsigned) finds it. */
+    struct pool_segment *s = p ? p->cur : NULL;
+    if (s && (uintptr_t)c - (uintptr_t)s->base >= ((uintptr_t)1 << p->shift))
+        s = (uintptr_t)c - (uintptr_t)p->base < (uintptr_t)(p->end - p->base) ? segment_of(p, c)
+                                                                             : NULL;
+    if (s) {
         if (++s->local_frees == s->allocs)
             segment_rewind(s);
         return;
     }
     struct pool *owner = pool_of(c);
     if (owner) {
-        struct pool_segment *s = segment_of(owner, c);
+        s = segment_of(owner, c);
         HANDOFF_SEND(s);
         atomic_fetch_add_explicit(&s->remote_frees, 1, memory_order_release);
         bs_counts.remote_frees++;
