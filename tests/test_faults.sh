@@ -19,6 +19,29 @@ alive_with() {
     echo $found
 }
 
+# kill_a_worker NAME COMMAND...: runs COMMAND in the background (output
+# in $TMP/out and $TMP/err), kills its first child half a second later and
+# gives it 3 s to end.  Sets $rc and returns 0 once it has ended; if it
+# has not, reports NAME as failed, kills it all and returns 1.
+kill_a_worker() {
+    local name=$1 parent kids i
+    shift
+    "$@" > "$TMP/out" 2> "$TMP/err" &
+    parent=$!
+    sleep 0.5
+    kids=$(children_of $parent)
+    kill -KILL ${kids%% *}
+    for i in $(seq 30); do kill -0 $parent 2> /dev/null || break; sleep 0.1; done
+    if kill -0 $parent 2> /dev/null; then
+        not_ok "$name" "still running 3 s after a worker was killed"
+        kill -KILL $parent $kids 2> /dev/null
+        wait $parent
+        return 1
+    fi
+    wait $parent
+    rc=$?
+}
+
 # A worker process dies by SIGKILL right after taking the heap's lock.
 # sharedhash's workers take it on every allocation (here the 1000th);
 # esharedhash's take it only to carve their pool (the 1st).
@@ -47,24 +70,9 @@ done
 rm -f "$TMP/nowriter"
 mkfifo "$TMP/nowriter"
 for prog in sharedhash esharedhash; do
-    $BIN/$prog -m -j 2 samples/one.bin "$TMP/nowriter" > "$TMP/out" 2> "$TMP/err" &
-    parent=$!
-    sleep 0.5
-    kids=$(children_of $parent)
-    start=$SECONDS
-    kill -KILL ${kids%% *}
-    for i in $(seq 30); do kill -0 $parent 2> /dev/null || break; sleep 0.1; done
-    took=$((SECONDS - start))
-    if kill -0 $parent 2> /dev/null; then
-        not_ok "$prog -m: a worker killed while the reader waits for a FIFO" "still running after ${took}s"
-        kill -KILL $parent $kids 2> /dev/null
-        wait $parent
-    else
-        wait $parent
-        rc=$?
-        check "$prog -m: a worker killed while the reader waits for a FIFO" \
-            eval '[ $rc -eq 1 ] && grep -q "killed by signal 9" "$TMP/err"'
-    fi
+    name="$prog -m: a worker killed while the reader waits for a FIFO"
+    kill_a_worker "$name" $BIN/$prog -m -j 2 samples/one.bin "$TMP/nowriter" &&
+        check "$name" eval '[ $rc -eq 1 ] && grep -q "killed by signal 9" "$TMP/err"'
 done
 
 # A run that fails part-way keeps what it finished: the first file's line
@@ -145,44 +153,25 @@ for prog in sharedhash esharedhash; do
     done
     input="$TMP/feed-$prog-worker"
     cp "$TMP/xs4M" "$input"
-    env FAULT=slow:100 LD_PRELOAD=$FAULTS $BIN/$prog -m -j 2 "$input" > "$TMP/out" 2> "$TMP/err" &
-    parent=$!
-    sleep 0.4
-    kids=$(children_of $parent)
-    kill -KILL ${kids%% *}
-    for i in $(seq 20); do kill -0 $parent 2> /dev/null || break; sleep 0.1; done
-    if kill -0 $parent 2> /dev/null; then
-        not_ok "$prog -m: a worker killed while the workers read a file" "still running after 2 s"
-        kill -KILL $parent $kids 2> /dev/null
-        wait $parent
-    else
-        wait $parent
-        rc=$?
+    name="$prog -m: a worker killed while the workers read a file"
+    if kill_a_worker "$name" env FAULT=slow:100 LD_PRELOAD=$FAULTS $BIN/$prog -m -j 2 "$input"; then
         sleep 0.2
         left=$(alive_with "$input")
-        check "$prog -m: a worker killed while the workers read a file" \
-            eval '[ $rc -eq 1 ] && [ ! -s "$TMP/out" ] && [ -z "$left" ] &&
-                  [ "$(grep -c . "$TMP/err")" -eq 1 ] && grep -q "killed by signal 9" "$TMP/err"'
+        check "$name" eval '[ $rc -eq 1 ] && [ ! -s "$TMP/out" ] && [ -z "$left" ] &&
+            [ "$(grep -c . "$TMP/err")" -eq 1 ] && grep -q "killed by signal 9" "$TMP/err"'
     fi
 done
 
-# An input that shrinks while it is read is an error, never a signature.
+# An input that shrinks or grows while it is read is an error, never a
+# signature.
 for prog in sharedhash esharedhash; do
     for mode in "" -t -m; do
-        head -c 4M /dev/urandom > "$TMP/shrinking"
-        expect_error "$prog ${mode:-single}: an input that shrinks is an error" \
-            "changed size while it was being read" \
-            env FAULT=shrink:$TMP/shrinking LD_PRELOAD=$FAULTS $BIN/$prog $mode "$TMP/shrinking"
-    done
-done
-
-# So is one that grows.
-for prog in sharedhash esharedhash; do
-    for mode in "" -t -m; do
-        head -c 4M /dev/urandom > "$TMP/growing"
-        expect_error "$prog ${mode:-single}: an input that grows is an error" \
-            "changed size while it was being read" \
-            env FAULT=grow:$TMP/growing LD_PRELOAD=$FAULTS $BIN/$prog $mode "$TMP/growing"
+        for change in shrink grow; do
+            head -c 4M /dev/urandom > "$TMP/changing"
+            expect_error "$prog ${mode:-single}: an input that ${change}s is an error" \
+                "changed size while it was being read" \
+                env FAULT=$change:$TMP/changing LD_PRELOAD=$FAULTS $BIN/$prog $mode "$TMP/changing"
+        done
     done
 done
 
