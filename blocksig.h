@@ -717,6 +717,16 @@ static int input_open(struct input *in, const char *path)
     return 0;
 }
 
+/* The event pipe was readable: empties it and ends the run if a worker
+ * has failed (check_workers). */
+static void events_check(void)
+{
+    char drain[64];
+    while (read(bs_event_pipe[0], drain, sizeof drain) > 0)
+        ;
+    check_workers();
+}
+
 /* Returns once fd is readable; with -m, a worker's death seen meanwhile
  * ends the run (check_workers). */
 static void wait_readable(int fd)
@@ -731,12 +741,8 @@ static void wait_readable(int fd)
                 continue;
             return; /* read() will say what is wrong */
         }
-        if (p[1].revents & POLLIN) {
-            char drain[64];
-            while (read(bs_event_pipe[0], drain, sizeof drain) > 0)
-                ;
-            check_workers();
-        }
+        if (p[1].revents & POLLIN)
+            events_check();
         if (p[0].revents)
             return;
     }
@@ -1337,12 +1343,8 @@ static void run_feed(struct input *in, struct tally *t, struct worker *ws, unsig
             fatal("poll: %s", strerror(errno));
         in->bytes = atomic_load_explicit(&f->bytes, memory_order_relaxed);
         progress_update(in);
-        if (ready > 0 && pfd[use].revents) {
-            char drain[64];
-            while (read(bs_event_pipe[0], drain, sizeof drain) > 0)
-                ;
-            check_workers();
-        }
+        if (ready > 0 && pfd[use].revents)
+            events_check();
         for (unsigned i = 0; ready > 0 && i < use; i++) {
             if (!pfd[i].revents)
                 continue;

@@ -137,8 +137,9 @@ static void pool_destroy(struct pool *p)
     umem_free(bs_heap, p);
 }
 
-/* The current segment is full: move to the next drained one, if any
- * (need is 1 to any size; more than a segment never fits). */
+/* The current segment is full: move to the next drained one, if any.
+ * A need of 0 (n was 0, or so large that rounding wrapped) or of more
+ * than a segment never fits. */
 static void *pool_alloc_slow(struct pool *p, size_t need)
 {
     if (need - 1 >= ((size_t)1 << p->shift))
