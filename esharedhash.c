@@ -14,8 +14,9 @@
  * the start; a worker's segment does so at the end of every block, so one
  * pool serves block after block without ever locking.
  *
- * Frees from another owner (the workers freeing the reader's input
- * buffers, in another thread or, with -m, another process) are the only
+ * Frees from another owner (the workers freeing the buffers the reader
+ * filled from a pipe, in another thread or, with -m, another process;
+ * a regular file the workers read into their own pools) are the only
  * path with atomics, as in mimalloc: the owner's allocs and local_frees
  * are plain fields it alone touches, and a foreign free only adds one to
  * the segment's atomic remote_frees (release, after the freer is done
