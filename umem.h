@@ -107,6 +107,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -118,39 +119,88 @@
 
 #define UMEM_SHARED 1u
 #define UMEM_NOLOCK 2u
+#define UMEM_GROW   4u
+#define UMEM_CACHED 8u
 
 typedef struct umem umem_t;
 
 typedef struct umem_stats {
-    uint64_t lock_count;        /* lock acquisitions by alloc and free */
+    uint64_t lock_count;        /* lock acquisitions by alloc, free, realloc, memalign */
     uint64_t lock_contended;    /* of those, the ones that had to wait */
-    uint64_t allocs;            /* successful umem_alloc calls */
-    uint64_t frees;             /* umem_free calls with a non-NULL pointer */
-    uint64_t failed_allocs;     /* umem_alloc calls that returned NULL, n > 0 */
-    uint64_t bytes_in_use;      /* total size of used blocks, headers included */
-    uint64_t peak_bytes_in_use; /* highest bytes_in_use so far */
-    uint64_t heap_bytes;        /* bytes available for blocks */
+    uint64_t allocs;            /* successful allocations (cache hits included) */
+    uint64_t frees;             /* frees of a non-NULL pointer (into caches included) */
+    uint64_t failed_allocs;     /* allocations that returned NULL, n > 0 */
+    uint64_t bytes_in_use;      /* blocks the program holds, headers included */
+    uint64_t peak_bytes_in_use; /* highest bytes the heap had handed out (caches included) */
+    uint64_t heap_bytes;        /* bytes the regions hold for blocks */
     int owner_died;             /* a lock owner died: the heap is closed */
+    uint64_t cache_hits;        /* allocations a thread cache served, without the lock */
+    uint64_t cache_frees;       /* frees a thread cache kept, without the lock */
+    uint64_t cache_refills;     /* batches a cache took from the heap (one lock each) */
+    uint64_t cache_flushes;     /* batches a cache gave back to the heap (one lock each) */
+    uint64_t cached_bytes;      /* bytes in blocks the caches hold now */
+    uint64_t mapped_bytes;      /* bytes mapped read-write from the system now */
+    uint64_t large_blocks;      /* blocks with a mapping of their own, now */
+    uint64_t released_bytes;    /* bytes of free pages given back with madvise, in all */
 } umem_stats_t;
 
 /* ---- implementation ---------------------------------------------------- */
 
 #define UMEM_ALIGN     16u
 #define UMEM_HEADER    16u
-#define UMEM_MIN_BLOCK 48u /* header + two links + footer, rounded to 16 */
+#define UMEM_MIN_BLOCK 48u /* header + left, right, max, height */
 #define UMEM_USED      ((size_t)1)
-#define UMEM_PREV_USED ((size_t)2)
+#define UMEM_MAPPED    ((size_t)2) /* a large block's own mapping, or a region */
 #define UMEM_FLAGS     ((size_t)15)
 #define UMEM_MAGIC     0x756d656d68656170ull /* "umemheap" */
+#define UMEM_PATH      128 /* deeper than any AVL tree in 64-bit memory */
 
+#ifndef UMEM_LARGE
+#define UMEM_LARGE ((size_t)1 << 20) /* UMEM_GROW: a mapping of its own from here */
+#endif
+#ifndef UMEM_RESERVE
+#define UMEM_RESERVE ((size_t)64 << 30) /* UMEM_GROW: address space set aside */
+#endif
+#ifndef UMEM_PURGE_MIN
+#define UMEM_PURGE_MIN ((size_t)4 << 20) /* UMEM_GROW: bytes freed between purges, at least */
+#endif
+#ifndef UMEM_CACHE_BIN
+#define UMEM_CACHE_BIN 32u /* UMEM_CACHED: blocks a cache keeps per size class */
+#endif
+#define UMEM_CACHE_CLASSES 64u /* block sizes 48, 64, ... 1056 */
+#define UMEM_CACHE_MAX_BLOCK (UMEM_MIN_BLOCK + 16u * (UMEM_CACHE_CLASSES - 1))
+#define UMEM_CACHE_REFILL  8u
+
+/* A block header; a free block continues as a node of the free tree. */
 struct umem_block {
-    size_t word;
+    size_t word; /* size | flags */
     size_t check;
 };
 
-struct umem_free_block {
-    struct umem_block head;
-    struct umem_free_block *next, *prev;
+struct umem_node {
+    size_t word, check;
+    struct umem_node *left, *right;
+    size_t max;    /* the largest block size in this subtree */
+    size_t height; /* a leaf is 1 */
+};
+
+/* A mapping other than the first: a region of blocks, or one large block.
+ * It lives at the start of its mapping and is a node of the span tree,
+ * keyed by address; its word is the mapping's size | UMEM_MAPPED. */
+struct umem_span {
+    struct umem_node node;
+    char *first; /* a region: its first block; a large block: its header */
+    char *end;   /* a region: its end mark; a large block: the mapping's end */
+    int is_region;
+};
+
+struct umem_cache {
+    void *bin[UMEM_CACHE_CLASSES]; /* blocks, linked through their payload */
+    unsigned count[UMEM_CACHE_CLASSES];
+    umem_t *heap;
+    struct umem_cache *next, *prev; /* the heap's caches, under its lock */
+    _Atomic uint64_t hits, frees;   /* written by the owner thread only */
+    _Atomic uint64_t bytes;         /* size of the blocks held */
 };
 
 /* The fields read on every call and never written after umem_create sit
@@ -158,21 +208,34 @@ struct umem_free_block {
  * that threads on other cores keep reading them from their own caches. */
 struct umem {
     uint64_t magic;
-    size_t map_bytes;
+    size_t map_bytes; /* the first mapping, reserved or not */
     unsigned flags;
     pid_t creator;
     size_t secret;
-    char *first; /* first block header */
-    char *end;   /* end mark header */
+    size_t page;
+    char *first;         /* first block header of the first region */
+    char *reserve_end;   /* UMEM_GROW: end of the address space set aside */
+    _Atomic(char *) end; /* end mark of the first region; grows, never shrinks */
+    pthread_key_t key;   /* UMEM_CACHED: each thread's cache */
+    umem_t *fork_next;   /* private locked heaps, for fork() */
     _Alignas(64) pthread_mutex_t lock;
     int owner_died;
-    struct umem_free_block *free_list;
+    struct umem_node *root;  /* free blocks, by address */
+    struct umem_node *spans; /* other mappings, by address */
+    struct umem_cache *caches;
     uint64_t lock_count, lock_contended, allocs, frees, failed_allocs;
-    uint64_t bytes_in_use, peak_bytes_in_use;
+    uint64_t bytes_in_use, peak_bytes_in_use, heap_bytes, mapped_bytes;
+    uint64_t large_blocks, released_bytes, since_purge;
+    uint64_t refill_blocks, flush_blocks, cache_refills, cache_flushes;
+    uint64_t gone_hits, gone_frees; /* counts of caches whose threads ended */
 };
 
 #define UMEM_CONTROL_BYTES \
     ((sizeof(struct umem) + UMEM_ALIGN - 1) & ~(size_t)(UMEM_ALIGN - 1))
+#define UMEM_SPAN_BYTES \
+    ((sizeof(struct umem_span) + UMEM_ALIGN - 1) & ~(size_t)(UMEM_ALIGN - 1))
+
+/* ---- headers and misuse ---- */
 
 static inline size_t umem__check_of(const umem_t *h, const void *b, size_t word)
 {
@@ -197,18 +260,6 @@ static inline size_t umem__size(const void *b)
     return ((const struct umem_block *)b)->word & ~UMEM_FLAGS;
 }
 
-static inline void umem__set_footer(void *b, size_t size)
-{
-    memcpy((char *)b + size - sizeof(size_t), &size, sizeof size);
-}
-
-static inline size_t umem__footer_before(const void *b)
-{
-    size_t size;
-    memcpy(&size, (const char *)b - sizeof(size_t), sizeof size);
-    return size;
-}
-
 /* One line on stderr, then abort(): used for misuse and corruption. */
 static inline void umem__die(const char *what, const void *p)
 {
@@ -221,24 +272,154 @@ static inline void umem__die(const char *what, const void *p)
     abort();
 }
 
-static inline void umem__list_push(umem_t *h, struct umem_free_block *f)
+/* The block size for n bytes, or 0 when n cannot fit in any address space. */
+static inline size_t umem__need(size_t n)
 {
-    f->prev = NULL;
-    f->next = h->free_list;
-    if (f->next)
-        f->next->prev = f;
-    h->free_list = f;
+    if (n > PTRDIFF_MAX / 2)
+        return 0;
+    size_t need = (n + UMEM_HEADER + UMEM_ALIGN - 1) & ~(size_t)(UMEM_ALIGN - 1);
+    return need < UMEM_MIN_BLOCK ? UMEM_MIN_BLOCK : need;
 }
 
-static inline void umem__list_remove(umem_t *h, struct umem_free_block *f)
+/* ---- the AVL trees: free blocks and spans --------------------------------
+ * Both are keyed by the node's address and keep, in each node, the largest
+ * block size below it: the free tree finds the lowest-addressed block that
+ * fits by going left whenever the left subtree holds one.  Paths are kept
+ * as the links that lead to each node, root first, so that a rotation
+ * anywhere on the path can rewrite its parent's link. */
+
+static inline size_t umem__max_of(const struct umem_node *x)
 {
-    if (f->prev)
-        f->prev->next = f->next;
-    else
-        h->free_list = f->next;
-    if (f->next)
-        f->next->prev = f->prev;
+    return x ? x->max : 0;
 }
+
+static inline size_t umem__height_of(const struct umem_node *x)
+{
+    return x ? x->height : 0;
+}
+
+static inline void umem__fix(struct umem_node *x)
+{
+    size_t hl = umem__height_of(x->left), hr = umem__height_of(x->right);
+    x->height = 1 + (hl > hr ? hl : hr);
+    size_t m = umem__size(x), ml = umem__max_of(x->left), mr = umem__max_of(x->right);
+    x->max = m > ml ? (m > mr ? m : mr) : (ml > mr ? ml : mr);
+}
+
+static inline void umem__rotate_left(struct umem_node **link)
+{
+    struct umem_node *x = *link, *y = x->right;
+    x->right = y->left;
+    y->left = x;
+    umem__fix(x);
+    umem__fix(y);
+    *link = y;
+}
+
+static inline void umem__rotate_right(struct umem_node **link)
+{
+    struct umem_node *x = *link, *y = x->left;
+    x->left = y->right;
+    y->right = x;
+    umem__fix(x);
+    umem__fix(y);
+    *link = y;
+}
+
+static inline void umem__balance(struct umem_node **link)
+{
+    struct umem_node *x = *link;
+    size_t hl = umem__height_of(x->left), hr = umem__height_of(x->right);
+    if (hl > hr + 1) {
+        if (umem__height_of(x->left->right) > umem__height_of(x->left->left))
+            umem__rotate_left(&x->left);
+        umem__rotate_right(link);
+    } else if (hr > hl + 1) {
+        if (umem__height_of(x->right->left) > umem__height_of(x->right->right))
+            umem__rotate_right(&x->right);
+        umem__rotate_left(link);
+    } else {
+        umem__fix(x);
+    }
+}
+
+/* Rebalances and refreshes every node on the path, deepest first. */
+static inline void umem__retrace(struct umem_node ***path, unsigned depth)
+{
+    while (depth > 0)
+        umem__balance(path[--depth]);
+}
+
+/* The node at path[depth - 1] changed size, not shape: refresh the
+ * largest sizes upwards while they change. */
+static inline void umem__refresh(struct umem_node ***path, unsigned depth)
+{
+    while (depth > 0) {
+        struct umem_node *x = *path[--depth];
+        size_t old = x->max;
+        umem__fix(x);
+        if (x->max == old && depth + 1 < UMEM_PATH)
+            break;
+    }
+}
+
+/* Takes the node at path[depth - 1] out of its tree. */
+static inline void umem__tree_delete(struct umem_node ***path, unsigned depth)
+{
+    struct umem_node **link = path[depth - 1], *x = *link;
+    if (!x->left || !x->right) {
+        *link = x->left ? x->left : x->right;
+        depth--;
+    } else {
+        /* Its successor, the leftmost node on its right, takes its place. */
+        unsigned at = depth - 1;
+        struct umem_node **s = &x->right;
+        path[depth++] = s;
+        while ((*s)->left) {
+            if (depth == UMEM_PATH)
+                umem__die("heap corruption: a free tree too deep at", x);
+            s = &(*s)->left;
+            path[depth++] = s;
+        }
+        struct umem_node *y = *s;
+        *s = y->right;
+        y->left = x->left;
+        y->right = x->right;
+        y->height = x->height;
+        *link = y;
+        path[at + 1] = &y->right;
+        depth--;
+    }
+    umem__retrace(path, depth);
+}
+
+/* Puts x at the empty link at the end of path[0 .. depth - 1]. */
+static inline void umem__tree_insert(struct umem_node ***path, unsigned depth,
+                                     struct umem_node **link, struct umem_node *x)
+{
+    x->left = x->right = NULL;
+    x->height = 1;
+    x->max = umem__size(x);
+    *link = x;
+    umem__retrace(path, depth);
+}
+
+/* The path to node x, found by its address; the depth, or 0. */
+static inline unsigned umem__tree_path(struct umem_node **root, const struct umem_node *x,
+                                       struct umem_node ***path)
+{
+    struct umem_node **link = root;
+    unsigned depth = 0;
+    while (*link && depth < UMEM_PATH) {
+        path[depth++] = link;
+        if (*link == x)
+            return depth;
+        link = (const char *)x < (const char *)*link ? &(*link)->left : &(*link)->right;
+    }
+    return 0;
+}
+
+/* ---- the lock ---- */
 
 #ifndef UMEM_SPIN
 #define UMEM_SPIN 2 /* spins, of 8 then 16 pauses, before napping */
@@ -303,10 +484,568 @@ static inline void umem__unlock(umem_t *h)
         pthread_mutex_unlock(&h->lock);
 }
 
+/* ---- fork(): every private locked heap's lock is held across it ---- */
+
+static pthread_mutex_t umem__forks_lock = PTHREAD_MUTEX_INITIALIZER;
+static umem_t *umem__forks; /* under umem__forks_lock */
+static pthread_once_t umem__forks_once = PTHREAD_ONCE_INIT;
+
+static inline void umem__fork_prepare(void)
+{
+    pthread_mutex_lock(&umem__forks_lock);
+    for (umem_t *h = umem__forks; h; h = h->fork_next)
+        pthread_mutex_lock(&h->lock);
+}
+
+static inline void umem__fork_parent(void)
+{
+    for (umem_t *h = umem__forks; h; h = h->fork_next)
+        pthread_mutex_unlock(&h->lock);
+    pthread_mutex_unlock(&umem__forks_lock);
+}
+
+/* The child has one thread, this one: the locks start afresh. */
+static inline void umem__fork_child(void)
+{
+    for (umem_t *h = umem__forks; h; h = h->fork_next)
+        pthread_mutex_init(&h->lock, NULL);
+    pthread_mutex_init(&umem__forks_lock, NULL);
+}
+
+static inline void umem__forks_register(void)
+{
+    pthread_atfork(umem__fork_prepare, umem__fork_parent, umem__fork_child);
+}
+
+static inline int umem__forked_heap(const umem_t *h)
+{
+    return !(h->flags & (UMEM_SHARED | UMEM_NOLOCK));
+}
+
+/* ---- mappings: regions, growth, large blocks, giving pages back ---- */
+
+static inline void *umem__map(size_t bytes, int prot, int vis)
+{
+    void *p = mmap(NULL, bytes, prot, vis | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+static inline size_t umem__round_page(const umem_t *h, size_t n)
+{
+    return (n + h->page - 1) & ~(h->page - 1);
+}
+
+/* The span whose mapping holds address c, or NULL. */
+static inline struct umem_span *umem__span_find(umem_t *h, const char *c)
+{
+    struct umem_node *x = h->spans, *best = NULL;
+    for (unsigned depth = 0; x && depth < UMEM_PATH; depth++) {
+        if ((const char *)x <= c) {
+            best = x;
+            x = x->right;
+        } else {
+            x = x->left;
+        }
+    }
+    if (best && c < (const char *)best + umem__size(best))
+        return (struct umem_span *)best;
+    return NULL;
+}
+
+static inline void umem__span_add(umem_t *h, struct umem_span *s, size_t map_bytes)
+{
+    umem__set_header(h, s, map_bytes | UMEM_MAPPED);
+    struct umem_node **path[UMEM_PATH], **link = &h->spans;
+    unsigned depth = 0;
+    while (*link && depth < UMEM_PATH) {
+        path[depth++] = link;
+        link = (char *)s < (char *)*link ? &(*link)->left : &(*link)->right;
+    }
+    umem__tree_insert(path, depth, link, &s->node);
+    h->mapped_bytes += map_bytes;
+}
+
+static inline void umem__span_remove(umem_t *h, struct umem_span *s)
+{
+    struct umem_node **path[UMEM_PATH];
+    unsigned depth = umem__tree_path(&h->spans, &s->node, path);
+    if (depth == 0)
+        umem__die("heap corruption: a mapping missing from the span tree at", s);
+    umem__tree_delete(path, depth);
+    h->mapped_bytes -= umem__size(s);
+}
+
+/* Gives the whole pages inside free blocks back to the system, for
+ * blocks of two pages or more (the tree's largest sizes skip the rest). */
+static inline void umem__purge(umem_t *h, struct umem_node *x)
+{
+    while (x && x->max >= 2 * h->page) {
+        umem__purge(h, x->left);
+        size_t size = umem__size(x);
+        if (size >= 2 * h->page) {
+            uintptr_t from = ((uintptr_t)x + sizeof *x + h->page - 1) & ~(uintptr_t)(h->page - 1);
+            uintptr_t to = ((uintptr_t)x + size) & ~(uintptr_t)(h->page - 1);
+            if (to > from && madvise((void *)from, to - from, MADV_DONTNEED) == 0)
+                h->released_bytes += to - from;
+        }
+        x = x->right;
+    }
+}
+
+/* A private growable heap purges after freeing an eighth of its size,
+ * and at least UMEM_PURGE_MIN, since the last purge. */
+static inline void umem__maybe_purge(umem_t *h)
+{
+    if (!(h->flags & UMEM_GROW))
+        return;
+    size_t due = (size_t)(h->heap_bytes / 8);
+    if (h->since_purge < (due > UMEM_PURGE_MIN ? due : UMEM_PURGE_MIN))
+        return;
+    h->since_purge = 0;
+    umem__purge(h, h->root);
+}
+
+/* ---- the free tree: first fit and merging ---- */
+
+/* Adds [b, b + size) to the free blocks, merged with free neighbours:
+ * the search for its place passes both of them. */
+static inline void umem__release(umem_t *h, char *b, size_t size)
+{
+    struct umem_node **path[UMEM_PATH], **link = &h->root;
+    struct umem_node *pred = NULL, *succ = NULL;
+    unsigned depth = 0, pred_depth = 0, succ_depth = 0;
+    for (struct umem_node *x; (x = *link) != NULL;) {
+        if (depth == UMEM_PATH)
+            umem__die("heap corruption: a free tree too deep at", x);
+        path[depth++] = link;
+        if ((char *)x < b) {
+            pred = x;
+            pred_depth = depth;
+            link = &x->right;
+        } else {
+            succ = x;
+            succ_depth = depth;
+            link = &x->left;
+        }
+    }
+    int with_pred = pred && (char *)pred + umem__size(pred) == b;
+    int with_succ = succ && b + size == (char *)succ;
+    if (with_pred && !umem__header_ok(h, pred))
+        umem__die("heap corruption: free block header overwritten at", pred);
+    if (with_succ && !umem__header_ok(h, succ))
+        umem__die("heap corruption: free block header overwritten at", succ);
+    /* A stale header inside a merged block still says free: freeing it
+     * again is reported as a double free. */
+    umem__set_header(h, b, size);
+    if (with_pred && with_succ) {
+        size_t total = umem__size(pred) + size + umem__size(succ);
+        umem__tree_delete(path, succ_depth);
+        umem__set_header(h, pred, total);
+        umem__refresh(path, umem__tree_path(&h->root, pred, path));
+    } else if (with_pred) {
+        umem__set_header(h, pred, umem__size(pred) + size);
+        umem__refresh(path, pred_depth);
+    } else if (with_succ) {
+        struct umem_node *x = (struct umem_node *)b;
+        x->left = succ->left;
+        x->right = succ->right;
+        x->height = succ->height;
+        x->max = succ->max;
+        umem__set_header(h, x, size + umem__size(succ));
+        *path[succ_depth - 1] = x;
+        umem__refresh(path, succ_depth);
+    } else {
+        umem__tree_insert(path, depth, link, (struct umem_node *)b);
+    }
+}
+
+/* The lowest-addressed free block of at least `need` bytes: its path's
+ * depth, or 0 when none fits. */
+static inline unsigned umem__first_fit(umem_t *h, size_t need, struct umem_node ***path)
+{
+    struct umem_node **link = &h->root, *x = h->root;
+    if (!x || x->max < need)
+        return 0;
+    for (unsigned depth = 0;;) {
+        path[depth++] = link;
+        if (x->left && x->left->max >= need)
+            link = &x->left;
+        else if (umem__size(x) >= need)
+            return depth;
+        else
+            link = &x->right;
+        x = *link;
+        if (!x || depth == UMEM_PATH)
+            umem__die("heap corruption: the free tree's sizes disagree at", path[depth - 1]);
+    }
+}
+
+/* Takes `*need` bytes from the low end of the free block at the end of
+ * the path; a remainder too small for a block goes with it (*need grows). */
+static inline char *umem__carve(umem_t *h, struct umem_node ***path, unsigned depth,
+                                size_t *need)
+{
+    struct umem_node *f = *path[depth - 1];
+    if (!umem__header_ok(h, f))
+        umem__die("heap corruption: free block header overwritten at", f);
+    size_t size = umem__size(f);
+    if (size - *need >= UMEM_MIN_BLOCK) {
+        /* The rest keeps f's place in the tree: nothing lies between. */
+        struct umem_node *r = (struct umem_node *)((char *)f + *need);
+        r->left = f->left;
+        r->right = f->right;
+        r->height = f->height;
+        r->max = f->max;
+        umem__set_header(h, r, size - *need);
+        *path[depth - 1] = r;
+        umem__refresh(path, depth);
+    } else {
+        *need = size;
+        umem__tree_delete(path, depth);
+    }
+    umem__set_header(h, f, *need | UMEM_USED);
+    return (char *)f;
+}
+
+/* UMEM_GROW: more room for at least `need` bytes, at the end of the first
+ * region while its reservation lasts, then as a region of its own. */
+static inline int umem__grow(umem_t *h, size_t need)
+{
+    char *end = atomic_load_explicit(&h->end, memory_order_relaxed);
+    size_t have = (size_t)(end - h->first);
+    size_t want = need > have / 2 ? need : have / 2;
+    if (want < ((size_t)1 << 20))
+        want = (size_t)1 << 20;
+    want &= ~(size_t)(UMEM_ALIGN - 1);
+    size_t room = (size_t)(h->reserve_end - UMEM_HEADER - end) & ~(size_t)(UMEM_ALIGN - 1);
+    if (h->reserve_end > end + UMEM_HEADER && room >= need) {
+        size_t add = want < room ? want : room;
+        char *new_end = end + add;
+        /* The pages up to the old end mark's are committed already. */
+        uintptr_t pg = h->page - 1;
+        char *from = (char *)(((uintptr_t)end + UMEM_HEADER + pg) & ~pg);
+        char *to = (char *)(((uintptr_t)new_end + UMEM_HEADER + pg) & ~pg);
+        if (to > from) {
+            if (mprotect(from, (size_t)(to - from), PROT_READ | PROT_WRITE) != 0)
+                return -1;
+            h->mapped_bytes += (uint64_t)(to - from);
+        }
+        umem__set_header(h, new_end, 0 | UMEM_USED);
+        atomic_store_explicit(&h->end, new_end, memory_order_relaxed);
+        h->heap_bytes += add;
+        umem__release(h, end, add);
+        return 0;
+    }
+    size_t bytes = umem__round_page(h, UMEM_SPAN_BYTES + want + UMEM_HEADER);
+    struct umem_span *s = umem__map(bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE);
+    if (!s)
+        return -1;
+    s->is_region = 1;
+    s->first = (char *)s + UMEM_SPAN_BYTES;
+    s->end = s->first + ((bytes - UMEM_SPAN_BYTES - UMEM_HEADER) & ~(size_t)(UMEM_ALIGN - 1));
+    umem__set_header(h, s->end, 0 | UMEM_USED);
+    umem__span_add(h, s, bytes);
+    h->heap_bytes += (uint64_t)(s->end - s->first);
+    umem__release(h, s->first, (size_t)(s->end - s->first));
+    return 0;
+}
+
+/* A block of `need` bytes (lock held): first fit, growing if allowed. */
+static inline char *umem__take(umem_t *h, size_t *need)
+{
+    struct umem_node **path[UMEM_PATH];
+    unsigned depth = umem__first_fit(h, *need, path);
+    if (depth == 0 && h->flags & UMEM_GROW && umem__grow(h, *need) == 0)
+        depth = umem__first_fit(h, *need, path);
+    return depth ? umem__carve(h, path, depth, need) : NULL;
+}
+
+/* UMEM_GROW: a large block in a mapping of its own, aligned to `align`.
+ * Mapped before the lock is taken; the caller adds it to the spans. */
+static inline struct umem_span *umem__map_large(umem_t *h, size_t n, size_t align)
+{
+    if (n > PTRDIFF_MAX / 2 || align > PTRDIFF_MAX / 4)
+        return NULL;
+    size_t bytes = umem__round_page(h, UMEM_SPAN_BYTES + UMEM_HEADER + n +
+                                           (align > h->page ? align : 0));
+    struct umem_span *s = umem__map(bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE);
+    if (!s)
+        return NULL;
+    uintptr_t payload = (uintptr_t)s + UMEM_SPAN_BYTES + UMEM_HEADER;
+    if (align > UMEM_ALIGN)
+        payload = (payload + align - 1) & ~(uintptr_t)(align - 1);
+    s->is_region = 0;
+    s->first = (char *)payload - UMEM_HEADER;
+    s->end = (char *)s + bytes;
+    umem__set_header(h, s->first, (size_t)(s->end - s->first) | UMEM_USED | UMEM_MAPPED);
+    return s;
+}
+
+/* ---- where a pointer's block lives ---- */
+
+struct umem_where {
+    char *block;           /* its header */
+    char *end;             /* the end mark of its region */
+    struct umem_span *big; /* a large block's span, else NULL */
+};
+
+/* Finds and checks the block of p, as every free, realloc and usable
+ * size does; dies with one line naming p when it is not a live block.
+ * With the lock held (UMEM_NOLOCK: always). */
+static inline void umem__locate(umem_t *h, const void *p, struct umem_where *w, const char *call)
+{
+    char line[80];
+    const char *c = (const char *)p;
+    if ((uintptr_t)c % UMEM_ALIGN != 0) {
+        snprintf(line, sizeof line, "%s of a pointer outside the heap or misaligned:", call);
+        umem__die(line, p);
+    }
+    w->block = (char *)c - UMEM_HEADER;
+    w->big = NULL;
+    char *end = atomic_load_explicit(&h->end, memory_order_relaxed);
+    if (c >= h->first + UMEM_HEADER && c < end) {
+        w->end = end;
+    } else {
+        struct umem_span *s = umem__span_find(h, w->block);
+        if (s && s->is_region && c >= s->first + UMEM_HEADER && c < s->end) {
+            w->end = s->end;
+        } else if (s && !s->is_region && w->block == s->first) {
+            w->end = s->end;
+            w->big = s;
+        } else if (!s) {
+            snprintf(line, sizeof line, "%s of a pointer outside the heap or misaligned:", call);
+            umem__die(line, p);
+        } else {
+            w->end = s->end; /* inside a large block: its header check fails */
+        }
+    }
+    if (!umem__header_ok(h, w->block)) {
+        snprintf(line, sizeof line, "bad %s (not from umem_alloc, or its header overwritten):",
+                 call);
+        umem__die(line, p);
+    }
+    size_t word = ((struct umem_block *)w->block)->word;
+    if (!(word & UMEM_USED)) {
+        snprintf(line, sizeof line, "%s of a block freed already (double free):", call);
+        umem__die(line, p);
+    }
+    if (w->big)
+        return;
+    size_t size = word & ~UMEM_FLAGS;
+    char *next = w->block + size;
+    if (size < UMEM_MIN_BLOCK || word & UMEM_MAPPED || next > w->end ||
+        !umem__header_ok(h, next))
+        umem__die("heap corruption: write past the end of the block at", p);
+}
+
+/* Gives a checked block back to the free tree (lock held). */
+static inline void umem__give_back(umem_t *h, const struct umem_where *w)
+{
+    if (w->big) {
+        size_t bytes = umem__size(w->big);
+        umem__span_remove(h, w->big);
+        h->bytes_in_use -= bytes;
+        h->large_blocks--;
+        munmap(w->big, bytes);
+        return;
+    }
+    size_t size = umem__size(w->block);
+    h->bytes_in_use -= size;
+    h->since_purge += size;
+    umem__release(h, w->block, size);
+}
+
+static inline void umem__count_alloc(umem_t *h, size_t bytes)
+{
+    h->allocs++;
+    h->bytes_in_use += bytes;
+    if (h->bytes_in_use > h->peak_bytes_in_use)
+        h->peak_bytes_in_use = h->bytes_in_use;
+}
+
+/* ---- per-thread caches (UMEM_CACHED) ----
+ * Each thread has one cache per heap: a list of blocks per size class,
+ * linked through the first word of their payload; the second word holds
+ * a tag (the heap's secret ^ the address) that marks the block as cached,
+ * so that a second free of it is caught at once.  To the heap, a cached
+ * block is still in use; its header is never written while cached. */
+
+#if defined(__GNUC__)
+#define UMEM_TLS _Thread_local __attribute__((tls_model("initial-exec")))
+#else
+#define UMEM_TLS _Thread_local
+#endif
+static UMEM_TLS umem_t *umem__tls_heap;
+static UMEM_TLS size_t umem__tls_secret;
+static UMEM_TLS struct umem_cache *umem__tls_cache;
+
+#define UMEM_CACHE_GONE ((void *)1) /* the thread is exiting: no new cache */
+
+static inline size_t umem__tag(const umem_t *h, const void *p)
+{
+    return h->secret ^ (size_t)(uintptr_t)p ^ 0xCAC4Eu;
+}
+
+static inline uint64_t umem__get(_Atomic uint64_t *v)
+{
+    return atomic_load_explicit(v, memory_order_relaxed);
+}
+
+/* Owner-only counters: a load and a store, no read-modify-write. */
+static inline void umem__add(_Atomic uint64_t *v, uint64_t d)
+{
+    atomic_store_explicit(v, atomic_load_explicit(v, memory_order_relaxed) + d,
+                          memory_order_relaxed);
+}
+
+/* Returns up to `count` blocks of class `cls` to the heap (lock held);
+ * each is checked as a free would, so an overrun into the next block is
+ * caught here at the latest. */
+static inline void umem__cache_drain(umem_t *h, struct umem_cache *c, unsigned cls,
+                                     unsigned count)
+{
+    for (; count > 0 && c->bin[cls]; count--) {
+        void **p = (void **)c->bin[cls];
+        c->bin[cls] = p[0];
+        c->count[cls]--;
+        struct umem_where w;
+        umem__locate(h, p, &w, "free");
+        size_t size = umem__size(w.block);
+        umem__add(&c->bytes, (uint64_t)0 - size);
+        h->flush_blocks++;
+        umem__give_back(h, &w);
+    }
+}
+
+static inline void umem__cache_flush(umem_t *h, struct umem_cache *c, unsigned cls)
+{
+    if (umem__lock(h, 1) != 0)
+        return;
+    h->cache_flushes++;
+    umem__cache_drain(h, c, cls, UMEM_CACHE_BIN / 2);
+    umem__maybe_purge(h);
+    umem__unlock(h);
+}
+
+/* The thread is ending: its blocks go back and its cache is unmapped. */
+static inline void umem__cache_exit(void *arg)
+{
+    if (arg == UMEM_CACHE_GONE)
+        return;
+    struct umem_cache *c = (struct umem_cache *)arg;
+    umem_t *h = c->heap;
+    if (umem__lock(h, 0) == 0) {
+        for (unsigned cls = 0; cls < UMEM_CACHE_CLASSES; cls++)
+            umem__cache_drain(h, c, cls, ~0u);
+        if (c->prev)
+            c->prev->next = c->next;
+        else
+            h->caches = c->next;
+        if (c->next)
+            c->next->prev = c->prev;
+        h->gone_hits += umem__get(&c->hits);
+        h->gone_frees += umem__get(&c->frees);
+        h->mapped_bytes -= h->page;
+        umem__unlock(h);
+        munmap(c, h->page);
+    }
+    pthread_setspecific(h->key, UMEM_CACHE_GONE);
+    umem__tls_heap = h;
+    umem__tls_secret = h->secret;
+    umem__tls_cache = NULL;
+}
+
+/* The calling thread's cache for h, made on first use; NULL when the
+ * thread must go to the heap's lock instead. */
+static inline struct umem_cache *umem__cache_attach(umem_t *h)
+{
+    void *v = pthread_getspecific(h->key);
+    struct umem_cache *c = v == UMEM_CACHE_GONE ? NULL : (struct umem_cache *)v;
+    if (!c && v != UMEM_CACHE_GONE &&
+        (c = umem__map(h->page, PROT_READ | PROT_WRITE, MAP_PRIVATE)) != NULL) {
+        c->heap = h;
+        if (umem__lock(h, 0) != 0) {
+            munmap(c, h->page);
+            return NULL;
+        }
+        c->prev = NULL;
+        c->next = h->caches;
+        if (c->next)
+            c->next->prev = c;
+        h->caches = c;
+        h->mapped_bytes += h->page;
+        umem__unlock(h);
+        pthread_setspecific(h->key, c);
+    }
+    umem__tls_heap = h;
+    umem__tls_secret = h->secret;
+    umem__tls_cache = c;
+    return c;
+}
+
+static inline struct umem_cache *umem__cache(umem_t *h)
+{
+    if (umem__tls_heap == h && umem__tls_secret == h->secret)
+        return umem__tls_cache;
+    return umem__cache_attach(h);
+}
+
+/* An empty bin: up to UMEM_CACHE_REFILL blocks from the heap, first fit
+ * each, under one lock; one is returned, the others are cached. */
+static inline void *umem__cache_refill(umem_t *h, struct umem_cache *c, unsigned cls)
+{
+    size_t size = UMEM_MIN_BLOCK + 16u * cls;
+    if (umem__lock(h, 1) != 0)
+        return NULL;
+    h->cache_refills++;
+    char *first = NULL;
+    for (unsigned k = 0; k < UMEM_CACHE_REFILL; k++) {
+        size_t need = size;
+        struct umem_node **path[UMEM_PATH];
+        unsigned depth = umem__first_fit(h, need, path);
+        if (depth == 0 && (k > 0 || !(h->flags & UMEM_GROW) || umem__grow(h, need) != 0 ||
+                           (depth = umem__first_fit(h, need, path)) == 0))
+            break;
+        char *b = umem__carve(h, path, depth, &need);
+        h->bytes_in_use += need;
+        if (!first) {
+            first = b;
+            h->allocs++;
+            continue;
+        }
+        /* A remainder too small for a block came along: the block goes
+         * to the bin of its own size. */
+        unsigned bc = (unsigned)((need - UMEM_MIN_BLOCK) >> 4);
+        if (bc >= UMEM_CACHE_CLASSES) {
+            h->bytes_in_use -= need;
+            umem__release(h, b, need);
+            break;
+        }
+        h->refill_blocks++;
+        void **p = (void **)(b + UMEM_HEADER);
+        p[0] = c->bin[bc];
+        p[1] = (void *)umem__tag(h, p);
+        c->bin[bc] = p;
+        c->count[bc]++;
+        umem__add(&c->bytes, need);
+    }
+    if (h->bytes_in_use > h->peak_bytes_in_use)
+        h->peak_bytes_in_use = h->bytes_in_use;
+    if (!first)
+        h->failed_allocs++;
+    umem__unlock(h);
+    if (!first)
+        errno = ENOMEM;
+    return first ? first + UMEM_HEADER : NULL;
+}
+
+/* ---- the interface ---- */
+
 static inline umem_t *umem_create(size_t bytes, unsigned flags)
 {
-    if (flags & ~(UMEM_SHARED | UMEM_NOLOCK) ||
-        (flags & UMEM_SHARED && flags & UMEM_NOLOCK)) {
+    unsigned known = UMEM_SHARED | UMEM_NOLOCK | UMEM_GROW | UMEM_CACHED;
+    if (flags & ~known || (flags & UMEM_SHARED && flags & (UMEM_NOLOCK | UMEM_GROW | UMEM_CACHED)) ||
+        (flags & UMEM_NOLOCK && flags & UMEM_CACHED)) {
         errno = EINVAL;
         return NULL;
     }
@@ -317,15 +1056,32 @@ static inline umem_t *umem_create(size_t bytes, unsigned flags)
         errno = EINVAL;
         return NULL;
     }
-    if (bytes > SIZE_MAX - page) {
+    if (bytes > PTRDIFF_MAX - page) {
         errno = ENOMEM; /* more than any address space */
         return NULL;
     }
-    size_t map_bytes = (bytes + page - 1) / page * page;
-    int vis = flags & UMEM_SHARED ? MAP_SHARED : MAP_PRIVATE;
-    void *base =
-        mmap(NULL, map_bytes, PROT_READ | PROT_WRITE, vis | MAP_ANONYMOUS, -1, 0);
-    if (base == MAP_FAILED) {
+    size_t commit = (bytes + page - 1) / page * page;
+    size_t map_bytes = commit;
+    void *base;
+    if (flags & UMEM_GROW) {
+        /* Address space set aside, committed as the heap grows; where
+         * the system refuses that much, as much as it allows. */
+        size_t reserve = UMEM_RESERVE > commit ? UMEM_RESERVE : commit;
+        for (base = NULL; !base && reserve >= commit; reserve /= 2) {
+            base = umem__map(reserve, PROT_NONE, MAP_PRIVATE | MAP_NORESERVE);
+            map_bytes = reserve;
+        }
+        if (!base)
+            base = umem__map(map_bytes = commit, PROT_NONE, MAP_PRIVATE | MAP_NORESERVE);
+        if (base && mprotect(base, commit, PROT_READ | PROT_WRITE) != 0) {
+            munmap(base, map_bytes);
+            base = NULL;
+        }
+    } else {
+        base = umem__map(commit, PROT_READ | PROT_WRITE,
+                         flags & UMEM_SHARED ? MAP_SHARED : MAP_PRIVATE);
+    }
+    if (!base) {
         errno = ENOMEM;
         return NULL;
     }
@@ -335,10 +1091,12 @@ static inline umem_t *umem_create(size_t bytes, unsigned flags)
     h->map_bytes = map_bytes;
     h->flags = flags;
     h->creator = getpid();
+    h->page = page;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    size_t seed = (size_t)(uintptr_t)base ^ (size_t)ts.tv_nsec ^
-                  ((size_t)ts.tv_sec << 20) ^ (size_t)h->creator;
+    static _Atomic size_t heaps_made;
+    size_t seed = (size_t)(uintptr_t)base ^ (size_t)ts.tv_nsec ^ ((size_t)ts.tv_sec << 20) ^
+                  (size_t)h->creator ^ (atomic_fetch_add(&heaps_made, 1) << 40);
     h->secret = (size_t)(seed * 0x9E3779B97F4A7C15ull) | 1u;
 
     if (!(flags & UMEM_NOLOCK)) {
@@ -350,6 +1108,11 @@ static inline umem_t *umem_create(size_t bytes, unsigned flags)
         }
         int r = pthread_mutex_init(&h->lock, &attr);
         pthread_mutexattr_destroy(&attr);
+        if (r == 0 && flags & UMEM_CACHED) {
+            r = pthread_key_create(&h->key, umem__cache_exit);
+            if (r != 0)
+                pthread_mutex_destroy(&h->lock);
+        }
         if (r != 0) {
             munmap(base, map_bytes);
             errno = r;
@@ -359,14 +1122,23 @@ static inline umem_t *umem_create(size_t bytes, unsigned flags)
 
     /* Blocks span [first, end); the span is a multiple of 16. */
     h->first = (char *)base + UMEM_CONTROL_BYTES;
-    size_t span =
-        (map_bytes - UMEM_CONTROL_BYTES - UMEM_HEADER) & ~(size_t)(UMEM_ALIGN - 1);
-    h->end = h->first + span;
-    umem__set_header(h, h->end, 0 | UMEM_USED);
-    umem__set_header(h, h->first, span | UMEM_PREV_USED);
-    umem__set_footer(h->first, span);
-    h->free_list = NULL;
-    umem__list_push(h, (struct umem_free_block *)h->first);
+    size_t span = (commit - UMEM_CONTROL_BYTES - UMEM_HEADER) & ~(size_t)(UMEM_ALIGN - 1);
+    char *end = h->first + span;
+    atomic_init(&h->end, end);
+    h->reserve_end = (char *)base + map_bytes;
+    h->heap_bytes = span;
+    h->mapped_bytes = commit;
+    umem__set_header(h, end, 0 | UMEM_USED);
+    h->root = NULL;
+    umem__release(h, h->first, span);
+
+    if (umem__forked_heap(h)) {
+        pthread_once(&umem__forks_once, umem__forks_register);
+        pthread_mutex_lock(&umem__forks_lock);
+        h->fork_next = umem__forks;
+        umem__forks = h;
+        pthread_mutex_unlock(&umem__forks_lock);
+    }
     return h;
 }
 
@@ -374,119 +1146,440 @@ static inline void umem_destroy(umem_t *h)
 {
     if (!h)
         return;
+    if (umem__forked_heap(h)) {
+        pthread_mutex_lock(&umem__forks_lock);
+        for (umem_t **link = &umem__forks; *link; link = &(*link)->fork_next)
+            if (*link == h) {
+                *link = h->fork_next;
+                break;
+            }
+        pthread_mutex_unlock(&umem__forks_lock);
+    }
     int owner = !(h->flags & UMEM_SHARED) || h->creator == getpid();
+    if (h->flags & UMEM_CACHED) {
+        pthread_key_delete(h->key);
+        while (h->caches) {
+            struct umem_cache *c = h->caches;
+            h->caches = c->next;
+            munmap(c, h->page);
+        }
+        if (umem__tls_heap == h)
+            umem__tls_heap = NULL;
+    }
+    while (h->spans) {
+        struct umem_span *s = (struct umem_span *)h->spans;
+        size_t bytes = umem__size(s);
+        struct umem_node **path[UMEM_PATH] = {&h->spans};
+        umem__tree_delete(path, 1);
+        munmap(s, bytes);
+    }
     if (owner && !(h->flags & UMEM_NOLOCK))
         pthread_mutex_destroy(&h->lock);
     munmap(h, h->map_bytes);
+}
+
+/* Any allocation the caches do not serve (lock taken here). */
+static inline void *umem__alloc_locked(umem_t *h, size_t n)
+{
+    size_t need = umem__need(n);
+    struct umem_span *big = NULL;
+    if (h->flags & UMEM_GROW && n >= UMEM_LARGE && need != 0)
+        big = umem__map_large(h, n, UMEM_ALIGN);
+    if (umem__lock(h, 1) != 0) {
+        if (big)
+            munmap(big, (size_t)(big->end - (char *)big));
+        return NULL;
+    }
+    char *b = NULL;
+    if (big) {
+        size_t bytes = (size_t)(big->end - (char *)big);
+        umem__span_add(h, big, bytes);
+        h->large_blocks++;
+        b = big->first;
+        need = bytes;
+    } else if (need != 0) {
+        b = umem__take(h, &need);
+    }
+    if (!b) {
+        h->failed_allocs++;
+        umem__unlock(h);
+        errno = ENOMEM;
+        return NULL;
+    }
+    umem__count_alloc(h, need);
+    umem__unlock(h);
+    return b + UMEM_HEADER;
 }
 
 static inline void *umem_alloc(umem_t *h, size_t n)
 {
     if (n == 0)
         return NULL;
-    size_t span = (size_t)(h->end - h->first);
-    size_t need = 0;
-    if (n <= span)
-        need = (n + UMEM_HEADER + UMEM_ALIGN - 1) & ~(size_t)(UMEM_ALIGN - 1);
-    if (need < UMEM_MIN_BLOCK && need != 0)
-        need = UMEM_MIN_BLOCK;
-
-    if (umem__lock(h, 1) != 0)
-        return NULL;
-    struct umem_free_block *f = h->free_list;
-    if (need != 0)
-        while (f && umem__size(f) < need)
-            f = f->next;
-    if (!f || need == 0) {
-        h->failed_allocs++;
-        umem__unlock(h);
-        errno = ENOMEM;
-        return NULL;
+    if (h->flags & UMEM_CACHED && n <= UMEM_CACHE_MAX_BLOCK - UMEM_HEADER) {
+        struct umem_cache *c = umem__cache(h);
+        if (c) {
+            unsigned cls = (unsigned)((umem__need(n) - UMEM_MIN_BLOCK) >> 4);
+            void **p = (void **)c->bin[cls];
+            if (!p)
+                return umem__cache_refill(h, c, cls);
+            c->bin[cls] = p[0];
+            c->count[cls]--;
+            p[1] = NULL; /* no longer tagged as cached */
+            umem__add(&c->hits, 1);
+            umem__add(&c->bytes, (uint64_t)0 - (UMEM_MIN_BLOCK + 16u * cls));
+            return p;
+        }
     }
-    if (!umem__header_ok(h, f))
-        umem__die("heap corruption: free block header overwritten at", f);
+    return umem__alloc_locked(h, n);
+}
 
-    size_t size = umem__size(f);
-    char *block;
-    if (size - need >= UMEM_MIN_BLOCK) {
-        /* Carve the tail: the free block keeps its place in the list. */
-        size_t rest = size - need;
-        umem__set_header(h, f, rest | (f->head.word & UMEM_PREV_USED));
-        umem__set_footer(f, rest);
-        block = (char *)f + rest;
-        umem__set_header(h, block, need | UMEM_USED);
-    } else {
-        umem__list_remove(h, f);
-        need = size;
-        block = (char *)f;
-        umem__set_header(h, block, f->head.word | UMEM_USED);
-    }
-    char *next = block + need;
-    umem__set_header(h, next, ((struct umem_block *)next)->word | UMEM_PREV_USED);
-
-    h->allocs++;
-    h->bytes_in_use += need;
-    if (h->bytes_in_use > h->peak_bytes_in_use)
-        h->peak_bytes_in_use = h->bytes_in_use;
-    umem__unlock(h);
-    return block + UMEM_HEADER;
+/* The lock-free half of a free into the calling thread's cache: checks
+ * the block's own header (its neighbours may be changing under the lock)
+ * and its tag.  Returns 0 when the block went to the heap instead. */
+static inline int umem__cache_free(umem_t *h, void *p)
+{
+    char *c = (char *)p, *b = c - UMEM_HEADER;
+    if ((uintptr_t)c % UMEM_ALIGN != 0 || c < h->first + UMEM_HEADER ||
+        c >= atomic_load_explicit(&h->end, memory_order_relaxed))
+        return 0;
+    if (!umem__header_ok(h, b))
+        umem__die("bad free (not from umem_alloc, or its header overwritten):", p);
+    size_t word = ((struct umem_block *)b)->word;
+    if (!(word & UMEM_USED))
+        umem__die("free of a block freed already (double free):", p);
+    size_t size = word & ~UMEM_FLAGS;
+    if (size > UMEM_CACHE_MAX_BLOCK)
+        return 0;
+    struct umem_cache *cache = umem__cache(h);
+    if (!cache)
+        return 0;
+    void **q = (void **)p;
+    if ((size_t)(uintptr_t)q[1] == umem__tag(h, p))
+        umem__die("free of a block freed already (double free):", p);
+    unsigned cls = (unsigned)((size - UMEM_MIN_BLOCK) >> 4);
+    if (cache->count[cls] >= UMEM_CACHE_BIN)
+        umem__cache_flush(h, cache, cls);
+    q[0] = cache->bin[cls];
+    q[1] = (void *)umem__tag(h, p);
+    cache->bin[cls] = q;
+    cache->count[cls]++;
+    umem__add(&cache->frees, 1);
+    umem__add(&cache->bytes, size);
+    return 1;
 }
 
 static inline void umem_free(umem_t *h, void *p)
 {
     if (!p)
         return;
-    char *block = (char *)p - UMEM_HEADER;
-    if ((uintptr_t)p % UMEM_ALIGN != 0 || (char *)p < h->first + UMEM_HEADER ||
-        block >= h->end)
+    if (h->flags & UMEM_CACHED && umem__cache_free(h, p))
+        return;
+    if ((uintptr_t)p % UMEM_ALIGN != 0)
         umem__die("free of a pointer outside the heap or misaligned:", p);
-
     if (umem__lock(h, 1) != 0)
         return;
-    if (!umem__header_ok(h, block))
-        umem__die("bad free (not from umem_alloc, or its header overwritten):", p);
-    size_t word = ((struct umem_block *)block)->word;
-    if (!(word & UMEM_USED))
-        umem__die("double free of", p);
-    size_t size = word & ~UMEM_FLAGS;
-    char *next = block + size;
-    if (size < UMEM_MIN_BLOCK || next > h->end || !umem__header_ok(h, next) ||
-        !(((struct umem_block *)next)->word & UMEM_PREV_USED))
-        umem__die("heap corruption: write past the end of the block at", p);
-
+    struct umem_where w;
+    umem__locate(h, p, &w, "free");
     h->frees++;
-    h->bytes_in_use -= size;
-
-    size_t next_word = ((struct umem_block *)next)->word;
-    if (!(next_word & UMEM_USED)) {
-        umem__list_remove(h, (struct umem_free_block *)next);
-        size += next_word & ~UMEM_FLAGS;
-    }
-    if (!(word & UMEM_PREV_USED)) {
-        size_t prev_size = umem__footer_before(block);
-        char *prev = block - prev_size;
-        if (prev_size < UMEM_MIN_BLOCK || prev < h->first || !umem__header_ok(h, prev) ||
-            umem__size(prev) != prev_size)
-            umem__die("heap corruption: free block before", p);
-        /* The previous block is already on the list: grow it in place. */
-        size += prev_size;
-        umem__set_header(h, prev, size | UMEM_PREV_USED);
-        block = prev;
-    } else {
-        umem__set_header(h, block, size | UMEM_PREV_USED);
-        umem__list_push(h, (struct umem_free_block *)block);
-    }
-    umem__set_footer(block, size);
-    next = block + size;
-    umem__set_header(h, next, ((struct umem_block *)next)->word & ~UMEM_PREV_USED);
+    umem__give_back(h, &w);
+    umem__maybe_purge(h);
     umem__unlock(h);
 }
+
+static inline size_t umem_usable_size(umem_t *h, const void *p)
+{
+    if (!p || umem__lock(h, 0) != 0)
+        return 0;
+    struct umem_where w;
+    umem__locate(h, p, &w, "usable size");
+    size_t size = w.big ? (size_t)(w.end - w.block) : umem__size(w.block);
+    umem__unlock(h);
+    return size - UMEM_HEADER;
+}
+
+/* Grows or shrinks the block in place (lock held): 0, or -1 when it
+ * cannot grow where it is. */
+static inline int umem__resize(umem_t *h, struct umem_where *w, size_t need)
+{
+    size_t size = umem__size(w->block);
+    if (w->big)
+        return need <= (size_t)(w->end - w->block) ? 0 : -1;
+    if (need <= size) {
+        if (size - need >= UMEM_MIN_BLOCK) {
+            umem__set_header(h, w->block, need | UMEM_USED);
+            h->bytes_in_use -= size - need;
+            umem__release(h, w->block + need, size - need);
+        }
+        return 0;
+    }
+    struct umem_node *next = (struct umem_node *)(w->block + size);
+    if ((char *)next >= w->end || next->word & UMEM_USED || size + umem__size(next) < need)
+        return -1;
+    struct umem_node **path[UMEM_PATH];
+    unsigned depth = umem__tree_path(&h->root, next, path);
+    if (depth == 0)
+        umem__die("heap corruption: a free block missing from the free tree at", next);
+    size_t total = size + umem__size(next);
+    if (total - need >= UMEM_MIN_BLOCK) {
+        struct umem_node *r = (struct umem_node *)(w->block + need);
+        memmove(r, next, sizeof *r); /* the rest keeps next's place */
+        umem__set_header(h, r, total - need);
+        *path[depth - 1] = r;
+        umem__refresh(path, depth);
+    } else {
+        need = total;
+        umem__tree_delete(path, depth);
+    }
+    umem__set_header(h, w->block, need | UMEM_USED);
+    h->bytes_in_use += need - size;
+    if (h->bytes_in_use > h->peak_bytes_in_use)
+        h->peak_bytes_in_use = h->bytes_in_use;
+    return 0;
+}
+
+static inline void *umem_realloc(umem_t *h, void *p, size_t n)
+{
+    if (!p)
+        return umem_alloc(h, n);
+    if (n == 0) {
+        umem_free(h, p);
+        return NULL;
+    }
+    size_t need = umem__need(n);
+    if (umem__lock(h, 1) != 0)
+        return NULL;
+    struct umem_where w;
+    umem__locate(h, p, &w, "realloc");
+    if (need != 0 && umem__resize(h, &w, need) == 0) {
+        umem__unlock(h);
+        return p;
+    }
+    size_t old = w.big ? (size_t)(w.end - w.block) - UMEM_HEADER
+                       : umem__size(w.block) - UMEM_HEADER;
+    umem__unlock(h);
+    void *q = need ? umem_alloc(h, n) : NULL;
+    if (!q) {
+        errno = ENOMEM;
+        return NULL; /* p is left as it was */
+    }
+    memcpy(q, p, old < n ? old : n);
+    umem_free(h, p);
+    return q;
+}
+
+static inline void *umem_memalign(umem_t *h, size_t align, size_t n)
+{
+    if (align == 0 || (align & (align - 1)) != 0) {
+        errno = EINVAL;
+        return NULL;
+    }
+    if (align <= UMEM_ALIGN)
+        return umem_alloc(h, n);
+    if (n == 0)
+        return NULL;
+    size_t need = umem__need(n);
+    struct umem_span *big = NULL;
+    if (h->flags & UMEM_GROW && need != 0 && n + align >= UMEM_LARGE)
+        big = umem__map_large(h, n, align);
+    if (umem__lock(h, 1) != 0) {
+        if (big)
+            munmap(big, (size_t)(big->end - (char *)big));
+        return NULL;
+    }
+    char *b = NULL;
+    if (big) {
+        size_t bytes = (size_t)(big->end - (char *)big);
+        umem__span_add(h, big, bytes);
+        h->large_blocks++;
+        b = big->first;
+        need = bytes;
+    } else if (need != 0 && align <= PTRDIFF_MAX / 4) {
+        /* Room for the block, an aligned start and a free block before it. */
+        size_t room = need + align + UMEM_MIN_BLOCK;
+        char *f = umem__take(h, &room);
+        if (f) {
+            uintptr_t at = ((uintptr_t)f + UMEM_HEADER + align - 1) & ~(uintptr_t)(align - 1);
+            while (at - UMEM_HEADER != (uintptr_t)f && at - UMEM_HEADER - (uintptr_t)f < UMEM_MIN_BLOCK)
+                at += align;
+            b = (char *)at - UMEM_HEADER;
+            size_t lead = (size_t)(b - f), tail = room - lead - need;
+            if (tail < UMEM_MIN_BLOCK) {
+                need += tail;
+                tail = 0;
+            }
+            umem__set_header(h, b, need | UMEM_USED);
+            if (lead)
+                umem__release(h, f, lead);
+            if (tail)
+                umem__release(h, b + need, tail);
+        }
+    }
+    if (!b) {
+        h->failed_allocs++;
+        umem__unlock(h);
+        errno = ENOMEM;
+        return NULL;
+    }
+    umem__count_alloc(h, need);
+    umem__unlock(h);
+    return b + UMEM_HEADER;
+}
+
+/* ---- umem_check and statistics ---- */
 
 static inline int umem__fail(umem_t *h, const char *what, const void *where)
 {
     fprintf(stderr, "umem_check: %s (at %p)\n", what, where);
     umem__unlock(h);
     return -1;
+}
+
+struct umem_tally {
+    uint64_t nodes, bytes;
+    const char *last; /* the previous node in address order */
+    const char *broken;
+    const void *at;
+};
+
+/* I4, and the order half of I3: checks the subtree under x, in order. */
+static inline size_t umem__check_tree(const umem_t *h, const struct umem_node *x,
+                                      struct umem_tally *t, unsigned depth, int free_tree)
+{
+    if (!x || t->broken)
+        return 0;
+    if (depth >= UMEM_PATH || (uintptr_t)x % UMEM_ALIGN != 0 || !umem__header_ok(h, x)) {
+        t->broken = "I4: a tree link points to a non-block (or a cycle)";
+        t->at = x;
+        return 0;
+    }
+    size_t hl = umem__check_tree(h, x->left, t, depth + 1, free_tree);
+    if (t->broken)
+        return 0;
+    if ((const char *)x <= t->last) {
+        t->broken = free_tree ? "I3: free tree out of address order" : "I5: span tree out of order";
+        t->at = x;
+        return 0;
+    }
+    t->last = (const char *)x;
+    t->nodes++;
+    t->bytes += umem__size(x);
+    size_t hr = umem__check_tree(h, x->right, t, depth + 1, free_tree);
+    if (t->broken)
+        return 0;
+    size_t m = umem__size(x), ml = umem__max_of(x->left), mr = umem__max_of(x->right);
+    m = m > ml ? (m > mr ? m : mr) : (ml > mr ? ml : mr);
+    size_t height = 1 + (hl > hr ? hl : hr);
+    if (x->height != height || hl > hr + 1 || hr > hl + 1 || x->max != m) {
+        t->broken = "I4: a tree node's height, balance or largest size is wrong";
+        t->at = x;
+        return 0;
+    }
+    if (free_tree ? (x->word & UMEM_USED) != 0 : !(x->word & UMEM_MAPPED)) {
+        t->broken = free_tree ? "I3: a used block in the free tree" : "I5: a span without its mark";
+        t->at = x;
+    }
+    return height;
+}
+
+struct umem_walk {
+    uint64_t used_blocks, used_bytes, free_blocks, free_bytes;
+};
+
+/* I1, I2 and the membership half of I3 for one region. */
+static inline const char *umem__check_region(umem_t *h, char *first, char *end,
+                                             struct umem_walk *w, const void **at)
+{
+    int prev_free = 0;
+    char *b = first;
+    while (b < end) {
+        *at = b;
+        if (!umem__header_ok(h, b))
+            return "I1: header check does not match";
+        size_t word = ((struct umem_block *)b)->word;
+        size_t size = word & ~UMEM_FLAGS;
+        if (size < UMEM_MIN_BLOCK || size % UMEM_ALIGN != 0 || size > (size_t)(end - b) ||
+            word & UMEM_MAPPED)
+            return "I1: block size out of range";
+        if (word & UMEM_USED) {
+            w->used_blocks++;
+            w->used_bytes += size;
+            prev_free = 0;
+        } else {
+            if (prev_free)
+                return "I2: two adjacent free blocks";
+            struct umem_node **path[UMEM_PATH];
+            if (umem__tree_path(&h->root, (struct umem_node *)b, path) == 0)
+                return "I3: a free block missing from the free tree";
+            w->free_blocks++;
+            w->free_bytes += size;
+            prev_free = 1;
+        }
+        b += size;
+    }
+    *at = b;
+    if (b != end || !umem__header_ok(h, end) || umem__size(end) != 0 ||
+        !(((struct umem_block *)end)->word & UMEM_USED))
+        return "I1: block sizes do not end at the end mark";
+    return NULL;
+}
+
+/* Every other mapping, in order: regions walked, large blocks checked. */
+static inline const char *umem__check_spans(umem_t *h, struct umem_node *x, struct umem_walk *w,
+                                            uint64_t *large, const void **at)
+{
+    for (; x; x = x->right) {
+        const char *broken = umem__check_spans(h, x->left, w, large, at);
+        if (broken)
+            return broken;
+        struct umem_span *s = (struct umem_span *)x;
+        *at = s;
+        if (s->is_region) {
+            if (s->first != (char *)s + UMEM_SPAN_BYTES || s->end <= s->first ||
+                s->end > (char *)s + umem__size(s))
+                return "I5: a region's bounds are wrong";
+            broken = umem__check_region(h, s->first, s->end, w, at);
+            if (broken)
+                return broken;
+        } else {
+            size_t bytes = umem__size(s);
+            if (!umem__header_ok(h, s->first) ||
+                ((struct umem_block *)s->first)->word !=
+                    ((size_t)(s->end - s->first) | UMEM_USED | UMEM_MAPPED) ||
+                s->end != (char *)s + bytes)
+                return "I5: a large block's header is wrong";
+            (*large)++;
+            w->used_bytes += bytes;
+        }
+    }
+    return NULL;
+}
+
+/* I7: the calling thread's own cached blocks, which only it may touch. */
+static inline const char *umem__check_own_cache(umem_t *h, const void **at)
+{
+    if (!(h->flags & UMEM_CACHED) || umem__tls_heap != h || umem__tls_secret != h->secret ||
+        !umem__tls_cache)
+        return NULL;
+    struct umem_cache *c = umem__tls_cache;
+    char *end = atomic_load_explicit(&h->end, memory_order_relaxed);
+    for (unsigned cls = 0; cls < UMEM_CACHE_CLASSES; cls++) {
+        unsigned n = 0;
+        for (void **p = (void **)c->bin[cls]; p; p = (void **)p[0]) {
+            char *b = (char *)p - UMEM_HEADER;
+            *at = p;
+            if (++n > c->count[cls] || b < h->first || (char *)p >= end)
+                return "I7: a cache list runs past its count or out of the region";
+            if (!umem__header_ok(h, b) || !(((struct umem_block *)b)->word & UMEM_USED) ||
+                umem__size(b) != UMEM_MIN_BLOCK + 16u * cls ||
+                (size_t)(uintptr_t)p[1] != umem__tag(h, p))
+                return "I7: a cached block is not a used, tagged block of its class";
+            if (!umem__header_ok(h, b + umem__size(b)))
+                return "I7: a write past the end of a cached block";
+        }
+        if (n != c->count[cls])
+            return "I7: a cache list is shorter than its count";
+    }
+    return NULL;
 }
 
 static inline int umem_check(umem_t *h)
@@ -501,65 +1594,32 @@ static inline int umem_check(umem_t *h)
                                     : strerror(errno));
         return -1;
     }
-    uint64_t used_blocks = 0, used_bytes = 0, free_blocks = 0, free_bytes = 0;
-    int prev_used = 1;
-    char *b = h->first;
-    while (b < h->end) {
-        if (!umem__header_ok(h, b))
-            return umem__fail(h, "I1: header check does not match", b);
-        size_t word = ((struct umem_block *)b)->word;
-        size_t size = word & ~UMEM_FLAGS;
-        if (size < UMEM_MIN_BLOCK || size % UMEM_ALIGN != 0 ||
-            size > (size_t)(h->end - b))
-            return umem__fail(h, "I1: block size out of range", b);
-        if (!!(word & UMEM_PREV_USED) != prev_used)
-            return umem__fail(h, "I2: PREV_USED flag disagrees with the block before", b);
-        if (word & UMEM_USED) {
-            used_blocks++;
-            used_bytes += size;
-        } else {
-            if (umem__footer_before(b + size) != size)
-                return umem__fail(h, "I3: free block footer differs from its size", b);
-            if (!prev_used)
-                return umem__fail(h, "I4: two adjacent free blocks", b);
-            free_blocks++;
-            free_bytes += size;
-        }
-        prev_used = (word & UMEM_USED) != 0;
-        b += size;
-    }
-    if (b != h->end || !umem__header_ok(h, h->end) || umem__size(h->end) != 0 ||
-        !(((struct umem_block *)h->end)->word & UMEM_USED))
-        return umem__fail(h, "I1: block sizes do not end at the end mark", b);
-    if (!!(((struct umem_block *)h->end)->word & UMEM_PREV_USED) != prev_used)
-        return umem__fail(h, "I2: PREV_USED flag of the end mark is wrong", b);
+    struct umem_tally free_tree = {0}, span_tree = {0};
+    umem__check_tree(h, h->root, &free_tree, 0, 1);
+    if (free_tree.broken)
+        return umem__fail(h, free_tree.broken, free_tree.at);
+    umem__check_tree(h, h->spans, &span_tree, 0, 0);
+    if (span_tree.broken)
+        return umem__fail(h, span_tree.broken, span_tree.at);
 
-    uint64_t listed = 0, listed_bytes = 0;
-    struct umem_free_block *prev = NULL;
-    for (struct umem_free_block *f = h->free_list; f; prev = f, f = f->next) {
-        if ((char *)f < h->first || (char *)f >= h->end ||
-            (uintptr_t)f % UMEM_ALIGN != 0 || !umem__header_ok(h, f))
-            return umem__fail(h, "I5: free list points to a non-block", f);
-        if (f->head.word & UMEM_USED)
-            return umem__fail(h, "I5: used block on the free list", f);
-        if (f->prev != prev)
-            return umem__fail(h, "I5: free list prev link is wrong", f);
-        size_t size = umem__size(f);
-        if (size < UMEM_MIN_BLOCK || size > (size_t)(h->end - (char *)f) ||
-            umem__footer_before((char *)f + size) != size)
-            return umem__fail(h, "I5: free list holds a block whose footer disagrees", f);
-        listed_bytes += size;
-        if (++listed > free_blocks)
-            return umem__fail(h, "I5: free list longer than the free blocks (cycle?)", f);
-    }
-    /* As many blocks and as many bytes as the walk found free: a stale
-     * header inside a larger free block, listed in its place, differs. */
-    if (listed != free_blocks || listed_bytes != free_bytes)
-        return umem__fail(h, "I5: the free list and the free blocks differ",
-                          h->free_list);
-    if (h->allocs - h->frees != used_blocks)
+    struct umem_walk w = {0};
+    uint64_t large = 0;
+    const void *at = h;
+    char *end = atomic_load_explicit(&h->end, memory_order_relaxed);
+    const char *broken = umem__check_region(h, h->first, end, &w, &at);
+    if (!broken)
+        broken = umem__check_spans(h, h->spans, &w, &large, &at);
+    if (!broken)
+        broken = umem__check_own_cache(h, &at);
+    if (broken)
+        return umem__fail(h, broken, at);
+    if (w.free_blocks != free_tree.nodes || w.free_bytes != free_tree.bytes)
+        return umem__fail(h, "I3: the free tree and the free blocks differ", h->root);
+    if (large != h->large_blocks)
+        return umem__fail(h, "I5: large blocks counted and found differ", h);
+    if (h->allocs + h->refill_blocks - h->frees - h->flush_blocks != w.used_blocks + large)
         return umem__fail(h, "I6: allocs - frees differs from the used blocks", h);
-    if (h->bytes_in_use != used_bytes)
+    if (h->bytes_in_use != w.used_bytes)
         return umem__fail(h, "I6: bytes_in_use differs from the used blocks", h);
     if (h->peak_bytes_in_use < h->bytes_in_use)
         return umem__fail(h, "I6: peak_bytes_in_use below bytes_in_use", h);
@@ -571,15 +1631,29 @@ static inline void umem_get_stats(umem_t *h, umem_stats_t *out)
 {
     memset(out, 0, sizeof *out);
     int locked = umem__lock(h, 0) == 0;
+    uint64_t hits = h->gone_hits, cache_frees = h->gone_frees, cached = 0;
+    for (struct umem_cache *c = locked ? h->caches : NULL; c; c = c->next) {
+        hits += umem__get(&c->hits);
+        cache_frees += umem__get(&c->frees);
+        cached += umem__get(&c->bytes);
+    }
     out->lock_count = h->lock_count;
     out->lock_contended = h->lock_contended;
-    out->allocs = h->allocs;
-    out->frees = h->frees;
+    out->allocs = h->allocs + hits;
+    out->frees = h->frees + cache_frees;
     out->failed_allocs = h->failed_allocs;
-    out->bytes_in_use = h->bytes_in_use;
+    out->bytes_in_use = h->bytes_in_use > cached ? h->bytes_in_use - cached : 0;
     out->peak_bytes_in_use = h->peak_bytes_in_use;
-    out->heap_bytes = (uint64_t)(h->end - h->first);
+    out->heap_bytes = h->heap_bytes;
     out->owner_died = h->owner_died;
+    out->cache_hits = hits;
+    out->cache_frees = cache_frees;
+    out->cache_refills = h->cache_refills;
+    out->cache_flushes = h->cache_flushes;
+    out->cached_bytes = cached;
+    out->mapped_bytes = h->mapped_bytes;
+    out->large_blocks = h->large_blocks;
+    out->released_bytes = h->released_bytes;
     if (locked)
         umem__unlock(h);
 }

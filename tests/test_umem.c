@@ -271,7 +271,7 @@ static void overrun_then_free(umem_t *h, char *t)
     char *p = umem_alloc(h, 64);
     char *q = umem_alloc(h, 64);
     (void)q;
-    /* q was carved below p, so overrun q into p's header. */
+    /* Overrun the lower block into the next one's header. */
     char *low = p < q ? p : q;
     memset(low, 0x5A, 64 + 16 + 8);
     snprintf(t, 64, "%p", (void *)low);
@@ -315,26 +315,29 @@ static void check_finds_overrun(void)
 }
 
 /* A free block merged into the block before it leaves its old header in
- * the merged block's payload, check word intact: listed in the merged
- * block's place it must still be found out. */
-static void check_finds_stale_header_on_list(void)
+ * the merged block's payload, check word intact: put in the merged
+ * block's place in the free tree, it must still be found out. */
+static void check_finds_stale_header_in_tree(void)
 {
     umem_t *h = umem_create(1 << 20, 0);
     char *a = umem_alloc(h, 64), *b = umem_alloc(h, 64), *c = umem_alloc(h, 64);
-    CHECK(c < b && b < a); /* carved from the tail, downwards */
-    umem_free(h, a);       /* a: free, on the list */
-    umem_free(h, b);       /* b absorbs a; a's header is stale inside b */
+    CHECK(a < b && b < c); /* carved from the low end, upwards */
+    umem_free(h, b);       /* b: free, in the tree */
+    umem_free(h, a);       /* a absorbs b; b's header is stale inside a */
     CHECK(umem_check(h) == 0);
-    struct umem_free_block *merged = h->free_list;
-    struct umem_free_block *stale = (struct umem_free_block *)(a - UMEM_HEADER);
-    CHECK((char *)merged == b - UMEM_HEADER);
-    stale->next = merged->next;
-    stale->prev = NULL;
-    if (stale->next)
-        stale->next->prev = stale;
-    h->free_list = stale;
-    fprintf(stderr, "(the next umem_check message is expected)\n");
-    CHECK(umem_check(h) == -1);
+    struct umem_node *merged = (struct umem_node *)(a - UMEM_HEADER);
+    struct umem_node *stale = (struct umem_node *)(b - UMEM_HEADER);
+    struct umem_node **path[UMEM_PATH];
+    unsigned depth = umem__tree_path(&h->root, merged, path);
+    CHECK(depth > 0);
+    if (depth > 0) {
+        memcpy(&stale->left, &merged->left, sizeof *stale - offsetof(struct umem_node, left));
+        *path[depth - 1] = stale;
+        fprintf(stderr, "(the next umem_check message is expected)\n");
+        CHECK(umem_check(h) == -1);
+        *path[depth - 1] = merged;
+        CHECK(umem_check(h) == 0);
+    }
     umem_destroy(h);
     (void)c;
 }
@@ -530,7 +533,7 @@ int main(void)
     RUN(death_double_free);
     RUN(death_overrun);
     RUN(check_finds_overrun);
-    RUN(check_finds_stale_header_on_list);
+    RUN(check_finds_stale_header_in_tree);
     RUN(threads_hammer_one_heap);
     RUN(shared_heap_across_fork);
     RUN(lock_owner_killed);
