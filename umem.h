@@ -148,12 +148,15 @@ typedef struct umem_stats {
 
 #define UMEM_ALIGN     16u
 #define UMEM_HEADER    16u
-#define UMEM_MIN_BLOCK 48u /* header + left, right, max, height */
+#define UMEM_MIN_BLOCK 48u /* header + two links + footer, rounded to 16 */
 #define UMEM_USED      ((size_t)1)
-#define UMEM_MAPPED    ((size_t)2) /* a large block's own mapping, or a region */
+#define UMEM_PREV_FREE ((size_t)2) /* the block before this one is free */
+#define UMEM_MAPPED    ((size_t)4) /* a large block's own mapping, or a region */
 #define UMEM_FLAGS     ((size_t)15)
 #define UMEM_MAGIC     0x756d656d68656170ull /* "umemheap" */
 #define UMEM_PATH      128 /* deeper than any AVL tree in 64-bit memory */
+#define UMEM_BINS      64u /* exact sizes 48, 64, ... 1056 */
+#define UMEM_SMALL_MAX (UMEM_MIN_BLOCK + 16u * (UMEM_BINS - 1))
 
 #ifndef UMEM_LARGE
 #define UMEM_LARGE ((size_t)1 << 20) /* UMEM_GROW: a mapping of its own from here */
@@ -165,20 +168,30 @@ typedef struct umem_stats {
 #define UMEM_PURGE_MIN ((size_t)4 << 20) /* UMEM_GROW: bytes freed between purges, at least */
 #endif
 #ifndef UMEM_CACHE_BIN
-#define UMEM_CACHE_BIN 32u /* UMEM_CACHED: blocks a cache keeps per size class */
+#define UMEM_CACHE_BIN 32u /* UMEM_CACHED: blocks a cache keeps per size */
 #endif
-#define UMEM_CACHE_CLASSES 64u /* block sizes 48, 64, ... 1056 */
-#define UMEM_CACHE_MAX_BLOCK (UMEM_MIN_BLOCK + 16u * (UMEM_CACHE_CLASSES - 1))
-#define UMEM_CACHE_REFILL  8u
+#define UMEM_CACHE_REFILL 8u
 
-/* A block header; a free block continues as a node of the free tree. */
+/* A block header.  `word` is read without the lock by a thread freeing
+ * into its cache while the lock holder may flip UMEM_PREV_FREE in it, so
+ * it is atomic (relaxed: a plain load or store) and the check leaves that
+ * flag out. */
 struct umem_block {
-    size_t word; /* size | flags */
+    _Atomic size_t word; /* size | flags */
     size_t check;
 };
 
+/* A small free block, on the list of its exact size. */
+struct umem_free {
+    _Atomic size_t word;
+    size_t check;
+    struct umem_free *next, *prev;
+};
+
+/* A large free block, a node of the free tree; also a span's node. */
 struct umem_node {
-    size_t word, check;
+    _Atomic size_t word;
+    size_t check;
     struct umem_node *left, *right;
     size_t max;    /* the largest block size in this subtree */
     size_t height; /* a leaf is 1 */
@@ -195,8 +208,8 @@ struct umem_span {
 };
 
 struct umem_cache {
-    void *bin[UMEM_CACHE_CLASSES]; /* blocks, linked through their payload */
-    unsigned count[UMEM_CACHE_CLASSES];
+    void *bin[UMEM_BINS]; /* blocks, linked through their payload */
+    unsigned count[UMEM_BINS];
     umem_t *heap;
     struct umem_cache *next, *prev; /* the heap's caches, under its lock */
     _Atomic uint64_t hits, frees;   /* written by the owner thread only */
@@ -220,8 +233,10 @@ struct umem {
     umem_t *fork_next;   /* private locked heaps, for fork() */
     _Alignas(64) pthread_mutex_t lock;
     int owner_died;
-    struct umem_node *root;  /* free blocks, by address */
-    struct umem_node *spans; /* other mappings, by address */
+    uint64_t binmap;               /* bit i: bin[i] is not empty */
+    struct umem_free *bin[UMEM_BINS]; /* small free blocks by exact size */
+    struct umem_node *root;        /* large free blocks, by address */
+    struct umem_node *spans;       /* other mappings, by address */
     struct umem_cache *caches;
     uint64_t lock_count, lock_contended, allocs, frees, failed_allocs;
     uint64_t bytes_in_use, peak_bytes_in_use, heap_bytes, mapped_bytes;
@@ -237,31 +252,62 @@ struct umem {
 
 /* ---- headers and misuse ---- */
 
+static inline size_t umem__word(const void *b)
+{
+    return atomic_load_explicit(&((struct umem_block *)b)->word, memory_order_relaxed);
+}
+
 static inline size_t umem__check_of(const umem_t *h, const void *b, size_t word)
 {
-    return word ^ (size_t)(uintptr_t)b ^ h->secret;
+    return (word & ~UMEM_PREV_FREE) ^ (size_t)(uintptr_t)b ^ h->secret;
 }
 
 static inline void umem__set_header(const umem_t *h, void *b, size_t word)
 {
     struct umem_block *blk = (struct umem_block *)b;
-    blk->word = word;
+    atomic_store_explicit(&blk->word, word, memory_order_relaxed);
     blk->check = umem__check_of(h, b, word);
 }
 
 static inline int umem__header_ok(const umem_t *h, const void *b)
 {
     const struct umem_block *blk = (const struct umem_block *)b;
-    return blk->check == umem__check_of(h, b, blk->word);
+    return blk->check == umem__check_of(h, b, umem__word(b));
 }
 
 static inline size_t umem__size(const void *b)
 {
-    return ((const struct umem_block *)b)->word & ~UMEM_FLAGS;
+    return umem__word(b) & ~UMEM_FLAGS;
 }
 
+/* Sets or clears UMEM_PREV_FREE in the header at b (the check is unchanged). */
+static inline void umem__set_prev_free(void *b, int prev_free)
+{
+    size_t word = umem__word(b);
+    word = prev_free ? word | UMEM_PREV_FREE : word & ~UMEM_PREV_FREE;
+    atomic_store_explicit(&((struct umem_block *)b)->word, word, memory_order_relaxed);
+}
+
+static inline void umem__set_footer(void *b, size_t size)
+{
+    memcpy((char *)b + size - sizeof(size_t), &size, sizeof size);
+}
+
+static inline size_t umem__footer_before(const void *b)
+{
+    size_t size;
+    memcpy(&size, (const char *)b - sizeof(size_t), sizeof size);
+    return size;
+}
+
+#if defined(__GNUC__)
+#define UMEM_COLD __attribute__((cold, noinline, noreturn))
+#else
+#define UMEM_COLD
+#endif
+
 /* One line on stderr, then abort(): used for misuse and corruption. */
-static inline void umem__die(const char *what, const void *p)
+static UMEM_COLD void umem__die(const char *what, const void *p)
 {
     char line[160];
     int len = snprintf(line, sizeof line, "umem: %s %p\n", what, p);
@@ -584,7 +630,7 @@ static inline void umem__purge(umem_t *h, struct umem_node *x)
         size_t size = umem__size(x);
         if (size >= 2 * h->page) {
             uintptr_t from = ((uintptr_t)x + sizeof *x + h->page - 1) & ~(uintptr_t)(h->page - 1);
-            uintptr_t to = ((uintptr_t)x + size) & ~(uintptr_t)(h->page - 1);
+            uintptr_t to = ((uintptr_t)x + size - sizeof(size_t)) & ~(uintptr_t)(h->page - 1);
             if (to > from && madvise((void *)from, to - from, MADV_DONTNEED) == 0)
                 h->released_bytes += to - from;
         }
@@ -605,62 +651,111 @@ static inline void umem__maybe_purge(umem_t *h)
     umem__purge(h, h->root);
 }
 
-/* ---- the free tree: first fit and merging ---- */
+/* ---- free blocks: a list per small size, the tree for large ones ---- */
 
-/* Adds [b, b + size) to the free blocks, merged with free neighbours:
- * the search for its place passes both of them. */
-static inline void umem__release(umem_t *h, char *b, size_t size)
+static inline unsigned umem__lowest_bit(uint64_t m)
 {
-    struct umem_node **path[UMEM_PATH], **link = &h->root;
-    struct umem_node *pred = NULL, *succ = NULL;
-    unsigned depth = 0, pred_depth = 0, succ_depth = 0;
-    for (struct umem_node *x; (x = *link) != NULL;) {
-        if (depth == UMEM_PATH)
-            umem__die("heap corruption: a free tree too deep at", x);
-        path[depth++] = link;
-        if ((char *)x < b) {
-            pred = x;
-            pred_depth = depth;
-            link = &x->right;
-        } else {
-            succ = x;
-            succ_depth = depth;
-            link = &x->left;
-        }
+#if defined(__GNUC__)
+    return (unsigned)__builtin_ctzll(m);
+#else
+    unsigned i = 0;
+    while (!(m & 1)) {
+        m >>= 1;
+        i++;
     }
-    int with_pred = pred && (char *)pred + umem__size(pred) == b;
-    int with_succ = succ && b + size == (char *)succ;
-    if (with_pred && !umem__header_ok(h, pred))
-        umem__die("heap corruption: free block header overwritten at", pred);
-    if (with_succ && !umem__header_ok(h, succ))
-        umem__die("heap corruption: free block header overwritten at", succ);
-    /* A stale header inside a merged block still says free: freeing it
-     * again is reported as a double free. */
-    umem__set_header(h, b, size);
-    if (with_pred && with_succ) {
-        size_t total = umem__size(pred) + size + umem__size(succ);
-        umem__tree_delete(path, succ_depth);
-        umem__set_header(h, pred, total);
-        umem__refresh(path, umem__tree_path(&h->root, pred, path));
-    } else if (with_pred) {
-        umem__set_header(h, pred, umem__size(pred) + size);
-        umem__refresh(path, pred_depth);
-    } else if (with_succ) {
-        struct umem_node *x = (struct umem_node *)b;
-        x->left = succ->left;
-        x->right = succ->right;
-        x->height = succ->height;
-        x->max = succ->max;
-        umem__set_header(h, x, size + umem__size(succ));
-        *path[succ_depth - 1] = x;
-        umem__refresh(path, succ_depth);
-    } else {
-        umem__tree_insert(path, depth, link, (struct umem_node *)b);
-    }
+    return i;
+#endif
 }
 
-/* The lowest-addressed free block of at least `need` bytes: its path's
- * depth, or 0 when none fits. */
+/* Files the free block at b: its header, its footer, and its list or its
+ * place in the tree.  The caller sees to the next block's UMEM_PREV_FREE.
+ * A list's head has no prev (its prev field is left as it was), so that
+ * taking the head never touches the block behind it. */
+static inline void umem__file(umem_t *h, char *b, size_t size)
+{
+    umem__set_header(h, b, size);
+    umem__set_footer(b, size);
+    if (size <= UMEM_SMALL_MAX) {
+        unsigned i = (unsigned)((size - UMEM_MIN_BLOCK) >> 4);
+        struct umem_free *f = (struct umem_free *)b;
+        f->next = h->bin[i];
+        if (f->next)
+            f->next->prev = f;
+        h->bin[i] = f;
+        h->binmap |= (uint64_t)1 << i;
+        return;
+    }
+    struct umem_node **path[UMEM_PATH], **link = &h->root;
+    unsigned depth = 0;
+    while (*link) {
+        if (depth == UMEM_PATH)
+            umem__die("heap corruption: a free tree too deep at", *link);
+        path[depth++] = link;
+        link = b < (char *)*link ? &(*link)->left : &(*link)->right;
+    }
+    umem__tree_insert(path, depth, link, (struct umem_node *)b);
+}
+
+/* Takes the free block at b off its list, or out of the tree. */
+static inline void umem__unfile(umem_t *h, char *b, size_t size)
+{
+    if (size <= UMEM_SMALL_MAX) {
+        unsigned i = (unsigned)((size - UMEM_MIN_BLOCK) >> 4);
+        struct umem_free *f = (struct umem_free *)b;
+        if (h->bin[i] == f) {
+            h->bin[i] = f->next;
+            if (!f->next)
+                h->binmap &= ~((uint64_t)1 << i);
+            return;
+        }
+        if (!f->prev || f->prev->next != f)
+            umem__die("heap corruption: a free block missing from its list at", b);
+        f->prev->next = f->next;
+        if (f->next)
+            f->next->prev = f->prev;
+        return;
+    }
+    struct umem_node **path[UMEM_PATH];
+    unsigned depth = umem__tree_path(&h->root, (struct umem_node *)b, path);
+    if (depth == 0)
+        umem__die("heap corruption: a free block missing from the free tree at", b);
+    umem__tree_delete(path, depth);
+}
+
+/* Frees the block at b, whose header holds its size and UMEM_PREV_FREE,
+ * merging it with its free neighbours at once (boundary tags: a free
+ * block's footer repeats its size).  `first` is its region's first block. */
+static inline void umem__merge_free(umem_t *h, char *b, const char *first)
+{
+    size_t word = umem__word(b), size = word & ~UMEM_FLAGS;
+    char *next = b + size;
+    /* Marked free: if it is merged into the block before, its stale
+     * header still says free, and a second free of it is a double free. */
+    umem__set_header(h, b, size | (word & UMEM_PREV_FREE));
+    if (word & UMEM_PREV_FREE) {
+        size_t psize = umem__footer_before(b);
+        char *prev = b - psize;
+        if (psize < UMEM_MIN_BLOCK || psize % UMEM_ALIGN != 0 || psize > (size_t)(b - first) ||
+            !umem__header_ok(h, prev) || umem__word(prev) & UMEM_USED || umem__size(prev) != psize)
+            umem__die("heap corruption: the free block before is damaged, freeing", b + UMEM_HEADER);
+        umem__unfile(h, prev, psize);
+        b = prev;
+        size += psize;
+    }
+    size_t next_word = umem__word(next);
+    if (!(next_word & UMEM_USED)) {
+        if (!umem__header_ok(h, next))
+            umem__die("heap corruption: free block header overwritten at", next);
+        umem__unfile(h, next, next_word & ~UMEM_FLAGS);
+        size += next_word & ~UMEM_FLAGS;
+    } else {
+        umem__set_prev_free(next, 1);
+    }
+    umem__file(h, b, size);
+}
+
+/* The lowest-addressed large free block of at least `need` bytes: its
+ * path's depth, or 0 when none fits. */
 static inline unsigned umem__first_fit(umem_t *h, size_t need, struct umem_node ***path)
 {
     struct umem_node **link = &h->root, *x = h->root;
@@ -680,31 +775,68 @@ static inline unsigned umem__first_fit(umem_t *h, size_t need, struct umem_node 
     }
 }
 
-/* Takes `*need` bytes from the low end of the free block at the end of
- * the path; a remainder too small for a block goes with it (*need grows). */
-static inline char *umem__carve(umem_t *h, struct umem_node ***path, unsigned depth,
-                                size_t *need)
+static inline int umem__grow(umem_t *h, size_t need);
+
+/* A block of *need bytes, marked used (lock held): from the smallest
+ * non-empty list of a size that fits, else from the lowest-addressed
+ * large block that fits (growing the heap, if `grow` and it may, when
+ * none does).  *need grows by a remainder too small to be a block. */
+static inline char *umem__take(umem_t *h, size_t *need, int grow)
 {
-    struct umem_node *f = *path[depth - 1];
-    if (!umem__header_ok(h, f))
-        umem__die("heap corruption: free block header overwritten at", f);
-    size_t size = umem__size(f);
-    if (size - *need >= UMEM_MIN_BLOCK) {
-        /* The rest keeps f's place in the tree: nothing lies between. */
-        struct umem_node *r = (struct umem_node *)((char *)f + *need);
-        r->left = f->left;
-        r->right = f->right;
-        r->height = f->height;
-        r->max = f->max;
-        umem__set_header(h, r, size - *need);
-        *path[depth - 1] = r;
-        umem__refresh(path, depth);
-    } else {
-        *need = size;
+    char *b = NULL;
+    size_t size = 0;
+    if (*need <= UMEM_SMALL_MAX) {
+        unsigned i = (unsigned)((*need - UMEM_MIN_BLOCK) >> 4);
+        uint64_t fits = h->binmap >> i << i;
+        if (fits) {
+            unsigned j = umem__lowest_bit(fits);
+            b = (char *)h->bin[j];
+            size = UMEM_MIN_BLOCK + 16u * j;
+            if (!umem__header_ok(h, b) || umem__word(b) != size)
+                umem__die("heap corruption: free block header overwritten at", b);
+            umem__unfile(h, b, size);
+        }
+    }
+    if (!b) {
+        struct umem_node **path[UMEM_PATH];
+        unsigned depth = umem__first_fit(h, *need, path);
+        if (depth == 0) {
+            if (grow && h->flags & UMEM_GROW && umem__grow(h, *need) == 0)
+                return umem__take(h, need, 0);
+            return NULL;
+        }
+        struct umem_node *f = *path[depth - 1];
+        if (!umem__header_ok(h, f))
+            umem__die("heap corruption: free block header overwritten at", f);
+        b = (char *)f;
+        size = umem__size(f);
+        if (size - *need > UMEM_SMALL_MAX) {
+            /* The rest stays large and keeps f's place: nothing lies between. */
+            struct umem_node *r = (struct umem_node *)(b + *need);
+            r->left = f->left;
+            r->right = f->right;
+            r->height = f->height;
+            r->max = f->max;
+            umem__set_header(h, r, size - *need);
+            umem__set_footer(r, size - *need);
+            *path[depth - 1] = r;
+            umem__refresh(path, depth);
+            umem__set_header(h, b, *need | UMEM_USED);
+            ((size_t *)b)[3] = 0;
+            return b;
+        }
         umem__tree_delete(path, depth);
     }
-    umem__set_header(h, f, *need | UMEM_USED);
-    return (char *)f;
+    if (size - *need >= UMEM_MIN_BLOCK) {
+        umem__set_header(h, b, *need | UMEM_USED);
+        umem__file(h, b + *need, size - *need);
+    } else {
+        *need = size;
+        umem__set_header(h, b, size | UMEM_USED);
+        umem__set_prev_free(b + size, 0);
+    }
+    ((size_t *)b)[3] = 0; /* a stale cache tag must not outlive the block */
+    return b;
 }
 
 /* UMEM_GROW: more room for at least `need` bytes, at the end of the first
@@ -730,34 +862,27 @@ static inline int umem__grow(umem_t *h, size_t need)
                 return -1;
             h->mapped_bytes += (uint64_t)(to - from);
         }
+        /* The old end mark becomes a used block of the new room, freed. */
         umem__set_header(h, new_end, 0 | UMEM_USED);
+        umem__set_header(h, end, add | UMEM_USED | (umem__word(end) & UMEM_PREV_FREE));
         atomic_store_explicit(&h->end, new_end, memory_order_relaxed);
         h->heap_bytes += add;
-        umem__release(h, end, add);
+        umem__merge_free(h, end, h->first);
         return 0;
     }
     size_t bytes = umem__round_page(h, UMEM_SPAN_BYTES + want + UMEM_HEADER);
-    struct umem_span *s = umem__map(bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE);
+    struct umem_span *s = (struct umem_span *)umem__map(bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE);
     if (!s)
         return -1;
     s->is_region = 1;
     s->first = (char *)s + UMEM_SPAN_BYTES;
     s->end = s->first + ((bytes - UMEM_SPAN_BYTES - UMEM_HEADER) & ~(size_t)(UMEM_ALIGN - 1));
     umem__set_header(h, s->end, 0 | UMEM_USED);
+    umem__set_header(h, s->first, (size_t)(s->end - s->first) | UMEM_USED);
     umem__span_add(h, s, bytes);
     h->heap_bytes += (uint64_t)(s->end - s->first);
-    umem__release(h, s->first, (size_t)(s->end - s->first));
+    umem__merge_free(h, s->first, s->first);
     return 0;
-}
-
-/* A block of `need` bytes (lock held): first fit, growing if allowed. */
-static inline char *umem__take(umem_t *h, size_t *need)
-{
-    struct umem_node **path[UMEM_PATH];
-    unsigned depth = umem__first_fit(h, *need, path);
-    if (depth == 0 && h->flags & UMEM_GROW && umem__grow(h, *need) == 0)
-        depth = umem__first_fit(h, *need, path);
-    return depth ? umem__carve(h, path, depth, need) : NULL;
 }
 
 /* UMEM_GROW: a large block in a mapping of its own, aligned to `align`.
@@ -785,6 +910,7 @@ static inline struct umem_span *umem__map_large(umem_t *h, size_t n, size_t alig
 
 struct umem_where {
     char *block;           /* its header */
+    char *first;           /* the first block of its region */
     char *end;             /* the end mark of its region */
     struct umem_span *big; /* a large block's span, else NULL */
 };
@@ -792,49 +918,44 @@ struct umem_where {
 /* Finds and checks the block of p, as every free, realloc and usable
  * size does; dies with one line naming p when it is not a live block.
  * With the lock held (UMEM_NOLOCK: always). */
+static UMEM_COLD void umem__die_of(const char *call, const char *what, const void *p)
+{
+    char line[128];
+    snprintf(line, sizeof line, what, call);
+    umem__die(line, p);
+}
+
 static inline void umem__locate(umem_t *h, const void *p, struct umem_where *w, const char *call)
 {
-    char line[80];
     const char *c = (const char *)p;
-    if ((uintptr_t)c % UMEM_ALIGN != 0) {
-        snprintf(line, sizeof line, "%s of a pointer outside the heap or misaligned:", call);
-        umem__die(line, p);
-    }
+    if ((uintptr_t)c % UMEM_ALIGN != 0)
+        umem__die_of(call, "%s of a pointer outside the heap or misaligned:", p);
     w->block = (char *)c - UMEM_HEADER;
     w->big = NULL;
     char *end = atomic_load_explicit(&h->end, memory_order_relaxed);
     if (c >= h->first + UMEM_HEADER && c < end) {
+        w->first = h->first;
         w->end = end;
     } else {
         struct umem_span *s = umem__span_find(h, w->block);
-        if (s && s->is_region && c >= s->first + UMEM_HEADER && c < s->end) {
-            w->end = s->end;
-        } else if (s && !s->is_region && w->block == s->first) {
-            w->end = s->end;
-            w->big = s;
-        } else if (!s) {
-            snprintf(line, sizeof line, "%s of a pointer outside the heap or misaligned:", call);
-            umem__die(line, p);
-        } else {
-            w->end = s->end; /* inside a large block: its header check fails */
-        }
+        if (!s || (s->is_region && (c < s->first + UMEM_HEADER || c >= s->end)))
+            umem__die_of(call, "%s of a pointer outside the heap or misaligned:", p);
+        w->first = s->first;
+        w->end = s->end;
+        if (!s->is_region && w->block == s->first)
+            w->big = s; /* anywhere else in a large block, its check fails */
     }
-    if (!umem__header_ok(h, w->block)) {
-        snprintf(line, sizeof line, "bad %s (not from umem_alloc, or its header overwritten):",
-                 call);
-        umem__die(line, p);
-    }
-    size_t word = ((struct umem_block *)w->block)->word;
-    if (!(word & UMEM_USED)) {
-        snprintf(line, sizeof line, "%s of a block freed already (double free):", call);
-        umem__die(line, p);
-    }
+    if (!umem__header_ok(h, w->block))
+        umem__die_of(call, "bad %s (not from umem_alloc, or its header overwritten):", p);
+    size_t word = umem__word(w->block);
+    if (!(word & UMEM_USED))
+        umem__die_of(call, "%s of a block freed already (double free):", p);
     if (w->big)
         return;
     size_t size = word & ~UMEM_FLAGS;
     char *next = w->block + size;
     if (size < UMEM_MIN_BLOCK || word & UMEM_MAPPED || next > w->end ||
-        !umem__header_ok(h, next))
+        !umem__header_ok(h, next) || umem__word(next) & UMEM_PREV_FREE)
         umem__die("heap corruption: write past the end of the block at", p);
 }
 
@@ -852,7 +973,7 @@ static inline void umem__give_back(umem_t *h, const struct umem_where *w)
     size_t size = umem__size(w->block);
     h->bytes_in_use -= size;
     h->since_purge += size;
-    umem__release(h, w->block, size);
+    umem__merge_free(h, w->block, w->first);
 }
 
 static inline void umem__count_alloc(umem_t *h, size_t bytes)
@@ -935,7 +1056,7 @@ static inline void umem__cache_exit(void *arg)
     struct umem_cache *c = (struct umem_cache *)arg;
     umem_t *h = c->heap;
     if (umem__lock(h, 0) == 0) {
-        for (unsigned cls = 0; cls < UMEM_CACHE_CLASSES; cls++)
+        for (unsigned cls = 0; cls < UMEM_BINS; cls++)
             umem__cache_drain(h, c, cls, ~0u);
         if (c->prev)
             c->prev->next = c->next;
@@ -990,8 +1111,8 @@ static inline struct umem_cache *umem__cache(umem_t *h)
     return umem__cache_attach(h);
 }
 
-/* An empty bin: up to UMEM_CACHE_REFILL blocks from the heap, first fit
- * each, under one lock; one is returned, the others are cached. */
+/* An empty bin: up to UMEM_CACHE_REFILL blocks from the heap under one
+ * lock; one is returned, the others are cached. */
 static inline void *umem__cache_refill(umem_t *h, struct umem_cache *c, unsigned cls)
 {
     size_t size = UMEM_MIN_BLOCK + 16u * cls;
@@ -1001,24 +1122,21 @@ static inline void *umem__cache_refill(umem_t *h, struct umem_cache *c, unsigned
     char *first = NULL;
     for (unsigned k = 0; k < UMEM_CACHE_REFILL; k++) {
         size_t need = size;
-        struct umem_node **path[UMEM_PATH];
-        unsigned depth = umem__first_fit(h, need, path);
-        if (depth == 0 && (k > 0 || !(h->flags & UMEM_GROW) || umem__grow(h, need) != 0 ||
-                           (depth = umem__first_fit(h, need, path)) == 0))
+        char *b = umem__take(h, &need, k == 0);
+        if (!b)
             break;
-        char *b = umem__carve(h, path, depth, &need);
         h->bytes_in_use += need;
         if (!first) {
             first = b;
             h->allocs++;
             continue;
         }
-        /* A remainder too small for a block came along: the block goes
-         * to the bin of its own size. */
+        /* A remainder too small for a block may have come along: the
+         * block goes to the bin of its own size. */
         unsigned bc = (unsigned)((need - UMEM_MIN_BLOCK) >> 4);
-        if (bc >= UMEM_CACHE_CLASSES) {
+        if (bc >= UMEM_BINS) {
             h->bytes_in_use -= need;
-            umem__release(h, b, need);
+            umem__merge_free(h, b, b); /* its neighbours are used */
             break;
         }
         h->refill_blocks++;
@@ -1129,8 +1247,8 @@ static inline umem_t *umem_create(size_t bytes, unsigned flags)
     h->heap_bytes = span;
     h->mapped_bytes = commit;
     umem__set_header(h, end, 0 | UMEM_USED);
-    h->root = NULL;
-    umem__release(h, h->first, span);
+    umem__set_header(h, h->first, span | UMEM_USED);
+    umem__merge_free(h, h->first, h->first);
 
     if (umem__forked_heap(h)) {
         pthread_once(&umem__forks_once, umem__forks_register);
@@ -1198,7 +1316,7 @@ static inline void *umem__alloc_locked(umem_t *h, size_t n)
         b = big->first;
         need = bytes;
     } else if (need != 0) {
-        b = umem__take(h, &need);
+        b = umem__take(h, &need, 1);
     }
     if (!b) {
         h->failed_allocs++;
@@ -1215,7 +1333,7 @@ static inline void *umem_alloc(umem_t *h, size_t n)
 {
     if (n == 0)
         return NULL;
-    if (h->flags & UMEM_CACHED && n <= UMEM_CACHE_MAX_BLOCK - UMEM_HEADER) {
+    if (h->flags & UMEM_CACHED && n <= UMEM_SMALL_MAX - UMEM_HEADER) {
         struct umem_cache *c = umem__cache(h);
         if (c) {
             unsigned cls = (unsigned)((umem__need(n) - UMEM_MIN_BLOCK) >> 4);
@@ -1248,7 +1366,7 @@ static inline int umem__cache_free(umem_t *h, void *p)
     if (!(word & UMEM_USED))
         umem__die("free of a block freed already (double free):", p);
     size_t size = word & ~UMEM_FLAGS;
-    if (size > UMEM_CACHE_MAX_BLOCK)
+    if (size > UMEM_SMALL_MAX)
         return 0;
     struct umem_cache *cache = umem__cache(h);
     if (!cache)
@@ -1301,36 +1419,32 @@ static inline size_t umem_usable_size(umem_t *h, const void *p)
  * cannot grow where it is. */
 static inline int umem__resize(umem_t *h, struct umem_where *w, size_t need)
 {
-    size_t size = umem__size(w->block);
+    size_t word = umem__word(w->block), size = word & ~UMEM_FLAGS;
     if (w->big)
         return need <= (size_t)(w->end - w->block) ? 0 : -1;
+    size_t keep = word & UMEM_PREV_FREE;
     if (need <= size) {
         if (size - need >= UMEM_MIN_BLOCK) {
-            umem__set_header(h, w->block, need | UMEM_USED);
+            umem__set_header(h, w->block, need | UMEM_USED | keep);
+            umem__set_header(h, w->block + need, (size - need) | UMEM_USED);
             h->bytes_in_use -= size - need;
-            umem__release(h, w->block + need, size - need);
+            umem__merge_free(h, w->block + need, w->first);
         }
         return 0;
     }
-    struct umem_node *next = (struct umem_node *)(w->block + size);
-    if ((char *)next >= w->end || next->word & UMEM_USED || size + umem__size(next) < need)
+    char *next = w->block + size;
+    size_t next_word = umem__word(next);
+    if (next_word & UMEM_USED || size + (next_word & ~UMEM_FLAGS) < need)
         return -1;
-    struct umem_node **path[UMEM_PATH];
-    unsigned depth = umem__tree_path(&h->root, next, path);
-    if (depth == 0)
-        umem__die("heap corruption: a free block missing from the free tree at", next);
-    size_t total = size + umem__size(next);
+    size_t total = size + (next_word & ~UMEM_FLAGS);
+    umem__unfile(h, next, next_word & ~UMEM_FLAGS);
     if (total - need >= UMEM_MIN_BLOCK) {
-        struct umem_node *r = (struct umem_node *)(w->block + need);
-        memmove(r, next, sizeof *r); /* the rest keeps next's place */
-        umem__set_header(h, r, total - need);
-        *path[depth - 1] = r;
-        umem__refresh(path, depth);
+        umem__file(h, w->block + need, total - need);
     } else {
         need = total;
-        umem__tree_delete(path, depth);
+        umem__set_prev_free(w->block + total, 0);
     }
-    umem__set_header(h, w->block, need | UMEM_USED);
+    umem__set_header(h, w->block, need | UMEM_USED | keep);
     h->bytes_in_use += need - size;
     if (h->bytes_in_use > h->peak_bytes_in_use)
         h->peak_bytes_in_use = h->bytes_in_use;
@@ -1396,10 +1510,10 @@ static inline void *umem_memalign(umem_t *h, size_t align, size_t n)
     } else if (need != 0 && align <= PTRDIFF_MAX / 4) {
         /* Room for the block, an aligned start and a free block before it. */
         size_t room = need + align + UMEM_MIN_BLOCK;
-        char *f = umem__take(h, &room);
+        char *f = umem__take(h, &room, 1);
         if (f) {
             uintptr_t at = ((uintptr_t)f + UMEM_HEADER + align - 1) & ~(uintptr_t)(align - 1);
-            while (at - UMEM_HEADER != (uintptr_t)f && at - UMEM_HEADER - (uintptr_t)f < UMEM_MIN_BLOCK)
+            if (at - UMEM_HEADER != (uintptr_t)f && at - UMEM_HEADER - (uintptr_t)f < UMEM_MIN_BLOCK)
                 at += align;
             b = (char *)at - UMEM_HEADER;
             size_t lead = (size_t)(b - f), tail = room - lead - need;
@@ -1407,11 +1521,18 @@ static inline void *umem_memalign(umem_t *h, size_t align, size_t n)
                 need += tail;
                 tail = 0;
             }
+            /* f's own neighbours are used or the rest of its free block:
+             * the lead and the tail are freed as blocks of their own. */
             umem__set_header(h, b, need | UMEM_USED);
-            if (lead)
-                umem__release(h, f, lead);
-            if (tail)
-                umem__release(h, b + need, tail);
+            ((size_t *)b)[3] = 0;
+            if (tail) {
+                umem__set_header(h, b + need, tail | UMEM_USED);
+                umem__merge_free(h, b + need, f);
+            }
+            if (lead) {
+                umem__set_header(h, f, lead | UMEM_USED);
+                umem__merge_free(h, f, f);
+            }
         }
     }
     if (!b) {
@@ -1441,14 +1562,14 @@ struct umem_tally {
     const void *at;
 };
 
-/* I4, and the order half of I3: checks the subtree under x, in order. */
+/* I5 (I6 for spans): checks the subtree under x, in address order. */
 static inline size_t umem__check_tree(const umem_t *h, const struct umem_node *x,
                                       struct umem_tally *t, unsigned depth, int free_tree)
 {
     if (!x || t->broken)
         return 0;
     if (depth >= UMEM_PATH || (uintptr_t)x % UMEM_ALIGN != 0 || !umem__header_ok(h, x)) {
-        t->broken = "I4: a tree link points to a non-block (or a cycle)";
+        t->broken = "I5: a tree link points to a non-block (or a cycle)";
         t->at = x;
         return 0;
     }
@@ -1456,7 +1577,7 @@ static inline size_t umem__check_tree(const umem_t *h, const struct umem_node *x
     if (t->broken)
         return 0;
     if ((const char *)x <= t->last) {
-        t->broken = free_tree ? "I3: free tree out of address order" : "I5: span tree out of order";
+        t->broken = free_tree ? "I5: free tree out of address order" : "I6: span tree out of order";
         t->at = x;
         return 0;
     }
@@ -1470,22 +1591,26 @@ static inline size_t umem__check_tree(const umem_t *h, const struct umem_node *x
     m = m > ml ? (m > mr ? m : mr) : (ml > mr ? ml : mr);
     size_t height = 1 + (hl > hr ? hl : hr);
     if (x->height != height || hl > hr + 1 || hr > hl + 1 || x->max != m) {
-        t->broken = "I4: a tree node's height, balance or largest size is wrong";
+        t->broken = "I5: a tree node's height, balance or largest size is wrong";
         t->at = x;
         return 0;
     }
-    if (free_tree ? (x->word & UMEM_USED) != 0 : !(x->word & UMEM_MAPPED)) {
-        t->broken = free_tree ? "I3: a used block in the free tree" : "I5: a span without its mark";
+    size_t word = umem__word(x);
+    if (free_tree ? (word & UMEM_USED) != 0 || umem__size(x) <= UMEM_SMALL_MAX
+                  : !(word & UMEM_MAPPED)) {
+        t->broken = free_tree ? "I4: a used or small block in the free tree" : "I6: a span without its mark";
         t->at = x;
     }
     return height;
 }
 
 struct umem_walk {
-    uint64_t used_blocks, used_bytes, free_blocks, free_bytes;
+    uint64_t used_blocks, used_bytes;
+    uint64_t small_blocks, small_bytes; /* free, on the lists */
+    uint64_t large_blocks, large_bytes; /* free, in the tree */
 };
 
-/* I1, I2 and the membership half of I3 for one region. */
+/* I1, I2, I3 and the tree half of I4 for one region. */
 static inline const char *umem__check_region(umem_t *h, char *first, char *end,
                                              struct umem_walk *w, const void **at)
 {
@@ -1495,31 +1620,71 @@ static inline const char *umem__check_region(umem_t *h, char *first, char *end,
         *at = b;
         if (!umem__header_ok(h, b))
             return "I1: header check does not match";
-        size_t word = ((struct umem_block *)b)->word;
+        size_t word = umem__word(b);
         size_t size = word & ~UMEM_FLAGS;
         if (size < UMEM_MIN_BLOCK || size % UMEM_ALIGN != 0 || size > (size_t)(end - b) ||
             word & UMEM_MAPPED)
             return "I1: block size out of range";
+        if (!!(word & UMEM_PREV_FREE) != prev_free)
+            return "I2: UMEM_PREV_FREE disagrees with the block before";
         if (word & UMEM_USED) {
             w->used_blocks++;
             w->used_bytes += size;
             prev_free = 0;
+            b += size;
+            continue;
+        }
+        if (umem__footer_before(b + size) != size)
+            return "I2: free block footer differs from its size";
+        if (prev_free)
+            return "I3: two adjacent free blocks";
+        if (size <= UMEM_SMALL_MAX) {
+            w->small_blocks++;
+            w->small_bytes += size;
         } else {
-            if (prev_free)
-                return "I2: two adjacent free blocks";
             struct umem_node **path[UMEM_PATH];
             if (umem__tree_path(&h->root, (struct umem_node *)b, path) == 0)
-                return "I3: a free block missing from the free tree";
-            w->free_blocks++;
-            w->free_bytes += size;
-            prev_free = 1;
+                return "I4: a large free block missing from the free tree";
+            w->large_blocks++;
+            w->large_bytes += size;
         }
+        prev_free = 1;
         b += size;
     }
     *at = b;
     if (b != end || !umem__header_ok(h, end) || umem__size(end) != 0 ||
-        !(((struct umem_block *)end)->word & UMEM_USED))
+        !(umem__word(end) & UMEM_USED))
         return "I1: block sizes do not end at the end mark";
+    if (!!(umem__word(end) & UMEM_PREV_FREE) != prev_free)
+        return "I2: UMEM_PREV_FREE of the end mark is wrong";
+    return NULL;
+}
+
+/* I4 for the lists: each holds free blocks of its size only, linked both
+ * ways, its bit in binmap set when it is not empty. */
+static inline const char *umem__check_bins(umem_t *h, struct umem_walk *w, const void **at)
+{
+    uint64_t blocks = 0, bytes = 0;
+    for (unsigned i = 0; i < UMEM_BINS; i++) {
+        size_t size = UMEM_MIN_BLOCK + 16u * i;
+        struct umem_free *prev = NULL;
+        *at = &h->bin[i];
+        if (!!h->bin[i] != !!(h->binmap & (uint64_t)1 << i))
+            return "I4: binmap disagrees with a list";
+        for (struct umem_free *f = h->bin[i]; f; prev = f, f = f->next) {
+            *at = f;
+            if ((uintptr_t)f % UMEM_ALIGN != 0 || !umem__header_ok(h, f) ||
+                umem__word(f) != size)
+                return "I4: a list holds something other than a free block of its size";
+            if (prev && f->prev != prev)
+                return "I4: a list's prev link is wrong";
+            if (++blocks > w->small_blocks)
+                return "I4: the lists hold more blocks than are free (a cycle?)";
+            bytes += size;
+        }
+    }
+    if (blocks != w->small_blocks || bytes != w->small_bytes)
+        return "I4: the lists and the small free blocks differ";
     return NULL;
 }
 
@@ -1536,7 +1701,7 @@ static inline const char *umem__check_spans(umem_t *h, struct umem_node *x, stru
         if (s->is_region) {
             if (s->first != (char *)s + UMEM_SPAN_BYTES || s->end <= s->first ||
                 s->end > (char *)s + umem__size(s))
-                return "I5: a region's bounds are wrong";
+                return "I6: a region's bounds are wrong";
             broken = umem__check_region(h, s->first, s->end, w, at);
             if (broken)
                 return broken;
@@ -1546,7 +1711,7 @@ static inline const char *umem__check_spans(umem_t *h, struct umem_node *x, stru
                 ((struct umem_block *)s->first)->word !=
                     ((size_t)(s->end - s->first) | UMEM_USED | UMEM_MAPPED) ||
                 s->end != (char *)s + bytes)
-                return "I5: a large block's header is wrong";
+                return "I6: a large block's header is wrong";
             (*large)++;
             w->used_bytes += bytes;
         }
@@ -1554,7 +1719,7 @@ static inline const char *umem__check_spans(umem_t *h, struct umem_node *x, stru
     return NULL;
 }
 
-/* I7: the calling thread's own cached blocks, which only it may touch. */
+/* I8: the calling thread's own cached blocks, which only it may touch. */
 static inline const char *umem__check_own_cache(umem_t *h, const void **at)
 {
     if (!(h->flags & UMEM_CACHED) || umem__tls_heap != h || umem__tls_secret != h->secret ||
@@ -1562,22 +1727,22 @@ static inline const char *umem__check_own_cache(umem_t *h, const void **at)
         return NULL;
     struct umem_cache *c = umem__tls_cache;
     char *end = atomic_load_explicit(&h->end, memory_order_relaxed);
-    for (unsigned cls = 0; cls < UMEM_CACHE_CLASSES; cls++) {
+    for (unsigned cls = 0; cls < UMEM_BINS; cls++) {
         unsigned n = 0;
         for (void **p = (void **)c->bin[cls]; p; p = (void **)p[0]) {
             char *b = (char *)p - UMEM_HEADER;
             *at = p;
             if (++n > c->count[cls] || b < h->first || (char *)p >= end)
-                return "I7: a cache list runs past its count or out of the region";
+                return "I8: a cache list runs past its count or out of the region";
             if (!umem__header_ok(h, b) || !(((struct umem_block *)b)->word & UMEM_USED) ||
                 umem__size(b) != UMEM_MIN_BLOCK + 16u * cls ||
                 (size_t)(uintptr_t)p[1] != umem__tag(h, p))
-                return "I7: a cached block is not a used, tagged block of its class";
+                return "I8: a cached block is not a used, tagged block of its class";
             if (!umem__header_ok(h, b + umem__size(b)))
-                return "I7: a write past the end of a cached block";
+                return "I8: a write past the end of a cached block";
         }
         if (n != c->count[cls])
-            return "I7: a cache list is shorter than its count";
+            return "I8: a cache list is shorter than its count";
     }
     return NULL;
 }
@@ -1610,19 +1775,21 @@ static inline int umem_check(umem_t *h)
     if (!broken)
         broken = umem__check_spans(h, h->spans, &w, &large, &at);
     if (!broken)
+        broken = umem__check_bins(h, &w, &at);
+    if (!broken)
         broken = umem__check_own_cache(h, &at);
     if (broken)
         return umem__fail(h, broken, at);
-    if (w.free_blocks != free_tree.nodes || w.free_bytes != free_tree.bytes)
-        return umem__fail(h, "I3: the free tree and the free blocks differ", h->root);
+    if (w.large_blocks != free_tree.nodes || w.large_bytes != free_tree.bytes)
+        return umem__fail(h, "I4: the free tree and the large free blocks differ", h->root);
     if (large != h->large_blocks)
-        return umem__fail(h, "I5: large blocks counted and found differ", h);
+        return umem__fail(h, "I6: large blocks counted and found differ", h);
     if (h->allocs + h->refill_blocks - h->frees - h->flush_blocks != w.used_blocks + large)
-        return umem__fail(h, "I6: allocs - frees differs from the used blocks", h);
+        return umem__fail(h, "I7: allocs - frees differs from the used blocks", h);
     if (h->bytes_in_use != w.used_bytes)
-        return umem__fail(h, "I6: bytes_in_use differs from the used blocks", h);
+        return umem__fail(h, "I7: bytes_in_use differs from the used blocks", h);
     if (h->peak_bytes_in_use < h->bytes_in_use)
-        return umem__fail(h, "I6: peak_bytes_in_use below bytes_in_use", h);
+        return umem__fail(h, "I7: peak_bytes_in_use below bytes_in_use", h);
     umem__unlock(h);
     return 0;
 }

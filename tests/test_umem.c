@@ -315,15 +315,38 @@ static void check_finds_overrun(void)
 }
 
 /* A free block merged into the block before it leaves its old header in
- * the merged block's payload, check word intact: put in the merged
- * block's place in the free tree, it must still be found out. */
-static void check_finds_stale_header_in_tree(void)
+ * the merged block's payload, check word intact: put on a list in the
+ * merged block's place, it must still be found out. */
+static void check_finds_stale_header_on_list(void)
 {
     umem_t *h = umem_create(1 << 20, 0);
     char *a = umem_alloc(h, 64), *b = umem_alloc(h, 64), *c = umem_alloc(h, 64);
     CHECK(a < b && b < c); /* carved from the low end, upwards */
-    umem_free(h, b);       /* b: free, in the tree */
+    umem_free(h, b);       /* b: free, on its list */
     umem_free(h, a);       /* a absorbs b; b's header is stale inside a */
+    CHECK(umem_check(h) == 0);
+    struct umem_free *merged = (struct umem_free *)(a - UMEM_HEADER);
+    struct umem_free *stale = (struct umem_free *)(b - UMEM_HEADER);
+    unsigned i = (unsigned)((umem__size(merged) - UMEM_MIN_BLOCK) / 16);
+    CHECK(h->bin[i] == merged);
+    stale->next = merged->next;
+    stale->prev = NULL;
+    h->bin[i] = stale;
+    fprintf(stderr, "(the next umem_check message is expected)\n");
+    CHECK(umem_check(h) == -1);
+    h->bin[i] = merged;
+    CHECK(umem_check(h) == 0);
+    umem_destroy(h);
+    (void)c;
+}
+
+/* The same for a large free block in the free tree. */
+static void check_finds_stale_header_in_tree(void)
+{
+    umem_t *h = umem_create(1 << 20, 0);
+    char *a = umem_alloc(h, 3000), *b = umem_alloc(h, 3000), *c = umem_alloc(h, 64);
+    umem_free(h, b);
+    umem_free(h, a); /* a absorbs b */
     CHECK(umem_check(h) == 0);
     struct umem_node *merged = (struct umem_node *)(a - UMEM_HEADER);
     struct umem_node *stale = (struct umem_node *)(b - UMEM_HEADER);
@@ -331,7 +354,10 @@ static void check_finds_stale_header_in_tree(void)
     unsigned depth = umem__tree_path(&h->root, merged, path);
     CHECK(depth > 0);
     if (depth > 0) {
-        memcpy(&stale->left, &merged->left, sizeof *stale - offsetof(struct umem_node, left));
+        stale->left = merged->left;
+        stale->right = merged->right;
+        stale->max = merged->max;
+        stale->height = merged->height;
         *path[depth - 1] = stale;
         fprintf(stderr, "(the next umem_check message is expected)\n");
         CHECK(umem_check(h) == -1);
@@ -533,6 +559,7 @@ int main(void)
     RUN(death_double_free);
     RUN(death_overrun);
     RUN(check_finds_overrun);
+    RUN(check_finds_stale_header_on_list);
     RUN(check_finds_stale_header_in_tree);
     RUN(threads_hammer_one_heap);
     RUN(shared_heap_across_fork);
