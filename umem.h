@@ -1,5 +1,5 @@
 /*
- * umem.h - a first-fit heap allocator over one mmap'd region.
+ * umem.h - a first-fit heap allocator over mmap'd regions.
  *
  * Header-only, C11 + POSIX 2008, libc and pthreads only.
  *
@@ -18,39 +18,114 @@
  *              UMEM_SHARED  MAP_SHARED mapping, a process-shared robust
  *                           mutex: create before fork() and the heap serves
  *                           the parent and every child;
- *              UMEM_NOLOCK  private mapping, no locking (one thread only).
- *       NULL with errno = EINVAL for unknown flags or a size too small for
- *       the control block and one block, ENOMEM when the mapping fails
- *       (or the size could not be mapped in any address space).
+ *              UMEM_NOLOCK  private mapping, no locking (one thread only);
+ *              UMEM_GROW    `bytes` is only the starting size: the heap maps
+ *                           more when nothing fits (see GROWTH);
+ *              UMEM_CACHED  a cache per thread in front of the lock (see
+ *                           CACHES).
+ *       UMEM_GROW and UMEM_CACHED combine with each other and GROW with
+ *       NOLOCK.  Refused with EINVAL: SHARED with NOLOCK, with GROW (a
+ *       mapping added after fork() would exist in one process only) or
+ *       with CACHED (a cache lives in one process's memory); NOLOCK with
+ *       CACHED (one thread needs no cache in front of a lock it lacks).
+ *       NULL with errno = EINVAL for those, unknown flags or a size too
+ *       small for the control block and one block; ENOMEM when the mapping
+ *       fails (or the size could not be mapped in any address space).
  *   void umem_destroy(umem_t *h);
- *       Unmaps the region.  In a process other than the creator of a
- *       UMEM_SHARED heap it only unmaps, leaving the heap to the others.
+ *       Unmaps the heap's every mapping.  In a process other than the
+ *       creator of a UMEM_SHARED heap it only unmaps, leaving the heap to
+ *       the others.  No other thread may be using the heap.
  *   void *umem_alloc(umem_t *h, size_t n);
- *       First fit.  16-byte aligned.  NULL for n == 0, and NULL with
- *       errno = ENOMEM when no free block fits (counted in failed_allocs).
+ *       16-byte aligned.  NULL for n == 0, and NULL with errno = ENOMEM
+ *       when nothing fits (counted in failed_allocs).
  *   void umem_free(umem_t *h, void *p);
- *       NULL is a no-op.  Merges p's block with free neighbours at once, in
- *       O(1).  A pointer umem_alloc did not return, or one already freed,
- *       prints one line naming it on stderr and calls abort().
+ *       NULL is a no-op.  Merges p's block with free neighbours at once.
+ *       A pointer umem_alloc did not return, or one already freed, prints
+ *       one line naming it on stderr and calls abort().
+ *   void *umem_realloc(umem_t *h, void *p, size_t n);
+ *       NULL p: umem_alloc.  n == 0: frees p, returns NULL.  Otherwise
+ *       grows the block in place into a free block after it, or shrinks it
+ *       in place, else moves it; the contents are kept up to the smaller
+ *       size.  NULL with errno = ENOMEM leaves p as it was.
+ *   void *umem_memalign(umem_t *h, size_t align, size_t n);
+ *       A block aligned to `align`, a power of two (else NULL, EINVAL);
+ *       freed by umem_free.
+ *   size_t umem_usable_size(umem_t *h, const void *p);
+ *       The bytes the caller may use at p, at least what it asked for;
+ *       0 for NULL.
  *   int umem_check(umem_t *h);
- *       Walks every block and the free list: 0 when every invariant below
- *       holds, else prints the first broken one on stderr and returns -1.
+ *       Walks every block, list, tree and mapping: 0 when every invariant
+ *       below holds, else prints the first broken one on stderr and
+ *       returns -1.
  *   void umem_get_stats(umem_t *h, umem_stats_t *out);
- *       A consistent snapshot of the counters in umem_stats_t.
+ *       A snapshot of the counters in umem_stats_t.
+ *
+ * THE POLICY: SEGREGATED FIRST FIT
+ *   Free blocks of up to UMEM_SMALL_MAX (1,056) bytes sit on one list per
+ *   exact size (48, 64, ... bytes; a block is its header plus the payload
+ *   rounded up to 16).  A request takes the first block of the first
+ *   non-empty list that fits, found through a 64-bit map of the non-empty
+ *   lists in O(1): with exact sizes the first list that fits is the
+ *   smallest fit.  Larger free blocks, and small requests when no list
+ *   fits, use address-ordered first fit: the lowest-addressed large free
+ *   block that fits, found in O(log n) through an AVL tree of the large
+ *   free blocks by address in which each node knows the largest block
+ *   below it (Stephenson's "fast fits"): go left while the left subtree
+ *   holds a fit.  A block is carved from the low end of the one it comes
+ *   from; the rest goes back as a free block.  A free merges the block
+ *   with free neighbours at once, in O(1) through boundary tags (plus
+ *   O(log n) when a large block enters or leaves the tree).  Worst case
+ *   per call: O(log n) in the number of large free blocks.
  *
  * LOCKING AND STATISTICS
- *   Every umem_alloc and umem_free takes the heap's lock once (none with
- *   UMEM_NOLOCK).  A caller that finds the lock taken spins briefly, then
- *   naps UMEM_NAP_NS between attempts instead of queueing on the mutex:
- *   a lock taken for every allocation is best left with the thread that
- *   holds it for a burst of calls, since handing it (and the heap's cache
- *   lines) to another core on every call costs more than the calls.
- *   lock_count counts the acquisitions by alloc and free, and
- *   lock_contended the ones that found the lock taken.  umem_check and
- *   umem_get_stats take the lock as well but are not counted, so that
- *   looking at the heap does not change what is seen.  The counters live
- *   in the region and change only under the lock, so they are exact across
- *   threads and, for UMEM_SHARED, across processes.
+ *   Every umem_alloc, umem_free, umem_realloc and umem_memalign that the
+ *   heap serves takes its lock once (none with UMEM_NOLOCK).  A caller
+ *   that finds the lock taken spins briefly, then naps UMEM_NAP_NS between
+ *   attempts instead of queueing on the mutex: a lock taken for every
+ *   allocation is best left with the thread that holds it for a burst of
+ *   calls, since handing it (and the heap's cache lines) to another core
+ *   on every call costs more than the calls.  lock_count counts the
+ *   acquisitions by those calls (a cache's refill or flush is one), and
+ *   lock_contended the ones that found the lock taken.  umem_check,
+ *   umem_get_stats and umem_usable_size take the lock as well but are not
+ *   counted, so that looking at the heap does not change what is seen.
+ *   The heap's counters live in the region and change only under the lock,
+ *   so they are exact across threads and, for UMEM_SHARED, across
+ *   processes.
+ *
+ * CACHES (UMEM_CACHED)
+ *   Each thread gets, on its first call, a cache of up to UMEM_CACHE_BIN
+ *   blocks per small size (one page, mapped for it).  An allocation of up
+ *   to 1,040 bytes pops a block from its list and a free pushes one: no
+ *   lock and no atomic read-modify-write.  An empty list is refilled with
+ *   up to UMEM_CACHE_REFILL blocks under one lock; a full one gives half
+ *   back under one lock (a flush).  Any thread may free any block: it goes
+ *   to the freeing thread's cache.  When a thread exits, its cache goes
+ *   back to the heap and is unmapped (a pthread key destructor); calls the
+ *   thread makes after that go to the lock.  A cached block counts as in
+ *   use for the heap (umem_check sees it used; peak_bytes_in_use includes
+ *   it) and as cached_bytes, not bytes_in_use, in umem_get_stats.  The
+ *   caches' counters are read without stopping their threads: exact when
+ *   those threads are quiet.  Limits: one pthread key per heap (at most
+ *   PTHREAD_KEYS_MAX cached heaps at a time).
+ *
+ * GROWTH (UMEM_GROW)
+ *   The heap sets aside UMEM_RESERVE (64 GiB) of address space, or as much
+ *   as the system allows, and commits it with mprotect as it grows (at
+ *   least 1 MiB or half the heap at a time).  When that is used up, it
+ *   maps further regions.  Requests of UMEM_LARGE (1 MiB) or more get a
+ *   mapping of their own, unmapped when freed.  After an eighth of the
+ *   heap (at least UMEM_PURGE_MIN, 4 MiB) has been freed since the last
+ *   time, the whole pages inside large free blocks go back to the system
+ *   with madvise(MADV_DONTNEED), so the resident size falls after a
+ *   program frees.  Nothing is ever unmapped but large blocks: the
+ *   address space of a grown heap stays until umem_destroy.
+ *
+ * FORK
+ *   umem_create registers pthread_atfork handlers once: across fork() the
+ *   lock of every private locked heap is held, so a child of a threaded
+ *   process finds each heap whole, with its lock free, and may allocate.
+ *   The caches of the parent's other threads stay in the child unused.
  *
  * A PROCESS THAT DIES HOLDING THE LOCK (UMEM_SHARED)
  *   The mutex is robust: the next process to lock it is told the owner
@@ -62,41 +137,64 @@
  * BLOCK LAYOUT
  *   region:  [struct umem | pad] [block] [block] ... [block] [end mark]
  *   block:   [header: word, check][payload ..................]
- *            `word` = block size (header included, a multiple of 16,
- *            at least UMEM_MIN_BLOCK) | UMEM_USED | UMEM_PREV_USED;
- *            `check` = word ^ header address ^ the heap's secret.
- *   free block: the payload starts with the free-list links (next, prev)
- *            and its last 8 bytes (the footer) repeat the size.
+ *            `word` = block size (header included, a multiple of 16, at
+ *            least UMEM_MIN_BLOCK) | UMEM_USED | UMEM_PREV_FREE (the block
+ *            before is free) | UMEM_MAPPED (a large block's own mapping);
+ *            `check` = word without UMEM_PREV_FREE ^ header address ^ the
+ *            heap's secret.
+ *   free block: its last 8 bytes (the footer) repeat its size; a small
+ *            one's payload starts with its list links (next, prev), a
+ *            large one's with its tree node (left, right, largest size
+ *            below, height).
+ *   cached block: its payload starts with the cache's link and a tag, the
+ *            heap's secret ^ its address, that marks it cached.
  *   end mark: a header of size 0 marked used, so the last block never
  *            merges past the region.
- *   umem_alloc returns header + 16, so payloads are 16-byte aligned.
+ *   Other regions and large blocks start with a span, a node of a second
+ *   AVL tree of the heap's mappings by address.  umem_alloc returns
+ *   header + 16, so payloads are 16-byte aligned.
  *
  * INVARIANTS (each checked by umem_check)
- *   I1 block sizes, walked from the first block, add up exactly to the
- *      end mark; every header's check matches.
- *   I2 each block's UMEM_PREV_USED tells whether the block before it is
- *      used (the first block's is set).
- *   I3 a free block's footer equals its size.
- *   I4 no two free blocks are adjacent (frees merge at once).
- *   I5 the free list holds every free block and only those, once each,
- *      with next and prev links that agree.
- *   I6 allocs - frees = used blocks, bytes_in_use = their total size,
+ *   I1 block sizes, walked from each region's first block, add up exactly
+ *      to its end mark; every header's check matches.
+ *   I2 each block's UMEM_PREV_FREE tells whether the block before it is
+ *      free; a free block's footer equals its size.
+ *   I3 no two free blocks are adjacent (frees merge at once).
+ *   I4 every free block of up to UMEM_SMALL_MAX bytes is on the list of
+ *      its size and every larger one in the free tree, once each, and
+ *      nothing else is; the lists' links agree and the map of non-empty
+ *      lists is right.
+ *   I5 the free tree is in address order, and each node's height and
+ *      largest size below are right, its subtrees' heights differing by
+ *      at most one.
+ *   I6 the same holds for the span tree; each region walks as in I1 and
+ *      each large block's header matches its mapping.
+ *   I7 allocs + blocks moved into caches - frees - blocks moved back =
+ *      used blocks; bytes_in_use (heap view) = their total size;
  *      peak_bytes_in_use >= bytes_in_use.
+ *   I8 the calling thread's own cached blocks are used blocks of their
+ *      list's size, tagged, with the next block's header intact.
  *
  * HOW A FREED POINTER IS CHECKED
- *   It must lie inside the region and be 16-byte aligned; its header's
- *   check must match (user data almost never forms header + address +
- *   secret, so interior pointers fail here); the block must be marked
- *   used (else: double free); and the next header must be intact and say
- *   its predecessor is used (else something wrote past the block's end).
+ *   It must lie inside a region or be a large block's start, and be
+ *   16-byte aligned; its header's check must match (user data almost
+ *   never forms header + address + secret, so interior pointers fail
+ *   here); the block must be marked used (else: double free); and the
+ *   next header must be intact and say its predecessor is used (else
+ *   something wrote past the block's end).  A free into a cache checks
+ *   the block's own header and its tag at once (a second free of a cached
+ *   block is caught then), and the next header when the block leaves the
+ *   cache: a write past the end of a block freed into a cache is caught
+ *   at the cache's next flush (or its thread's exit).  After a large
+ *   block's mapping is gone, freeing it again is reported as a pointer
+ *   outside the heap.
  *
  * LIMITS
- *   One region, fixed at creation: the heap never grows.  A free is O(1);
- *   an allocation walks the free list until the first block that fits.
  *   A private heap is copied by fork() like any memory; share it with
- *   UMEM_SHARED instead.  Define _DEFAULT_SOURCE (or compile in gcc's
- *   default gnu dialect) so that MAP_ANONYMOUS and robust mutexes are
- *   declared; this header defines it when it comes first.
+ *   UMEM_SHARED instead.  A UMEM_SHARED or fixed-size heap never grows.
+ *   Define _DEFAULT_SOURCE (or compile in gcc's default gnu dialect) so
+ *   that MAP_ANONYMOUS, madvise and robust mutexes are declared; this
+ *   header defines it when it comes first.
  */
 #ifndef UMEM_H
 #define UMEM_H
@@ -892,7 +990,7 @@ static inline struct umem_span *umem__map_large(umem_t *h, size_t n, size_t alig
     if (n > PTRDIFF_MAX / 2 || align > PTRDIFF_MAX / 4)
         return NULL;
     size_t bytes = umem__round_page(h, UMEM_SPAN_BYTES + UMEM_HEADER + n +
-                                           (align > h->page ? align : 0));
+                                           (align > UMEM_ALIGN ? align : 0));
     struct umem_span *s = umem__map(bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE);
     if (!s)
         return NULL;
@@ -1404,12 +1502,21 @@ static inline void umem_free(umem_t *h, void *p)
     umem__unlock(h);
 }
 
+/* A block sitting in a cache is free to its owner: realloc and usable
+ * size of it are a use after free, reported as a double free would be. */
+static inline void umem__not_cached(umem_t *h, const void *p, const char *call)
+{
+    if (h->flags & UMEM_CACHED && (size_t)(uintptr_t)((void *const *)p)[1] == umem__tag(h, p))
+        umem__die_of(call, "%s of a block freed already (double free):", p);
+}
+
 static inline size_t umem_usable_size(umem_t *h, const void *p)
 {
     if (!p || umem__lock(h, 0) != 0)
         return 0;
     struct umem_where w;
     umem__locate(h, p, &w, "usable size");
+    umem__not_cached(h, p, "usable size");
     size_t size = w.big ? (size_t)(w.end - w.block) : umem__size(w.block);
     umem__unlock(h);
     return size - UMEM_HEADER;
@@ -1464,21 +1571,41 @@ static inline void *umem_realloc(umem_t *h, void *p, size_t n)
         return NULL;
     struct umem_where w;
     umem__locate(h, p, &w, "realloc");
+    umem__not_cached(h, p, "realloc");
     if (need != 0 && umem__resize(h, &w, need) == 0) {
         umem__unlock(h);
         return p;
     }
-    size_t old = w.big ? (size_t)(w.end - w.block) - UMEM_HEADER
-                       : umem__size(w.block) - UMEM_HEADER;
-    umem__unlock(h);
-    void *q = need ? umem_alloc(h, n) : NULL;
-    if (!q) {
+    /* Moved, under the same lock: neither an allocation nor a free in
+     * the counts, as the number of blocks does not change. */
+    size_t old = w.big ? (size_t)(w.end - w.block) : umem__size(w.block);
+    char *b = NULL;
+    if (need != 0 && h->flags & UMEM_GROW && n >= UMEM_LARGE) {
+        struct umem_span *big = umem__map_large(h, n, UMEM_ALIGN);
+        if (big) {
+            need = (size_t)(big->end - (char *)big);
+            umem__span_add(h, big, need);
+            h->large_blocks++;
+            b = big->first;
+        }
+    } else if (need != 0) {
+        b = umem__take(h, &need, 1);
+    }
+    if (!b) {
+        h->failed_allocs++;
+        umem__unlock(h);
         errno = ENOMEM;
         return NULL; /* p is left as it was */
     }
-    memcpy(q, p, old < n ? old : n);
-    umem_free(h, p);
-    return q;
+    h->bytes_in_use += need;
+    if (h->bytes_in_use > h->peak_bytes_in_use)
+        h->peak_bytes_in_use = h->bytes_in_use;
+    old -= UMEM_HEADER;
+    memcpy(b + UMEM_HEADER, p, old < n ? old : n);
+    umem__give_back(h, &w);
+    umem__maybe_purge(h);
+    umem__unlock(h);
+    return b + UMEM_HEADER;
 }
 
 static inline void *umem_memalign(umem_t *h, size_t align, size_t n)

@@ -23,7 +23,18 @@ static int intact(const unsigned char *p, size_t n, unsigned tag)
 
 static const unsigned all_flags[] = {0, UMEM_SHARED, UMEM_NOLOCK};
 
-/* Random allocs and frees against a model of the live blocks. */
+/* Every combination umem_create accepts. */
+static const unsigned every_flags[] = {0,
+                                       UMEM_SHARED,
+                                       UMEM_NOLOCK,
+                                       UMEM_GROW,
+                                       UMEM_GROW | UMEM_NOLOCK,
+                                       UMEM_CACHED,
+                                       UMEM_CACHED | UMEM_GROW};
+#define EVERY_FLAGS (sizeof every_flags / sizeof every_flags[0])
+
+/* Random allocs, reallocs, aligned allocs and frees against a model of
+ * the live blocks, on a heap made with `flags`. */
 static void model_run(unsigned flags)
 {
     enum { SLOTS = 512, OPS = 40000, HEAP = 4 << 20 };
@@ -31,29 +42,49 @@ static void model_run(unsigned flags)
     static size_t len[SLOTS];
     static unsigned tag[SLOTS];
     unsigned long long seed = 0x5eed0000u + flags;
-    umem_t *h = umem_create(HEAP, flags);
+    umem_t *h = umem_create(flags & UMEM_GROW ? 4096 : HEAP, flags);
     CHECK(h != NULL);
     if (!h)
         return;
-    uint64_t allocs = 0, frees = 0, failed = 0;
+    uint64_t allocs = 0, frees = 0, failed = 0, calls = 0;
     for (int op = 0; op < OPS; op++) {
         unsigned s = (unsigned)(check_rand(&seed) % SLOTS);
-        if (ptr[s]) {
+        unsigned long long r = check_rand(&seed);
+        if (ptr[s] && r % 4 == 0) {
+            /* realloc: the contents up to the smaller size survive */
+            size_t n = 1 + (r >> 8) % (8 << 10);
+            CHECK(intact(ptr[s], len[s], tag[s]));
+            unsigned char *q = umem_realloc(h, ptr[s], n);
+            calls++;
+            if (!q) {
+                CHECK(errno == ENOMEM);
+                failed++;
+                continue;
+            }
+            CHECK(intact(q, len[s] < n ? len[s] : n, tag[s]));
+            CHECK(umem_usable_size(h, q) >= n);
+            ptr[s] = q;
+            len[s] = n;
+            fill(ptr[s], n, tag[s]);
+        } else if (ptr[s]) {
             CHECK(intact(ptr[s], len[s], tag[s]));
             umem_free(h, ptr[s]);
             ptr[s] = NULL;
             frees++;
+            calls++;
         } else {
-            unsigned long long r = check_rand(&seed);
             size_t n = r % 100 == 0 ? HEAP - r % 4096 : 1 + (r >> 8) % (16 << 10);
-            ptr[s] = umem_alloc(h, n);
+            size_t align = r % 7 == 0 ? (size_t)16 << (r >> 40) % 9 : 0;
+            ptr[s] = align ? umem_memalign(h, align, n) : umem_alloc(h, n);
+            calls++;
             if (!ptr[s]) {
                 failed++;
                 CHECK(errno == ENOMEM);
                 continue;
             }
             allocs++;
-            CHECK((uintptr_t)ptr[s] % 16 == 0);
+            CHECK((uintptr_t)ptr[s] % (align ? align : 16) == 0);
+            CHECK(umem_usable_size(h, ptr[s]) >= n);
             len[s] = n;
             tag[s] = (unsigned)op;
             fill(ptr[s], n, tag[s]);
@@ -65,9 +96,16 @@ static void model_run(unsigned flags)
     umem_stats_t st;
     umem_get_stats(h, &st);
     CHECK(st.allocs == allocs && st.frees == frees && st.failed_allocs == failed);
-    CHECK(failed > 0 && allocs > 10000);
-    uint64_t expected_locks = flags & UMEM_NOLOCK ? 0 : allocs + frees + failed;
-    CHECK(st.lock_count == expected_locks);
+    /* A growing heap never runs out; a fixed one does, for the sizes
+     * near its whole size. */
+    CHECK(flags & UMEM_GROW ? failed == 0 : failed > 0);
+    CHECK(allocs > 10000);
+    if (!(flags & (UMEM_NOLOCK | UMEM_CACHED)))
+        CHECK(st.lock_count == calls);
+    if (flags & UMEM_NOLOCK)
+        CHECK(st.lock_count == 0);
+    if (flags & UMEM_CACHED)
+        CHECK(st.cache_hits > 0 && st.cache_frees > 0 && st.lock_count < calls);
     for (unsigned s = 0; s < SLOTS; s++) {
         if (ptr[s]) {
             CHECK(intact(ptr[s], len[s], tag[s]));
@@ -81,17 +119,10 @@ static void model_run(unsigned flags)
     umem_destroy(h);
 }
 
-static void model_private_locked(void)
+static void model_every_flag_combination(void)
 {
-    model_run(0);
-}
-static void model_shared(void)
-{
-    model_run(UMEM_SHARED);
-}
-static void model_nolock(void)
-{
-    model_run(UMEM_NOLOCK);
+    for (unsigned i = 0; i < EVERY_FLAGS; i++)
+        model_run(every_flags[i]);
 }
 
 static void create_rejects_bad_arguments(void)
@@ -104,6 +135,12 @@ static void create_rejects_bad_arguments(void)
     CHECK(umem_create(1 << 20, 64) == NULL && errno == EINVAL);
     errno = 0;
     CHECK(umem_create(1 << 20, UMEM_SHARED | UMEM_NOLOCK) == NULL && errno == EINVAL);
+    static const unsigned refused[] = {UMEM_SHARED | UMEM_GROW, UMEM_SHARED | UMEM_CACHED,
+                                       UMEM_NOLOCK | UMEM_CACHED, 16};
+    for (unsigned i = 0; i < 4; i++) {
+        errno = 0;
+        CHECK(umem_create(1 << 20, refused[i]) == NULL && errno == EINVAL);
+    }
     umem_t *h = umem_create(4096, 0);
     CHECK(h != NULL && umem_check(h) == 0);
     umem_destroy(h);
@@ -546,9 +583,7 @@ static void lock_owner_killed(void)
 
 int main(void)
 {
-    RUN(model_private_locked);
-    RUN(model_shared);
-    RUN(model_nolock);
+    RUN(model_every_flag_combination);
     RUN(create_rejects_bad_arguments);
     RUN(alignment_and_zero);
     RUN(exhaustion_then_recovery);
