@@ -268,6 +268,9 @@ typedef struct umem_stats {
 #ifndef UMEM_CACHE_BIN
 #define UMEM_CACHE_BIN 32u /* UMEM_CACHED: blocks a cache keeps per size */
 #endif
+#ifndef UMEM_CACHE_BYTES
+#define UMEM_CACHE_BYTES ((size_t)256 << 10) /* UMEM_CACHED: bytes a cache keeps at most */
+#endif
 #define UMEM_CACHE_REFILL 8u
 
 /* A block header.  `word` is read without the lock by a thread freeing
@@ -1136,12 +1139,19 @@ static inline void umem__cache_drain(umem_t *h, struct umem_cache *c, unsigned c
     }
 }
 
+/* A full list gives half its blocks back; a cache over UMEM_CACHE_BYTES
+ * gives back half of every list.  One lock either way. */
 static inline void umem__cache_flush(umem_t *h, struct umem_cache *c, unsigned cls)
 {
     if (umem__lock(h, 1) != 0)
         return;
     h->cache_flushes++;
-    umem__cache_drain(h, c, cls, UMEM_CACHE_BIN / 2);
+    if (c->count[cls] >= UMEM_CACHE_BIN) {
+        umem__cache_drain(h, c, cls, UMEM_CACHE_BIN / 2);
+    } else {
+        for (unsigned i = 0; i < UMEM_BINS; i++)
+            umem__cache_drain(h, c, i, (c->count[i] + 1) / 2);
+    }
     umem__maybe_purge(h);
     umem__unlock(h);
 }
@@ -1221,6 +1231,13 @@ static inline void *umem__cache_refill(umem_t *h, struct umem_cache *c, unsigned
     for (unsigned k = 0; k < UMEM_CACHE_REFILL; k++) {
         size_t need = size;
         char *b = umem__take(h, &need, k == 0);
+        if (!b && k == 0 && umem__get(&c->bytes) > 0) {
+            /* The heap is out of room: this thread's own cached blocks
+             * go back first (other threads' caches it cannot touch). */
+            for (unsigned i = 0; i < UMEM_BINS; i++)
+                umem__cache_drain(h, c, i, ~0u);
+            b = umem__take(h, &need, 1);
+        }
         if (!b)
             break;
         h->bytes_in_use += need;
@@ -1473,8 +1490,9 @@ static inline int umem__cache_free(umem_t *h, void *p)
     if ((size_t)(uintptr_t)q[1] == umem__tag(h, p))
         umem__die("free of a block freed already (double free):", p);
     unsigned cls = (unsigned)((size - UMEM_MIN_BLOCK) >> 4);
-    if (cache->count[cls] >= UMEM_CACHE_BIN)
+    if (cache->count[cls] >= UMEM_CACHE_BIN || umem__get(&cache->bytes) + size > UMEM_CACHE_BYTES) {
         umem__cache_flush(h, cache, cls);
+    }
     q[0] = cache->bin[cls];
     q[1] = (void *)umem__tag(h, p);
     cache->bin[cls] = q;

@@ -3,6 +3,7 @@
 #include "check.h"
 
 #include <signal.h>
+#include <stdatomic.h>
 #include <sys/wait.h>
 
 /* Fill and verify a block with a pattern that depends on its identity, so
@@ -231,11 +232,12 @@ static void full_coalescing(void)
 
 /* Runs `misuse` in a child; passes when the child aborts and its stderr
  * holds `expect` and the offending pointer. */
-static void expect_death(void (*misuse)(umem_t *, char *ptr_text), const char *expect)
+static void expect_death_on(unsigned flags, void (*misuse)(umem_t *, char *ptr_text),
+                            const char *expect)
 {
     int fds[2];
     CHECK(pipe(fds) == 0);
-    umem_t *h = umem_create(1 << 20, 0);
+    umem_t *h = umem_create(1 << 20, flags);
     char ptr_text[64] = "";
     /* The child tells the parent the pointer it will misuse. */
     int ptr_pipe[2];
@@ -272,6 +274,11 @@ static void expect_death(void (*misuse)(umem_t *, char *ptr_text), const char *e
     if (!strstr(err, expect))
         fprintf(stderr, "  child said: %s", err);
     umem_destroy(h);
+}
+
+static void expect_death(void (*misuse)(umem_t *, char *ptr_text), const char *expect)
+{
+    expect_death_on(0, misuse, expect);
 }
 
 /* Each misuse writes the pointer into ptr_text before the bad call, and
@@ -315,6 +322,52 @@ static void overrun_then_free(umem_t *h, char *t)
     umem_free(h, low);
 }
 
+static void free_aligned_twice(umem_t *h, char *t)
+{
+    char *p = umem_memalign(h, 256, 100);
+    umem_alloc(h, 100);
+    umem_free(h, p);
+    snprintf(t, 64, "%p", (void *)p);
+    umem_free(h, p);
+}
+static void realloc_freed(umem_t *h, char *t)
+{
+    char *p = umem_alloc(h, 100);
+    umem_alloc(h, 100);
+    umem_free(h, p);
+    snprintf(t, 64, "%p", (void *)p);
+    umem_realloc(h, p, 200);
+}
+/* With UMEM_CACHED: the second free finds the block's cache tag. */
+static void free_twice_cached(umem_t *h, char *t)
+{
+    char *p = umem_alloc(h, 100);
+    umem_free(h, p);
+    snprintf(t, 64, "%p", (void *)p);
+    umem_free(h, p);
+}
+/* With UMEM_CACHED: an overrun of a block freed into a cache is caught
+ * when the cache goes back to the heap, here at its thread's exit. */
+static void *overrun_in_thread(void *arg)
+{
+    umem_t *h = ((void **)arg)[0];
+    char *t = ((void **)arg)[1];
+    char *p = umem_alloc(h, 64);
+    char *q = umem_alloc(h, 64);
+    char *low = p < q ? p : q;
+    memset(low, 0x5A, 64 + 16 + 8);
+    snprintf(t, 64, "%p", (void *)low);
+    umem_free(h, low); /* into the cache: not seen yet */
+    return NULL;
+}
+static void overrun_cached(umem_t *h, char *t)
+{
+    void *arg[2] = {h, t};
+    pthread_t tid;
+    if (pthread_create(&tid, NULL, overrun_in_thread, arg) == 0)
+        pthread_join(tid, NULL);
+}
+
 static void death_foreign(void)
 {
     expect_death(free_foreign, "outside the heap");
@@ -334,6 +387,23 @@ static void death_double_free(void)
 static void death_overrun(void)
 {
     expect_death(overrun_then_free, "write past the end");
+}
+
+static void death_aligned_double_free(void)
+{
+    expect_death(free_aligned_twice, "double free");
+}
+static void death_realloc_of_freed(void)
+{
+    expect_death(realloc_freed, "double free");
+}
+static void death_cached_double_free(void)
+{
+    expect_death_on(UMEM_CACHED, free_twice_cached, "double free");
+}
+static void death_cached_overrun_at_flush(void)
+{
+    expect_death_on(UMEM_CACHED | UMEM_GROW, overrun_cached, "write past the end");
 }
 
 static void check_finds_overrun(void)
@@ -476,6 +546,284 @@ static void threads_hammer_one_heap(void)
     umem_destroy(h);
 }
 
+static void realloc_in_place_and_moved(void)
+{
+    for (unsigned i = 0; i < EVERY_FLAGS; i++) {
+        umem_t *h = umem_create(1 << 20, every_flags[i]);
+        CHECK(h != NULL);
+        if (!h)
+            continue;
+        CHECK(umem_realloc(h, NULL, 0) == NULL);
+        unsigned char *p = umem_realloc(h, NULL, 100); /* NULL: an allocation */
+        unsigned char *q = umem_memalign(h, 16, 100);
+        unsigned char *r = umem_memalign(h, 16, 100);
+        CHECK(p && q && r);
+        if (!(every_flags[i] & UMEM_CACHED))
+            CHECK(p < q && q < r); /* carved upwards, first fit */
+        fill(p, 100, 1);
+        umem_free(h, q);
+        umem_free(h, r); /* in a cache, or merged with q */
+        umem_stats_t before, after;
+        umem_get_stats(h, &before);
+        if (!(every_flags[i] & UMEM_CACHED))
+            CHECK(umem_realloc(h, p, 200) == p); /* into the free block after it */
+        p = umem_realloc(h, p, 200);
+        CHECK(p && intact(p, 100, 1));
+        CHECK(umem_realloc(h, p, 40) == p); /* shrinks where it is */
+        CHECK(intact(p, 40, 1));
+        unsigned char *big = umem_realloc(h, p, 300000); /* moves */
+        CHECK(big && intact(big, 40, 1));
+        umem_get_stats(h, &after);
+        CHECK(after.allocs == before.allocs && after.frees == before.frees);
+        CHECK(umem_realloc(h, big, 0) == NULL); /* frees */
+        umem_get_stats(h, &after);
+        CHECK(after.frees == before.frees + 1 && after.bytes_in_use == 0);
+        errno = 0;
+        CHECK(umem_memalign(h, 0, 10) == NULL && errno == EINVAL);
+        errno = 0;
+        CHECK(umem_memalign(h, 24, 10) == NULL && errno == EINVAL);
+        CHECK(umem_usable_size(h, NULL) == 0);
+        CHECK(umem_check(h) == 0);
+        umem_destroy(h);
+    }
+}
+
+static long resident_kib(void)
+{
+    long pages = -1, resident = -1;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f) {
+        if (fscanf(f, "%ld %ld", &pages, &resident) != 2)
+            resident = -1;
+        fclose(f);
+    }
+    return resident < 0 ? -1 : resident * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+/* From one page to UMEM_TEST_GROW_MIB (256) MiB in small, medium and
+ * large blocks, then everything freed: the resident size falls back. */
+static void grow_then_give_back(void)
+{
+    const char *env = getenv("UMEM_TEST_GROW_MIB");
+    size_t mib = env ? strtoul(env, NULL, 10) : 256;
+    umem_t *h = umem_create(4096, UMEM_GROW);
+    CHECK(h != NULL);
+    if (!h)
+        return;
+    size_t count = (mib << 20) / 1024;
+    unsigned char **p = calloc(count, sizeof *p);
+    long before = resident_kib();
+    size_t total = 0, n = 0;
+    unsigned long long seed = 7;
+    while (total < (mib << 20) && n < count) {
+        unsigned long long r = check_rand(&seed);
+        size_t len = r % 512 == 0 ? (2 << 20) : r % 4 == 0 ? 4000 : 16 + r % 500;
+        p[n] = umem_alloc(h, len);
+        CHECK(p[n] != NULL);
+        if (!p[n])
+            break;
+        memset(p[n], 0xA5, len);
+        total += len;
+        n++;
+    }
+    umem_stats_t st;
+    umem_get_stats(h, &st);
+    CHECK(st.heap_bytes > (mib << 20) / 8 && st.large_blocks > 0);
+    CHECK(umem_check(h) == 0);
+    long peak = resident_kib();
+    for (size_t i = 0; i < n; i += 2) /* every other block, then the rest */
+        umem_free(h, p[i]);
+    for (size_t i = 1; i < n; i += 2)
+        umem_free(h, p[i]);
+    long after = resident_kib();
+    umem_get_stats(h, &st);
+    CHECK(st.bytes_in_use == 0 && st.large_blocks == 0 && st.released_bytes > 0);
+    CHECK(before > 0 && peak - before > (long)(mib << 10) / 2);
+    CHECK(after - before < (peak - before) / 2);
+    if (!(after - before < (peak - before) / 2))
+        fprintf(stderr, "  resident KiB: %ld before, %ld at the peak, %ld after\n", before, peak,
+                after);
+    void *again = umem_alloc(h, 1000); /* still usable */
+    CHECK(again != NULL);
+    umem_free(h, again);
+    CHECK(umem_check(h) == 0);
+    free(p);
+    umem_destroy(h);
+}
+
+/* Threads on one cached heap, each freeing the blocks its neighbour
+ * allocated, round after round. */
+enum { CT_THREADS = 4, CT_BLOCKS = 300, CT_ROUNDS = 40 };
+struct cross {
+    umem_t *h;
+    pthread_barrier_t *bar;
+    unsigned id;
+    unsigned char *(*slot)[CT_BLOCKS];
+    int bad;
+};
+
+static size_t cross_len(unsigned id, unsigned k, unsigned round)
+{
+    return 1 + (id * 131u + k * 17u + round * 7u) % 1000;
+}
+
+static void *cross_thread(void *arg)
+{
+    struct cross *c = arg;
+    for (unsigned round = 0; round < CT_ROUNDS; round++) {
+        for (unsigned k = 0; k < CT_BLOCKS; k++) {
+            size_t n = cross_len(c->id, k, round);
+            unsigned char *p = umem_alloc(c->h, n);
+            c->bad += p == NULL;
+            if (p)
+                fill(p, n, c->id * 1000 + k);
+            c->slot[c->id][k] = p;
+        }
+        pthread_barrier_wait(c->bar);
+        unsigned from = (c->id + 1) % CT_THREADS;
+        for (unsigned k = 0; k < CT_BLOCKS; k++) {
+            unsigned char *p = c->slot[from][k];
+            if (p)
+                c->bad += !intact(p, cross_len(from, k, round), from * 1000 + k);
+            umem_free(c->h, p);
+        }
+        pthread_barrier_wait(c->bar);
+    }
+    return NULL;
+}
+
+static void cached_threads_free_each_others_blocks(void)
+{
+    umem_t *h = umem_create(64 << 10, UMEM_CACHED | UMEM_GROW);
+    CHECK(h != NULL);
+    if (!h)
+        return;
+    static unsigned char *slot[CT_THREADS][CT_BLOCKS];
+    pthread_barrier_t bar;
+    pthread_barrier_init(&bar, NULL, CT_THREADS);
+    pthread_t tid[CT_THREADS];
+    struct cross c[CT_THREADS];
+    for (unsigned i = 0; i < CT_THREADS; i++) {
+        c[i] = (struct cross){.h = h, .bar = &bar, .id = i, .slot = slot};
+        CHECK(pthread_create(&tid[i], NULL, cross_thread, &c[i]) == 0);
+    }
+    for (unsigned i = 0; i < CT_THREADS; i++) {
+        pthread_join(tid[i], NULL);
+        CHECK(c[i].bad == 0);
+    }
+    pthread_barrier_destroy(&bar);
+    /* Every thread has exited: its cache went back to the heap. */
+    CHECK(umem_check(h) == 0);
+    umem_stats_t st;
+    umem_get_stats(h, &st);
+    uint64_t n = (uint64_t)CT_THREADS * CT_BLOCKS * CT_ROUNDS;
+    CHECK(st.allocs == n && st.frees == n);
+    CHECK(st.bytes_in_use == 0 && st.cached_bytes == 0);
+    CHECK(st.cache_hits > n / 2 && st.cache_frees > n / 2);
+    CHECK(st.lock_count < n / 4); /* the caches spared most of the locking */
+    if (st.lock_count >= n / 4)
+        fprintf(stderr, "  lock_count %llu for %llu allocations\n",
+                (unsigned long long)st.lock_count, (unsigned long long)n);
+    umem_destroy(h);
+}
+
+/* A thread allocates and exits; the blocks it left are freed by another. */
+static void *allocate_and_exit(void *arg)
+{
+    void **keep = arg;
+    umem_t *h = keep[0];
+    for (unsigned k = 1; k < 200; k++) {
+        keep[k] = umem_alloc(h, k * 5);
+        if (keep[k])
+            fill(keep[k], k * 5, k);
+    }
+    return NULL;
+}
+
+static void thread_exits_holding_blocks(void)
+{
+    umem_t *h = umem_create(1 << 20, UMEM_CACHED);
+    CHECK(h != NULL);
+    if (!h)
+        return;
+    void *keep[200] = {h};
+    for (int round = 0; round < 20; round++) {
+        pthread_t tid;
+        CHECK(pthread_create(&tid, NULL, allocate_and_exit, keep) == 0);
+        pthread_join(tid, NULL);
+        int bad = 0;
+        for (unsigned k = 1; k < 200; k++) {
+            bad += !keep[k] || !intact(keep[k], k * 5, k);
+            umem_free(h, keep[k]);
+        }
+        CHECK(bad == 0);
+    }
+    CHECK(umem_check(h) == 0);
+    umem_stats_t st;
+    umem_get_stats(h, &st);
+    CHECK(st.allocs == 20 * 199 && st.frees == 20 * 199);
+    CHECK(st.bytes_in_use == 0);
+    umem_destroy(h);
+}
+
+/* fork() while other threads allocate: the child allocates from every
+ * private heap, locked or cached, and finds each whole. */
+static atomic_int fork_stop;
+
+static void *churn(void *arg)
+{
+    umem_t *h = arg;
+    unsigned long long seed = (uintptr_t)arg;
+    void *p[32] = {0};
+    while (!atomic_load(&fork_stop)) {
+        unsigned k = (unsigned)(check_rand(&seed) % 32);
+        umem_free(h, p[k]);
+        p[k] = umem_alloc(h, 1 + check_rand(&seed) % 3000);
+    }
+    for (unsigned k = 0; k < 32; k++)
+        umem_free(h, p[k]);
+    return NULL;
+}
+
+static void fork_from_threads_child_allocates(void)
+{
+    umem_t *locked = umem_create(1 << 20, 0);
+    umem_t *cached = umem_create(1 << 20, UMEM_CACHED | UMEM_GROW);
+    CHECK(locked && cached);
+    if (!locked || !cached)
+        return;
+    atomic_store(&fork_stop, 0);
+    pthread_t tid[2];
+    CHECK(pthread_create(&tid[0], NULL, churn, locked) == 0);
+    CHECK(pthread_create(&tid[1], NULL, churn, cached) == 0);
+    for (int i = 0; i < 20; i++) {
+        pid_t pid = fork();
+        if (pid == 0) {
+            alarm(10); /* a lock left held would hang here */
+            int bad = 0;
+            umem_t *heaps[2] = {locked, cached};
+            for (int k = 0; k < 2; k++) {
+                void *p[100];
+                for (int j = 0; j < 100; j++)
+                    bad += (p[j] = umem_alloc(heaps[k], 1 + (size_t)j * 37)) == NULL;
+                for (int j = 0; j < 100; j++)
+                    umem_free(heaps[k], p[j]);
+                bad += umem_check(heaps[k]) != 0;
+            }
+            _exit(bad ? 1 : 0);
+        }
+        int status = 0;
+        CHECK(pid > 0 && waitpid(pid, &status, 0) == pid);
+        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    }
+    atomic_store(&fork_stop, 1);
+    pthread_join(tid[0], NULL);
+    pthread_join(tid[1], NULL);
+    CHECK(umem_check(locked) == 0 && umem_check(cached) == 0);
+    umem_destroy(locked);
+    umem_destroy(cached);
+}
+
 static void shared_heap_across_fork(void)
 {
     enum { CHILDREN = 4, EACH = 200, OWN = 300 };
@@ -593,10 +941,19 @@ int main(void)
     RUN(death_interior);
     RUN(death_double_free);
     RUN(death_overrun);
+    RUN(death_aligned_double_free);
+    RUN(death_realloc_of_freed);
+    RUN(death_cached_double_free);
+    RUN(death_cached_overrun_at_flush);
     RUN(check_finds_overrun);
     RUN(check_finds_stale_header_on_list);
     RUN(check_finds_stale_header_in_tree);
     RUN(threads_hammer_one_heap);
+    RUN(realloc_in_place_and_moved);
+    RUN(grow_then_give_back);
+    RUN(cached_threads_free_each_others_blocks);
+    RUN(thread_exits_holding_blocks);
+    RUN(fork_from_threads_child_allocates);
     RUN(shared_heap_across_fork);
     RUN(lock_owner_killed);
     return CHECK_EXIT_STATUS();
