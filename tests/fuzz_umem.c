@@ -9,8 +9,11 @@
  * corpus the fuzzer grew, and every input that ever crashed it), one "ok"
  * line each: make test runs it as a regression test.
  *
- * Input: byte 0 picks the flags and the heap size, then 3 bytes per
- * operation: an opcode, a slot and a size byte.
+ * Input: byte 0 picks the flags (every combination umem_create accepts)
+ * and the heap size, then 3 bytes per operation: an opcode, a slot and a
+ * size byte.  An occupied slot is freed or reallocated; an empty one gets
+ * an allocation, aligned or not; every live block's usable size is at
+ * least what was asked.
  */
 #include "../umem.h"
 
@@ -47,9 +50,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1)
         return 0;
-    static const unsigned flags[] = {0, UMEM_SHARED, UMEM_NOLOCK};
-    size_t heap_bytes = (size_t)4096 << (data[0] >> 2 & 7); /* 4 KiB .. 512 KiB */
-    umem_t *h = umem_create(heap_bytes, flags[data[0] % 3]);
+    static const unsigned flags[] = {0,
+                                     UMEM_SHARED,
+                                     UMEM_NOLOCK,
+                                     UMEM_GROW,
+                                     UMEM_GROW | UMEM_NOLOCK,
+                                     UMEM_CACHED,
+                                     UMEM_CACHED | UMEM_GROW,
+                                     0};
+    size_t heap_bytes = (size_t)4096 << (data[0] >> 3 & 7); /* 4 KiB .. 512 KiB */
+    unsigned f = flags[data[0] & 7];
+    umem_t *h = umem_create(heap_bytes, f);
     if (!h)
         fail("umem_create failed");
     umem_stats_t st;
@@ -66,6 +77,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 fail("umem_check failed");
             continue;
         }
+        if (s->p && op == 6) {
+            verify(s);
+            size_t n = (size_t)b * 13 + 1;
+            unsigned char *q = umem_realloc(h, s->p, n);
+            if (!q)
+                continue; /* the old block stays, intact */
+            s->p = q;
+            if (n < s->len)
+                s->len = n;
+            verify(s);
+            s->len = n;
+            fill(s);
+            if (umem_usable_size(h, q) < n)
+                fail("realloc gave less than asked");
+            continue;
+        }
         if (s->p) {
             verify(s);
             umem_free(h, s->p);
@@ -77,11 +104,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         size_t n = op < 4   ? (size_t)b + 1
                    : op < 6 ? ((size_t)b << 6) + (size_t)op
                             : span - (size_t)b * 16;
-        s->p = umem_alloc(h, n);
+        size_t align = op == 5 ? (size_t)32 << (b & 7) : 16;
+        s->p = align > 16 ? umem_memalign(h, align, n) : umem_alloc(h, n);
         if (!s->p)
             continue;
-        if ((uintptr_t)s->p % 16 != 0)
+        if ((uintptr_t)s->p % align != 0)
             fail("misaligned block");
+        if (umem_usable_size(h, s->p) < n)
+            fail("a block smaller than asked");
         s->len = n;
         s->tag = (unsigned char)i;
         fill(s);
@@ -97,10 +127,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             verify(&slot[k]);
             umem_free(h, slot[k].p);
         }
-    void *all = umem_alloc(h, span - 16);
-    if (!all)
-        fail("the heap did not coalesce back into one block");
-    umem_free(h, all);
+    umem_get_stats(h, &st);
+    if (st.bytes_in_use != 0)
+        fail("bytes in use after every block was freed");
+    /* Blocks in this thread's cache stay in use to the heap. */
+    if (!(f & UMEM_CACHED)) {
+        void *all = umem_alloc(h, span - 16);
+        if (!all)
+            fail("the heap did not coalesce back into one block");
+        umem_free(h, all);
+    }
+    if (umem_check(h) != 0)
+        fail("umem_check failed after the last free");
     umem_destroy(h);
     return 0;
 }
