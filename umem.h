@@ -651,12 +651,10 @@ static inline void umem__fork_parent(void)
     pthread_mutex_unlock(&umem__forks_lock);
 }
 
-/* The child has one thread, this one: the locks start afresh. */
+/* The child has one thread, the one that took the locks: it lets them go. */
 static inline void umem__fork_child(void)
 {
-    for (umem_t *h = umem__forks; h; h = h->fork_next)
-        pthread_mutex_init(&h->lock, NULL);
-    pthread_mutex_init(&umem__forks_lock, NULL);
+    umem__fork_parent();
 }
 
 static inline void umem__forks_register(void)

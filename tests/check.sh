@@ -108,6 +108,17 @@ else
     tally <<< "ok - [valgrind] # SKIP valgrind is not installed"
 fi
 
+# memcheck on the allocator's own tests (growth kept to 32 MiB: memcheck
+# is slow); the death tests' children abort, as they should, quietly.
+if command -v valgrind > /dev/null; then
+    UMEM_TEST_GROW_MIB=32 valgrind -q --error-exitcode=99 tests/test_umem \
+        > build/vg-umem.out 2> build/vg-umem.log
+    rc=$?
+    grep -q '^not ok' build/vg-umem.out && rc=1
+    [ $rc -eq 0 ] || { grep '^not ok' build/vg-umem.out; grep -v 'expected)$\|^umem_check' build/vg-umem.log | head -40; } >&2
+    tally < <(result "[memcheck] tests/test_umem ($(grep -c '^ok' build/vg-umem.out) tests)" $rc)
+fi
+
 # libFuzzer on umem.h, from the committed corpus; a crash leaves its input
 # in build/fuzz, to be added to tests/fuzz-corpus as a regression test.
 if command -v clang > /dev/null &&
