@@ -821,36 +821,72 @@ static inline void umem__unfile(umem_t *h, char *b, size_t size)
     umem__tree_delete(path, depth);
 }
 
+/* The large free block x, in the tree, now spans `size` bytes from `at`
+ * (x itself, or a lower address with nothing free between): it keeps its
+ * place in the tree, and the largest sizes above it are refreshed. */
+static inline void umem__tree_resize(umem_t *h, struct umem_node *x, char *at, size_t size)
+{
+    struct umem_node **path[UMEM_PATH];
+    unsigned depth = umem__tree_path(&h->root, x, path);
+    if (depth == 0)
+        umem__die("heap corruption: a free block missing from the free tree at", x);
+    struct umem_node *y = (struct umem_node *)at;
+    if (y != x) {
+        y->left = x->left;
+        y->right = x->right;
+        y->height = x->height;
+        y->max = x->max;
+        *path[depth - 1] = y;
+    }
+    umem__set_header(h, y, size);
+    umem__set_footer(y, size);
+    umem__refresh(path, depth);
+}
+
 /* Frees the block at b, whose header holds its size and UMEM_PREV_FREE,
  * merging it with its free neighbours at once (boundary tags: a free
- * block's footer repeats its size).  `first` is its region's first block. */
+ * block's footer repeats its size).  `first` is its region's first block.
+ * A large neighbour keeps its node in the tree. */
 static inline void umem__merge_free(umem_t *h, char *b, const char *first)
 {
     size_t word = umem__word(b), size = word & ~UMEM_FLAGS;
-    char *next = b + size;
+    char *next = b + size, *prev = NULL;
     /* Marked free: if it is merged into the block before, its stale
      * header still says free, and a second free of it is a double free. */
     umem__set_header(h, b, size | (word & UMEM_PREV_FREE));
+    size_t psize = 0, nsize = 0;
     if (word & UMEM_PREV_FREE) {
-        size_t psize = umem__footer_before(b);
-        char *prev = b - psize;
+        psize = umem__footer_before(b);
+        prev = b - psize;
         if (psize < UMEM_MIN_BLOCK || psize % UMEM_ALIGN != 0 || psize > (size_t)(b - first) ||
             !umem__header_ok(h, prev) || umem__word(prev) & UMEM_USED || umem__size(prev) != psize)
             umem__die("heap corruption: the free block before is damaged, freeing", b + UMEM_HEADER);
-        umem__unfile(h, prev, psize);
-        b = prev;
-        size += psize;
     }
     size_t next_word = umem__word(next);
     if (!(next_word & UMEM_USED)) {
         if (!umem__header_ok(h, next))
             umem__die("heap corruption: free block header overwritten at", next);
-        umem__unfile(h, next, next_word & ~UMEM_FLAGS);
-        size += next_word & ~UMEM_FLAGS;
+        nsize = next_word & ~UMEM_FLAGS;
     } else {
         umem__set_prev_free(next, 1);
     }
-    umem__file(h, b, size);
+    char *start = prev ? prev : b;
+    size_t total = psize + size + nsize;
+    if (psize > UMEM_SMALL_MAX) {
+        if (nsize)
+            umem__unfile(h, next, nsize);
+        umem__tree_resize(h, (struct umem_node *)prev, prev, total);
+    } else if (nsize > UMEM_SMALL_MAX) {
+        if (psize)
+            umem__unfile(h, prev, psize);
+        umem__tree_resize(h, (struct umem_node *)next, start, total);
+    } else {
+        if (psize)
+            umem__unfile(h, prev, psize);
+        if (nsize)
+            umem__unfile(h, next, nsize);
+        umem__file(h, start, total);
+    }
 }
 
 /* The lowest-addressed large free block of at least `need` bytes: its
