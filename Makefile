@@ -12,7 +12,7 @@ INCLUDEDIR = $(PREFIX)/include
 MANDIR = $(PREFIX)/share/man
 
 PROGRAMS = sharedhash esharedhash
-TESTS = tests/test_umem tests/test_fuzz_corpus tests/faults.so
+TESTS = tests/test_umem tests/test_umem_regions tests/test_fuzz_corpus tests/faults.so
 
 all: $(PROGRAMS)
 
@@ -21,6 +21,9 @@ all: $(PROGRAMS)
 
 tests/test_%: tests/test_%.c tests/check.h umem.h
 	$(CC) $(CFLAGS) $(PTHREAD) -o $@ $< $(LDFLAGS)
+
+tests/test_umem_regions: tests/test_umem_regions.c tests/test_umem.c tests/check.h umem.h
+	$(CC) $(CFLAGS) $(PTHREAD) -o $@ tests/test_umem_regions.c $(LDFLAGS)
 
 tests/test_fuzz_corpus: tests/fuzz_umem.c umem.h
 	$(CC) $(CFLAGS) $(PTHREAD) -DFUZZ_STANDALONE -o $@ $< $(LDFLAGS)

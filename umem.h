@@ -272,6 +272,7 @@ typedef struct umem_stats {
 #define UMEM_CACHE_BYTES ((size_t)256 << 10) /* UMEM_CACHED: bytes a cache keeps at most */
 #endif
 #define UMEM_CACHE_REFILL 8u
+#define UMEM_FAST_REGIONS 16u
 
 /* A block header.  `word` is read without the lock by a thread freeing
  * into its cache while the lock holder may flip UMEM_PREV_FREE in it, so
@@ -332,6 +333,10 @@ struct umem {
     _Atomic(char *) end; /* end mark of the first region; grows, never shrinks */
     pthread_key_t key;   /* UMEM_CACHED: each thread's cache */
     umem_t *fork_next;   /* private locked heaps, for fork() */
+    /* The first UMEM_FAST_REGIONS regions past the first, for a free into
+     * a cache to recognise without the lock: set once each, under it. */
+    _Atomic unsigned fast_regions;
+    char *_Atomic fast_first[UMEM_FAST_REGIONS], *_Atomic fast_end[UMEM_FAST_REGIONS];
     _Alignas(64) pthread_mutex_t lock;
     int owner_died;
     uint64_t binmap;               /* bit i: bin[i] is not empty */
@@ -1015,6 +1020,12 @@ static inline int umem__grow(umem_t *h, size_t need)
     umem__set_header(h, s->end, 0 | UMEM_USED);
     umem__set_header(h, s->first, (size_t)(s->end - s->first) | UMEM_USED);
     umem__span_add(h, s, bytes);
+    unsigned k = atomic_load_explicit(&h->fast_regions, memory_order_relaxed);
+    if (k < UMEM_FAST_REGIONS) {
+        atomic_store_explicit(&h->fast_first[k], s->first, memory_order_relaxed);
+        atomic_store_explicit(&h->fast_end[k], s->end, memory_order_relaxed);
+        atomic_store_explicit(&h->fast_regions, k + 1, memory_order_release);
+    }
     h->heap_bytes += (uint64_t)(s->end - s->first);
     umem__merge_free(h, s->first, s->first);
     return 0;
@@ -1503,11 +1514,24 @@ static inline void *umem_alloc(umem_t *h, size_t n)
 /* The lock-free half of a free into the calling thread's cache: checks
  * the block's own header (its neighbours may be changing under the lock)
  * and its tag.  Returns 0 when the block went to the heap instead. */
+/* Whether p lies in a region a cache may take it from without the lock:
+ * the first, or one of the next UMEM_FAST_REGIONS. */
+static inline int umem__in_fast_region(umem_t *h, const char *c)
+{
+    if (c >= h->first + UMEM_HEADER && c < atomic_load_explicit(&h->end, memory_order_relaxed))
+        return 1;
+    unsigned n = atomic_load_explicit(&h->fast_regions, memory_order_acquire);
+    for (unsigned k = 0; k < n; k++)
+        if (c >= atomic_load_explicit(&h->fast_first[k], memory_order_relaxed) + UMEM_HEADER &&
+            c < atomic_load_explicit(&h->fast_end[k], memory_order_relaxed))
+            return 1;
+    return 0;
+}
+
 static inline int umem__cache_free(umem_t *h, void *p)
 {
     char *c = (char *)p, *b = c - UMEM_HEADER;
-    if ((uintptr_t)c % UMEM_ALIGN != 0 || c < h->first + UMEM_HEADER ||
-        c >= atomic_load_explicit(&h->end, memory_order_relaxed))
+    if ((uintptr_t)c % UMEM_ALIGN != 0 || !umem__in_fast_region(h, c))
         return 0;
     if (!umem__header_ok(h, b))
         umem__die("bad free (not from umem_alloc, or its header overwritten):", p);
@@ -1911,8 +1935,12 @@ static inline const char *umem__check_own_cache(umem_t *h, const void **at)
         for (void **p = (void **)c->bin[cls]; p; p = (void **)p[0]) {
             char *b = (char *)p - UMEM_HEADER;
             *at = p;
-            if (++n > c->count[cls] || b < h->first || (char *)p >= end)
-                return "I8: a cache list runs past its count or out of the region";
+            struct umem_span *sp = NULL;
+            int inside = (b >= h->first && (char *)p < end) ||
+                         ((sp = umem__span_find(h, b)) != NULL && sp->is_region &&
+                          b >= sp->first && (char *)p < sp->end);
+            if (++n > c->count[cls] || !inside)
+                return "I8: a cache list runs past its count or out of the heap";
             if (!umem__header_ok(h, b) || !(((struct umem_block *)b)->word & UMEM_USED) ||
                 umem__size(b) != UMEM_MIN_BLOCK + 16u * cls ||
                 (size_t)(uintptr_t)p[1] != umem__tag(h, p))

@@ -929,7 +929,8 @@ static void lock_owner_killed(void)
     umem_destroy(h);
 }
 
-int main(void)
+/* Every test above, in order. */
+static int run_all(void)
 {
     RUN(model_every_flag_combination);
     RUN(create_rejects_bad_arguments);
@@ -958,3 +959,10 @@ int main(void)
     RUN(lock_owner_killed);
     return CHECK_EXIT_STATUS();
 }
+
+#ifndef TEST_UMEM_NO_MAIN
+int main(void)
+{
+    return run_all();
+}
+#endif
