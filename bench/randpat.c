@@ -299,8 +299,13 @@ int main(int argc, char **argv)
         w[t].done = &done;
         w[t].heap =
             backend == B_UMEM_NOLOCK ? heap_create(backend, (size_t)live) : shared;
+        if (!w[t].heap && backend == B_UMEM_NOLOCK) {
+            fprintf(stderr, "randpat: %s: umem_create for thread %d: %s\n", argv[1], t,
+                    strerror(errno));
+            return 1;
+        }
         w[t].slots = calloc((size_t)live, sizeof(struct slot));
-        if (!w[t].slots || (backend == B_UMEM_NOLOCK && !w[t].heap)) {
+        if (!w[t].slots) {
             fprintf(stderr, "randpat: %s: no memory for thread %d's live set of %llu\n",
                     argv[1], t, live);
             return 1;
