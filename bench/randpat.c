@@ -25,12 +25,15 @@
  *     ns_per_step 23.4 maxrss_kb 5120
  *
  * ns_per_step is W / STEPS, where W is the wall-clock time from the
- * threads' leaving a common barrier, their live sets filled, to the moment
- * the last of them has finished its STEPS steps.  With T threads working at
- * once it is the time of one step per thread: T threads that each take
- * 40 ns a step, all in parallel on T cores, print 40, and print 80 when
- * they share half as many cores.  Filling the live sets before the barrier,
- * checking them and freeing them afterwards are not timed.  maxrss_kb is
+ * threads' leaving a common barrier to the moment the last of them has
+ * finished its STEPS steps.  With T threads working at once it is the time
+ * of one step per thread: T threads that each take 40 ns a step, all in
+ * parallel on T cores, print 40, and print 80 when they share half as many
+ * cores.  Before the barrier each thread fills its live set and takes
+ * 4 * LIVE untimed steps, after which about 2% of the blocks from the fill
+ * are left: the fresh heap has become the fragmented one the pattern keeps,
+ * and the timed steps see its steady state.  Checking the live sets and
+ * freeing them after the steps are not timed either.  maxrss_kb is
  * the process's peak resident set (getrusage ru_maxrss): the allocator's
  * memory plus the program itself and its arrays of live blocks (16 bytes a
  * block, the same for every backend).
@@ -60,6 +63,7 @@ enum {
     MIN_SIZE = 16,   /* smallest request */
     SIZE_SPAN = 500, /* requests are MIN_SIZE to MIN_SIZE + SIZE_SPAN - 1 */
     MAX_THREADS = 256,
+    WARMUP_ROUNDS = 4, /* untimed steps before the timed ones, per live block */
     DEFAULT_TOTAL_STEPS = 2000000,
 };
 
@@ -144,6 +148,23 @@ static inline int fill_slot(umem_t *heap, struct slot *s, uint64_t r)
     return 0;
 }
 
+/* `steps` steps of the pattern, unless an allocation fails. */
+static inline void run_steps(struct worker *w, uint64_t *rng, uint64_t steps)
+{
+    size_t live = w->live;
+    umem_t *heap = w->heap;
+    struct slot *slots = w->slots;
+    for (uint64_t i = 0; i < steps && !w->failed_size; i++) {
+        uint64_t r = rng_next(rng);
+        struct slot *s = &slots[(size_t)(((r >> 32) * live) >> 32)];
+        block_free(heap, s->p);
+        if (fill_slot(heap, s, r) != 0) {
+            w->failed_size = size_of_draw(r);
+            s->p = NULL;
+        }
+    }
+}
+
 static void *run_worker(void *arg)
 {
     struct worker *w = arg;
@@ -159,18 +180,11 @@ static void *run_worker(void *arg)
             break;
         }
     }
+    run_steps(w, &rng, (uint64_t)WARMUP_ROUNDS * live);
 
     pthread_barrier_wait(w->start);
     clock_gettime(CLOCK_MONOTONIC, &w->t0);
-    for (uint64_t i = 0; i < w->steps && !w->failed_size; i++) {
-        uint64_t r = rng_next(&rng);
-        struct slot *s = &slots[(size_t)(((r >> 32) * live) >> 32)];
-        block_free(heap, s->p);
-        if (fill_slot(heap, s, r) != 0) {
-            w->failed_size = size_of_draw(r);
-            s->p = NULL;
-        }
-    }
+    run_steps(w, &rng, w->steps);
     clock_gettime(CLOCK_MONOTONIC, &w->t1);
     pthread_barrier_wait(w->done);
 
