@@ -9,7 +9,7 @@
 #
 #   BENCH_ROUNDS     rounds (default 5)
 #   RANDPAT_STEPS    steps of one run, shared among its threads (default
-#                    2000000: each of T threads takes 2000000 / T)
+#                    4000000: each of T threads takes 4000000 / T)
 #   RANDPAT_TIMEOUT  seconds before a run is stopped (default 20); it then
 #                    counts as slower than any figure, and its configuration
 #                    is not run again in later rounds
@@ -19,7 +19,7 @@
 set -u
 cd "$(dirname "$0")/.." || exit 1
 ROUNDS=${BENCH_ROUNDS:-5}
-STEPS=${RANDPAT_STEPS:-2000000}
+STEPS=${RANDPAT_STEPS:-4000000}
 LIMIT=${RANDPAT_TIMEOUT:-20}
 LIVES="1024 4096 16384 65536"
 THREADS="1 2 4"

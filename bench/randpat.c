@@ -18,7 +18,7 @@
  *   (over twice the largest request) plus 16 MiB.
  * LIVE     live blocks per thread (a K suffix multiplies by 1024).
  * THREADS  threads, 1 to 256; the main thread is the first of them.
- * STEPS    steps per thread (default 2000000 / THREADS).
+ * STEPS    steps per thread (default 4000000 / THREADS).
  *
  * Output, one line on stdout:
  *
@@ -64,7 +64,7 @@ enum {
     SIZE_SPAN = 500, /* requests are MIN_SIZE to MIN_SIZE + SIZE_SPAN - 1 */
     MAX_THREADS = 256,
     WARMUP_ROUNDS = 4, /* untimed steps before the timed ones, per live block */
-    DEFAULT_TOTAL_STEPS = 2000000,
+    DEFAULT_TOTAL_STEPS = 4000000,
 };
 
 #ifdef UMEM_CACHED
@@ -80,8 +80,8 @@ struct slot {
     unsigned char tag;
 };
 
-/* One thread's state: written by that thread only, read by main after the
- * join. */
+/* One thread's state: set up by main, then written by that thread only
+ * until main reads the results after the join. */
 struct worker {
     int index;
     umem_t *heap; /* NULL: malloc and free */
@@ -154,13 +154,16 @@ static inline void run_steps(struct worker *w, uint64_t *rng, uint64_t steps)
     size_t live = w->live;
     umem_t *heap = w->heap;
     struct slot *slots = w->slots;
-    for (uint64_t i = 0; i < steps && !w->failed_size; i++) {
+    if (w->failed_size)
+        return;
+    for (uint64_t i = 0; i < steps; i++) {
         uint64_t r = rng_next(rng);
         struct slot *s = &slots[(size_t)(((r >> 32) * live) >> 32)];
         block_free(heap, s->p);
         if (fill_slot(heap, s, r) != 0) {
             w->failed_size = size_of_draw(r);
             s->p = NULL;
+            return;
         }
     }
 }
