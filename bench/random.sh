@@ -24,6 +24,7 @@ LIMIT=${RANDPAT_TIMEOUT:-20}
 LIVES="1024 4096 16384 65536"
 THREADS="1 2 4"
 began=$(date +%s)
+load_before=$(cut -d" " -f1-3 /proc/loadavg 2> /dev/null)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
@@ -85,13 +86,13 @@ run_one() { # configuration
         $((STEPS / t)) 2> "$work/err")
     code=$?
     if [ $code -eq 124 ] || [ $code -eq 137 ]; then
-        echo "random: $col, $l live, $t threads: stopped after $LIMIT s" >&2
+        echo "random: $col, live $l, threads $t: stopped after $LIMIT s" >&2
         dead[$1]=TIMEOUT
         return
     fi
     read -r _ ns _ kb <<< "$out"
     if [ $code -ne 0 ] || [ -z "${kb:-}" ]; then
-        echo "random: $col, $l live, $t threads failed (exit $code): $(head -n 3 "$work/err")" >&2
+        echo "random: $col, live $l, threads $t: failed (exit $code): $(head -n 3 "$work/err")" >&2
         dead[$1]=FAILED
         failed=1
         return
@@ -182,6 +183,9 @@ git diff --quiet HEAD -- umem.h 2> /dev/null || rev="$rev, umem.h modified"
     echo "its own arrays of live blocks included (16 bytes a block). umem-nolock gives"
     echo "each thread a heap of its own; umem-locked and umem-cached share one heap."
     echo "Median of $ROUNDS interleaved rounds; >TIMEOUT: runs stopped after $LIMIT s."
+    load_after=$(cut -d" " -f1-3 /proc/loadavg 2> /dev/null)
+    echo "Load average (1, 5, 15 min): ${load_before:-unknown} before the runs,"
+    echo "${load_after:-unknown} after; other work on the machine slows every figure."
     echo
     header="| live blocks | threads |"
     rule="|---:|---:|"
