@@ -598,12 +598,18 @@ static inline int umem__lock(umem_t *h, int counted)
     int contended = 0;
     int r = pthread_mutex_trylock(&h->lock);
     if (r == EBUSY) {
-        /* Contended: a short spin, then naps.  See LOCKING above. */
+        /* Contended: a short spin, then naps (see LOCKING above), or
+         * for a cached heap the mutex's own wait. */
         contended = 1;
         for (unsigned attempt = 0; r == EBUSY; attempt++) {
             if (attempt < UMEM_SPIN) {
                 for (unsigned k = 0; k < 8u << attempt; k++)
                     umem__relax();
+            } else if (h->flags & UMEM_CACHED) {
+                /* Caches take the lock rarely and briefly: wait in the
+                 * mutex's queue, to be woken when it is free. */
+                r = pthread_mutex_lock(&h->lock);
+                break;
             } else {
                 struct timespec nap = {0, UMEM_NAP_NS};
                 nanosleep(&nap, NULL);
