@@ -9,7 +9,9 @@
 #   BENCH_MIB     input size in MiB of random bytes (default 64)
 #   BENCH_MANY    the larger worker count (default 4)
 #
-# Writes bench/results.md, and bench/scaling.svg where gnuplot is installed.
+# Then runs bench/random.sh (the allocator alone on a random pattern)
+# and appends its tables.  Writes bench/results.md, and bench/scaling.svg
+# where gnuplot is installed.
 set -u
 cd "$(dirname "$0")/.." || exit 1
 ROUNDS=${BENCH_ROUNDS:-5}
@@ -161,6 +163,14 @@ cpu=$(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)
     done
     check "largest peak RSS of any run, MiB" "$(awk -v k=$top 'BEGIN { printf "%.1f", k / 1024 }')" "<=" 32
 } > bench/results.md
+
+# The allocator on its own: the random pattern (bench/random.sh writes
+# bench/random.md), appended to the results.
+BENCH_ROUNDS=$ROUNDS bench/random.sh > /dev/null || echo "bench: bench/random.sh failed" >&2
+{
+    echo
+    sed 's/^# /## /' bench/random.md
+} >> bench/results.md
 cat bench/results.md
 
 if command -v gnuplot > /dev/null; then
