@@ -75,7 +75,10 @@
  *   from; the rest goes back as a free block.  A free merges the block
  *   with free neighbours at once, in O(1) through boundary tags (plus
  *   O(log n) when a large block enters or leaves the tree).  Worst case
- *   per call: O(log n) in the number of large free blocks.
+ *   per call: O(log n) in the number of large free blocks, but for the
+ *   free that starts a purge (UMEM_GROW, below), which walks the large
+ *   free blocks of two pages or more: its cost is spread over the eighth
+ *   of the heap freed since the last one.
  *
  * LOCKING AND STATISTICS
  *   Every umem_alloc, umem_free, umem_realloc and umem_memalign that the
@@ -88,19 +91,27 @@
  *   acquisitions by those calls (a cache's refill or flush is one), and
  *   lock_contended the ones that found the lock taken.  umem_check,
  *   umem_get_stats and umem_usable_size take the lock as well but are not
- *   counted, so that looking at the heap does not change what is seen.
+ *   counted, so that looking at the heap does not change what is seen;
+ *   nor are the two a thread's cache takes to be set up and given back.
  *   The heap's counters live in the region and change only under the lock,
  *   so they are exact across threads and, for UMEM_SHARED, across
  *   processes.
  *
  * CACHES (UMEM_CACHED)
- *   Each thread gets, on its first call, a cache of up to UMEM_CACHE_BIN
- *   blocks per small size (one page, mapped for it).  An allocation of up
- *   to 1,040 bytes pops a block from its list and a free pushes one: no
- *   lock and no atomic read-modify-write.  An empty list is refilled with
- *   up to UMEM_CACHE_REFILL blocks under one lock; a full one gives half
- *   back under one lock (a flush).  Any thread may free any block: it goes
- *   to the freeing thread's cache.  When a thread exits, its cache goes
+ *   Each thread gets, on its first call, a cache (one page, mapped for it)
+ *   holding about UMEM_CACHE_BIN (32) blocks per small size and about
+ *   UMEM_CACHE_BYTES (256 KiB) in all.  An allocation of up to 1,040
+ *   bytes pops a block from its list and a free pushes one: no lock and
+ *   no atomic read-modify-write.  An empty list is refilled with up to
+ *   UMEM_CACHE_REFILL (8) blocks under one lock; a full list gives half
+ *   back under one lock (a flush), and a cache over its bytes gives back
+ *   half of every list.  When the heap has no room for a refill, the
+ *   thread's own cached blocks go back first (other threads' caches
+ *   cannot be reached without stopping them: a fixed-size cached heap can
+ *   say ENOMEM while they hold free blocks).  Any thread may free any
+ *   block: it goes to the freeing thread's cache.  Blocks of the first
+ *   region and of the next UMEM_FAST_REGIONS (16) are cached; others, and
+ *   every block over 1,040 bytes, go to the lock.  When a thread exits, its cache goes
  *   back to the heap and is unmapped (a pthread key destructor); calls the
  *   thread makes after that go to the lock.  A cached block counts as in
  *   use for the heap (umem_check sees it used; peak_bytes_in_use includes
@@ -113,12 +124,19 @@
  *   The heap sets aside UMEM_RESERVE (64 GiB) of address space, or as much
  *   as the system allows, and commits it with mprotect as it grows (at
  *   least 1 MiB or half the heap at a time).  When that is used up, it
- *   maps further regions.  Requests of UMEM_LARGE (1 MiB) or more get a
- *   mapping of their own, unmapped when freed.  After an eighth of the
+ *   maps further regions.  Requests of UMEM_LARGE (1 MiB) or more (for
+ *   umem_memalign, when the size plus the alignment are) get a mapping of
+ *   their own, unmapped when freed; where that mapping fails they come
+ *   from the regions.  A block that umem_realloc grows in place stays
+ *   where it is, whatever its size, and a large block shrunk by it keeps
+ *   its whole mapping (umem_usable_size says so).  After an eighth of the
  *   heap (at least UMEM_PURGE_MIN, 4 MiB) has been freed since the last
  *   time, the whole pages inside large free blocks go back to the system
  *   with madvise(MADV_DONTNEED), so the resident size falls after a
- *   program frees.  Nothing is ever unmapped but large blocks: the
+ *   program frees.  A block whose pages went back is marked so
+ *   (UMEM_RELEASED) until it changes; released_bytes adds up every
+ *   madvise, so pages given back, reused and given back again count
+ *   again.  Nothing is ever unmapped but large blocks: the
  *   address space of a grown heap stays until umem_destroy.
  *
  * FORK
@@ -139,7 +157,8 @@
  *   block:   [header: word, check][payload ..................]
  *            `word` = block size (header included, a multiple of 16, at
  *            least UMEM_MIN_BLOCK) | UMEM_USED | UMEM_PREV_FREE (the block
- *            before is free) | UMEM_MAPPED (a large block's own mapping);
+ *            before is free) | UMEM_MAPPED (a large block's own mapping)
+ *            | UMEM_RELEASED (a free block whose pages went back);
  *            `check` = word without UMEM_PREV_FREE ^ header address ^ the
  *            heap's secret.
  *   free block: its last 8 bytes (the footer) repeat its size; a small
@@ -188,6 +207,19 @@
  *   at the cache's next flush (or its thread's exit).  After a large
  *   block's mapping is gone, freeing it again is reported as a pointer
  *   outside the heap.
+ *
+ * SETTINGS
+ *   Each of these may be defined before the include: UMEM_LARGE,
+ *   UMEM_RESERVE, UMEM_PURGE_MIN, UMEM_CACHE_BIN, UMEM_CACHE_BYTES,
+ *   UMEM_SPIN and UMEM_NAP_NS.
+ *
+ * ERRORS
+ *   umem_create: EINVAL as above; ENOMEM; or what pthread_mutex_init or
+ *   pthread_key_create said (EAGAIN: no pthread key left).  Every call
+ *   on a UMEM_SHARED heap whose lock owner died: NULL and EOWNERDEAD, or
+ *   nothing done (umem_free), or 0 (umem_usable_size).  umem_realloc that
+ *   moves a block counts as neither an allocation nor a free, as the
+ *   number of blocks does not change.
  *
  * LIMITS
  *   A private heap is copied by fork() like any memory; share it with
@@ -250,6 +282,7 @@ typedef struct umem_stats {
 #define UMEM_USED      ((size_t)1)
 #define UMEM_PREV_FREE ((size_t)2) /* the block before this one is free */
 #define UMEM_MAPPED    ((size_t)4) /* a large block's own mapping, or a region */
+#define UMEM_RELEASED  ((size_t)8) /* a large free block whose pages went back */
 #define UMEM_FLAGS     ((size_t)15)
 #define UMEM_MAGIC     0x756d656d68656170ull /* "umemheap" */
 #define UMEM_PATH      128 /* deeper than any AVL tree in 64-bit memory */
@@ -738,11 +771,13 @@ static inline void umem__purge(umem_t *h, struct umem_node *x)
     while (x && x->max >= 2 * h->page) {
         umem__purge(h, x->left);
         size_t size = umem__size(x);
-        if (size >= 2 * h->page) {
+        if (size >= 2 * h->page && !(umem__word(x) & UMEM_RELEASED)) {
             uintptr_t from = ((uintptr_t)x + sizeof *x + h->page - 1) & ~(uintptr_t)(h->page - 1);
             uintptr_t to = ((uintptr_t)x + size - sizeof(size_t)) & ~(uintptr_t)(h->page - 1);
-            if (to > from && madvise((void *)from, to - from, MADV_DONTNEED) == 0)
+            if (to > from && madvise((void *)from, to - from, MADV_DONTNEED) == 0) {
                 h->released_bytes += to - from;
+                umem__set_header(h, x, size | UMEM_RELEASED); /* until it changes */
+            }
         }
         x = x->right;
     }
@@ -1566,6 +1601,14 @@ static inline int umem__cache_free(umem_t *h, void *p)
     return 1;
 }
 
+/* A block sitting in a cache is free to its owner: realloc and usable
+ * size of it are a use after free, reported as a double free would be. */
+static inline void umem__not_cached(umem_t *h, const void *p, const char *call)
+{
+    if (h->flags & UMEM_CACHED && (size_t)(uintptr_t)((void *const *)p)[1] == umem__tag(h, p))
+        umem__die_of(call, "%s of a block freed already (double free):", p);
+}
+
 static inline void umem_free(umem_t *h, void *p)
 {
     if (!p)
@@ -1578,18 +1621,11 @@ static inline void umem_free(umem_t *h, void *p)
         return;
     struct umem_where w;
     umem__locate(h, p, &w, "free");
+    umem__not_cached(h, p, "free");
     h->frees++;
     umem__give_back(h, &w);
     umem__maybe_purge(h);
     umem__unlock(h);
-}
-
-/* A block sitting in a cache is free to its owner: realloc and usable
- * size of it are a use after free, reported as a double free would be. */
-static inline void umem__not_cached(umem_t *h, const void *p, const char *call)
-{
-    if (h->flags & UMEM_CACHED && (size_t)(uintptr_t)((void *const *)p)[1] == umem__tag(h, p))
-        umem__die_of(call, "%s of a block freed already (double free):", p);
 }
 
 static inline size_t umem_usable_size(umem_t *h, const void *p)
@@ -1662,16 +1698,16 @@ static inline void *umem_realloc(umem_t *h, void *p, size_t n)
      * the counts, as the number of blocks does not change. */
     size_t old = w.big ? (size_t)(w.end - w.block) : umem__size(w.block);
     char *b = NULL;
-    if (need != 0 && h->flags & UMEM_GROW && n >= UMEM_LARGE) {
-        struct umem_span *big = umem__map_large(h, n, UMEM_ALIGN);
-        if (big) {
-            need = (size_t)(big->end - (char *)big);
-            umem__span_add(h, big, need);
-            h->large_blocks++;
-            b = big->first;
-        }
+    struct umem_span *big = NULL;
+    if (need != 0 && h->flags & UMEM_GROW && n >= UMEM_LARGE)
+        big = umem__map_large(h, n, UMEM_ALIGN);
+    if (big) {
+        need = (size_t)(big->end - (char *)big);
+        umem__span_add(h, big, need);
+        h->large_blocks++;
+        b = big->first;
     } else if (need != 0) {
-        b = umem__take(h, &need, 1);
+        b = umem__take(h, &need, 1); /* as umem_alloc, when the mapping fails */
     }
     if (!b) {
         h->failed_allocs++;
