@@ -32,6 +32,24 @@ if [ -n "$missing" ]; then
 fi
 ok preload_lib_serves_malloc
 
+# A function of the family the library leaves out is served by glibc from
+# glibc's heap, and its block then reaches the library's free.
+if ! command -v nm > /dev/null; then
+    skip_or_fail preload_lib_exports_malloc_family nm binutils
+else
+    exports=$(nm -D --defined-only "$lib" | awk '{ sub(/@.*/, "", $3); print $3 }')
+    missing=""
+    for f in malloc free calloc realloc posix_memalign aligned_alloc memalign valloc \
+        malloc_usable_size; do
+        grep -qx "$f" <<< "$exports" || missing="$missing $f"
+    done
+    if [ -z "$missing" ]; then
+        ok preload_lib_exports_malloc_family
+    else
+        not_ok preload_lib_exports_malloc_family "$lib does not define$missing"
+    fi
+fi
+
 # run_workload NAME OUTFILE [LIB]: the workload in a fresh directory of the
 # same name each time (paths never differ between the two runs); its
 # stdout, then its exit status, in OUTFILE; its stderr in OUTFILE.err.
