@@ -105,5 +105,6 @@ int main(int argc, char **argv)
     }
     printf("falseshare: %lu threads, %lu objects of %zu bytes, checksum %016" PRIx64 "\n",
            threads, g.objects * threads, g.size, checksum);
+    free(workers);
     return 0;
 }

@@ -176,5 +176,9 @@ int main(int argc, char **argv)
     }
     printf("larson: %lu threads, %lu steps, checksum %016" PRIx64 "\n", threads,
            g.steps_per_round * ROUNDS * threads, checksum);
+    for (unsigned i = 0; i < threads; i++)
+        free(g.arrays[i]);
+    free(g.arrays);
+    free(workers);
     return 0;
 }

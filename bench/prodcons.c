@@ -205,5 +205,6 @@ int main(int argc, char **argv)
     printf("prodcons: %lu producers, %lu consumers, %" PRIu64
            " messages, checksum %016" PRIx64 "\n",
            threads, threads, received, checksum);
+    free(pairs);
     return 0;
 }
