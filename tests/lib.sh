@@ -47,3 +47,13 @@ children_of() { # the pids whose parent is $1, from /proc
         awk -v p="$1" '{ sub(/.*\) /, ""); if ($2 == p) printf "%s ", FILENAME }' "$stat" 2> /dev/null
     done | sed 's|/proc/||g; s|/stat||g'
 }
+
+# skip_or_fail NAME TOOL PACKAGE: NAME cannot run because TOOL is missing;
+# a skip, except under CI=true, where everything must run.
+skip_or_fail() {
+    if [ "${CI:-}" = true ]; then
+        echo "not ok - $1 # no $2 (apt-get install $3)"
+    else
+        echo "ok - $1 # SKIP no $2 (apt-get install $3)"
+    fi
+}
