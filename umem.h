@@ -892,7 +892,7 @@ static inline struct umem_span *umem__map_large(umem_t *h, size_t n, size_t alig
     if (n > PTRDIFF_MAX / 2 || align > PTRDIFF_MAX / 4)
         return NULL;
     size_t bytes = umem__round_page(h, UMEM_SPAN_BYTES + UMEM_HEADER + n +
-                                           (align > h->page ? align : 0));
+                                           (align > UMEM_ALIGN ? align : 0));
     struct umem_span *s = umem__map(bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE);
     if (!s)
         return NULL;
