@@ -203,6 +203,15 @@ static inline void *lu_memalign(size_t align, size_t n)
     return lu_alloc(h, n, align);
 }
 
+/* Whether a block just allocated is known to be zero: an arena block
+ * (never reused), or a large block with a mapping of its own (fresh from
+ * mmap).  Any other may have been used before. */
+static inline int lu_fresh(const char *p, size_t n)
+{
+    return lu_boot_owns(p) ||
+           (n >= UMEM_LARGE && umem__word(p - UMEM_HEADER) & UMEM_MAPPED);
+}
+
 static inline int lu_mul_overflows(size_t a, size_t b, size_t *product)
 {
     if (b != 0 && a > SIZE_MAX / b)
@@ -245,12 +254,8 @@ LU_EXPORT void *calloc(size_t count, size_t size)
         return NULL;
     }
     umem_t *h = lu_get();
-    if (LU_UNLIKELY(!h))
-        return lu_alloc_slow(n, 0); /* an arena block is zero already */
-    char *p = umem_alloc(h, n + (n == 0));
-    /* A block with a mapping of its own is fresh from mmap, so zero;
-     * any other may have been used before. */
-    if (p && (n < UMEM_LARGE || !(umem__word(p - UMEM_HEADER) & UMEM_MAPPED)))
+    char *p = LU_UNLIKELY(!h) ? lu_alloc_slow(n, 0) : umem_alloc(h, n + (n == 0));
+    if (p && !lu_fresh(p, n))
         memset(p, 0, n);
     return p;
 }
