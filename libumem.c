@@ -38,11 +38,14 @@
  * UMEM_STATS
  *   With UMEM_STATS set to anything but "" or "0" when the program
  *   starts, the heap's figures go to standard error when it exits, one
- *   "name value" per line.
+ *   "name value" per line (through a copy of descriptor 2 made at start,
+ *   since many programs close standard error before they exit).
  */
 #include "umem.h"
 
+#include <fcntl.h>
 #include <malloc.h>
+#include <sys/stat.h>
 
 #if defined(__GNUC__)
 #define LU_EXPORT      __attribute__((visibility("default")))
@@ -340,12 +343,40 @@ LU_EXPORT size_t malloc_usable_size(void *p)
     return umem_usable_size(h, p);
 }
 
-/* ---- UMEM_STATS ---- */
+/* ---- UMEM_STATS ----
+ * Programs may close standard error before they exit (GNU programs do,
+ * to report a failed write), so the figures go to a copy of it made at
+ * start, placed high so as not to take the program's next descriptor,
+ * and closed on exec; or to descriptor 2 if that copy was closed or now
+ * names another file. */
+
+#define LU_STATS_FD_MIN 512
+
+static int lu_stats_fd = -1;
+static struct stat lu_stats_st;
 
 __attribute__((constructor)) static void lu_stats_init(void)
 {
     const char *s = getenv("UMEM_STATS");
     lu_stats_wanted = s && *s && strcmp(s, "0") != 0;
+    if (!lu_stats_wanted)
+        return;
+    lu_stats_fd = fcntl(2, F_DUPFD_CLOEXEC, LU_STATS_FD_MIN);
+    if (lu_stats_fd < 0)
+        lu_stats_fd = fcntl(2, F_DUPFD_CLOEXEC, 3);
+    if (lu_stats_fd >= 0 && fstat(lu_stats_fd, &lu_stats_st) != 0) {
+        close(lu_stats_fd);
+        lu_stats_fd = -1;
+    }
+}
+
+static int lu_stats_out(void)
+{
+    struct stat st;
+    if (lu_stats_fd >= 0 && fstat(lu_stats_fd, &st) == 0 &&
+        st.st_dev == lu_stats_st.st_dev && st.st_ino == lu_stats_st.st_ino)
+        return lu_stats_fd;
+    return 2;
 }
 
 __attribute__((destructor)) static void lu_stats_print(void)
@@ -394,6 +425,6 @@ __attribute__((destructor)) static void lu_stats_print(void)
     }
     if (len > sizeof text)
         len = sizeof text;
-    ssize_t ignored = write(2, text, len);
+    ssize_t ignored = write(lu_stats_out(), text, len);
     (void)ignored;
 }

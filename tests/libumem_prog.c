@@ -9,6 +9,9 @@
  *   destructors    threads made before main, and pthread key destructors
  *                  that allocate after the allocator's own destructor ran
  *   touch          a few allocations, nothing printed (for UMEM_STATS)
+ *   close-stderr   the same, then closes standard error, as GNU programs do
+ *   reuse-fds FILE the same, then points every descriptor from 3 to 1023
+ *                  at FILE, opened for writing
  *   free-stack     misuse: each prints the pointer it is about to pass to
  *   double-small   free, then does so; the allocator is expected to print
  *   double-medium  one line naming it and abort
@@ -21,6 +24,7 @@
 #include "check.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <malloc.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -806,8 +810,9 @@ int main(int argc, char **argv)
     const char *env = getenv("LIBUMEM");
     int libumem = env && strcmp(env, "1") == 0;
     join_early_thread();
-    if (libumem && strcmp(mode, "touch") != 0 && strncmp(mode, "double", 6) != 0 &&
-        strcmp(mode, "free-stack") != 0)
+    if (libumem && (strcmp(mode, "api") == 0 || strcmp(mode, "threads") == 0 ||
+                    strcmp(mode, "fork") == 0 || strcmp(mode, "rss") == 0 ||
+                    strcmp(mode, "destructors") == 0))
         printf("%s - malloc is libumem's (%s)\n", malloc_is_libumem() ? "ok" : "not ok",
                mode);
     if (strcmp(mode, "api") == 0)
@@ -829,16 +834,28 @@ int main(int argc, char **argv)
         RUN(key_destructors_allocate);
         return CHECK_EXIT_STATUS();
     }
-    if (strcmp(mode, "touch") == 0) {
+    if (strcmp(mode, "touch") == 0 || strcmp(mode, "close-stderr") == 0 ||
+        strcmp(mode, "reuse-fds") == 0) {
         for (int i = 0; i < 100; i++) {
             void *volatile p = malloc((size_t)i * 100);
             free(p);
+        }
+        if (strcmp(mode, "close-stderr") == 0)
+            return fclose(stderr) == 0 ? 0 : 3;
+        if (strcmp(mode, "reuse-fds") == 0) {
+            int fd = argc > 2 ? open(argv[2], O_WRONLY) : -1;
+            if (fd < 0)
+                return 3;
+            for (int other = 3; other < 1024; other++)
+                if (other != fd)
+                    dup2(fd, other);
         }
         return 0;
     }
     if (strcmp(mode, "free-stack") == 0 || strncmp(mode, "double-", 7) == 0)
         return misuse(mode);
-    fprintf(stderr, "usage: libumem_prog api|threads|fork|rss|destructors|touch|"
-                    "free-stack|double-small|double-medium|double-large\n");
+    fprintf(stderr,
+            "usage: libumem_prog api|threads|fork|rss|destructors|touch|close-stderr|"
+            "reuse-fds FILE|free-stack|double-small|double-medium|double-large\n");
     return 2;
 }

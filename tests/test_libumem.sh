@@ -37,7 +37,7 @@ if ! ${CC:-cc} -O3 -shared -fPIC -pthread -o "$PLAIN" libumem.c 2> "$TMP/log"; t
 fi
 calls_in_calloc() { # LIBRARY: the calls and jumps calloc's code makes to the malloc family
     objdump -d --no-show-raw-insn --disassemble=calloc "$1" |
-        grep -E '(call|jmp)[a-z]* .*<(calloc|malloc|__libc_calloc|__libc_malloc)[@>+]'
+        grep -E '(call|jmp)[a-z]* .*<(calloc|malloc|__libc_calloc|__libc_malloc)(@plt)?>'
 }
 if command -v objdump > /dev/null; then
     for so in "$LIB" $PLAIN; do
@@ -133,6 +133,13 @@ for value in "" 0; do
 done
 run env -u UMEM_STATS LD_PRELOAD="$LIB" "$PROG" touch
 check "no UMEM_STATS: no figures" eval '[ $rc -eq 0 ] && [ -z "$err" ]'
+run env LD_PRELOAD="$LIB" UMEM_STATS=1 "$PROG" close-stderr
+check "UMEM_STATS=1: the figures come out after the program closed stderr" \
+    eval '[ $rc -eq 0 ] && grep -Eq "^  allocs +[1-9]" "$TMP/err"'
+: > "$TMP/elsewhere"
+run env LD_PRELOAD="$LIB" UMEM_STATS=1 "$PROG" reuse-fds "$TMP/elsewhere"
+check "UMEM_STATS=1: the figures never go to a file the program opened" \
+    eval '[ $rc -eq 0 ] && [ ! -s "$TMP/elsewhere" ] && grep -Eq "^  allocs +[1-9]" "$TMP/err"'
 
 # ---- two programs everybody has ----
 
