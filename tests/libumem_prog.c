@@ -221,6 +221,26 @@ static void realloc_keeps_contents(void)
     free(z);
 }
 
+static size_t resident_bytes(void);
+
+/* A large block shrunk to a small size gives its pages back. */
+static void realloc_shrinks_large_blocks(void)
+{
+    size_t n = 64 << 20;
+    unsigned char *p = malloc(n);
+    CHECK(p != NULL);
+    if (!p)
+        return;
+    memset(p, 0x3c, n);
+    size_t before = resident_bytes();
+    unsigned char *q = realloc(p, 100);
+    size_t after = resident_bytes();
+    CHECK(q != NULL && q[0] == 0x3c && q[99] == 0x3c);
+    CHECK(q && malloc_usable_size(q) < (1 << 20));
+    CHECK(after + (n / 2) < before);
+    free(q ? q : p);
+}
+
 static void realloc_failure_keeps_block(void)
 {
     unsigned char *p = malloc(100);
@@ -349,6 +369,7 @@ static int api(void)
     RUN(calloc_zeroes_recycled_blocks);
     RUN(calloc_overflow_fails);
     RUN(realloc_keeps_contents);
+    RUN(realloc_shrinks_large_blocks);
     RUN(realloc_failure_keeps_block);
     RUN(posix_memalign_checks_alignment);
     RUN(posix_memalign_aligns);
