@@ -156,7 +156,7 @@ static LU_SLOW void *lu_alloc_slow(size_t n, size_t align)
 
 /* A pointer neither the heap nor the arena can have returned, while
  * there is no heap yet: misuse, reported as umem.h reports it. */
-static LU_SLOW void lu_not_ours(const char *call, const void *p)
+static _Noreturn LU_SLOW void lu_not_ours(const char *call, const void *p)
 {
     char what[96];
     snprintf(what, sizeof what, "%s of a pointer outside the heap or misaligned:", call);
