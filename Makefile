@@ -1,4 +1,4 @@
-# make            builds sharedhash and esharedhash
+# make            builds sharedhash, esharedhash and libumem.so
 # make test       builds and runs every test; ends with "N passed, N failed"
 # make check      sanitizers, valgrind and fuzzing (a few minutes)
 # make install    PREFIX=/usr/local, DESTDIR for staging; make uninstall
@@ -8,13 +8,23 @@ CFLAGS ?= -O2 -g -Wall -Wextra
 PTHREAD = -pthread
 PREFIX ?= /usr/local
 BINDIR = $(PREFIX)/bin
+LIBDIR = $(PREFIX)/lib
 INCLUDEDIR = $(PREFIX)/include
 MANDIR = $(PREFIX)/share/man
 
 PROGRAMS = sharedhash esharedhash
-TESTS = tests/test_umem tests/test_umem_regions tests/test_fuzz_corpus tests/faults.so
+TESTS = tests/test_umem tests/test_umem_regions tests/test_fuzz_corpus tests/faults.so \
+	tests/libumem_prog tests/libumem_boot.so
 
-all: $(PROGRAMS)
+# libumem.so exports the malloc family only; none of it is a builtin here,
+# so that malloc + memset can never become a call to calloc.
+LIBUMEM_FLAGS = -shared -fPIC -fvisibility=hidden -ftls-model=initial-exec \
+	-fno-builtin-malloc -fno-builtin-calloc -fno-builtin-realloc -fno-builtin-free
+
+all: $(PROGRAMS) libumem.so
+
+libumem.so: libumem.c umem.h
+	$(CC) $(CFLAGS) $(LIBUMEM_FLAGS) $(PTHREAD) -o $@ libumem.c $(LDFLAGS)
 
 %: %.c umem.h blocksig.h
 	$(CC) $(CFLAGS) $(PTHREAD) -o $@ $< $(LDFLAGS)
@@ -31,6 +41,15 @@ tests/test_fuzz_corpus: tests/fuzz_umem.c umem.h
 tests/faults.so: tests/faults.c
 	$(CC) $(CFLAGS) -shared -fPIC -o $@ $< -ldl
 
+# -fno-builtin: every call the test makes reaches the allocator (a compiler
+# may otherwise assume that malloc leaves errno alone, or leave out an
+# allocation whose only use is a test against NULL).
+tests/libumem_prog: tests/libumem_prog.c tests/check.h
+	$(CC) $(CFLAGS) -fno-builtin $(PTHREAD) -o $@ $< $(LDFLAGS)
+
+tests/libumem_boot.so: tests/libumem_boot.c
+	$(CC) $(CFLAGS) -shared -fPIC $(PTHREAD) -o $@ $< -ldl
+
 test: all $(TESTS)
 	tests/run.sh
 
@@ -39,21 +58,22 @@ check: all $(TESTS)
 	tests/check.sh
 
 install: all
-	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(INCLUDEDIR) \
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(LIBDIR) \
 		$(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man3
 	install -m 755 $(PROGRAMS) $(DESTDIR)$(BINDIR)/
+	install -m 755 libumem.so $(DESTDIR)$(LIBDIR)/
 	install -m 644 umem.h $(DESTDIR)$(INCLUDEDIR)/
 	install -m 644 man/sharedhash.1 man/esharedhash.1 $(DESTDIR)$(MANDIR)/man1/
-	install -m 644 man/umem.3 $(DESTDIR)$(MANDIR)/man3/
+	install -m 644 man/umem.3 man/libumem.3 $(DESTDIR)$(MANDIR)/man3/
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/sharedhash $(DESTDIR)$(BINDIR)/esharedhash \
-		$(DESTDIR)$(INCLUDEDIR)/umem.h \
+		$(DESTDIR)$(INCLUDEDIR)/umem.h $(DESTDIR)$(LIBDIR)/libumem.so \
 		$(DESTDIR)$(MANDIR)/man1/sharedhash.1 $(DESTDIR)$(MANDIR)/man1/esharedhash.1 \
-		$(DESTDIR)$(MANDIR)/man3/umem.3
+		$(DESTDIR)$(MANDIR)/man3/umem.3 $(DESTDIR)$(MANDIR)/man3/libumem.3
 
 clean:
-	rm -rf $(PROGRAMS) $(TESTS) build
+	rm -rf $(PROGRAMS) libumem.so $(TESTS) build
 
 .PHONY: all test check install uninstall clean
 

@@ -1645,8 +1645,11 @@ static inline size_t umem_usable_size(umem_t *h, const void *p)
 static inline int umem__resize(umem_t *h, struct umem_where *w, size_t need)
 {
     size_t word = umem__word(w->block), size = word & ~UMEM_FLAGS;
-    if (w->big)
-        return need <= (size_t)(w->end - w->block) ? 0 : -1;
+    if (w->big) {
+        /* Shrunk to half its size or less, it moves, and its pages go back. */
+        size_t have = (size_t)(w->end - w->block);
+        return need <= have && need > have / 2 ? 0 : -1;
+    }
     size_t keep = word & UMEM_PREV_FREE;
     if (need <= size) {
         if (size - need >= UMEM_MIN_BLOCK) {
@@ -1708,6 +1711,10 @@ static inline void *umem_realloc(umem_t *h, void *p, size_t n)
         b = big->first;
     } else if (need != 0) {
         b = umem__take(h, &need, 1); /* as umem_alloc, when the mapping fails */
+    }
+    if (!b && need != 0 && n <= old - UMEM_HEADER) {
+        umem__unlock(h);
+        return p; /* a large block that found no room to move to a smaller one */
     }
     if (!b) {
         h->failed_allocs++;

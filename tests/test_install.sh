@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make install and make uninstall into a staging DESTDIR; the installed
-# programs run, the installed header compiles, the manual pages render
-# without a warning (groff -man -ww; installed here if missing).
+# programs run, libumem.so runs one of them, the installed header compiles,
+# the manual pages render without a warning (groff -man -ww; installed here
+# if missing).
 . "$(dirname "$0")/lib.sh"
 
 dest=$TMP/stage
@@ -12,14 +13,18 @@ if make -s install DESTDIR="$dest" PREFIX="$prefix" > "$TMP/log" 2>&1; then
 else
     not_ok "make install DESTDIR PREFIX" "$(cat "$TMP/log")"
 fi
-for f in bin/sharedhash bin/esharedhash include/umem.h share/man/man1/sharedhash.1 \
-    share/man/man1/esharedhash.1 share/man/man3/umem.3; do
+for f in bin/sharedhash bin/esharedhash include/umem.h lib/libumem.so \
+    share/man/man1/sharedhash.1 share/man/man1/esharedhash.1 share/man/man3/umem.3 \
+    share/man/man3/libumem.3; do
     check "installed $f" [ -f "$root/$f" ]
 done
 for prog in sharedhash esharedhash; do
     run "$root/bin/$prog" -t samples/xs1M.bin
     check "installed $prog runs" [ "$out" = "Final signature: 811138869" ]
 done
+run env LD_PRELOAD="$root/lib/libumem.so" "$root/bin/esharedhash" -t samples/xs1M.bin
+check "installed libumem.so runs a program" \
+    eval '[ "$out" = "Final signature: 811138869" ] && [ -z "$err" ]'
 
 # The manual's own example, against the installed header.
 awk '/^\.EX$/ { on = 1; next } /^\.EE$/ { on = 0 } on' "$root/share/man/man3/umem.3" |
@@ -36,7 +41,7 @@ if ! command -v groff > /dev/null && command -v apt-get > /dev/null && [ "$(id -
         { apt-get update > /dev/null 2>&1 && apt-get install -y groff-base > /dev/null 2>&1; }
 fi
 if command -v groff > /dev/null; then
-    for page in man1/sharedhash.1 man1/esharedhash.1 man3/umem.3; do
+    for page in man1/sharedhash.1 man1/esharedhash.1 man3/umem.3 man3/libumem.3; do
         warnings=$(cd "$root/share/man" && groff -man -ww -Tutf8 "$page" 2>&1 > "$TMP/page")
         if [ -z "$warnings" ] && [ -s "$TMP/page" ]; then
             ok "man page $page renders without a warning"
