@@ -440,9 +440,11 @@ static inline size_t umem__footer_before(const void *b)
 }
 
 #if defined(__GNUC__)
-#define UMEM_COLD __attribute__((cold, noinline, noreturn))
+#define UMEM_COLD     __attribute__((cold, noinline, noreturn))
+#define UMEM_NOINLINE __attribute__((noinline))
 #else
 #define UMEM_COLD
+#define UMEM_NOINLINE
 #endif
 
 /* One line on stderr, then abort(): used for misuse and corruption. */
@@ -897,11 +899,11 @@ static inline void umem__merge_free(umem_t *h, char *b, const char *first)
 {
     size_t word = umem__word(b), size = word & ~UMEM_FLAGS;
     char *next = b + size, *prev = NULL;
-    /* Marked free: if it is merged into the block before, its stale
-     * header still says free, and a second free of it is a double free. */
-    umem__set_header(h, b, size | (word & UMEM_PREV_FREE));
     size_t psize = 0, nsize = 0;
     if (word & UMEM_PREV_FREE) {
+        /* Marked free: merged into the block before, its stale header
+         * still says free, and a second free of it is a double free. */
+        umem__set_header(h, b, size | UMEM_PREV_FREE);
         psize = umem__footer_before(b);
         prev = b - psize;
         if (psize < UMEM_MIN_BLOCK || psize % UMEM_ALIGN != 0 || psize > (size_t)(b - first) ||
@@ -971,11 +973,14 @@ static inline char *umem__take(umem_t *h, size_t *need, int grow)
         uint64_t fits = h->binmap >> i << i;
         if (fits) {
             unsigned j = umem__lowest_bit(fits);
-            b = (char *)h->bin[j];
+            struct umem_free *f = h->bin[j];
+            b = (char *)f;
             size = UMEM_MIN_BLOCK + 16u * j;
             if (!umem__header_ok(h, b) || umem__word(b) != size)
                 umem__die("heap corruption: free block header overwritten at", b);
-            umem__unfile(h, b, size);
+            h->bin[j] = f->next; /* the head: no prev to mend */
+            if (!f->next)
+                h->binmap &= ~((uint64_t)1 << j);
         }
     }
     if (!b) {
@@ -1227,7 +1232,7 @@ static inline void umem__cache_drain(umem_t *h, struct umem_cache *c, unsigned c
 
 /* A full list gives half its blocks back; a cache over UMEM_CACHE_BYTES
  * gives back half of every list.  One lock either way. */
-static inline void umem__cache_flush(umem_t *h, struct umem_cache *c, unsigned cls)
+static UMEM_NOINLINE void umem__cache_flush(umem_t *h, struct umem_cache *c, unsigned cls)
 {
     if (umem__lock(h, 1) != 0)
         return;
@@ -1272,7 +1277,7 @@ static inline void umem__cache_exit(void *arg)
 
 /* The calling thread's cache for h, made on first use; NULL when the
  * thread must go to the heap's lock instead. */
-static inline struct umem_cache *umem__cache_attach(umem_t *h)
+static UMEM_NOINLINE struct umem_cache *umem__cache_attach(umem_t *h)
 {
     void *v = pthread_getspecific(h->key);
     struct umem_cache *c = v == UMEM_CACHE_GONE ? NULL : (struct umem_cache *)v;
@@ -1307,7 +1312,7 @@ static inline struct umem_cache *umem__cache(umem_t *h)
 
 /* An empty bin: up to UMEM_CACHE_REFILL blocks from the heap under one
  * lock; one is returned, the others are cached. */
-static inline void *umem__cache_refill(umem_t *h, struct umem_cache *c, unsigned cls)
+static UMEM_NOINLINE void *umem__cache_refill(umem_t *h, struct umem_cache *c, unsigned cls)
 {
     size_t size = UMEM_MIN_BLOCK + 16u * cls;
     if (umem__lock(h, 1) != 0)
@@ -1498,7 +1503,7 @@ static inline void umem_destroy(umem_t *h)
 }
 
 /* Any allocation the caches do not serve (lock taken here). */
-static inline void *umem__alloc_locked(umem_t *h, size_t n)
+static UMEM_NOINLINE void *umem__alloc_locked(umem_t *h, size_t n)
 {
     size_t need = umem__need(n);
     struct umem_span *big = NULL;
@@ -1609,12 +1614,8 @@ static inline void umem__not_cached(umem_t *h, const void *p, const char *call)
         umem__die_of(call, "%s of a block freed already (double free):", p);
 }
 
-static inline void umem_free(umem_t *h, void *p)
+static UMEM_NOINLINE void umem__free_locked(umem_t *h, void *p)
 {
-    if (!p)
-        return;
-    if (h->flags & UMEM_CACHED && umem__cache_free(h, p))
-        return;
     if ((uintptr_t)p % UMEM_ALIGN != 0)
         umem__die("free of a pointer outside the heap or misaligned:", p);
     if (umem__lock(h, 1) != 0)
@@ -1626,6 +1627,15 @@ static inline void umem_free(umem_t *h, void *p)
     umem__give_back(h, &w);
     umem__maybe_purge(h);
     umem__unlock(h);
+}
+
+static inline void umem_free(umem_t *h, void *p)
+{
+    if (!p)
+        return;
+    if (h->flags & UMEM_CACHED && umem__cache_free(h, p))
+        return;
+    umem__free_locked(h, p);
 }
 
 static inline size_t umem_usable_size(umem_t *h, const void *p)
