@@ -9,8 +9,9 @@
 #   BENCH_MIB     input size in MiB of random bytes (default 64)
 #   BENCH_MANY    the larger worker count (default 4)
 #
-# Then runs bench/random.sh (the allocator alone on a random pattern)
-# and appends its tables.  Writes bench/results.md, and bench/scaling.svg
+# Then runs bench/random.sh (the allocator alone on a random pattern) and
+# bench/preload.sh (libumem.so under real programs) and appends their
+# tables.  Writes bench/results.md, and bench/scaling.svg
 # where gnuplot is installed.
 set -u
 cd "$(dirname "$0")/.." || exit 1
@@ -165,12 +166,17 @@ cpu=$(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)
 } > bench/results.md
 
 # The allocator on its own: the random pattern (bench/random.sh writes
-# bench/random.md), appended to the results.
-BENCH_ROUNDS=$ROUNDS bench/random.sh > /dev/null || echo "bench: bench/random.sh failed" >&2
-{
-    echo
-    sed 's/^# /## /' bench/random.md
-} >> bench/results.md
+# bench/random.md); then libumem.so as the malloc of real programs and
+# threaded workloads (bench/preload.sh writes bench/preload.md).  Both are
+# appended to the results.
+make -s libumem.so || exit 1
+for part in random preload; do
+    BENCH_ROUNDS=$ROUNDS bench/$part.sh > /dev/null || echo "bench: bench/$part.sh failed" >&2
+    {
+        echo
+        sed 's/^# /## /' bench/$part.md
+    } >> bench/results.md
+done
 cat bench/results.md
 
 if command -v gnuplot > /dev/null; then
