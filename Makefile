@@ -13,7 +13,8 @@ INCLUDEDIR = $(PREFIX)/include
 MANDIR = $(PREFIX)/share/man
 
 PROGRAMS = sharedhash esharedhash
-TESTS = tests/test_umem tests/test_umem_regions tests/test_fuzz_corpus tests/faults.so \
+TESTS = tests/test_umem tests/test_umem_regions tests/test_umem_files tests/test_fuzz_corpus \
+	tests/faults.so \
 	tests/libumem_prog tests/libumem_boot.so
 
 # libumem.so exports the malloc family only; none of it is a builtin here,
@@ -34,6 +35,9 @@ tests/test_%: tests/test_%.c tests/check.h umem.h
 
 tests/test_umem_regions: tests/test_umem_regions.c tests/test_umem.c tests/check.h umem.h
 	$(CC) $(CFLAGS) $(PTHREAD) -o $@ tests/test_umem_regions.c $(LDFLAGS)
+
+tests/test_umem_files: tests/test_umem_files.c tests/umem_other_file.c tests/check.h umem.h
+	$(CC) $(CFLAGS) $(PTHREAD) -o $@ tests/test_umem_files.c tests/umem_other_file.c $(LDFLAGS)
 
 tests/test_fuzz_corpus: tests/fuzz_umem.c umem.h
 	$(CC) $(CFLAGS) $(PTHREAD) -DFUZZ_STANDALONE -o $@ $< $(LDFLAGS)

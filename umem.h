@@ -34,7 +34,9 @@
  *   void umem_destroy(umem_t *h);
  *       Unmaps the heap's every mapping.  In a process other than the
  *       creator of a UMEM_SHARED heap it only unmaps, leaving the heap to
- *       the others.  No other thread may be using the heap.
+ *       the others; the creator's destroys the mutex, so it comes last.
+ *       No other thread may be using the heap, or exit while it is
+ *       destroyed (its cache would go back to a heap being unmapped).
  *   void *umem_alloc(umem_t *h, size_t n);
  *       16-byte aligned.  NULL for n == 0, and NULL with errno = ENOMEM
  *       when nothing fits (counted in failed_allocs).
@@ -109,9 +111,10 @@
  *   thread's own cached blocks go back first (other threads' caches
  *   cannot be reached without stopping them: a fixed-size cached heap can
  *   say ENOMEM while they hold free blocks).  Any thread may free any
- *   block: it goes to the freeing thread's cache.  Blocks of the first
- *   region and of the next UMEM_FAST_REGIONS (16) are cached; others, and
- *   every block over 1,040 bytes, go to the lock.  When a thread exits, its cache goes
+ *   block: it goes to the freeing thread's cache.  A free into a cache
+ *   recognises blocks of the first region and of the next
+ *   UMEM_FAST_REGIONS (16) without the lock; a block elsewhere, or over
+ *   1,040 bytes, is freed through the lock.  When a thread exits, its cache goes
  *   back to the heap and is unmapped (a pthread key destructor); calls the
  *   thread makes after that go to the lock.  A cached block counts as in
  *   use for the heap (umem_check sees it used; peak_bytes_in_use includes
@@ -140,9 +143,10 @@
  *   address space of a grown heap stays until umem_destroy.
  *
  * FORK
- *   umem_create registers pthread_atfork handlers once: across fork() the
- *   lock of every private locked heap is held, so a child of a threaded
- *   process finds each heap whole, with its lock free, and may allocate.
+ *   pthread_atfork handlers, registered once per process (see LIMITS),
+ *   hold the lock of every private locked heap across fork(), so a child
+ *   of a threaded process finds each heap whole, with its lock free, and
+ *   may allocate.
  *   The caches of the parent's other threads stay in the child unused.
  *
  * A PROCESS THAT DIES HOLDING THE LOCK (UMEM_SHARED)
@@ -204,9 +208,14 @@
  *   the block's own header and its tag at once (a second free of a cached
  *   block is caught then), and the next header when the block leaves the
  *   cache: a write past the end of a block freed into a cache is caught
- *   at the cache's next flush (or its thread's exit).  After a large
+ *   at the cache's next flush (or its thread's exit).  A block taken from
+ *   a cache must still carry its tag and a used header of its size, or
+ *   the allocation stops there: a write after free over the cache's link
+ *   cannot hand out an address of the writer's choosing.  After a large
  *   block's mapping is gone, freeing it again is reported as a pointer
- *   outside the heap.
+ *   outside the heap, unless the system has since mapped the same
+ *   address for another large block (mmap often does): that block is
+ *   then freed, as with any allocator that gives memory back.
  *
  * SETTINGS
  *   Each of these may be defined before the include: UMEM_LARGE,
@@ -222,8 +231,14 @@
  *   number of blocks does not change.
  *
  * LIMITS
- *   A private heap is copied by fork() like any memory; share it with
- *   UMEM_SHARED instead.  A UMEM_SHARED or fixed-size heap never grows.
+ *   What every heap shares (the list of heaps for fork(), each thread's
+ *   cache pointer) is defined once per program with gcc and clang, as
+ *   weak symbols, so any number of files may include this header; with
+ *   other compilers, use it from one file.  The fork() handlers are
+ *   registered before main() (a constructor; elsewhere at the first
+ *   umem_create): handlers registered earlier than that must not
+ *   allocate from a heap.  A private heap is copied by fork() like any
+ *   memory; share it with UMEM_SHARED instead.  A UMEM_SHARED or fixed-size heap never grows.
  *   Define _DEFAULT_SOURCE (or compile in gcc's default gnu dialect) so
  *   that MAP_ANONYMOUS, madvise and robust mutexes are declared; this
  *   header defines it when it comes first.
@@ -293,7 +308,8 @@ typedef struct umem_stats {
 #define UMEM_LARGE ((size_t)1 << 20) /* UMEM_GROW: a mapping of its own from here */
 #endif
 #ifndef UMEM_RESERVE
-#define UMEM_RESERVE ((size_t)64 << 30) /* UMEM_GROW: address space set aside */
+/* UMEM_GROW: address space set aside; 64 GiB (256 MiB in 32-bit memory) */
+#define UMEM_RESERVE (((size_t)64 << 20) * (SIZE_MAX > 0xFFFFFFFFu ? 1024u : 4u))
 #endif
 #ifndef UMEM_PURGE_MIN
 #define UMEM_PURGE_MIN ((size_t)4 << 20) /* UMEM_GROW: bytes freed between purges, at least */
@@ -679,9 +695,18 @@ static inline void umem__unlock(umem_t *h)
 
 /* ---- fork(): every private locked heap's lock is held across it ---- */
 
-static pthread_mutex_t umem__forks_lock = PTHREAD_MUTEX_INITIALIZER;
-static umem_t *umem__forks; /* under umem__forks_lock */
-static pthread_once_t umem__forks_once = PTHREAD_ONCE_INIT;
+/* The state below is the process's, not a file's: where the compiler
+ * allows (gcc, clang), weak definitions make every file that includes
+ * this header share one copy; elsewhere, use the heap from one file. */
+#if defined(__GNUC__)
+#define UMEM_PROCESS_WIDE __attribute__((weak))
+#else
+#define UMEM_PROCESS_WIDE static
+#endif
+
+UMEM_PROCESS_WIDE pthread_mutex_t umem__forks_lock = PTHREAD_MUTEX_INITIALIZER;
+UMEM_PROCESS_WIDE umem_t *umem__forks; /* under umem__forks_lock */
+UMEM_PROCESS_WIDE atomic_int umem__forks_registered;
 
 static inline void umem__fork_prepare(void)
 {
@@ -703,10 +728,25 @@ static inline void umem__fork_child(void)
     umem__fork_parent();
 }
 
+/* Once per process.  Not pthread_once: pthread_atfork may allocate, and
+ * an allocator built on this header (libumem.so) would come back here. */
 static inline void umem__forks_register(void)
 {
-    pthread_atfork(umem__fork_prepare, umem__fork_parent, umem__fork_child);
+    int no = 0;
+    if (atomic_load_explicit(&umem__forks_registered, memory_order_acquire) == 0 &&
+        atomic_compare_exchange_strong(&umem__forks_registered, &no, 1))
+        pthread_atfork(umem__fork_prepare, umem__fork_parent, umem__fork_child);
 }
+
+#if defined(__GNUC__)
+/* Registered before main(), so that handlers the program registers later
+ * run while the heaps are whole: their prepare before the locks are
+ * taken, their child and parent after they are let go. */
+__attribute__((constructor)) static void umem__forks_early(void)
+{
+    umem__forks_register();
+}
+#endif
 
 static inline int umem__forked_heap(const umem_t *h)
 {
@@ -1188,9 +1228,9 @@ static inline void umem__count_alloc(umem_t *h, size_t bytes)
 #else
 #define UMEM_TLS _Thread_local
 #endif
-static UMEM_TLS umem_t *umem__tls_heap;
-static UMEM_TLS size_t umem__tls_secret;
-static UMEM_TLS struct umem_cache *umem__tls_cache;
+UMEM_PROCESS_WIDE UMEM_TLS umem_t *umem__tls_heap;
+UMEM_PROCESS_WIDE UMEM_TLS size_t umem__tls_secret;
+UMEM_PROCESS_WIDE UMEM_TLS struct umem_cache *umem__tls_cache;
 
 #define UMEM_CACHE_GONE ((void *)1) /* the thread is exiting: no new cache */
 
@@ -1238,7 +1278,7 @@ static UMEM_NOINLINE void umem__cache_flush(umem_t *h, struct umem_cache *c, uns
         return;
     h->cache_flushes++;
     if (c->count[cls] >= UMEM_CACHE_BIN) {
-        umem__cache_drain(h, c, cls, UMEM_CACHE_BIN / 2);
+        umem__cache_drain(h, c, cls, (UMEM_CACHE_BIN + 1) / 2);
     } else {
         for (unsigned i = 0; i < UMEM_BINS; i++)
             umem__cache_drain(h, c, i, (c->count[i] + 1) / 2);
@@ -1295,7 +1335,14 @@ static UMEM_NOINLINE struct umem_cache *umem__cache_attach(umem_t *h)
         h->caches = c;
         h->mapped_bytes += h->page;
         umem__unlock(h);
-        pthread_setspecific(h->key, c);
+        /* Known to this thread first: pthread_setspecific may allocate,
+         * and that allocation must find the cache, not make another. */
+        umem__tls_heap = h;
+        umem__tls_secret = h->secret;
+        umem__tls_cache = c;
+        if (pthread_setspecific(h->key, c) != 0)
+            umem__cache_exit(c); /* no key, no exit: the lock it is */
+        return umem__tls_cache;
     }
     umem__tls_heap = h;
     umem__tls_secret = h->secret;
@@ -1420,7 +1467,7 @@ static inline umem_t *umem_create(size_t bytes, unsigned flags)
     clock_gettime(CLOCK_REALTIME, &ts);
     static _Atomic size_t heaps_made;
     size_t seed = (size_t)(uintptr_t)base ^ (size_t)ts.tv_nsec ^ ((size_t)ts.tv_sec << 20) ^
-                  (size_t)h->creator ^ (atomic_fetch_add(&heaps_made, 1) << 40);
+                  (size_t)h->creator ^ (size_t)((uint64_t)atomic_fetch_add(&heaps_made, 1) << 40);
     h->secret = (size_t)(seed * 0x9E3779B97F4A7C15ull) | 1u;
 
     if (!(flags & UMEM_NOLOCK)) {
@@ -1457,7 +1504,7 @@ static inline umem_t *umem_create(size_t bytes, unsigned flags)
     umem__merge_free(h, h->first, h->first);
 
     if (umem__forked_heap(h)) {
-        pthread_once(&umem__forks_once, umem__forks_register);
+        umem__forks_register();
         pthread_mutex_lock(&umem__forks_lock);
         h->fork_next = umem__forks;
         umem__forks = h;
@@ -1546,6 +1593,12 @@ static inline void *umem_alloc(umem_t *h, size_t n)
             void **p = (void **)c->bin[cls];
             if (!p)
                 return umem__cache_refill(h, c, cls);
+            /* Still tagged, still a used block of its size: a write after
+             * free over the link would otherwise hand out any address. */
+            char *b = (char *)p - UMEM_HEADER;
+            if ((size_t)(uintptr_t)p[1] != umem__tag(h, p) || !umem__header_ok(h, b) ||
+                (umem__word(b) & ~UMEM_PREV_FREE) != ((UMEM_MIN_BLOCK + 16u * cls) | UMEM_USED))
+                umem__die("heap corruption: a cached block was written after its free:", p);
             c->bin[cls] = p[0];
             c->count[cls]--;
             p[1] = NULL; /* no longer tagged as cached */
@@ -1698,22 +1751,29 @@ static inline void *umem_realloc(umem_t *h, void *p, size_t n)
         return NULL;
     }
     size_t need = umem__need(n);
-    if (umem__lock(h, 1) != 0)
+    /* A large block's mapping is made before the lock is taken, in case
+     * the block moves, and unmade if it does not. */
+    struct umem_span *big = NULL;
+    if (need != 0 && h->flags & UMEM_GROW && n >= UMEM_LARGE)
+        big = umem__map_large(h, n, UMEM_ALIGN);
+    if (umem__lock(h, 1) != 0) {
+        if (big)
+            munmap(big, (size_t)(big->end - (char *)big));
         return NULL;
+    }
     struct umem_where w;
     umem__locate(h, p, &w, "realloc");
     umem__not_cached(h, p, "realloc");
     if (need != 0 && umem__resize(h, &w, need) == 0) {
         umem__unlock(h);
+        if (big)
+            munmap(big, (size_t)(big->end - (char *)big));
         return p;
     }
     /* Moved, under the same lock: neither an allocation nor a free in
      * the counts, as the number of blocks does not change. */
     size_t old = w.big ? (size_t)(w.end - w.block) : umem__size(w.block);
     char *b = NULL;
-    struct umem_span *big = NULL;
-    if (need != 0 && h->flags & UMEM_GROW && n >= UMEM_LARGE)
-        big = umem__map_large(h, n, UMEM_ALIGN);
     if (big) {
         need = (size_t)(big->end - (char *)big);
         umem__span_add(h, big, need);

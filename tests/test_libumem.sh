@@ -83,6 +83,43 @@ suite libumem destructors LD_PRELOAD="$LIB" LIBUMEM=1
 suite glibc destructors
 suite libumem rss LD_PRELOAD="$LIB" LIBUMEM=1
 
+# ---- a heap made after 40 pthread keys ----
+# A key past the 32nd makes pthread_setspecific allocate, in every thread
+# that sets it: the heap's own key must not send its cache's set-up round
+# and round through malloc.
+cat > "$TMP/late.c" << 'EOF_C'
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+static void *work(void *arg)
+{
+    for (int i = 0; i < 1000; i++)
+        free(malloc((size_t)i % 500 + 1));
+    return arg;
+}
+int main(void)
+{
+    pthread_key_t key;
+    for (int i = 0; i < 40; i++)
+        if (pthread_key_create(&key, NULL) != 0)
+            return 2;
+    work(NULL); /* the heap, and its key, are made here */
+    pthread_t tid[4];
+    for (int i = 0; i < 4; i++)
+        pthread_create(&tid[i], NULL, work, NULL);
+    for (int i = 0; i < 4; i++)
+        pthread_join(tid[i], NULL);
+    puts("done");
+    return 0;
+}
+EOF_C
+if ${CC:-cc} -O1 -pthread -o "$TMP/late" "$TMP/late.c" 2> "$TMP/late.log"; then
+    run env LD_PRELOAD="$LIB" "$TMP/late"
+    check "a heap made after 40 pthread keys serves every thread" [ $rc -eq 0 -a "$out" = done ]
+else
+    not_ok "a heap made after 40 pthread keys serves every thread" "$(cat "$TMP/late.log")"
+fi
+
 # ---- allocations while the heap is being created ----
 
 run env LD_PRELOAD="$LIB $BOOT" UMEM_STATS=1 "$PROG" touch
