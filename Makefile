@@ -12,11 +12,13 @@ INCLUDEDIR = $(PREFIX)/include
 MANDIR = $(PREFIX)/share/man
 
 PROGRAMS = sharedhash esharedhash
+# blocksig.h and the parts it includes
+BLOCKSIG = blocksig.h signature.h cmdline.h inout.h workers.h run.h
 TESTS = tests/test_umem tests/test_fuzz_corpus tests/faults.so
 
 all: $(PROGRAMS)
 
-%: %.c umem.h blocksig.h
+%: %.c umem.h $(BLOCKSIG)
 	$(CC) $(CFLAGS) $(PTHREAD) -o $@ $< $(LDFLAGS)
 
 tests/test_%: tests/test_%.c tests/check.h umem.h
