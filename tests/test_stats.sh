@@ -35,3 +35,36 @@ for mode in -t -m; do
 done
 run $BIN/esharedhash --pool 0 --stats "$XS"
 check "esharedhash single --pool 0: same signature" [ "$out" = "$XS_SIG" ]
+
+# The times: wall_ms, cpu_ms and mb_per_s, in every mode, are numbers that
+# agree with the clock outside and with the input's size: wall_ms within
+# what the run took from outside, mb_per_s the bytes over wall_ms, cpu_ms
+# no more than the CPUs can give in wall_ms.
+xs_copies 8 "$TMP/xs8M"
+cpus=$(nproc)
+for prog in sharedhash esharedhash; do
+    for mode in "" -t -m; do
+        name="$prog ${mode:-single} --stats"
+        before=$(date +%s%N)
+        run $BIN/$prog $mode -j 2 --stats "$TMP/xs8M"
+        outside=$((($(date +%s%N) - before) / 1000000))
+        wall=$(stat_of wall_ms) cpu=$(stat_of cpu_ms) rate=$(stat_of mb_per_s)
+        check "$name: wall_ms, cpu_ms and mb_per_s are numbers" eval \
+            '[[ $out = "$(xs_signature 8)" && $wall =~ ^[0-9]+$ && $cpu =~ ^[0-9]+$ &&
+                $rate =~ ^[0-9]+\.[0-9]$ ]]'
+        check "$name: wall_ms within the run's time from outside ($outside ms)" eval \
+            '[ "$wall" -gt 0 ] && [ "$wall" -le "$outside" ]'
+        check "$name: mb_per_s is the input's size over wall_ms" \
+            awk -v r="$rate" -v w="$wall" 'BEGIN { d = r * w / 1000 - 8.388608; exit !(d < 0.5 && d > -0.5) }'
+        check "$name: cpu_ms no more than $cpus CPUs give in wall_ms" \
+            [ "$cpu" -le $(((wall + 100) * cpus)) ]
+        eval "cpu_of_${prog}_${mode#-}=\$cpu"
+    done
+done
+# With -m the workers read the file and do all the hashing, so cpu_ms
+# counts their time: about as much as the same work single-threaded.
+for prog in sharedhash esharedhash; do
+    eval 'single=$cpu_of_'$prog'_ processes=$cpu_of_'$prog'_m'
+    check "$prog -m --stats: cpu_ms counts the worker processes ($processes ms, single $single ms)" \
+        [ "$((processes * 4))" -ge "$single" ]
+done
