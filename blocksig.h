@@ -91,7 +91,7 @@ struct alloc_counts {
 struct policy_env {
     umem_t *heap; /* the run's heap, shared by the reader and every worker */
     enum run_mode mode;
-    unsigned window;   /* input buffers the reader may hold at once (0: single) */
+    unsigned window;   /* chunks the reader may have in flight (-t, -m) */
     size_t pool_bytes; /* --pool */
 };
 

@@ -82,13 +82,13 @@ _Static_assert(sizeof(struct result) <= PIPE_BUF, "a result fits one pipe write"
 /* One worker, as the main thread sees it; the main thread writes every
  * field but thread_err. */
 struct worker {
-    int task_fd;          /* the reader's end: tasks go out; -1 once closed */
-    int result_fd;        /* the reader's end: results come in */
-    int own_fds[2];       /* the worker's ends: task in, result out */
-    unsigned outstanding; /* tasks sent and not yet answered */
-    int done;             /* its MSG_DONE has come */
-    pid_t pid;            /* a worker process; 0 for a thread */
-    pthread_t thread;
+    int task_fd;                /* the reader's end: tasks go out; -1 once closed */
+    int result_fd;              /* the reader's end: results come in */
+    int own_fds[2];             /* the worker's ends: task in, result out */
+    unsigned outstanding;       /* tasks sent and not yet answered */
+    int done;                   /* its MSG_DONE has come */
+    pid_t pid;                  /* a worker process; 0 for a thread */
+    pthread_t thread;           /* a worker thread */
     int reaped;                 /* a process waited for */
     int thread_running;         /* a thread to join */
     _Atomic int thread_err;     /* written by a worker thread that fails */

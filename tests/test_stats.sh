@@ -38,8 +38,9 @@ check "esharedhash single --pool 0: same signature" [ "$out" = "$XS_SIG" ]
 
 # The times: wall_ms, cpu_ms and mb_per_s, in every mode, are numbers that
 # agree with the clock outside and with the input's size: wall_ms within
-# what the run took from outside, mb_per_s the bytes over wall_ms, cpu_ms
-# no more than the CPUs can give in wall_ms.
+# what the run took from outside, mb_per_s the bytes over wall_ms (wall_ms
+# is whole milliseconds, mb_per_s rounded to 0.1), cpu_ms no more than the
+# CPUs can give in wall_ms.
 xs_copies 8 "$TMP/xs8M"
 cpus=$(nproc)
 for prog in sharedhash esharedhash; do
@@ -55,7 +56,8 @@ for prog in sharedhash esharedhash; do
         check "$name: wall_ms within the run's time from outside ($outside ms)" eval \
             '[ "$wall" -gt 0 ] && [ "$wall" -le "$outside" ]'
         check "$name: mb_per_s is the input's size over wall_ms" \
-            awk -v r="$rate" -v w="$wall" 'BEGIN { d = r * w / 1000 - 8.388608; exit !(d < 0.5 && d > -0.5) }'
+            awk -v r="$rate" -v w="$wall" \
+                'BEGIN { exit !(r >= 8388.608 / (w + 1) - 0.051 && r <= 8388.608 / w + 0.051) }'
         check "$name: cpu_ms no more than $cpus CPUs give in wall_ms" \
             [ "$cpu" -le $(((wall + 100) * cpus)) ]
         eval "cpu_of_${prog}_${mode#-}=\$cpu"
