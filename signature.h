@@ -103,6 +103,16 @@ static inline struct hnode *pq_pop(struct pqueue *q)
     return top;
 }
 
+/* The walk below is the end of every block's hash, and has to be inlined
+ * there to cost no more than the walk written out in place (callgrind on
+ * 1 MiB: 130.3 M instructions called, 129.8 M inlined); the compiler's
+ * own measure of size would call it, so GCC and Clang are told. */
+#if defined(__GNUC__)
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define ALWAYS_INLINE inline
+#endif
+
 /* Tree depth is at most 255 (256 leaves), so a preorder stack of 512
  * entries can never overflow. */
 enum { WALK_STACK = 512 };
@@ -110,7 +120,7 @@ enum { WALK_STACK = 512 };
 /* The preorder walk: hashes the tree below root and frees it in one pass
  * (each node is freed once its children are on the stack); returns the
  * hash, 0 for no tree. */
-static inline uint32_t tree_hash_free(struct hnode *root)
+static ALWAYS_INLINE uint32_t tree_hash_free(struct hnode *root)
 {
     struct hnode *stack[WALK_STACK];
     int sp = 0;
@@ -129,18 +139,24 @@ static inline uint32_t tree_hash_free(struct hnode *root)
     return h;
 }
 
+/* Frees the tree below root, off the hot path. */
+static void tree_free(struct hnode *root)
+{
+    (void)tree_hash_free(root);
+}
+
 /* After a failed allocation: frees everything the block had allocated
  * (every live node hangs below a, b or a node still in the queue) and
  * returns -1 with errno set. */
 static int block_unwind(struct pqueue *q, struct hnode *a, struct hnode *b)
 {
     int saved = errno;
-    tree_hash_free(a);
-    tree_hash_free(b);
+    tree_free(a);
+    tree_free(b);
     if (q) {
         if (q->item) {
             for (uint32_t i = 0; i < q->size; i++)
-                tree_hash_free(q->item[i].node);
+                tree_free(q->item[i].node);
             ufree(q->item);
         }
         ufree(q);
