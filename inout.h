@@ -31,7 +31,7 @@ static struct {
     /* Set by the workers when they start (workers.h). */
     void (*stop_workers)(void);  /* fatal() calls it before it exits */
     int wake_fd;                 /* readable once a worker may have failed; -1: none */
-    void (*check_workers)(void); /* ends the run if a worker has failed */
+    void (*check_workers)(void); /* empties wake_fd; ends the run if a worker failed */
     struct {
         int enabled, tty, shown;
         int64_t start, last; /* nanoseconds */
