@@ -13,9 +13,10 @@ INCLUDEDIR = $(PREFIX)/include
 MANDIR = $(PREFIX)/share/man
 
 PROGRAMS = sharedhash esharedhash
+# blocksig.h and the parts it includes
+BLOCKSIG = blocksig.h signature.h cmdline.h inout.h workers.h run.h
 TESTS = tests/test_umem tests/test_umem_regions tests/test_umem_files tests/test_fuzz_corpus \
-	tests/faults.so \
-	tests/libumem_prog tests/libumem_boot.so
+	tests/faults.so tests/libumem_prog tests/libumem_boot.so
 
 # libumem.so exports the malloc family only; none of it is a builtin here,
 # so that malloc + memset can never become a call to calloc.
@@ -27,7 +28,7 @@ all: $(PROGRAMS) libumem.so
 libumem.so: libumem.c umem.h
 	$(CC) $(CFLAGS) $(LIBUMEM_FLAGS) $(PTHREAD) -o $@ libumem.c $(LDFLAGS)
 
-%: %.c umem.h blocksig.h
+%: %.c umem.h $(BLOCKSIG)
 	$(CC) $(CFLAGS) $(PTHREAD) -o $@ $< $(LDFLAGS)
 
 tests/test_%: tests/test_%.c tests/check.h umem.h

@@ -3,7 +3,7 @@
  * pool per worker carved from the same heap region.
  *
  * Each thread (the reader and every worker) owns one pool, reached through
- * the __thread pointer `my_pool`.  A pool is one umem block, cut into
+ * the __thread pointer `mine.pool`.  A pool is one umem block, cut into
  * power-of-two segments; it allocates by bumping a pointer in its current
  * segment, with no lock, and goes to the shared heap (under its lock) only
  * when no segment has room: per-worker heaps over a global heap, as in
@@ -45,13 +45,24 @@ struct pool {
     struct pool_segment seg[];
 };
 
-static __thread struct pool *my_pool;
+/* The policy's state.  heap: set by the main thread (pool_reader_begin)
+ * before any worker starts.  The registry holds every live pool, so that
+ * a foreign free can find the pool it belongs to (a pointer in none of
+ * them came from the heap as a fallback); each thread or process adds and
+ * removes its own pool, and slots at and past registry_used have never
+ * held one.  A worker process has its own copy, which holds the pools
+ * made before it was forked (the reader's) and its own. */
+static struct {
+    umem_t *heap;
+    struct pool *_Atomic registry[MAX_WORKERS + 1];
+    _Atomic unsigned registry_used;
+} pools;
 
-/* Every live pool, so that a foreign free can find the pool it belongs
- * to; a pointer in none of them came from the heap as a fallback.  Slots
- * at and past pool_registry_used have never held a pool. */
-static struct pool *_Atomic pool_registry[MAX_WORKERS + 1];
-static _Atomic unsigned pool_registry_used;
+/* Each thread's own: its pool, and what its umalloc and ufree did. */
+static __thread struct {
+    struct pool *pool;
+    struct alloc_counts counts;
+} mine;
 
 _Static_assert(ATOMIC_POINTER_LOCK_FREE == 2 && ATOMIC_LONG_LOCK_FREE == 2,
                "pool atomics must be lock-free to work across processes");
@@ -63,7 +74,7 @@ static struct pool *pool_create(size_t segments, unsigned shift)
         (sizeof(struct pool) + segments * sizeof(struct pool_segment) + 15) & ~(size_t)15;
     if (segments == 0 || segments > (SIZE_MAX - head) / seg_bytes)
         return NULL;
-    struct pool *p = umem_alloc(bs_heap, head + segments * seg_bytes);
+    struct pool *p = umem_alloc(pools.heap, head + segments * seg_bytes);
     if (!p)
         return NULL;
     p->base = (char *)p + head;
@@ -80,15 +91,15 @@ static struct pool *pool_create(size_t segments, unsigned shift)
     }
     for (unsigned i = 0; i <= MAX_WORKERS; i++) {
         struct pool *expected = NULL;
-        if (atomic_compare_exchange_strong(&pool_registry[i], &expected, p)) {
-            unsigned used = atomic_load(&pool_registry_used);
+        if (atomic_compare_exchange_strong(&pools.registry[i], &expected, p)) {
+            unsigned used = atomic_load(&pools.registry_used);
             while (used < i + 1 &&
-                   !atomic_compare_exchange_weak(&pool_registry_used, &used, i + 1))
+                   !atomic_compare_exchange_weak(&pools.registry_used, &used, i + 1))
                 ;
             return p;
         }
     }
-    umem_free(bs_heap, p); /* more pools than workers: cannot happen */
+    umem_free(pools.heap, p); /* more pools than workers: cannot happen */
     return NULL;
 }
 
@@ -112,7 +123,7 @@ static inline void segment_rewind(struct pool_segment *s)
 {
     s->bump = s->base;
     s->allocs = s->local_frees = 0;
-    bs_counts.pool_resets++;
+    mine.counts.pool_resets++;
 }
 
 /* Back to empty after segment_drained, foreign frees counted or not. */
@@ -130,12 +141,12 @@ static void pool_destroy(struct pool *p)
     for (unsigned i = 0; i < p->nseg; i++)
         if (!segment_drained(&p->seg[i]))
             return; /* still in use: leave it to the heap's end */
-    unsigned used = atomic_load(&pool_registry_used);
+    unsigned used = atomic_load(&pools.registry_used);
     for (unsigned i = 0; i < used; i++) {
         struct pool *expected = p;
-        atomic_compare_exchange_strong(&pool_registry[i], &expected, NULL);
+        atomic_compare_exchange_strong(&pools.registry[i], &expected, NULL);
     }
-    umem_free(bs_heap, p);
+    umem_free(pools.heap, p);
 }
 
 /* The current segment is full: move to the next drained one, if any.
@@ -155,7 +166,7 @@ static void *pool_alloc_slow(struct pool *p, size_t need)
         p->cur = s;
         s->bump += need;
         s->allocs++;
-        bs_counts.pool_hits++;
+        mine.counts.pool_hits++;
         return s->base;
     }
     return NULL;
@@ -165,7 +176,7 @@ static void *pool_alloc_slow(struct pool *p, size_t need)
  * when the thread's work ends, off the hot path. */
 static inline void *umalloc(size_t n)
 {
-    struct pool *p = my_pool;
+    struct pool *p = mine.pool;
     if (p) {
         /* need - 1 wraps for n == 0, and for an n so large that need
          * wrapped to 0: neither fits, both go to the heap. */
@@ -175,22 +186,22 @@ static inline void *umalloc(size_t n)
             void *r = s->bump;
             s->bump += need;
             s->allocs++;
-            bs_counts.pool_hits++;
+            mine.counts.pool_hits++;
             return r;
         }
         void *r = pool_alloc_slow(p, need);
         if (r)
             return r;
     }
-    bs_counts.pool_fallbacks++;
-    return umem_alloc(bs_heap, n);
+    mine.counts.pool_fallbacks++;
+    return umem_alloc(pools.heap, n);
 }
 
 static struct pool *pool_of(const char *c)
 {
-    unsigned used = atomic_load_explicit(&pool_registry_used, memory_order_acquire);
+    unsigned used = atomic_load_explicit(&pools.registry_used, memory_order_acquire);
     for (unsigned i = 0; i < used; i++) {
-        struct pool *p = atomic_load_explicit(&pool_registry[i], memory_order_acquire);
+        struct pool *p = atomic_load_explicit(&pools.registry[i], memory_order_acquire);
         if (p && c >= p->base && c < p->end)
             return p;
     }
@@ -201,15 +212,16 @@ static inline void ufree(void *ptr)
 {
     if (!ptr)
         return;
-    bs_counts.ufrees++;
+    mine.counts.ufrees++;
     char *c = ptr;
-    struct pool *p = my_pool;
+    struct pool *p = mine.pool;
     /* Mostly the current segment's: one comparison (the address's offset
      * from the segment's base, unsigned) finds it. */
     struct pool_segment *s = p ? p->cur : NULL;
     if (s && (uintptr_t)c - (uintptr_t)s->base >= ((uintptr_t)1 << p->shift))
-        s = (uintptr_t)c - (uintptr_t)p->base < (uintptr_t)(p->end - p->base) ? segment_of(p, c)
-                                                                             : NULL;
+        s = (uintptr_t)c - (uintptr_t)p->base < (uintptr_t)(p->end - p->base)
+                ? segment_of(p, c)
+                : NULL;
     if (s) {
         if (++s->local_frees == s->allocs)
             segment_rewind(s);
@@ -220,16 +232,16 @@ static inline void ufree(void *ptr)
         s = segment_of(owner, c);
         HANDOFF_SEND(s);
         atomic_fetch_add_explicit(&s->remote_frees, 1, memory_order_release);
-        bs_counts.remote_frees++;
+        mine.counts.remote_frees++;
         return;
     }
-    umem_free(bs_heap, ptr);
+    umem_free(pools.heap, ptr);
 }
 
 /* Four power-of-two segments from --pool: as large as fit. */
-static struct pool *worker_pool(void)
+static struct pool *worker_pool(size_t pool_bytes)
 {
-    size_t seg = bs_opt.pool_bytes / 4;
+    size_t seg = pool_bytes / 4;
     if (seg < 64)
         return NULL; /* too small to be worth a segment: every call falls back */
     unsigned shift = 0;
@@ -238,42 +250,45 @@ static struct pool *worker_pool(void)
     return pool_create(4, shift);
 }
 
-/* The reader's pool holds every input buffer in flight, one per segment;
- * single-threaded, the one thread reads and hashes from a worker's pool. */
-static int pool_reader_begin(void)
+/* The reader's pool holds every input buffer it may hand out, one per
+ * segment; single-threaded, the one thread reads and hashes from a
+ * worker's pool. */
+static int pool_reader_begin(const struct policy_env *env)
 {
-    if (bs_opt.mode == MODE_SINGLE) {
-        my_pool = worker_pool();
+    pools.heap = env->heap;
+    if (env->mode == MODE_SINGLE) {
+        mine.pool = worker_pool(env->pool_bytes);
     } else {
         unsigned shift = 0;
         while (((size_t)1 << shift) < CHUNK_BYTES)
             shift++;
-        my_pool = pool_create(bs_window + 2, shift);
+        mine.pool = pool_create(env->window + 2, shift);
     }
     return 0;
 }
 
-static int pool_worker_begin(void)
+static int pool_worker_begin(const struct policy_env *env)
 {
-    my_pool = worker_pool();
+    mine.pool = worker_pool(env->pool_bytes);
     return 0;
 }
 
-static void pool_worker_end(void)
+static void pool_end(struct alloc_counts *counts)
 {
-    pool_destroy(my_pool);
-    my_pool = NULL;
-    bs_counts.umallocs = bs_counts.pool_hits + bs_counts.pool_fallbacks;
+    pool_destroy(mine.pool);
+    mine.pool = NULL;
+    mine.counts.umallocs = mine.counts.pool_hits + mine.counts.pool_fallbacks;
+    *counts = mine.counts;
 }
 
-static const struct policy bs_policy = {
+static const struct policy pools_policy = {
     .reader_begin = pool_reader_begin,
     .worker_begin = pool_worker_begin,
-    .worker_end = pool_worker_end,
-    .reader_end = pool_worker_end,
+    .worker_end = pool_end,
+    .reader_end = pool_end,
 };
 
 int main(int argc, char **argv)
 {
-    return blocksig_main(argc, argv);
+    return blocksig_main(argc, argv, &pools_policy);
 }

@@ -9,22 +9,42 @@
  */
 #include "blocksig.h"
 
+/* The policy's state: the heap, set by the main thread before any worker
+ * starts, and each thread's own counts. */
+static umem_t *global_heap;
+static __thread struct alloc_counts global_counts;
+
 static inline void *umalloc(size_t n)
 {
-    bs_counts.umallocs++;
-    return umem_alloc(bs_heap, n);
+    global_counts.umallocs++;
+    return umem_alloc(global_heap, n);
 }
 
 static inline void ufree(void *p)
 {
-    bs_counts.ufrees += p != NULL;
-    umem_free(bs_heap, p);
+    global_counts.ufrees += p != NULL;
+    umem_free(global_heap, p);
 }
 
-/* The global heap needs nothing per thread. */
-static const struct policy bs_policy = {0};
+static int global_begin(const struct policy_env *env)
+{
+    global_heap = env->heap;
+    return 0;
+}
+
+static void global_end(struct alloc_counts *counts)
+{
+    *counts = global_counts;
+}
+
+/* Nothing per thread but the counts. */
+static const struct policy global_lock = {
+    .reader_begin = global_begin,
+    .worker_end = global_end,
+    .reader_end = global_end,
+};
 
 int main(int argc, char **argv)
 {
-    return blocksig_main(argc, argv);
+    return blocksig_main(argc, argv, &global_lock);
 }

@@ -15,10 +15,11 @@ static __thread struct {
     size_t live;
     _Alignas(16) char mem[ARENA_BYTES];
 } arena;
+static __thread struct alloc_counts arena_counts;
 
 static inline void *umalloc(size_t n)
 {
-    bs_counts.umallocs++;
+    arena_counts.umallocs++;
     size_t need = (n + 15) & ~(size_t)15;
     if (need >= ARENA_BYTES / 4)
         return malloc(n);
@@ -32,7 +33,7 @@ static inline void *umalloc(size_t n)
 
 static inline void ufree(void *p)
 {
-    bs_counts.ufrees += p != NULL;
+    arena_counts.ufrees += p != NULL;
     char *c = p;
     if (c >= arena.mem && c < arena.mem + ARENA_BYTES) {
         if (--arena.live == 0)
@@ -42,10 +43,17 @@ static inline void ufree(void *p)
     free(p);
 }
 
-/* Nothing per thread; malloc'd memory is not shared across fork(). */
-static const struct policy bs_policy = {.private_memory = 1};
+static void arena_end(struct alloc_counts *counts)
+{
+    *counts = arena_counts;
+}
+
+/* Nothing per thread but the counts; malloc'd memory is not shared
+ * across fork(). */
+static const struct policy no_allocator = {
+    .worker_end = arena_end, .reader_end = arena_end, .private_memory = 1};
 
 int main(int argc, char **argv)
 {
-    return blocksig_main(argc, argv);
+    return blocksig_main(argc, argv, &no_allocator);
 }

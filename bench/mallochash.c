@@ -6,22 +6,31 @@
  */
 #include "../blocksig.h"
 
+static __thread struct alloc_counts malloc_counts;
+
 static inline void *umalloc(size_t n)
 {
-    bs_counts.umallocs++;
+    malloc_counts.umallocs++;
     return malloc(n);
 }
 
 static inline void ufree(void *p)
 {
-    bs_counts.ufrees += p != NULL;
+    malloc_counts.ufrees += p != NULL;
     free(p);
 }
 
-/* Nothing per thread; malloc'd memory is not shared across fork(). */
-static const struct policy bs_policy = {.private_memory = 1};
+static void malloc_end(struct alloc_counts *counts)
+{
+    *counts = malloc_counts;
+}
+
+/* Nothing per thread but the counts; malloc'd memory is not shared
+ * across fork(). */
+static const struct policy libc_malloc = {
+    .worker_end = malloc_end, .reader_end = malloc_end, .private_memory = 1};
 
 int main(int argc, char **argv)
 {
-    return blocksig_main(argc, argv);
+    return blocksig_main(argc, argv, &libc_malloc);
 }

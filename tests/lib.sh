@@ -1,10 +1,13 @@
-# Helpers for the shell tests: each check prints "ok - NAME" or
-# "not ok - NAME" (counted by tests/run.sh), with details on stderr.
-cd "$(dirname "$0")/.." || exit 1
+# Helpers for the shell tests, sourced by each of them and by run.sh and
+# check.sh.  Each check prints "ok - NAME" or "not ok - NAME", with details
+# on stderr; tally counts those lines, summary ends a run with the total.
+cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
 # The programs under test: the ones `make` builds, or a sanitizer build's.
 BIN=${BIN:-.}
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
+
+# ---- results -----------------------------------------------------------
 
 ok() { echo "ok - $1"; }
 not_ok() {
@@ -18,6 +21,60 @@ check() { # NAME CONDITION-COMMAND...
     shift
     if "$@"; then ok "$name"; else not_ok "$name" "failed: $*"; fi
 }
+
+# The one count of ok and not ok lines, for tests/run.sh and tests/check.sh.
+passed=0
+failed=0
+tally() { # passes test output through, counting its ok and not ok lines
+    local line
+    while IFS= read -r line; do
+        case "$line" in
+            [0-9]*" passed, "*" failed") continue ;; # a sub-run's own total
+            "ok - "*) passed=$((passed + 1)) ;;
+            "not ok - "*) failed=$((failed + 1)) ;;
+        esac
+        echo "$line"
+    done
+}
+# tally_run TEST...: runs a test program or script and tallies its lines;
+# one that exits non-zero without a "not ok" line is one more failure, so
+# a crash is never a silent pass.
+tally_run() {
+    local before=$failed status
+    "$@" > "$TMP/tally"
+    status=$?
+    tally < "$TMP/tally"
+    if [ $status -ne 0 ] && [ $failed -eq $before ]; then
+        tally <<< "not ok - $* exited with status $status"
+    fi
+}
+summary() { # the last line of a run; its status is the run's
+    echo "$passed passed, $failed failed"
+    [ "$failed" -eq 0 ]
+}
+
+# have TOOL PACKAGE NAME [PROBE...]: whether TOOL is installed (PROBE, when
+# given, is run to tell; else `command -v TOOL`).  When it is not, the test
+# NAME is skipped: "ok - NAME # SKIP no TOOL (apt-get install PACKAGE)";
+# under CI=true, where .ci/run has installed every PACKAGE named here, a
+# skip is a failure: "not ok - NAME # no TOOL (apt-get install PACKAGE)".
+have() {
+    local tool=$1 package=$2 name=$3
+    shift 3
+    if [ $# -gt 0 ]; then
+        "$@" > /dev/null 2>&1 && return 0
+    else
+        command -v "$tool" > /dev/null && return 0
+    fi
+    if [ "${CI:-}" = true ]; then
+        echo "not ok - $name # no $tool (apt-get install $package)"
+    else
+        echo "ok - $name # SKIP no $tool (apt-get install $package)"
+    fi
+    return 1
+}
+
+# ---- running the programs ----------------------------------------------
 
 # run PROG ARGS...: sets $out, $err and $rc; never hangs past 60 s.
 run() {
@@ -41,6 +98,62 @@ expect_error() {
     fi
 }
 
+# ---- the known signatures (samples/SIGNATURES has every vector's) -------
+
+XS=samples/xs1M.bin
+XS_SIG="Final signature: 811138869"
+signature_of() { # FILE: the line the programs print for a file of samples/
+    awk -F'\t' -v f="${1##*/}" '$1 == f { print $2 }' samples/SIGNATURES
+}
+# Block hashes add modulo 2^31-1, so N copies of xs1M.bin end to end sign
+# as N times xs1M.bin.
+xs_copies() { # N FILE: writes the copies to FILE
+    local i
+    for i in $(seq "$1"); do cat "$XS"; done > "$2"
+}
+xs_signature() { # N: the line for N copies
+    echo "Final signature: $((811138869 * $1 % 2147483647))"
+}
+
+# ---- documentation -----------------------------------------------------
+
+# c_examples DIR FILE...: every C example of the FILEs that holds a main()
+# (a fenced ```c block in Markdown, an .EX block in a manual page) goes to
+# DIR/NAME-N.c, N from 1, with the roff escapes \e and \- undone.
+c_examples() {
+    local dir=$1 f c
+    shift
+    for f in "$@"; do
+        awk -v out="$dir/${f##*/}" '
+            /^```c$/ || /^\.EX$/ { inside = 1; buf = ""; next }
+            (/^```$/ || /^\.EE$/) && inside {
+                inside = 0
+                if (buf ~ /int main/) printf "%s", buf > (out "-" ++n ".c")
+            }
+            inside { buf = buf $0 "\n" }' "$f"
+    done
+    for c in "$dir"/*.c; do
+        case "$c" in
+            *.[0-9]-*.c) sed -i 's/\\-/-/g; s/\\e/\\/g' "$c" ;;
+        esac
+    done
+}
+
+# ---- processes ---------------------------------------------------------
+
+# wait_for SECONDS COMMAND...: runs COMMAND every 20 ms until it succeeds;
+# returns 1 if it has not within SECONDS.  Conditions are waited for, never
+# slept for: how long they take is up to the machine.
+wait_for() {
+    local tries=$(($1 * 50))
+    shift
+    until "$@"; do
+        tries=$((tries - 1))
+        [ $tries -gt 0 ] || return 1
+        sleep 0.02
+    done
+}
+
 children_of() { # the pids whose parent is $1, from /proc
     local stat
     for stat in /proc/[0-9]*/stat; do
@@ -48,12 +161,61 @@ children_of() { # the pids whose parent is $1, from /proc
     done | sed 's|/proc/||g; s|/stat||g'
 }
 
-# skip_or_fail NAME TOOL PACKAGE: NAME cannot run because TOOL is missing;
-# a skip, except under CI=true, where everything must run.
-skip_or_fail() {
-    if [ "${CI:-}" = true ]; then
-        echo "not ok - $1 # no $2 (apt-get install $3)"
+# Processes whose command line names the file $1: a run's parent and its
+# workers all do (the workers are forks), and nothing else does.
+alive_with() {
+    local f found=""
+    for f in /proc/[0-9]*/cmdline; do
+        tr '\0' ' ' 2> /dev/null < "$f" | grep -q -- "$1" && found="$found ${f//[^0-9]/}"
+    done
+    echo $found
+}
+count_alive_with() { # FILE N: whether exactly N processes name FILE
+    [ "$(alive_with "$1" | wc -w)" -eq "$2" ]
+}
+
+ended() { # PID: whether it has exited (a zombie has too)
+    ! kill -0 "$1" 2> /dev/null || [ "$(sed 's/.*) //' /proc/"$1"/stat 2> /dev/null | cut -c1)" = Z ]
+}
+has_children() { # PID N: whether PID has N children
+    [ "$(children_of "$1" | wc -w)" -ge "$2" ]
+}
+waits_in_fifo_open() { # PID: whether it waits in open() for a FIFO's writer
+    [ "$(cat /proc/"$1"/wchan 2> /dev/null)" = wait_for_partner ]
+}
+
+# start COMMAND...: runs it in the background, output in $TMP/out and
+# $TMP/err; sets $parent.
+start() {
+    "$@" > "$TMP/out" 2> "$TMP/err" &
+    parent=$!
+}
+
+# kill_a_worker NAME N: once $parent (see start) has its N worker
+# processes, kills the first with SIGKILL and gives the run 3 s to end.
+# Sets $kids and $rc and returns 0 once it has ended; if it has not,
+# reports NAME as failed, kills it all and returns 1.
+kill_a_worker() {
+    local name=$1 n=$2
+    if wait_for 10 has_children $parent $n; then
+        kids=$(children_of $parent)
+        kill -KILL ${kids%% *}
+        wait_for 3 ended $parent && {
+            wait $parent
+            rc=$?
+            return 0
+        }
+        not_ok "$name" "still running 3 s after a worker was killed"
     else
-        echo "ok - $1 # SKIP no $2 (apt-get install $3)"
+        not_ok "$name" "never had $n workers"
     fi
+    kill -KILL $parent $(children_of $parent) 2> /dev/null
+    wait $parent
+    return 1
+}
+
+# skip_or_fail NAME TOOL PACKAGE: NAME cannot run because TOOL is missing
+# (as have reports it).
+skip_or_fail() {
+    have "$2" "$3" "$1" false
 }

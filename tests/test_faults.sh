@@ -1,59 +1,28 @@
 #!/usr/bin/env bash
-# Faults and hostile inputs: a worker process killed while it holds the
-# heap's lock, SIGINT and SIGTERM to the parent, an input that shrinks
-# while it is read, far more workers than CPUs, a FIFO, an unreadable file
-# and files that are not regular.  Faults are injected by tests/faults.so
-# (LD_PRELOAD), so the programs carry no test code.
+# Faults: workers that die (killed, or holding the heap's lock), SIGINT and
+# SIGTERM to the parent, a worker out of heap, an input that shrinks or
+# grows while it is read, read errors, far more workers than CPUs.  Faults
+# are injected by tests/faults.so (LD_PRELOAD), so the programs carry no
+# test code.  No check depends on how fast anything runs: each waits for
+# the state it needs (wait_for), and the inputs that must not end by
+# themselves are FIFOs held open.
 . "$(dirname "$0")/lib.sh"
 
-XS_SIG="Final signature: 811138869"
 FAULTS=$PWD/tests/faults.so
-
-# Processes whose command line names the file $1: a run's parent and its
-# workers all do (the workers are forks), and nothing else does.
-alive_with() {
-    local f found=""
-    for f in /proc/[0-9]*/cmdline; do
-        tr '\0' ' ' 2> /dev/null < "$f" | grep -q -- "$1" && found="$found ${f//[^0-9]/}"
-    done
-    echo $found
-}
-
-# kill_a_worker NAME COMMAND...: runs COMMAND in the background (output
-# in $TMP/out and $TMP/err), kills its first child half a second later and
-# gives it 3 s to end.  Sets $rc and returns 0 once it has ended; if it
-# has not, reports NAME as failed, kills it all and returns 1.
-kill_a_worker() {
-    local name=$1 parent kids i
-    shift
-    "$@" > "$TMP/out" 2> "$TMP/err" &
-    parent=$!
-    sleep 0.5
-    kids=$(children_of $parent)
-    kill -KILL ${kids%% *}
-    for i in $(seq 30); do kill -0 $parent 2> /dev/null || break; sleep 0.1; done
-    if kill -0 $parent 2> /dev/null; then
-        not_ok "$name" "still running 3 s after a worker was killed"
-        kill -KILL $parent $kids 2> /dev/null
-        wait $parent
-        return 1
-    fi
-    wait $parent
-    rc=$?
-}
+xs_copies 4 "$TMP/xs4M"
 
 # A worker process dies by SIGKILL right after taking the heap's lock.
 # sharedhash's workers take it on every allocation (here the 1000th);
-# esharedhash's take it only to carve their pool (the 1st).
+# esharedhash's take it only to carve their pool (the 1st).  The program
+# reaps its workers before it exits, so none may be left when it has.
 for case in "sharedhash 1000" "esharedhash 1"; do
     set -- $case
     prog=$1
     input="$TMP/lock-holder-$prog.bin"
-    cp samples/xs1M.bin "$input"
+    cp "$XS" "$input"
     start=$SECONDS
     run env FAULT=die-holding-lock:$2 LD_PRELOAD=$FAULTS $BIN/$prog -m -j 2 "$input"
     took=$((SECONDS - start))
-    sleep 0.2
     left=$(alive_with "$input")
     if [ $rc -eq 1 ] && [ -z "$out" ] && [ "$(grep -c . "$TMP/err")" -eq 1 ] &&
         grep -qE "killed by signal 9|died while holding its lock" "$TMP/err" &&
@@ -65,19 +34,42 @@ for case in "sharedhash 1000" "esharedhash 1"; do
     fi
 done
 
+# A worker process killed while the reader waits on an input that never
+# ends by itself (a FIFO held open): the run ends at once with one line,
+# exit 1, and no worker left behind.
+mkfifo "$TMP/fifo"
+for prog in sharedhash esharedhash; do
+    start sh -c "exec $BIN/$prog -m -j 2 - < $TMP/fifo"
+    exec 3> "$TMP/fifo"
+    cat "$XS" >&3 # returns once the reader has taken all but a pipeful
+    if kill_a_worker "$prog -m worker killed" 2; then
+        left=""
+        for k in $kids; do kill -0 "$k" 2> /dev/null && left="$left $k"; done
+        if [ $rc -ne 1 ] || [ -s "$TMP/out" ] || [ -n "$left" ] ||
+            ! grep -q "killed by signal 9" "$TMP/err" || [ "$(grep -c . "$TMP/err")" -ne 1 ]; then
+            not_ok "$prog -m worker killed" "rc $rc, stdout '$(cat "$TMP/out")'," \
+                "stderr '$(cat "$TMP/err")', children $kids, left:$left"
+        else
+            ok "$prog -m worker killed"
+        fi
+    fi
+    exec 3>&-
+done
+
 # A worker process killed while the reader waits in open() for a FIFO's
-# writer: the run ends at once, not when a writer comes.
-rm -f "$TMP/nowriter"
+# writer (it has hashed the first file; no writer ever comes): the run
+# ends at once, not when a writer comes.
 mkfifo "$TMP/nowriter"
 for prog in sharedhash esharedhash; do
     name="$prog -m: a worker killed while the reader waits for a FIFO"
-    kill_a_worker "$name" $BIN/$prog -m -j 2 samples/one.bin "$TMP/nowriter" &&
+    start $BIN/$prog -m -j 2 samples/one.bin "$TMP/nowriter"
+    wait_for 10 waits_in_fifo_open $parent
+    kill_a_worker "$name" 2 &&
         check "$name" eval '[ $rc -eq 1 ] && grep -q "killed by signal 9" "$TMP/err"'
 done
 
 # A run that fails part-way keeps what it finished: the first file's line
 # is out, and stdout ends at a line boundary, never in a torn line.
-for i in 1 2 3 4; do cat samples/xs1M.bin; done > "$TMP/xs4M"
 run env FAULT=die-holding-lock:400000 LD_PRELOAD=$FAULTS $BIN/sharedhash -m -j 1 -v \
     samples/hello.txt "$TMP/xs4M"
 if [ $rc -eq 1 ] && grep -qx "Final signature: 1327664517  samples/hello.txt" "$TMP/out" &&
@@ -89,10 +81,10 @@ else
         "rc $rc, stderr '$err', last bytes: $(tail -c 40 "$TMP/out" | od -c | head -3)"
 fi
 
-# SIGINT or SIGTERM to the parent: every worker is gone within a second.
+# SIGINT or SIGTERM to the parent while it waits on a FIFO held open:
+# every worker is gone at once (they see the end of their task socket).
 # A shell starts background jobs with SIGINT ignored, and whoever runs
 # this script may have too: env(1) gives the program the default actions.
-mkfifo "$TMP/fifo"
 default_signals=(env --default-signal=INT,TERM)
 "${default_signals[@]}" true 2> /dev/null || default_signals=()
 for prog in sharedhash esharedhash; do
@@ -104,42 +96,43 @@ for prog in sharedhash esharedhash; do
             parent=$!
             exec 3> "$TMP/fifo"
             cat samples/ties64k.bin >&3
-            sleep 0.5
+            expect=1
+            [ $mode = -m ] && expect=3 # the parent and two workers
+            wait_for 10 count_alive_with "$input" $expect
             before=$(alive_with "$input")
             kill -$sig $parent
-            sleep 1
+            wait_for 3 count_alive_with "$input" 0
             left=$(alive_with "$input")
             exec 3>&-
             wait $parent 2> /dev/null
             rc=$?
-            expect=1
-            [ $mode = -m ] && expect=3 # the parent and two workers
             if [ "$(echo $before | wc -w)" -eq $expect ] && [ -z "$left" ] && [ ! -s "$TMP/out" ]; then
                 ok "$prog $mode: SIG$sig to the parent ends every worker"
             else
                 not_ok "$prog $mode: SIG$sig to the parent ends every worker" \
-                    "before: $before; after 1 s: $left; rc $rc; stdout $(cat "$TMP/out")"
+                    "before: $before; after 3 s: $left; rc $rc; stdout $(cat "$TMP/out")"
                 [ -z "$left" ] || kill -KILL $left 2> /dev/null
             fi
         done
     done
 done
 
-# A regular file is read by the workers themselves, here slowed to 100 ms
-# a chunk (4 MiB: 64 chunks, over 3 s): a reader killed meanwhile leaves no
-# worker process behind for longer than a chunk, and a worker process
-# killed meanwhile ends the run at once with one line.
+# A regular file is read by the workers themselves, here slowed to 200 ms
+# a chunk (4 MiB: 64 chunks, over 6 s for two workers): a reader killed
+# meanwhile leaves no worker process behind (they look at their task
+# sockets between chunks, and are given 3 s, half the file's time, to go),
+# and a worker process killed meanwhile ends the run at once with one line.
 for prog in sharedhash esharedhash; do
     for sig in TERM KILL; do
         input="$TMP/feed-$prog-$sig"
         cp "$TMP/xs4M" "$input"
         exec 4>&2 2> /dev/null # not even the shell's notice that the parent was killed
-        env FAULT=slow:100 LD_PRELOAD=$FAULTS $BIN/$prog -m -j 2 "$input" > "$TMP/out" &
+        env FAULT=slow:200 LD_PRELOAD=$FAULTS $BIN/$prog -m -j 2 "$input" > "$TMP/out" &
         parent=$!
-        sleep 0.4
+        wait_for 10 count_alive_with "$input" 3
         before=$(alive_with "$input")
         kill -$sig $parent
-        sleep 0.5
+        wait_for 3 count_alive_with "$input" 0
         left=$(alive_with "$input")
         wait $parent
         exec 2>&4 4>&-
@@ -147,19 +140,74 @@ for prog in sharedhash esharedhash; do
             ok "$prog -m: SIG$sig to the parent while workers read a file ends them"
         else
             not_ok "$prog -m: SIG$sig to the parent while workers read a file ends them" \
-                "before: $before; after 0.5 s: $left"
+                "before: $before; after 3 s: $left"
             [ -z "$left" ] || kill -KILL $left 2> /dev/null
         fi
     done
     input="$TMP/feed-$prog-worker"
     cp "$TMP/xs4M" "$input"
     name="$prog -m: a worker killed while the workers read a file"
-    if kill_a_worker "$name" env FAULT=slow:100 LD_PRELOAD=$FAULTS $BIN/$prog -m -j 2 "$input"; then
-        sleep 0.2
+    start env FAULT=slow:200 LD_PRELOAD=$FAULTS $BIN/$prog -m -j 2 "$input"
+    if kill_a_worker "$name" 2; then
         left=$(alive_with "$input")
         check "$name" eval '[ $rc -eq 1 ] && [ ! -s "$TMP/out" ] && [ -z "$left" ] &&
             [ "$(grep -c . "$TMP/err")" -eq 1 ] && grep -q "killed by signal 9" "$TMP/err"'
     fi
+done
+
+# A worker out of heap while the reader waits on a stalled input: the
+# worker's own reason is reported at once, in -t (a failing thread writes
+# to the reader's self-pipe) and in -m (SIGCHLD does; not "ended before
+# its work was done").  The failure is built in, whichever thread runs
+# first: with --pool 0 each of esharedhash's workers allocates from the
+# heap, and the heap is the smallest in which the reader carves its own
+# pool, which holds every input buffer; what is left cannot hold one
+# block's tree.  The input is one chunk, then a FIFO held open, so only
+# the worker's failure can end the run.
+reader_pool_fits() { # MODE HEAP
+    printf '' | $BIN/esharedhash $1 -j 1 --pool 0 --heap $2 --stats - 2>&1 |
+        grep -q '^ *pool_fallbacks *0$'
+}
+for mode in -t -m; do
+    lo=$((64 << 10)) hi=$((1 << 20))
+    while [ $((hi - lo)) -gt 64 ]; do
+        mid=$(((lo + hi) / 2))
+        if reader_pool_fits $mode $mid; then hi=$mid; else lo=$mid; fi
+    done
+    name="a worker out of heap on a stalled input, $mode"
+    start sh -c "exec $BIN/esharedhash $mode -j 1 --pool 0 --heap $hi - < $TMP/fifo"
+    exec 3> "$TMP/fifo"
+    head -c 64K "$XS" >&3
+    if wait_for 10 ended $parent; then
+        wait $parent
+        rc=$?
+        if [ $rc -eq 1 ] && [ ! -s "$TMP/out" ] && [ "$(grep -c . "$TMP/err")" -eq 1 ] &&
+            grep -q "worker 0: the heap is too small" "$TMP/err"; then
+            ok "$name"
+        else
+            not_ok "$name" "--heap $hi: rc $rc, stdout '$(cat "$TMP/out")', stderr '$(cat "$TMP/err")'"
+        fi
+    else
+        not_ok "$name" "--heap $hi: still waiting for input"
+        kill -KILL $parent $(children_of $parent) 2> /dev/null
+        wait $parent
+    fi
+    exec 3>&-
+done
+
+# A tight --heap on a file the workers read: a worker that finds no room
+# for a buffer leaves the file to the others, so room for one buffer and
+# one block's tree does the work; less is one clear error.
+for prog in sharedhash esharedhash; do
+    for mode in "-t -j 8" "-m -j 4"; do
+        run $BIN/$prog $mode --heap 100K "$XS"
+        check "$prog $mode --heap 100K: the workers with a buffer do the work" \
+            [ "$out" = "$XS_SIG" -a $rc -eq 0 -a -z "$err" ]
+    done
+    expect_error "$prog -t --heap 72K: a buffer, but no room to hash" \
+        "$prog: worker [0-9]*: the heap is too small for the work" $BIN/$prog -t -j 2 --heap 72K "$XS"
+    expect_error "$prog -m --heap 32K: no room for any buffer" \
+        "^$prog: the heap is too small for the work" $BIN/$prog -m -j 2 --heap 32K "$XS"
 done
 
 # An input that shrinks or grows while it is read is an error, never a
@@ -194,40 +242,7 @@ check "esharedhash -t: a read error in one file, the next one hashed" \
 # Far more workers than CPUs.
 for prog in sharedhash esharedhash; do
     for mode in -t -m; do
-        run $BIN/$prog $mode -j 256 samples/xs1M.bin
+        run $BIN/$prog $mode -j 256 "$XS"
         check "$prog $mode -j 256" [ "$out" = "$XS_SIG" -a $rc -eq 0 ]
     done
-done
-
-# A FIFO, a character device, an unreadable file.
-for prog in sharedhash esharedhash; do
-    rm -f "$TMP/fifo2"
-    mkfifo "$TMP/fifo2"
-    cat samples/xs1M.bin > "$TMP/fifo2" &
-    run $BIN/$prog -t "$TMP/fifo2"
-    wait
-    check "$prog reads a FIFO" [ "$out" = "$XS_SIG" ]
-    run $BIN/$prog -m /dev/null
-    check "$prog /dev/null is empty" [ "$out" = "Final signature: 0" -a $rc -eq 0 ]
-done
-cp samples/hello.txt "$TMP/secret"
-chmod 000 "$TMP/secret"
-as_user=()
-if [ "$(id -u)" -eq 0 ]; then
-    if command -v setpriv > /dev/null; then
-        as_user=(setpriv --reuid=65534 --regid=65534 --clear-groups)
-        chmod 755 "$TMP"
-    else
-        as_user=(skip)
-    fi
-fi
-for prog in sharedhash esharedhash; do
-    if [ "${as_user[0]:-}" = skip ]; then
-        ok "$prog: an unreadable file # SKIP no setpriv to run as a normal user"
-        continue
-    fi
-    # A copy in $TMP: the checkout may not be open to the other user.
-    cp $BIN/$prog "$TMP/$prog"
-    expect_error "$prog: an unreadable file" "secret: Permission denied" \
-        "${as_user[@]}" "$TMP/$prog" "$TMP/secret"
 done

@@ -26,19 +26,17 @@ for prog in sharedhash esharedhash; do
 done
 
 # Standard input, and the same from a pipe that delivers odd-sized pieces.
-run sh -c "$BIN/esharedhash -t - < samples/xs1M.bin"
-check "stdin esharedhash -t" [ "$out" = "Final signature: 811138869" ]
-run sh -c "cat samples/xs1M.bin | $BIN/sharedhash -m -j 3 -"
-check "pipe sharedhash -m" [ "$out" = "Final signature: 811138869" ]
+run sh -c "$BIN/esharedhash -t - < $XS"
+check "stdin esharedhash -t" [ "$out" = "$XS_SIG" ]
+run sh -c "cat $XS | $BIN/sharedhash -m -j 3 -"
+check "pipe sharedhash -m" [ "$out" = "$XS_SIG" ]
 
 # More blocks than the reference's one-process-per-block -m survives:
-# 8 copies of xs1M.bin, 8,192 blocks; block sums add, so the signature
-# is 8 times xs1M's modulo 2^31-1.
-for i in $(seq 8); do cat samples/xs1M.bin; done > "$TMP/xs8M"
-want=$(( 811138869 * 8 % 2147483647 ))
+# 8 copies of xs1M.bin, 8,192 blocks.
+xs_copies 8 "$TMP/xs8M"
 for prog in sharedhash esharedhash; do
     run $BIN/$prog -m "$TMP/xs8M"
-    check "8 MiB $prog -m" [ "$out" = "Final signature: $want" ]
+    check "8 MiB $prog -m" [ "$out" = "$(xs_signature 8)" ]
 done
 
 # 5 GiB sparse file: every block is 1024 zero bytes, hashing to 1024, so

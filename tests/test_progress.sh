@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# --progress and --no-progress: a progress line on stderr only, for an
+# input that takes a while, by default only on a terminal.
+. "$(dirname "$0")/lib.sh"
+
+# A pipe that delivers its second MiB 1.2 s after the first: it takes over
+# the half second after which progress shows, however fast the machine.
+slow() { cat "$XS"; sleep 1.2; cat "$XS"; }
+for mode in "" -t -m; do
+    run $BIN/esharedhash $mode --progress - < <(slow)
+    if [ "$out" = "$(xs_signature 2)" ] &&
+        grep -q "standard input: [0-9.]* MiB, [0-9.]* MB/s" "$TMP/err"; then
+        ok "--progress ${mode:-single}: a progress line on stderr, the result alone on stdout"
+    else
+        not_ok "--progress ${mode:-single}" "stdout '$out', stderr '$err'"
+    fi
+done
+# --progress on a file that the workers read themselves, slowed to 200 ms
+# a chunk (tests/faults.so; 2 MiB, 32 chunks, over 3 s for two workers):
+# the main thread shows how far they are while they work, not only once
+# the first is done.
+xs_copies 2 "$TMP/xs2M"
+for mode in -t -m; do
+    run env FAULT=slow:200 LD_PRELOAD=$PWD/tests/faults.so $BIN/esharedhash $mode -j 2 \
+        --progress "$TMP/xs2M"
+    if [ "$out" = "$(xs_signature 2)" ] &&
+        grep -q "xs2M: [0-9.]* [KM]iB of 2.0 MiB ([0-8]\?[0-9]%)" "$TMP/err"; then
+        ok "--progress $mode on a file the workers read"
+    else
+        not_ok "--progress $mode on a file the workers read" "stdout '$out', stderr '$err'"
+    fi
+done
+run $BIN/sharedhash - < <(slow)
+check "no progress when stderr is not a terminal" [ -z "$err" ]
+# One read, right after the open: never half a second.
+run $BIN/sharedhash --progress samples/hello.txt
+check "no progress for an input that is quickly done" [ -z "$err" ]
+# Progress on a terminal by default, erased before the result: run under
+# script(1), which gives the command a terminal.
+if have script bsdutils "progress on a terminal"; then
+    script -qec "sh -c '(cat $XS; sleep 1.2; cat $XS) | $BIN/esharedhash -t -'" \
+        /dev/null > "$TMP/tty" 2>&1
+    if grep -q "standard input: [0-9.]* MiB" "$TMP/tty" && grep -q $'\e\[K' "$TMP/tty"; then
+        ok "progress by default on a terminal"
+    else
+        not_ok "progress by default on a terminal" "$(od -c "$TMP/tty" | head -5)"
+    fi
+    script -qec "sh -c '(cat $XS; sleep 1.2) | $BIN/esharedhash --no-progress -'" \
+        /dev/null > "$TMP/tty" 2>&1
+    check "--no-progress on a terminal" [ "$(tr -d '\r' < "$TMP/tty")" = "$XS_SIG" ]
+fi
