@@ -48,7 +48,9 @@
  *       NULL p: umem_alloc.  n == 0: frees p, returns NULL.  Otherwise
  *       grows the block in place into a free block after it, or shrinks it
  *       in place, else moves it; the contents are kept up to the smaller
- *       size.  NULL with errno = ENOMEM leaves p as it was.
+ *       size.  NULL with errno = ENOMEM leaves p as it was.  On a
+ *       UMEM_CACHED heap a block that still fits, wasting less than half,
+ *       stays where it is without the lock.
  *   void *umem_memalign(umem_t *h, size_t align, size_t n);
  *       A block aligned to `align`, a power of two (else NULL, EINVAL);
  *       freed by umem_free.
@@ -1751,6 +1753,16 @@ static inline void *umem_realloc(umem_t *h, void *p, size_t n)
         return NULL;
     }
     size_t need = umem__need(n);
+    if (h->flags & UMEM_CACHED && need != 0 && (uintptr_t)p % UMEM_ALIGN == 0 &&
+        umem__in_fast_region(h, (const char *)p)) {
+        /* A block that still fits, wasting less than half, stays where it
+         * is without the lock: its header is the caller's to read. */
+        char *b = (char *)p - UMEM_HEADER;
+        size_t word = umem__word(b), size = word & ~UMEM_FLAGS;
+        if (umem__header_ok(h, b) && word & UMEM_USED && need <= size && need > size / 2 &&
+            (size_t)(uintptr_t)((void **)p)[1] != umem__tag(h, p))
+            return p;
+    }
     /* A large block's mapping is made before the lock is taken, in case
      * the block moves, and unmade if it does not. */
     struct umem_span *big = NULL;

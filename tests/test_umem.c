@@ -2,6 +2,7 @@
 #include "../umem.h"
 #include "check.h"
 
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <sys/wait.h>
@@ -775,10 +776,15 @@ static void *churn(void *arg)
     umem_t *h = arg;
     unsigned long long seed = (uintptr_t)arg;
     void *p[32] = {0};
-    while (!atomic_load(&fork_stop)) {
+    for (unsigned ops = 1; !atomic_load(&fork_stop); ops++) {
         unsigned k = (unsigned)(check_rand(&seed) % 32);
         umem_free(h, p[k]);
         p[k] = umem_alloc(h, 1 + check_rand(&seed) % 3000);
+        /* A mutex is not fair: a thread that takes it again at once can
+         * keep fork()'s handler waiting on it for as long as the
+         * scheduler lets it (valgrind runs one thread at a time). */
+        if (ops % 64 == 0)
+            sched_yield();
     }
     for (unsigned k = 0; k < 32; k++)
         umem_free(h, p[k]);
