@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "bench.h"
 
 enum { MAX_THREADS = 256 };
 
@@ -60,23 +61,13 @@ static void *run_worker(void *arg)
     return NULL;
 }
 
-static int parse(const char *s, unsigned long lo, unsigned long hi, unsigned long *out)
-{
-    char *end;
-    unsigned long v = strtoul(s, &end, 10);
-    if (*s < '0' || *s > '9' || *end || v < lo || v > hi)
-        return -1;
-    *out = v;
-    return 0;
-}
-
 int main(int argc, char **argv)
 {
     unsigned long threads, objects = 1000000, size = 8, writes = 500;
-    if (argc < 2 || argc > 5 || parse(argv[1], 1, MAX_THREADS, &threads) ||
-        (argc > 2 && parse(argv[2], 1, 1UL << 40, &objects)) ||
-        (argc > 3 && parse(argv[3], 1, 1UL << 20, &size)) ||
-        (argc > 4 && parse(argv[4], 1, 1UL << 30, &writes))) {
+    if (argc < 2 || argc > 5 || bench_parse(argv[1], 1, MAX_THREADS, &threads) ||
+        (argc > 2 && bench_parse(argv[2], 1, 1UL << 40, &objects)) ||
+        (argc > 3 && bench_parse(argv[3], 1, 1UL << 20, &size)) ||
+        (argc > 4 && bench_parse(argv[4], 1, 1UL << 30, &writes))) {
         fprintf(stderr, "usage: falseshare THREADS(1-%d) [OBJECTS [SIZE [WRITES]]]\n",
                 MAX_THREADS);
         return 2;

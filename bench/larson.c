@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "bench.h"
 
 enum { ROUNDS = 64, MAX_THREADS = 256 };
 
@@ -50,20 +51,9 @@ static struct {
     pthread_barrier_t round_end;
 } g;
 
-static uint64_t next_random(uint64_t *state)
-{
-    /* xorshift64* */
-    uint64_t x = *state;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    *state = x;
-    return x * 0x2545F4914F6CDD1DULL;
-}
-
 static size_t random_size(uint64_t *rng)
 {
-    uint64_t r = next_random(rng);
+    uint64_t r = bench_rand(rng);
     if (r % 4096 == 1)
         return 32768 + (r >> 20) % (262144 - 32768);
     if (r % 64 == 0)
@@ -82,7 +72,7 @@ static void fail(const char *what, size_t size)
 static void fill(struct slot *s, struct worker *w)
 {
     s->size = random_size(&w->rng);
-    s->tag = next_random(&w->rng);
+    s->tag = bench_rand(&w->rng);
     s->block = malloc(s->size);
     if (!s->block)
         fail("malloc failed", s->size);
@@ -112,7 +102,7 @@ static void *run_worker(void *arg)
     for (unsigned r = 0; r < ROUNDS; r++) {
         struct slot *a = g.arrays[(w->index + r) % g.threads];
         for (unsigned long s = 0; s < g.steps_per_round; s++) {
-            struct slot *victim = &a[next_random(&w->rng) % g.slots];
+            struct slot *victim = &a[bench_rand(&w->rng) % g.slots];
             release(victim, w);
             fill(victim, w);
         }
@@ -124,22 +114,12 @@ static void *run_worker(void *arg)
     return NULL;
 }
 
-static int parse(const char *s, unsigned long lo, unsigned long hi, unsigned long *out)
-{
-    char *end;
-    unsigned long v = strtoul(s, &end, 10);
-    if (*s < '0' || *s > '9' || *end || v < lo || v > hi)
-        return -1;
-    *out = v;
-    return 0;
-}
-
 int main(int argc, char **argv)
 {
     unsigned long threads, steps = 20000000, slots = 4096;
-    if (argc < 2 || argc > 4 || parse(argv[1], 1, MAX_THREADS, &threads) ||
-        (argc > 2 && parse(argv[2], 1, 1UL << 40, &steps)) ||
-        (argc > 3 && parse(argv[3], 1, 1UL << 24, &slots))) {
+    if (argc < 2 || argc > 4 || bench_parse(argv[1], 1, MAX_THREADS, &threads) ||
+        (argc > 2 && bench_parse(argv[2], 1, 1UL << 40, &steps)) ||
+        (argc > 3 && bench_parse(argv[3], 1, 1UL << 24, &slots))) {
         fprintf(stderr, "usage: larson THREADS(1-%d) [STEPS [SLOTS]]\n", MAX_THREADS);
         return 2;
     }

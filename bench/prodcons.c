@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "bench.h"
 
 enum { QUEUE_SLOTS = 1024, BATCH = 32, MAX_THREADS = 256 };
 
@@ -55,17 +56,6 @@ static void fail(const char *what)
 {
     fprintf(stderr, "prodcons: %s\n", what);
     exit(1);
-}
-
-static uint64_t next_random(uint64_t *state)
-{
-    /* xorshift64* */
-    uint64_t x = *state;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    *state = x;
-    return x * 0x2545F4914F6CDD1DULL;
 }
 
 static uint64_t body_word(const struct message *m, size_t i)
@@ -116,7 +106,7 @@ static void *produce(void *arg)
     struct message *batch[BATCH];
     size_t n = 0;
     for (unsigned long seq = 0; seq < p->messages; seq++) {
-        uint64_t r = next_random(&rng);
+        uint64_t r = bench_rand(&rng);
         size_t size = r % 256 == 0 ? 512 + (r >> 16) % (16384 - 512)
                                    : 16 + (r >> 16) % (512 - 16 + 1);
         struct message *m = malloc(size);
@@ -163,21 +153,11 @@ static void *consume(void *arg)
     }
 }
 
-static int parse(const char *s, unsigned long lo, unsigned long hi, unsigned long *out)
-{
-    char *end;
-    unsigned long v = strtoul(s, &end, 10);
-    if (*s < '0' || *s > '9' || *end || v < lo || v > hi)
-        return -1;
-    *out = v;
-    return 0;
-}
-
 int main(int argc, char **argv)
 {
     unsigned long threads, messages = 10000000;
-    if (argc < 2 || argc > 3 || parse(argv[1], 1, MAX_THREADS, &threads) ||
-        (argc > 2 && parse(argv[2], 1, 1UL << 40, &messages))) {
+    if (argc < 2 || argc > 3 || bench_parse(argv[1], 1, MAX_THREADS, &threads) ||
+        (argc > 2 && bench_parse(argv[2], 1, 1UL << 40, &messages))) {
         fprintf(stderr, "usage: prodcons THREADS(1-%d) [MESSAGES]\n", MAX_THREADS);
         return 2;
     }

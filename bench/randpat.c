@@ -53,6 +53,7 @@
 
 #include <limits.h>
 #include <sys/resource.h>
+#include "bench.h"
 
 enum backend { B_MALLOC, B_UMEM_NOLOCK, B_UMEM_LOCKED, B_UMEM_CACHED };
 
@@ -93,16 +94,6 @@ struct worker {
     uint64_t bad_tags;      /* tag bytes found changed */
     size_t failed_size;     /* a request that failed, 0 if none did */
 };
-
-static uint64_t rng_next(uint64_t *s)
-{
-    uint64_t x = *s;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    *s = x;
-    return x * 0x2545F4914F6CDD1Dull;
-}
 
 /* A fixed, distinct, non-zero seed for each thread (splitmix64). */
 static uint64_t rng_seed(int thread)
@@ -157,7 +148,7 @@ static inline void run_steps(struct worker *w, uint64_t *rng, uint64_t steps)
     if (w->failed_size)
         return;
     for (uint64_t i = 0; i < steps; i++) {
-        uint64_t r = rng_next(rng);
+        uint64_t r = bench_rand(rng);
         struct slot *s = &slots[(size_t)(((r >> 32) * live) >> 32)];
         block_free(heap, s->p);
         if (fill_slot(heap, s, r) != 0) {
@@ -177,7 +168,7 @@ static void *run_worker(void *arg)
     struct slot *slots = w->slots;
     size_t filled = 0;
     for (; filled < live; filled++) {
-        uint64_t r = rng_next(&rng);
+        uint64_t r = bench_rand(&rng);
         if (fill_slot(heap, &slots[filled], r) != 0) {
             w->failed_size = size_of_draw(r);
             break;
