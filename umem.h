@@ -211,9 +211,9 @@
  *   block is caught then), and the next header when the block leaves the
  *   cache: a write past the end of a block freed into a cache is caught
  *   at the cache's next flush (or its thread's exit).  A block taken from
- *   a cache must still carry its tag and a used header of its size, or
- *   the allocation stops there: a write after free over the cache's link
- *   cannot hand out an address of the writer's choosing.  After a large
+ *   a cache must still carry its tag, or the allocation stops there: a
+ *   write after free over the cache's link cannot hand out an address of
+ *   the writer's choosing without the heap's secret.  After a large
  *   block's mapping is gone, freeing it again is reported as a pointer
  *   outside the heap, unless the system has since mapped the same
  *   address for another large block (mmap often does): that block is
@@ -1595,11 +1595,10 @@ static inline void *umem_alloc(umem_t *h, size_t n)
             void **p = (void **)c->bin[cls];
             if (!p)
                 return umem__cache_refill(h, c, cls);
-            /* Still tagged, still a used block of its size: a write after
+            /* Still tagged (the tag is on the link's cache line, and only
+             * who knows the heap's secret can forge it): a write after
              * free over the link would otherwise hand out any address. */
-            char *b = (char *)p - UMEM_HEADER;
-            if ((size_t)(uintptr_t)p[1] != umem__tag(h, p) || !umem__header_ok(h, b) ||
-                (umem__word(b) & ~UMEM_PREV_FREE) != ((UMEM_MIN_BLOCK + 16u * cls) | UMEM_USED))
+            if ((size_t)(uintptr_t)p[1] != umem__tag(h, p))
                 umem__die("heap corruption: a cached block was written after its free:", p);
             c->bin[cls] = p[0];
             c->count[cls]--;

@@ -361,6 +361,17 @@ static void *overrun_in_thread(void *arg)
     umem_free(h, low); /* into the cache: not seen yet */
     return NULL;
 }
+/* With UMEM_CACHED: a write after free over a cached block's link. */
+static void forge_cache_link(umem_t *h, char *t)
+{
+    static char victim[64] __attribute__((aligned(16)));
+    char *p = umem_alloc(h, 40);
+    umem_free(h, p);
+    *(void **)p = victim; /* the cache's link, overwritten */
+    umem_alloc(h, 40);    /* p itself */
+    snprintf(t, 64, "%p", (void *)victim);
+    umem_alloc(h, 40); /* would be victim */
+}
 static void overrun_cached(umem_t *h, char *t)
 {
     void *arg[2] = {h, t};
@@ -401,6 +412,10 @@ static void death_realloc_of_freed(void)
 static void death_cached_double_free(void)
 {
     expect_death_on(UMEM_CACHED, free_twice_cached, "double free");
+}
+static void death_cached_forged_link(void)
+{
+    expect_death_on(UMEM_CACHED, forge_cache_link, "written after its free");
 }
 static void death_cached_overrun_at_flush(void)
 {
@@ -951,6 +966,7 @@ static int run_all(void)
     RUN(death_aligned_double_free);
     RUN(death_realloc_of_freed);
     RUN(death_cached_double_free);
+    RUN(death_cached_forged_link);
     RUN(death_cached_overrun_at_flush);
     RUN(check_finds_overrun);
     RUN(check_finds_stale_header_on_list);
