@@ -40,7 +40,14 @@
  *   starts, the heap's figures go to standard error when it exits, one
  *   "name value" per line (through a copy of descriptor 2 made at start,
  *   since many programs close standard error before they exit).
+ *
+ * LARGE BLOCKS
+ *   A block gets a mapping of its own from 8 MiB (umem.h's default is
+ *   1 MiB): programs that grow buffers of a few MiB by realloc, as Perl
+ *   does, would otherwise map, copy and unmap them at every step.  A large
+ *   free block inside the heap gives its pages back at the next purge.
  */
+#define UMEM_LARGE ((size_t)8 << 20)
 #include "umem.h"
 
 #include <fcntl.h>

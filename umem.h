@@ -107,7 +107,7 @@
  *   UMEM_CACHE_BYTES (256 KiB) in all.  An allocation of up to 1,040
  *   bytes pops a block from its list and a free pushes one: no lock and
  *   no atomic read-modify-write.  An empty list is refilled with up to
- *   UMEM_CACHE_REFILL (8) blocks under one lock; a full list gives half
+ *   UMEM_CACHE_REFILL (2) blocks under one lock; a full list gives half
  *   back under one lock (a flush), and a cache over its bytes gives back
  *   half of every list.  When the heap has no room for a refill, the
  *   thread's own cached blocks go back first (other threads' caches
@@ -322,7 +322,7 @@ typedef struct umem_stats {
 #ifndef UMEM_CACHE_BYTES
 #define UMEM_CACHE_BYTES ((size_t)256 << 10) /* UMEM_CACHED: bytes a cache keeps at most */
 #endif
-#define UMEM_CACHE_REFILL 8u
+#define UMEM_CACHE_REFILL 2u
 #define UMEM_FAST_REGIONS 16u
 
 /* A block header.  `word` is read without the lock by a thread freeing
@@ -1367,11 +1367,13 @@ static UMEM_NOINLINE void *umem__cache_refill(umem_t *h, struct umem_cache *c, u
     if (umem__lock(h, 1) != 0)
         return NULL;
     h->cache_refills++;
-    char *first = NULL;
-    for (unsigned k = 0; k < UMEM_CACHE_REFILL; k++) {
+    char *got[UMEM_CACHE_REFILL];
+    size_t got_size[UMEM_CACHE_REFILL];
+    unsigned n = 0;
+    for (; n < UMEM_CACHE_REFILL; n++) {
         size_t need = size;
-        char *b = umem__take(h, &need, k == 0);
-        if (!b && k == 0 && umem__get(&c->bytes) > 0) {
+        char *b = umem__take(h, &need, n == 0);
+        if (!b && n == 0 && umem__get(&c->bytes) > 0) {
             /* The heap is out of room: this thread's own cached blocks
              * go back first (other threads' caches it cannot touch). */
             for (unsigned i = 0; i < UMEM_BINS; i++)
@@ -1381,35 +1383,43 @@ static UMEM_NOINLINE void *umem__cache_refill(umem_t *h, struct umem_cache *c, u
         if (!b)
             break;
         h->bytes_in_use += need;
-        if (!first) {
-            first = b;
-            h->allocs++;
+        got[n] = b;
+        got_size[n] = need;
+    }
+    /* The first block is the caller's; the others are cached last to
+     * first, so that they come out in the order they were carved (mostly
+     * rising addresses): blocks allocated one after another lie one after
+     * another, as a program walking them in that order would like. */
+    while (n > 1) {
+        n--;
+        /* A remainder too small for a block may have come along: the
+         * block goes to the list of its own size. */
+        unsigned bc = (unsigned)((got_size[n] - UMEM_MIN_BLOCK) >> 4);
+        if (bc >= UMEM_BINS) {
+            h->bytes_in_use -= got_size[n];
+            umem__merge_free(h, got[n], got[n]);
             continue;
         }
-        /* A remainder too small for a block may have come along: the
-         * block goes to the bin of its own size. */
-        unsigned bc = (unsigned)((need - UMEM_MIN_BLOCK) >> 4);
-        if (bc >= UMEM_BINS) {
-            h->bytes_in_use -= need;
-            umem__merge_free(h, b, b); /* its neighbours are used */
-            break;
-        }
         h->refill_blocks++;
-        void **p = (void **)(b + UMEM_HEADER);
+        void **p = (void **)(got[n] + UMEM_HEADER);
         p[0] = c->bin[bc];
         p[1] = (void *)umem__tag(h, p);
         c->bin[bc] = p;
         c->count[bc]++;
-        umem__add(&c->bytes, need);
+        umem__add(&c->bytes, got_size[n]);
     }
+    if (n == 1)
+        h->allocs++;
+    else
+        h->failed_allocs++;
     if (h->bytes_in_use > h->peak_bytes_in_use)
         h->peak_bytes_in_use = h->bytes_in_use;
-    if (!first)
-        h->failed_allocs++;
     umem__unlock(h);
-    if (!first)
+    if (n == 0) {
         errno = ENOMEM;
-    return first ? first + UMEM_HEADER : NULL;
+        return NULL;
+    }
+    return got[0] + UMEM_HEADER;
 }
 
 /* ---- the interface ---- */
