@@ -25,7 +25,10 @@ build() { # DIR FLAGS...: both programs and the umem tests, each built alone
     for p in sharedhash esharedhash; do
         $CC -Wall -Wextra -Werror -pthread "$@" -o "$dir/$p" $p.c || return 1
     done
-    $CC -Wall -Wextra -pthread "$@" -o "$dir/test_umem" tests/test_umem.c
+    $CC -Wall -Wextra -pthread "$@" -o "$dir/test_umem" tests/test_umem.c &&
+        $CC -Wall -Wextra -pthread "$@" -o "$dir/test_umem_regions" tests/test_umem_regions.c &&
+        $CC -Wall -Wextra -pthread "$@" -o "$dir/test_umem_files" tests/test_umem_files.c \
+            tests/umem_other_file.c
 }
 
 # Sanitizers: the unit tests and the end-to-end suite, without a report.
@@ -42,7 +45,8 @@ for san in "asan -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omi
     dir=build/$1
     shift
     if build "$dir" -O1 -g "$@"; then
-        tally < <(BIN=$dir SKIP_SLOW=1 tests/run.sh "$dir/test_umem" $end_to_end 2>&1 |
+        tally < <(BIN=$dir SKIP_SLOW=1 tests/run.sh "$dir/test_umem" "$dir/test_umem_regions" \
+            "$dir/test_umem_files" $end_to_end 2>&1 |
             sed "s/^\(\(not \)\{0,1\}ok - \)/\1[$(basename $dir)] /")
     else
         echo "not ok - [$(basename $dir)] build"
