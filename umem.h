@@ -91,7 +91,10 @@
  *   attempts instead of queueing on the mutex: a lock taken for every
  *   allocation is best left with the thread that holds it for a burst of
  *   calls, since handing it (and the heap's cache lines) to another core
- *   on every call costs more than the calls.  lock_count counts the
+ *   on every call costs more than the calls.  On a UMEM_CACHED heap,
+ *   whose lock is taken rarely and briefly, a caller that finds it taken
+ *   queues on the mutex after its spins instead, to be woken as soon as
+ *   it is free.  lock_count counts the
  *   acquisitions by those calls (a cache's refill or flush is one), and
  *   lock_contended the ones that found the lock taken.  umem_check,
  *   umem_get_stats and umem_usable_size take the lock as well but are not
@@ -133,8 +136,9 @@
  *   umem_memalign, when the size plus the alignment are) get a mapping of
  *   their own, unmapped when freed; where that mapping fails they come
  *   from the regions.  A block that umem_realloc grows in place stays
- *   where it is, whatever its size, and a large block shrunk by it keeps
- *   its whole mapping (umem_usable_size says so).  After an eighth of the
+ *   where it is, whatever its size; a large block it shrinks keeps its
+ *   whole mapping (umem_usable_size says so) unless it shrinks to half or
+ *   less, when it moves to a block of the new size.  After an eighth of the
  *   heap (at least UMEM_PURGE_MIN, 4 MiB) has been freed since the last
  *   time, the whole pages inside large free blocks go back to the system
  *   with madvise(MADV_DONTNEED), so the resident size falls after a
@@ -208,9 +212,11 @@
  *   next header must be intact and say its predecessor is used (else
  *   something wrote past the block's end).  A free into a cache checks
  *   the block's own header and its tag at once (a second free of a cached
- *   block is caught then), and the next header when the block leaves the
- *   cache: a write past the end of a block freed into a cache is caught
- *   at the cache's next flush (or its thread's exit).  A block taken from
+ *   block is caught then), and the next header only when the block goes
+ *   back to the heap: a write past the end of a block freed into a cache
+ *   is caught when a flush takes that block or its thread exits; if the
+ *   block is allocated again from the cache first, only its tag is
+ *   checked, and an overrun that left the tag alone goes unseen.  A block taken from
  *   a cache must still carry its tag, or the allocation stops there: a
  *   write after free over the cache's link cannot hand out an address of
  *   the writer's choosing without the heap's secret.  After a large
