@@ -84,8 +84,9 @@ for w in $WORKLOADS; do
     fi
 done
 
-# The end-to-end tests, through wrappers that put only the programs under
-# test on the library (the test scripts' own shells stay on glibc, so a
+# The end-to-end tests of the programs' behaviour (signatures, the command
+# line, inputs, --stats; the fault tests preload faults.so themselves),
+# through wrappers that put only the programs under test on the library (the test scripts' own shells stay on glibc, so a
 # failure names a program).  The 5 GiB sparse file is left out: it
 # reads zeros for seconds and allocates no more than the rest.
 if [ -x ./sharedhash ] && [ -x ./esharedhash ]; then
@@ -94,16 +95,18 @@ if [ -x ./sharedhash ] && [ -x ./esharedhash ]; then
         printf '#!/bin/sh\nexec env LD_PRELOAD="%s" "%s" "$@"\n' "$lib" "$PWD/$p" > "$TMP/bin/$p"
         chmod +x "$TMP/bin/$p"
     done
-    BIN=$TMP/bin SKIP_SLOW=1 timeout 300 tests/test_signatures.sh > "$TMP/signatures" 2>&1
-    rc=$?
-    passed=$(grep -c '^ok - ' "$TMP/signatures")
-    failed=$(grep -c '^not ok - ' "$TMP/signatures")
-    if [ $rc -eq 0 ] && [ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]; then
-        ok "test_signatures.sh under the library"
-    else
-        not_ok "test_signatures.sh under the library" "exit $rc, $passed passed, $failed failed:" \
-            "$(grep -v '^ok - ' "$TMP/signatures" | head -n 20)"
-    fi
+    for t in test_signatures test_cli test_inputs test_stats; do
+        BIN=$TMP/bin SKIP_SLOW=1 timeout 300 tests/$t.sh > "$TMP/$t" 2>&1
+        rc=$?
+        passed=$(grep -c '^ok - ' "$TMP/$t")
+        failed=$(grep -c '^not ok - ' "$TMP/$t")
+        if [ $rc -eq 0 ] && [ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]; then
+            ok "$t.sh under the library"
+        else
+            not_ok "$t.sh under the library" "exit $rc, $passed passed, $failed failed:" \
+                "$(grep -v '^ok - ' "$TMP/$t" | head -n 20)"
+        fi
+    done
 else
-    not_ok "test_signatures.sh under the library" "sharedhash and esharedhash are not built (make)"
+    not_ok "the end-to-end tests under the library" "sharedhash and esharedhash are not built (make)"
 fi
