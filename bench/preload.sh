@@ -21,18 +21,10 @@ ROUNDS=${BENCH_ROUNDS:-5}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-# The other allocators and gnuplot, where this machine lets us install them.
-pkgs="libjemalloc2 libmimalloc2.0 libgoogle-perftools4 gnuplot-nox"
-if command -v apt-get > /dev/null && [ "$(id -u)" -eq 0 ]; then
-    apt-get install -y $pkgs > "$work/apt.log" 2>&1 ||
-        { apt-get update > /dev/null 2>&1 && apt-get install -y $pkgs > "$work/apt.log" 2>&1; } ||
-        echo "bench: could not install $pkgs; going on without what is missing" >&2
-fi
-libdir=/usr/lib/$(gcc -print-multiarch 2> /dev/null || echo x86_64-linux-gnu)
+. bench/allocators.sh
 umem=${PRELOAD_LIB:-./libumem.so}
 [ -e "$umem" ] && umem=$(realpath "$umem")
-declare -A preload=([glibc]="" [jemalloc]=$libdir/libjemalloc.so.2
-    [mimalloc]=$libdir/libmimalloc.so.2 [tcmalloc]=$libdir/libtcmalloc.so.4 [libumem]=$umem)
+preload[libumem]=$umem
 allocators=()
 missing=""
 for a in glibc jemalloc mimalloc tcmalloc libumem; do

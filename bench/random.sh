@@ -28,16 +28,7 @@ load_before=$(cut -d" " -f1-3 /proc/loadavg 2> /dev/null)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-# Other allocators, where this machine lets us install them.
-pkgs="libjemalloc2 libmimalloc2.0 libgoogle-perftools4"
-if command -v apt-get > /dev/null && [ "$(id -u)" -eq 0 ]; then
-    apt-get install -y $pkgs > "$work/apt.log" 2>&1 ||
-        { apt-get update > /dev/null 2>&1 && apt-get install -y $pkgs > "$work/apt.log" 2>&1; } ||
-        echo "random: could not install $pkgs; going on without what is missing" >&2
-fi
-libdir=/usr/lib/$(gcc -print-multiarch 2> /dev/null || echo x86_64-linux-gnu)
-declare -A preload=([glibc]="" [jemalloc]=$libdir/libjemalloc.so.2
-    [mimalloc]=$libdir/libmimalloc.so.2 [tcmalloc]=$libdir/libtcmalloc.so.4)
+. bench/allocators.sh
 
 CC=${CC:-cc}
 $CC -O2 -g -Wall -Wextra -pthread -I. -o "$work/randpat" bench/randpat.c || exit 1
@@ -193,29 +184,25 @@ git diff --quiet HEAD -- umem.h 2> /dev/null || rev="$rev, umem.h modified"
         header="$header $c |"
         rule="$rule---:|"
     done
-    echo "Time per step, ns:"
-    echo
-    echo "$header"
-    echo "$rule"
-    for l in $LIVES; do
-        for t in $THREADS; do
-            line="| $(label "$l") | $t |"
-            for c in "${columns[@]}"; do line="$line $(nscell "${med[$c|$l|$t]}") |"; done
-            echo "$line"
+    # table TITLE CELL ARRAY: one row per live set and thread count, a cell
+    # per column, CELL formatting ARRAY's median
+    table() {
+        local -n figures=$3
+        echo "$1"
+        echo
+        echo "$header"
+        echo "$rule"
+        for l in $LIVES; do
+            for t in $THREADS; do
+                line="| $(label "$l") | $t |"
+                for c in "${columns[@]}"; do line="$line $($2 "${figures[$c|$l|$t]}") |"; done
+                echo "$line"
+            done
         done
-    done
+    }
+    table "Time per step, ns:" nscell med
     echo
-    echo "Peak RSS, MiB:"
-    echo
-    echo "$header"
-    echo "$rule"
-    for l in $LIVES; do
-        for t in $THREADS; do
-            line="| $(label "$l") | $t |"
-            for c in "${columns[@]}"; do line="$line $(mibcell "${medrss[$c|$l|$t]}") |"; done
-            echo "$line"
-        done
-    done
+    table "Peak RSS, MiB:" mibcell medrss
     for n in "${notes[@]}"; do
         echo
         echo "$n."

@@ -21,16 +21,7 @@ MANY=${BENCH_MANY:-4}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-# Other allocators and gnuplot, where this machine lets us install them.
-pkgs="libjemalloc2 libmimalloc2.0 libgoogle-perftools4 gnuplot-nox"
-if command -v apt-get > /dev/null && [ "$(id -u)" -eq 0 ]; then
-    apt-get install -y $pkgs > "$work/apt.log" 2>&1 ||
-        { apt-get update > /dev/null 2>&1 && apt-get install -y $pkgs > "$work/apt.log" 2>&1; } ||
-        echo "bench: could not install $pkgs; going on without what is missing" >&2
-fi
-libdir=/usr/lib/$(gcc -print-multiarch 2> /dev/null || echo x86_64-linux-gnu)
-declare -A preload=([glibc]="" [jemalloc]=$libdir/libjemalloc.so.2
-    [mimalloc]=$libdir/libmimalloc.so.2 [tcmalloc]=$libdir/libtcmalloc.so.4)
+. bench/allocators.sh
 
 make -s sharedhash esharedhash || exit 1
 CC=${CC:-cc}
