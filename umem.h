@@ -569,7 +569,7 @@ static inline void umem__refresh(struct umem_node ***path, unsigned depth)
         struct umem_node *x = *path[--depth];
         size_t old = x->max;
         umem__fix(x);
-        if (x->max == old && depth + 1 < UMEM_PATH)
+        if (x->max == old)
             break;
     }
 }
