@@ -214,12 +214,17 @@ static inline void *lu_memalign(size_t align, size_t n)
 }
 
 /* Whether a block just allocated is known to be zero: an arena block
- * (never reused), or a large block with a mapping of its own (fresh from
- * mmap).  Any other may have been used before. */
+ * (never reused), or a large block in a mapping of its own fresh from
+ * mmap (not one that served another block).  Any other may have been used
+ * before. */
 static inline int lu_fresh(const char *p, size_t n)
 {
-    return lu_boot_owns(p) ||
-           (n >= UMEM_LARGE && umem__word(p - UMEM_HEADER) & UMEM_MAPPED);
+    if (lu_boot_owns(p))
+        return 1;
+    if (n < UMEM_LARGE)
+        return 0;
+    size_t word = umem__word(p - UMEM_HEADER);
+    return (word & UMEM_MAPPED) && !(word & UMEM_REUSED);
 }
 
 static inline int lu_mul_overflows(size_t a, size_t b, size_t *product)

@@ -287,14 +287,19 @@ typedef struct umem_stats {
     uint64_t peak_bytes_in_use; /* highest bytes the heap had handed out (caches included) */
     uint64_t heap_bytes;        /* bytes the regions hold for blocks */
     int owner_died;             /* a lock owner died: the heap is closed */
-    uint64_t cache_hits;        /* allocations a thread cache served, without the lock */
-    uint64_t cache_frees;       /* frees a thread cache kept, without the lock */
-    uint64_t cache_refills;     /* batches a cache took from the heap (one lock each) */
-    uint64_t cache_flushes;     /* batches a cache gave back to the heap (one lock each) */
-    uint64_t cached_bytes;      /* bytes in blocks the caches hold now */
+    uint64_t cache_hits;        /* allocations a thread's pool served, without the lock */
+    uint64_t cache_frees;       /* frees of blocks in pools' pages, without the lock */
+    uint64_t cache_refills;     /* pages carved from the heap for pools (one lock each) */
+    uint64_t cache_flushes;     /* empty pages given back to the heap (one lock each) */
+    uint64_t cached_bytes;      /* bytes of pool pages not in blocks handed out, now */
     uint64_t mapped_bytes;      /* bytes mapped read-write from the system now */
     uint64_t large_blocks;      /* blocks with a mapping of their own, now */
     uint64_t released_bytes;    /* bytes of free pages given back with madvise, in all */
+    uint64_t remote_frees;      /* of cache_frees, those into another thread's page */
+    uint64_t pool_pages;        /* pages the pools hold now (abandoned ones included) */
+    uint64_t abandoned_pages;   /* of those, pages of ended threads, left for adoption */
+    uint64_t purges;            /* purges that gave free pages back */
+    uint64_t map_reuses;        /* large blocks served by a mapping freed before */
 } umem_stats_t;
 
 /* ---- implementation ---------------------------------------------------- */
@@ -305,7 +310,7 @@ typedef struct umem_stats {
 #define UMEM_USED      ((size_t)1)
 #define UMEM_PREV_FREE ((size_t)2) /* the block before this one is free */
 #define UMEM_MAPPED    ((size_t)4) /* a large block's own mapping, or a region */
-#define UMEM_RELEASED  ((size_t)8) /* a large free block whose pages went back */
+#define UMEM_REUSED    ((size_t)8) /* a large block's mapping served another block before */
 #define UMEM_FLAGS     ((size_t)15)
 #define UMEM_MAGIC     0x756d656d68656170ull /* "umemheap" */
 #define UMEM_PATH      128 /* deeper than any AVL tree in 64-bit memory */
@@ -322,17 +327,22 @@ typedef struct umem_stats {
 #ifndef UMEM_PURGE_MIN
 #define UMEM_PURGE_MIN ((size_t)4 << 20) /* UMEM_GROW: bytes freed between purges, at least */
 #endif
-#ifndef UMEM_CACHE_BIN
-#define UMEM_CACHE_BIN 32u /* UMEM_CACHED: blocks a cache keeps per size */
+#ifndef UMEM_PURGE_DELAY_MS
+#define UMEM_PURGE_DELAY_MS 1000 /* UMEM_GROW: free pages go back after this long unused */
 #endif
-#ifndef UMEM_CACHE_BYTES
-#define UMEM_CACHE_BYTES ((size_t)256 << 10) /* UMEM_CACHED: bytes a cache keeps at most */
+#ifndef UMEM_MAP_CACHE
+#define UMEM_MAP_CACHE 8u /* UMEM_GROW: freed large mappings kept for reuse */
 #endif
-#define UMEM_CACHE_REFILL 2u
-#define UMEM_FAST_REGIONS 16u
+#define UMEM_UNIT_SHIFT 16u /* UMEM_CACHED: pages are whole 64 KiB units, aligned */
+#define UMEM_UNIT       ((size_t)1 << UMEM_UNIT_SHIFT)
+#define UMEM_CLASSES    44u /* 16, 32, ... 128, then four per doubling to 64 KiB */
+#define UMEM_POOL_MAX   ((size_t)64 << 10) /* the largest request a pool serves */
+#define UMEM_PAGE_HEAD  128u /* a page's own header, before its first slot */
+#define UMEM_PAGE_SLOTS 7u   /* a page holds at least this many slots */
+#define UMEM_WATCH      ((uintptr_t)1) /* in a page's remote list: its owner waits for a free */
 
 /* A block header.  `word` is read without the lock by a thread freeing
- * into its cache while the lock holder may flip UMEM_PREV_FREE in it, so
+ * a large block while the lock holder may flip UMEM_PREV_FREE in it, so
  * it is atomic (relaxed: a plain load or store) and the check leaves that
  * flag out. */
 struct umem_block {
@@ -352,8 +362,12 @@ struct umem_node {
     _Atomic size_t word;
     size_t check;
     struct umem_node *left, *right;
-    size_t max;    /* the largest block size in this subtree */
-    size_t height; /* a leaf is 1 */
+    size_t max;     /* the largest block size in this subtree */
+    size_t height;  /* a leaf is 1 */
+    /* The free tree: the bytes that may be resident (none when lo == hi)
+     * and the purge epoch in which that range last grew. */
+    char *dirty_lo, *dirty_hi;
+    uint64_t stamp;
 };
 
 /* A mapping other than the first: a region of blocks, or one large block.
@@ -366,13 +380,47 @@ struct umem_span {
     int is_region;
 };
 
-struct umem_cache {
-    void *bin[UMEM_BINS]; /* blocks, linked through their payload */
-    unsigned count[UMEM_BINS];
+struct umem_pool;
+
+/* A page of a pool (UMEM_CACHED): a used block of the heap's first region,
+ * whose payload starts on a unit boundary and holds this header, then
+ * `capacity` slots of one size class.  The first cache line is the owner
+ * thread's; the second is read by every thread that frees into the page
+ * and written by those of other threads (the remote list). */
+struct umem_page {
+    size_t magic;                    /* umem__page_magic while it is a page */
+    struct umem_pool *_Atomic owner; /* NULL: abandoned by a thread that ended */
+    struct umem_page *next, *prev;   /* its list: the owner's, or the heap's abandoned */
+    void **free;                     /* owner: slots freed by the owner, linked */
+    char *bump;                      /* owner: the first slot never handed out */
+    char *limit;                     /* the end of the last slot */
+    uint32_t used;                   /* owner: slots out, remote frees not yet collected */
+    uint32_t list;                   /* owner: which list holds it (UMEM_LIST_...) */
+    _Alignas(64) _Atomic uintptr_t remote; /* slots freed by other threads | UMEM_WATCH */
+    char *start;                           /* the first slot */
+    size_t span;                           /* capacity * slot */
+    uint64_t recip;                        /* 2^40 / slot + 1: an offset's index, no division */
+    uint32_t slot, capacity, cls, units;
+};
+
+enum { UMEM_LIST_AVAIL, UMEM_LIST_FULL, UMEM_LIST_ABANDONED };
+
+/* A thread's pool for one heap: for each size class, the pages with room
+ * (the first one serves) and the full ones, watched for remote frees.
+ * Mapped once, never unmapped before umem_destroy: a thread that frees
+ * into a page may still write its owner's `hint` after the owner ended
+ * (a pool whose thread ended waits on the heap's spare list for another). */
+struct umem_pool {
+    struct umem_page *avail[UMEM_CLASSES];
+    struct umem_page *full[UMEM_CLASSES];
     umem_t *heap;
-    struct umem_cache *next, *prev; /* the heap's caches, under its lock */
-    _Atomic uint64_t hits, frees;   /* written by the owner thread only */
-    _Atomic uint64_t bytes;         /* size of the blocks held */
+    struct umem_pool *next, *prev; /* the heap's pools (or its spares), under its lock */
+    unsigned sweeps;               /* slow paths taken, to sweep the full lists now and then */
+    /* Owner-only counters: a load and a store, no read-modify-write. */
+    _Atomic uint64_t allocs, frees, moves, remote_frees;
+    _Atomic uint64_t bytes; /* slot bytes allocated minus freed by this thread (mod 2^64) */
+    /* hint[c]: another thread freed into a watched page of class c. */
+    _Alignas(64) _Atomic unsigned char hint[UMEM_CLASSES];
 };
 
 /* The fields read on every call and never written after umem_create sit
@@ -388,24 +436,39 @@ struct umem {
     char *first;         /* first block header of the first region */
     char *reserve_end;   /* UMEM_GROW: end of the address space set aside */
     _Atomic(char *) end; /* end mark of the first region; grows, never shrinks */
-    pthread_key_t key;   /* UMEM_CACHED: each thread's cache */
+    pthread_key_t key;   /* UMEM_CACHED: each thread's pool */
     umem_t *fork_next;   /* private locked heaps, for fork() */
-    /* The first UMEM_FAST_REGIONS regions past the first, for a free into
-     * a cache to recognise without the lock: set once each, under it. */
-    _Atomic unsigned fast_regions;
-    char *_Atomic fast_first[UMEM_FAST_REGIONS], *_Atomic fast_end[UMEM_FAST_REGIONS];
+    /* UMEM_CACHED: one byte per unit of the first mapping, from unit_base:
+     * 0 for a unit no page covers, k + 1 for the k-th unit of a page. */
+    _Atomic unsigned char *units;
+    uintptr_t unit_base;
+    size_t unit_count;
     _Alignas(64) pthread_mutex_t lock;
     int owner_died;
     uint64_t binmap;               /* bit i: bin[i] is not empty */
     struct umem_free *bin[UMEM_BINS]; /* small free blocks by exact size */
     struct umem_node *root;        /* large free blocks, by address */
     struct umem_node *spans;       /* other mappings, by address */
-    struct umem_cache *caches;
+    struct umem_pool *pools;       /* UMEM_CACHED: the pools of running threads */
+    struct umem_pool *spare_pools; /* ... and of threads that ended, for reuse */
+    struct umem_page *abandoned[UMEM_CLASSES]; /* pages of threads that ended */
     uint64_t lock_count, lock_contended, allocs, frees, failed_allocs;
     uint64_t bytes_in_use, peak_bytes_in_use, heap_bytes, mapped_bytes;
-    uint64_t large_blocks, released_bytes, since_purge;
-    uint64_t refill_blocks, flush_blocks, cache_refills, cache_flushes;
-    uint64_t gone_hits, gone_frees; /* counts of caches whose threads ended */
+    uint64_t large_blocks, released_bytes, purges;
+    uint64_t pages, page_bytes, abandoned_pages; /* pool pages out now (heap view) */
+    uint64_t pages_made, pages_freed;            /* carved, given back */
+    /* The counters of pools whose threads ended. */
+    uint64_t gone_allocs, gone_frees, gone_moves, gone_remote, gone_bytes;
+    /* Frees by a thread with no pool (it is ending), counted atomically. */
+    _Atomic uint64_t orphan_frees, orphan_bytes, orphan_moves;
+    /* Giving memory back on a delay (UMEM_GROW). */
+    uint64_t epoch;         /* advances each half delay, on calls that find it due */
+    uint64_t tick_at;       /* CLOCK_MONOTONIC ns at which the epoch advances */
+    uint64_t unpurged;      /* bytes freed into large free blocks since the last purge */
+    unsigned purge_calls;   /* calls since the clock was last read */
+    unsigned map_cached;    /* mappings in map_cache */
+    struct umem_span *map_cache[UMEM_MAP_CACHE]; /* freed large mappings, oldest first */
+    uint64_t map_cache_bytes, map_reuses;
 };
 
 #define UMEM_CONTROL_BYTES \
@@ -464,11 +527,15 @@ static inline size_t umem__footer_before(const void *b)
 }
 
 #if defined(__GNUC__)
-#define UMEM_COLD     __attribute__((cold, noinline, noreturn))
-#define UMEM_NOINLINE __attribute__((noinline))
+#define UMEM_COLD          __attribute__((cold, noinline, noreturn))
+#define UMEM_NOINLINE      __attribute__((noinline))
+#define UMEM_LIKELY(x)     __builtin_expect(!!(x), 1)
+#define UMEM_UNLIKELY(x)   __builtin_expect(!!(x), 0)
 #else
 #define UMEM_COLD
 #define UMEM_NOINLINE
+#define UMEM_LIKELY(x)   (x)
+#define UMEM_UNLIKELY(x) (x)
 #endif
 
 /* One line on stderr, then abort(): used for misuse and corruption. */
@@ -814,36 +881,75 @@ static inline void umem__span_remove(umem_t *h, struct umem_span *s)
     h->mapped_bytes -= umem__size(s);
 }
 
-/* Gives the whole pages inside free blocks back to the system, for
- * blocks of two pages or more (the tree's largest sizes skip the rest). */
-static inline void umem__purge(umem_t *h, struct umem_node *x)
+/* The purge epoch a free block must predate to be purged: an epoch is
+ * half a delay long and advances only on calls, so a block stamped in
+ * epoch e has been free a whole delay when epoch e + 3 begins. */
+#define UMEM_PURGE_AGE 3u
+
+/* Gives the whole pages of free blocks' dirty ranges back to the system,
+ * for blocks of two pages or more whose range stayed unused for the delay
+ * (the tree's largest sizes skip the rest).  Returns the bytes of ranges
+ * too young. */
+static inline uint64_t umem__purge(umem_t *h, struct umem_node *x)
 {
+    uint64_t young = 0;
+    uintptr_t pg = h->page - 1;
     while (x && x->max >= 2 * h->page) {
-        umem__purge(h, x->left);
+        young += umem__purge(h, x->left);
         size_t size = umem__size(x);
-        if (size >= 2 * h->page && !(umem__word(x) & UMEM_RELEASED)) {
-            uintptr_t from = ((uintptr_t)x + sizeof *x + h->page - 1) & ~(uintptr_t)(h->page - 1);
-            uintptr_t to = ((uintptr_t)x + size - sizeof(size_t)) & ~(uintptr_t)(h->page - 1);
-            if (to > from && madvise((void *)from, to - from, MADV_DONTNEED) == 0) {
-                h->released_bytes += to - from;
-                umem__set_header(h, x, size | UMEM_RELEASED); /* until it changes */
+        char *lo = x->dirty_lo > (char *)(x + 1) ? x->dirty_lo : (char *)(x + 1);
+        char *hi = x->dirty_hi < (char *)x + size - sizeof(size_t) ? x->dirty_hi
+                                                                   : (char *)x + size - sizeof(size_t);
+        uintptr_t from = ((uintptr_t)lo + pg) & ~pg, to = (uintptr_t)hi & ~pg;
+        if (size >= 2 * h->page && x->dirty_lo != x->dirty_hi) {
+            if (x->stamp + UMEM_PURGE_AGE > h->epoch) {
+                young += (uint64_t)(x->dirty_hi - x->dirty_lo);
+            } else {
+                if (to > from && madvise((void *)from, to - from, MADV_DONTNEED) == 0)
+                    h->released_bytes += to - from;
+                x->dirty_lo = x->dirty_hi = NULL;
             }
         }
         x = x->right;
     }
+    return young;
 }
 
-/* A private growable heap purges after freeing an eighth of its size,
- * and at least UMEM_PURGE_MIN, since the last purge. */
+static inline uint64_t umem__now_ns(void)
+{
+    struct timespec ts;
+#ifdef CLOCK_MONOTONIC_COARSE
+    if (clock_gettime(CLOCK_MONOTONIC_COARSE, &ts) == 0)
+        return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+#endif
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static inline void umem__unmap_cached(umem_t *h, unsigned i);
+
+/* A private growable heap gives back, with the lock held, the free pages
+ * and cached large mappings that stayed unused for UMEM_PURGE_DELAY_MS.
+ * The clock is read on one call in 16 while something waits to go back;
+ * errno is left as it was. */
 static inline void umem__maybe_purge(umem_t *h)
 {
-    if (!(h->flags & UMEM_GROW))
+    if (!(h->flags & UMEM_GROW) || (h->unpurged == 0 && h->map_cached == 0) ||
+        (++h->purge_calls & 15u) != 0)
         return;
-    size_t due = (size_t)(h->heap_bytes / 8);
-    if (h->since_purge < (due > UMEM_PURGE_MIN ? due : UMEM_PURGE_MIN))
+    uint64_t now = umem__now_ns();
+    if (now < h->tick_at)
         return;
-    h->since_purge = 0;
-    umem__purge(h, h->root);
+    h->tick_at = now + (uint64_t)UMEM_PURGE_DELAY_MS * 500000u;
+    h->epoch++;
+    int saved = errno;
+    while (h->map_cached > 0 && h->map_cache[0]->node.stamp + UMEM_PURGE_AGE <= h->epoch)
+        umem__unmap_cached(h, 0);
+    if (h->unpurged > 0) {
+        h->purges++;
+        h->unpurged = umem__purge(h, h->root);
+    }
+    errno = saved;
 }
 
 /* ---- free blocks: a list per small size, the tree for large ones ---- */
@@ -888,7 +994,11 @@ static inline void umem__file(umem_t *h, char *b, size_t size)
         path[depth++] = link;
         link = b < (char *)*link ? &(*link)->left : &(*link)->right;
     }
-    umem__tree_insert(path, depth, link, (struct umem_node *)b);
+    struct umem_node *x = (struct umem_node *)b;
+    umem__tree_insert(path, depth, link, x);
+    x->dirty_lo = b;
+    x->dirty_hi = b + size;
+    x->stamp = h->epoch;
 }
 
 /* Takes the free block at b off its list, or out of the tree. */
@@ -920,7 +1030,8 @@ static inline void umem__unfile(umem_t *h, char *b, size_t size)
 /* The large free block x, in the tree, now spans `size` bytes from `at`
  * (x itself, or a lower address with nothing free between): it keeps its
  * place in the tree, and the largest sizes above it are refreshed. */
-static inline void umem__tree_resize(umem_t *h, struct umem_node *x, char *at, size_t size)
+static inline void umem__tree_resize(umem_t *h, struct umem_node *x, char *at, size_t size,
+                                     char *lo, char *hi, uint64_t stamp)
 {
     struct umem_node **path[UMEM_PATH];
     unsigned depth = umem__tree_path(&h->root, x, path);
@@ -936,6 +1047,9 @@ static inline void umem__tree_resize(umem_t *h, struct umem_node *x, char *at, s
     }
     umem__set_header(h, y, size);
     umem__set_footer(y, size);
+    y->dirty_lo = lo;
+    y->dirty_hi = hi;
+    y->stamp = stamp;
     umem__refresh(path, depth);
 }
 
@@ -968,14 +1082,41 @@ static inline void umem__merge_free(umem_t *h, char *b, const char *first)
     }
     char *start = prev ? prev : b;
     size_t total = psize + size + nsize;
-    if (psize > UMEM_SMALL_MAX) {
-        if (nsize)
-            umem__unfile(h, next, nsize);
-        umem__tree_resize(h, (struct umem_node *)prev, prev, total);
-    } else if (nsize > UMEM_SMALL_MAX) {
-        if (psize)
-            umem__unfile(h, prev, psize);
-        umem__tree_resize(h, (struct umem_node *)next, start, total);
+    if (psize > UMEM_SMALL_MAX || nsize > UMEM_SMALL_MAX) {
+        /* What may be resident: the block, the small neighbours, and the
+         * large ones' own ranges (their clean pages stay clean). */
+        char *lo = b, *hi = b + size;
+        uint64_t stamp = h->epoch;
+        if (psize > UMEM_SMALL_MAX) {
+            struct umem_node *x = (struct umem_node *)prev;
+            if (x->dirty_lo != x->dirty_hi) {
+                lo = x->dirty_lo;
+                stamp = x->stamp;
+            }
+        } else if (psize) {
+            lo = prev;
+        }
+        if (nsize > UMEM_SMALL_MAX) {
+            struct umem_node *x = (struct umem_node *)next;
+            if (x->dirty_lo != x->dirty_hi) {
+                hi = x->dirty_hi;
+                stamp = x->stamp < stamp ? x->stamp : stamp;
+            }
+        } else if (nsize) {
+            hi = next + nsize;
+        }
+        /* The range's age is its oldest part's: a block freed next to
+         * pages unused for a while goes back with them, rather than
+         * keeping them for another delay. */
+        if (psize > UMEM_SMALL_MAX) {
+            if (nsize)
+                umem__unfile(h, next, nsize);
+            umem__tree_resize(h, (struct umem_node *)prev, prev, total, lo, hi, stamp);
+        } else {
+            if (psize)
+                umem__unfile(h, prev, psize);
+            umem__tree_resize(h, (struct umem_node *)next, start, total, lo, hi, stamp);
+        }
     } else {
         if (psize)
             umem__unfile(h, prev, psize);
@@ -1046,17 +1187,25 @@ static inline char *umem__take(umem_t *h, size_t *need, int grow)
         size = umem__size(f);
         if (size - *need > UMEM_SMALL_MAX) {
             /* The rest stays large and keeps f's place: nothing lies between. */
+            /* r may overlap f: the rest keeps f's age and what of f's
+             * range lies in it. */
+            uint64_t stamp = f->stamp;
+            char *lo = f->dirty_lo, *hi = f->dirty_hi;
             struct umem_node *r = (struct umem_node *)(b + *need);
+            lo = lo < (char *)r ? (char *)r : lo;
+            hi = hi < lo ? lo : hi;
             r->left = f->left;
             r->right = f->right;
             r->height = f->height;
             r->max = f->max;
             umem__set_header(h, r, size - *need);
             umem__set_footer(r, size - *need);
+            r->dirty_lo = lo;
+            r->dirty_hi = hi;
+            r->stamp = stamp;
             *path[depth - 1] = r;
             umem__refresh(path, depth);
             umem__set_header(h, b, *need | UMEM_USED);
-            ((size_t *)b)[3] = 0;
             return b;
         }
         umem__tree_delete(path, depth);
@@ -1069,7 +1218,6 @@ static inline char *umem__take(umem_t *h, size_t *need, int grow)
         umem__set_header(h, b, size | UMEM_USED);
         umem__set_prev_free(b + size, 0);
     }
-    ((size_t *)b)[3] = 0; /* a stale cache tag must not outlive the block */
     return b;
 }
 
@@ -1114,36 +1262,191 @@ static inline int umem__grow(umem_t *h, size_t need)
     umem__set_header(h, s->end, 0 | UMEM_USED);
     umem__set_header(h, s->first, (size_t)(s->end - s->first) | UMEM_USED);
     umem__span_add(h, s, bytes);
-    unsigned k = atomic_load_explicit(&h->fast_regions, memory_order_relaxed);
-    if (k < UMEM_FAST_REGIONS) {
-        atomic_store_explicit(&h->fast_first[k], s->first, memory_order_relaxed);
-        atomic_store_explicit(&h->fast_end[k], s->end, memory_order_relaxed);
-        atomic_store_explicit(&h->fast_regions, k + 1, memory_order_release);
-    }
     h->heap_bytes += (uint64_t)(s->end - s->first);
     umem__merge_free(h, s->first, s->first);
     return 0;
 }
 
-/* UMEM_GROW: a large block in a mapping of its own, aligned to `align`.
- * Mapped before the lock is taken; the caller adds it to the spans. */
-static inline struct umem_span *umem__map_large(umem_t *h, size_t n, size_t align)
+/* bytes more in use (lock held): the peak follows. */
+static inline void umem__grew(umem_t *h, size_t bytes)
+{
+    h->bytes_in_use += bytes;
+    if (h->bytes_in_use > h->peak_bytes_in_use)
+        h->peak_bytes_in_use = h->bytes_in_use;
+}
+
+static inline void umem__count_alloc(umem_t *h, size_t bytes)
+{
+    h->allocs++;
+    umem__grew(h, bytes);
+}
+
+/* ---- large blocks: a mapping each, kept a while after their free ----
+ * A request of UMEM_LARGE bytes or more on a UMEM_GROW heap gets a mapping
+ * of its own.  A freed one waits in map_cache (at most UMEM_MAP_CACHE, the
+ * oldest goes first) for the next large request, until it has stayed
+ * unused for the purge delay; a request it fits takes it (trimmed when it
+ * would waste over a quarter), and where Linux's mremap is there a
+ * request larger than every cached mapping grows the largest. */
+
+#if defined(__linux__)
+#ifndef MREMAP_MAYMOVE
+/* Declared by <sys/mman.h> only under _GNU_SOURCE, which this header
+ * leaves to the program: the same prototype, and Linux's flag. */
+extern void *mremap(void *old_address, size_t old_size, size_t new_size, int flags, ...);
+#define UMEM_MREMAP_MAYMOVE 1
+#else
+#define UMEM_MREMAP_MAYMOVE MREMAP_MAYMOVE
+#endif
+#endif
+
+/* The mapping's size for a large block of n bytes aligned to `align`, or 0
+ * when no address space could hold it. */
+static inline size_t umem__large_bytes(const umem_t *h, size_t n, size_t align)
 {
     if (n > PTRDIFF_MAX / 2 || align > PTRDIFF_MAX / 4)
-        return NULL;
-    size_t bytes = umem__round_page(h, UMEM_SPAN_BYTES + UMEM_HEADER + n +
-                                           (align > UMEM_ALIGN ? align : 0));
-    struct umem_span *s = umem__map(bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE);
-    if (!s)
-        return NULL;
+        return 0;
+    return umem__round_page(h, UMEM_SPAN_BYTES + UMEM_HEADER + n + (align > UMEM_ALIGN ? align : 0));
+}
+
+/* The mapping at s, of `bytes`, as one used block aligned to `align`. */
+static inline void umem__large_init(umem_t *h, struct umem_span *s, size_t bytes, size_t align,
+                                    size_t reused)
+{
     uintptr_t payload = (uintptr_t)s + UMEM_SPAN_BYTES + UMEM_HEADER;
     if (align > UMEM_ALIGN)
         payload = (payload + align - 1) & ~(uintptr_t)(align - 1);
     s->is_region = 0;
     s->first = (char *)payload - UMEM_HEADER;
     s->end = (char *)s + bytes;
-    umem__set_header(h, s->first, (size_t)(s->end - s->first) | UMEM_USED | UMEM_MAPPED);
+    umem__set_header(h, s->first,
+                     (size_t)(s->end - s->first) | UMEM_USED | UMEM_MAPPED | reused);
+}
+
+/* A fresh mapping for a large block, made without the lock; NULL when
+ * the system refuses it (errno left as it was). */
+static inline struct umem_span *umem__map_large(umem_t *h, size_t bytes, size_t align)
+{
+    int saved = errno;
+    struct umem_span *s = umem__map(bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE);
+    errno = saved;
+    if (s)
+        umem__large_init(h, s, bytes, align, 0);
     return s;
+}
+
+static inline void umem__unmap(void *p, size_t bytes)
+{
+    int saved = errno;
+    munmap(p, bytes);
+    errno = saved;
+}
+
+/* Drops map_cache[i] and unmaps it (lock held). */
+static inline void umem__unmap_cached(umem_t *h, unsigned i)
+{
+    struct umem_span *s = h->map_cache[i];
+    size_t bytes = umem__size(s);
+    h->map_cached--;
+    memmove(&h->map_cache[i], &h->map_cache[i + 1], (h->map_cached - i) * sizeof h->map_cache[0]);
+    h->map_cache_bytes -= bytes;
+    h->mapped_bytes -= bytes;
+    umem__unmap(s, bytes);
+}
+
+/* A cached mapping made into a large block of `bytes` aligned to `align`
+ * (lock held; the caller adds it to the spans), or NULL. */
+static inline struct umem_span *umem__reuse_map(umem_t *h, size_t bytes, size_t align)
+{
+    unsigned best = UMEM_MAP_CACHE, largest = 0;
+    for (unsigned i = 0; i < h->map_cached; i++) {
+        size_t have = umem__size(h->map_cache[i]);
+        if (have >= bytes && (best == UMEM_MAP_CACHE || have < umem__size(h->map_cache[best])))
+            best = i;
+        if (have > umem__size(h->map_cache[largest]))
+            largest = i;
+    }
+    unsigned i = best == UMEM_MAP_CACHE ? largest : best;
+    if (h->map_cached == 0)
+        return NULL;
+    struct umem_span *s = h->map_cache[i];
+    size_t have = umem__size(s);
+    if (have < bytes) {
+#ifdef UMEM_MREMAP_MAYMOVE
+        int saved = errno;
+        void *moved = mremap(s, have, bytes, UMEM_MREMAP_MAYMOVE);
+        errno = saved;
+        if (moved == MAP_FAILED)
+            return NULL;
+        h->mapped_bytes += bytes - have;
+        h->map_cache_bytes += bytes - have;
+        s = h->map_cache[i] = (struct umem_span *)moved;
+        umem__set_header(h, s, bytes | UMEM_MAPPED);
+        have = bytes;
+#else
+        return NULL;
+#endif
+    } else if (have - bytes > have / 4) {
+        umem__unmap((char *)s + bytes, have - bytes); /* trimmed: it would waste too much */
+        h->mapped_bytes -= have - bytes;
+        h->map_cache_bytes -= have - bytes;
+        umem__set_header(h, s, bytes | UMEM_MAPPED);
+        have = bytes;
+    }
+    h->map_cached--;
+    memmove(&h->map_cache[i], &h->map_cache[i + 1], (h->map_cached - i) * sizeof h->map_cache[0]);
+    h->map_cache_bytes -= have;
+    h->mapped_bytes -= have; /* the span tree counts it again */
+    h->map_reuses++;
+    umem__large_init(h, s, have, align, UMEM_REUSED);
+    return s;
+}
+
+/* A large block freed (lock held): its mapping waits in the cache, unless
+ * it is larger than the cache may hold (half the heap in use, at least
+ * 64 MiB), which unmaps it. */
+static inline void umem__keep_map(umem_t *h, struct umem_span *s)
+{
+    size_t bytes = umem__size(s);
+    uint64_t most = h->bytes_in_use / 2 > ((uint64_t)64 << 20) ? h->bytes_in_use / 2 : (uint64_t)64 << 20;
+    if (bytes > most) {
+        umem__unmap(s, bytes);
+        return;
+    }
+    while (h->map_cached > 0 && (h->map_cached == UMEM_MAP_CACHE || h->map_cache_bytes + bytes > most))
+        umem__unmap_cached(h, 0);
+    s->node.stamp = h->epoch;
+    h->map_cache[h->map_cached++] = s;
+    h->map_cache_bytes += bytes;
+    h->mapped_bytes += bytes;
+}
+
+/* A large block for n bytes aligned to `align` in a mapping of its own,
+ * cached or fresh: its header, or NULL (the caller then tries the heap).
+ * Takes the lock itself; *bytes is the mapping's size. */
+static inline char *umem__alloc_large(umem_t *h, size_t n, size_t align, size_t *bytes)
+{
+    size_t want = umem__large_bytes(h, n, align);
+    if (want == 0)
+        return NULL;
+    if (umem__lock(h, 1) != 0)
+        return NULL;
+    struct umem_span *s = umem__reuse_map(h, want, align);
+    if (!s) {
+        umem__unlock(h);
+        s = umem__map_large(h, want, align);
+        if (!s || umem__lock(h, 1) != 0) {
+            if (s)
+                umem__unmap(s, want);
+            return NULL;
+        }
+    }
+    *bytes = (size_t)(s->end - (char *)s);
+    umem__span_add(h, s, *bytes);
+    h->large_blocks++;
+    umem__count_alloc(h, *bytes);
+    umem__unlock(h);
+    return s->first;
 }
 
 /* ---- where a pointer's block lives ---- */
@@ -1207,29 +1510,22 @@ static inline void umem__give_back(umem_t *h, const struct umem_where *w)
         umem__span_remove(h, w->big);
         h->bytes_in_use -= bytes;
         h->large_blocks--;
-        munmap(w->big, bytes);
+        umem__keep_map(h, w->big);
         return;
     }
     size_t size = umem__size(w->block);
     h->bytes_in_use -= size;
-    h->since_purge += size;
+    h->unpurged += size;
     umem__merge_free(h, w->block, w->first);
 }
 
-static inline void umem__count_alloc(umem_t *h, size_t bytes)
-{
-    h->allocs++;
-    h->bytes_in_use += bytes;
-    if (h->bytes_in_use > h->peak_bytes_in_use)
-        h->peak_bytes_in_use = h->bytes_in_use;
-}
-
-/* ---- per-thread caches (UMEM_CACHED) ----
- * Each thread has one cache per heap: a list of blocks per size class,
- * linked through the first word of their payload; the second word holds
- * a tag (the heap's secret ^ the address) that marks the block as cached,
- * so that a second free of it is caught at once.  To the heap, a cached
- * block is still in use; its header is never written while cached. */
+/* ---- pools of pages (UMEM_CACHED) ----
+ * A thread's pool holds, per size class, pages carved from the heap.  The
+ * owner allocates from a page's free list, else by bumping its pointer,
+ * and frees onto the page's free list: plain code, no lock, no atomic.
+ * Another thread's free is one compare-and-swap onto the page's remote
+ * list, which the owner takes whole when the page runs dry.  The lock is
+ * taken per page (carved, adopted, given back), never per block. */
 
 #if defined(__GNUC__)
 #define UMEM_TLS _Thread_local __attribute__((tls_model("initial-exec")))
@@ -1238,13 +1534,19 @@ static inline void umem__count_alloc(umem_t *h, size_t bytes)
 #endif
 UMEM_PROCESS_WIDE UMEM_TLS umem_t *umem__tls_heap;
 UMEM_PROCESS_WIDE UMEM_TLS size_t umem__tls_secret;
-UMEM_PROCESS_WIDE UMEM_TLS struct umem_cache *umem__tls_cache;
+UMEM_PROCESS_WIDE UMEM_TLS struct umem_pool *umem__tls_pool;
 
-#define UMEM_CACHE_GONE ((void *)1) /* the thread is exiting: no new cache */
+#define UMEM_POOL_GONE ((void *)1) /* the thread is exiting: no new pool */
 
+/* A freed slot's second word: marks it free, so a second free is caught. */
 static inline size_t umem__tag(const umem_t *h, const void *p)
 {
     return h->secret ^ (size_t)(uintptr_t)p ^ 0xCAC4Eu;
+}
+
+static inline size_t umem__page_magic(const umem_t *h, const void *pg)
+{
+    return h->secret ^ (size_t)(uintptr_t)pg ^ 0x9A6E5u;
 }
 
 static inline uint64_t umem__get(_Atomic uint64_t *v)
@@ -1259,176 +1561,525 @@ static inline void umem__add(_Atomic uint64_t *v, uint64_t d)
                           memory_order_relaxed);
 }
 
-/* Returns up to `count` blocks of class `cls` to the heap (lock held);
- * each is checked as a free would, so an overrun into the next block is
- * caught here at the latest. */
-static inline void umem__cache_drain(umem_t *h, struct umem_cache *c, unsigned cls,
-                                     unsigned count)
+/* The size class of a request of 1 to UMEM_POOL_MAX bytes: 16-byte steps
+ * to 128, then four classes per doubling (at most 25% lost to rounding). */
+static inline unsigned umem__class(size_t n)
 {
-    for (; count > 0 && c->bin[cls]; count--) {
-        void **p = (void **)c->bin[cls];
-        c->bin[cls] = p[0];
-        c->count[cls]--;
-        struct umem_where w;
-        umem__locate(h, p, &w, "free");
-        size_t size = umem__size(w.block);
-        umem__add(&c->bytes, (uint64_t)0 - size);
-        h->flush_blocks++;
-        umem__give_back(h, &w);
+    if (n <= 128)
+        return (unsigned)((n - 1) >> 4);
+#if defined(__GNUC__)
+    unsigned b = 63u - (unsigned)__builtin_clzll((unsigned long long)(n - 1));
+#else
+    unsigned b = 7;
+    while ((n - 1) >> (b + 1))
+        b++;
+#endif
+    return 8u + (b - 7u) * 4u + (unsigned)((n - 1) >> (b - 2u)) - 4u;
+}
+
+static inline size_t umem__class_size(unsigned cls)
+{
+    if (cls < 8)
+        return 16u * (cls + 1u);
+    unsigned b = 7u + (cls - 8u) / 4u, k = (cls - 8u) % 4u + 1u;
+    return (size_t)(4u + k) << (b - 2u);
+}
+
+/* A page's length in units: room for its header and UMEM_PAGE_SLOTS slots. */
+static inline unsigned umem__page_units(size_t slot)
+{
+    return (unsigned)((slot * UMEM_PAGE_SLOTS + UMEM_PAGE_HEAD + UMEM_HEADER + UMEM_UNIT - 1) >>
+                      UMEM_UNIT_SHIFT);
+}
+
+/* The page holding p, or NULL when p lies in none (any thread). */
+static inline struct umem_page *umem__page_of(const umem_t *h, const void *p)
+{
+    size_t unit = ((uintptr_t)p - h->unit_base) >> UMEM_UNIT_SHIFT;
+    if (unit >= h->unit_count)
+        return NULL;
+    unsigned k = atomic_load_explicit(&h->units[unit], memory_order_relaxed);
+    if (k == 0)
+        return NULL;
+    return (struct umem_page *)(h->unit_base + ((unit - (k - 1u)) << UMEM_UNIT_SHIFT));
+}
+
+/* Checks that p is a slot's start and not free; dies naming p if not. */
+static inline void umem__slot_check(const umem_t *h, const struct umem_page *pg, const void *p,
+                                    const char *call)
+{
+    size_t rel = (size_t)((const char *)p - pg->start);
+    if (UMEM_UNLIKELY(rel >= pg->span || ((rel * pg->recip) >> 40) * pg->slot != rel))
+        umem__die_of(call, "bad %s (not from umem_alloc: not the start of a block):", p);
+    if (UMEM_UNLIKELY((size_t)(uintptr_t)((void *const *)p)[1] == umem__tag(h, p)))
+        umem__die_of(call, "%s of a block freed already (double free):", p);
+}
+
+static inline void umem__page_unlink(struct umem_page **head, struct umem_page *pg)
+{
+    if (pg->prev)
+        pg->prev->next = pg->next;
+    else
+        *head = pg->next;
+    if (pg->next)
+        pg->next->prev = pg->prev;
+}
+
+static inline void umem__page_push(struct umem_page **head, struct umem_page *pg, unsigned list)
+{
+    pg->prev = NULL;
+    pg->next = *head;
+    if (*head)
+        (*head)->prev = pg;
+    *head = pg;
+    pg->list = list;
+}
+
+/* Owner: moves the page's remote frees to its free list; how many. */
+static inline unsigned umem__collect(struct umem_page *pg)
+{
+    if ((atomic_load_explicit(&pg->remote, memory_order_relaxed) & ~UMEM_WATCH) == 0)
+        return 0;
+    uintptr_t r = atomic_exchange_explicit(&pg->remote, 0, memory_order_acquire);
+    void **first = (void **)(r & ~UMEM_WATCH), **last = first;
+    unsigned n = 1;
+    while (last[0]) {
+        last = (void **)last[0];
+        if (++n > pg->used)
+            umem__die("heap corruption: a page's remote frees outnumber its blocks at", pg);
+    }
+    last[0] = pg->free;
+    pg->free = first;
+    pg->used -= n;
+    return n;
+}
+
+static inline int umem__page_room(const struct umem_page *pg)
+{
+    return pg->free || pg->bump < pg->limit;
+}
+
+/* Owner: a slot from a page with room. */
+static inline void *umem__page_pop(umem_t *h, struct umem_pool *pool, struct umem_page *pg)
+{
+    void **p = pg->free;
+    if (p) {
+        /* Still tagged: only who knows the heap's secret can forge the
+         * tag, so a write after free over the link cannot hand out an
+         * address of the writer's choosing. */
+        if (UMEM_UNLIKELY((size_t)(uintptr_t)p[1] != umem__tag(h, p)))
+            umem__die("heap corruption: a block was written after its free:", p);
+        pg->free = (void **)p[0];
+    } else {
+        p = (void **)pg->bump;
+        pg->bump += pg->slot;
+    }
+    p[1] = NULL; /* no longer tagged as free */
+    pg->used++;
+    umem__add(&pool->allocs, 1);
+    umem__add(&pool->bytes, pg->slot);
+    return p;
+}
+
+/* Owner: a page with no room goes to the full list, watched (a remote
+ * free into it sets the owner's hint); 0 when a remote free came first,
+ * collected, and the page has room after all. */
+static inline int umem__watch(struct umem_pool *pool, struct umem_page *pg)
+{
+    uintptr_t none = 0;
+    if (!atomic_compare_exchange_strong_explicit(&pg->remote, &none, UMEM_WATCH,
+                                                 memory_order_relaxed, memory_order_relaxed)) {
+        umem__collect(pg);
+        return 0;
+    }
+    if (pg->list == UMEM_LIST_AVAIL)
+        umem__page_unlink(&pool->avail[pg->cls], pg);
+    umem__page_push(&pool->full[pg->cls], pg, UMEM_LIST_FULL);
+    return 1;
+}
+
+/* Owner: the full pages of a class that remote frees gave room go back
+ * among the pages with room. */
+static inline void umem__sweep(struct umem_pool *pool, unsigned cls)
+{
+    atomic_store_explicit(&pool->hint[cls], 0, memory_order_relaxed);
+    struct umem_page *pg = pool->full[cls], *next;
+    for (; pg; pg = next) {
+        next = pg->next;
+        if (umem__collect(pg)) {
+            umem__page_unlink(&pool->full[cls], pg);
+            umem__page_push(&pool->avail[cls], pg, UMEM_LIST_AVAIL);
+        }
     }
 }
 
-/* A full list gives half its blocks back; a cache over UMEM_CACHE_BYTES
- * gives back half of every list.  One lock either way. */
-static UMEM_NOINLINE void umem__cache_flush(umem_t *h, struct umem_cache *c, unsigned cls)
+/* Owner: a page of the class with room, without the lock, or NULL. */
+static inline struct umem_page *umem__pool_find(struct umem_pool *pool, unsigned cls)
 {
-    if (umem__lock(h, 1) != 0)
-        return;
-    h->cache_flushes++;
-    if (c->count[cls] >= UMEM_CACHE_BIN) {
-        umem__cache_drain(h, c, cls, (UMEM_CACHE_BIN + 1) / 2);
-    } else {
-        for (unsigned i = 0; i < UMEM_BINS; i++)
-            umem__cache_drain(h, c, i, (c->count[i] + 1) / 2);
+    for (;;) {
+        struct umem_page *pg;
+        while ((pg = pool->avail[cls]) != NULL) {
+            if (umem__page_room(pg) || umem__collect(pg) || !umem__watch(pool, pg))
+                return pg;
+        }
+        /* A hint says a watched page got a free; once in 64 times the
+         * full pages are swept anyway, in case a hint went to a pool
+         * that gave the page up meanwhile. */
+        if (!atomic_load_explicit(&pool->hint[cls], memory_order_relaxed) &&
+            (++pool->sweeps & 63u) != 0)
+            return NULL;
+        umem__sweep(pool, cls);
+        if (!pool->avail[cls])
+            return NULL;
     }
+}
+
+/* A page of the class carved from the heap for the pool (lock held), its
+ * payload on a unit boundary of the first region; NULL when none fits. */
+static inline char *umem__take_aligned(umem_t *h, size_t align, size_t *need);
+
+static inline struct umem_page *umem__page_carve(umem_t *h, struct umem_pool *pool, unsigned cls)
+{
+    size_t slot = umem__class_size(cls);
+    unsigned units = umem__page_units(slot);
+    size_t need = (size_t)units << UMEM_UNIT_SHIFT;
+    char *b = umem__take_aligned(h, UMEM_UNIT, &need);
+    if (!b)
+        return NULL;
+    char *a = b + UMEM_HEADER;
+    size_t unit = ((uintptr_t)a - h->unit_base) >> UMEM_UNIT_SHIFT;
+    if (unit >= h->unit_count || h->unit_count - unit < units) {
+        /* In a region past the first, where pages never go. */
+        struct umem_span *s = umem__span_find(h, b);
+        umem__merge_free(h, b, s ? s->first : b);
+        return NULL;
+    }
+    struct umem_page *pg = (struct umem_page *)a;
+    memset(pg, 0, sizeof *pg);
+    pg->magic = umem__page_magic(h, pg);
+    atomic_store_explicit(&pg->owner, pool, memory_order_relaxed);
+    atomic_store_explicit(&pg->remote, 0, memory_order_relaxed);
+    pg->slot = (uint32_t)slot;
+    pg->cls = cls;
+    pg->units = units;
+    pg->start = a + UMEM_PAGE_HEAD;
+    pg->capacity = (uint32_t)((((size_t)units << UMEM_UNIT_SHIFT) - UMEM_HEADER - UMEM_PAGE_HEAD) / slot);
+    pg->span = (size_t)pg->capacity * slot;
+    pg->bump = pg->start;
+    pg->limit = pg->start + pg->span;
+    pg->recip = ((uint64_t)1 << 40) / slot + 1u;
+    for (unsigned k = 0; k < units; k++)
+        atomic_store_explicit(&h->units[unit + k], (unsigned char)(k + 1u), memory_order_relaxed);
+    h->pages++;
+    h->pages_made++;
+    h->page_bytes += need;
+    umem__grew(h, need);
+    umem__page_push(&pool->avail[cls], pg, UMEM_LIST_AVAIL);
+    return pg;
+}
+
+/* An empty page goes back to the heap (lock held). */
+static inline void umem__page_release(umem_t *h, struct umem_page *pg)
+{
+    size_t unit = ((uintptr_t)pg - h->unit_base) >> UMEM_UNIT_SHIFT;
+    for (unsigned k = 0; k < pg->units; k++)
+        atomic_store_explicit(&h->units[unit + k], 0, memory_order_relaxed);
+    pg->magic = 0;
+    char *b = (char *)pg - UMEM_HEADER;
+    size_t size = umem__size(b);
+    h->pages--;
+    h->pages_freed++;
+    h->page_bytes -= size;
+    h->bytes_in_use -= size;
+    h->unpurged += size;
+    umem__merge_free(h, b, h->first);
+}
+
+/* A page for the pool (lock held): one a thread that ended left behind,
+ * adopted, else a new one; NULL when the heap has no room. */
+static inline struct umem_page *umem__page_get(umem_t *h, struct umem_pool *pool, unsigned cls)
+{
+    struct umem_page *pg;
+    while ((pg = h->abandoned[cls]) != NULL) {
+        umem__page_unlink(&h->abandoned[cls], pg);
+        h->abandoned_pages--;
+        atomic_store_explicit(&pg->owner, pool, memory_order_relaxed);
+        umem__page_push(&pool->avail[cls], pg, UMEM_LIST_AVAIL);
+        if (umem__page_room(pg) || umem__collect(pg) || !umem__watch(pool, pg))
+            return pg;
+    }
+    return umem__page_carve(h, pool, cls);
+}
+
+/* The pool's pages on one list leave it (lock held): the empty ones go
+ * back to the heap, the others to the heap's abandoned pages. */
+static inline void umem__pool_drop(umem_t *h, struct umem_page **head, int keep_used)
+{
+    struct umem_page *pg = *head, *next;
+    for (; pg; pg = next) {
+        next = pg->next;
+        atomic_fetch_and_explicit(&pg->remote, ~UMEM_WATCH, memory_order_relaxed);
+        umem__collect(pg);
+        if (pg->used != 0 && keep_used)
+            continue;
+        umem__page_unlink(head, pg);
+        if (pg->used == 0) {
+            umem__page_release(h, pg);
+            continue;
+        }
+        atomic_store_explicit(&pg->owner, NULL, memory_order_relaxed);
+        umem__page_push(&h->abandoned[pg->cls], pg, UMEM_LIST_ABANDONED);
+        h->abandoned_pages++;
+    }
+}
+
+static inline void umem__unlock(umem_t *h);
+static UMEM_NOINLINE void *umem__alloc_locked(umem_t *h, size_t n);
+
+/* Owner: an allocation of class cls that its first page could not serve. */
+static UMEM_NOINLINE void *umem__pool_alloc(umem_t *h, struct umem_pool *pool, unsigned cls,
+                                            size_t n)
+{
+    struct umem_page *pg = umem__pool_find(pool, cls);
+    if (pg)
+        return umem__page_pop(h, pool, pg);
+    if (umem__lock(h, 1) != 0)
+        return NULL;
+    pg = umem__page_get(h, pool, cls);
+    if (!pg) {
+        /* Out of room: this thread's empty pages go back first. */
+        for (unsigned c = 0; c < UMEM_CLASSES; c++)
+            umem__pool_drop(h, &pool->avail[c], 1);
+        pg = umem__page_carve(h, pool, cls);
+    }
+    umem__maybe_purge(h);
+    umem__unlock(h);
+    if (pg)
+        return umem__page_pop(h, pool, pg);
+    /* A block with a header instead, or NULL; n == 0: the caller's to find. */
+    return n ? umem__alloc_locked(h, n) : NULL;
+}
+
+/* Owner, after a free: a full page has room again, or a page that does
+ * not serve its class is empty and goes back to the heap. */
+static UMEM_NOINLINE void umem__page_changed(umem_t *h, struct umem_pool *pool,
+                                             struct umem_page *pg)
+{
+    unsigned cls = pg->cls;
+    if (pg->list == UMEM_LIST_FULL) {
+        atomic_fetch_and_explicit(&pg->remote, ~UMEM_WATCH, memory_order_relaxed);
+        umem__page_unlink(&pool->full[cls], pg);
+        struct umem_page *first = pool->avail[cls];
+        if (first) { /* behind the page that serves, which keeps serving */
+            pg->prev = first;
+            pg->next = first->next;
+            if (first->next)
+                first->next->prev = pg;
+            first->next = pg;
+            pg->list = UMEM_LIST_AVAIL;
+        } else {
+            umem__page_push(&pool->avail[cls], pg, UMEM_LIST_AVAIL);
+        }
+    }
+    if (pg->used != 0 || pool->avail[cls] == pg || umem__lock(h, 1) != 0)
+        return;
+    umem__page_unlink(&pool->avail[cls], pg);
+    umem__page_release(h, pg);
     umem__maybe_purge(h);
     umem__unlock(h);
 }
 
-/* The thread is ending: its blocks go back and its cache is unmapped. */
-static inline void umem__cache_exit(void *arg)
+/* A free into a page another thread owns (or none): one compare-and-swap
+ * onto its remote list.  What the push needs of the page is read first:
+ * once pushed, the slot may be collected and the page given back. */
+static UMEM_NOINLINE void umem__remote_free(umem_t *h, struct umem_page *pg, void **q,
+                                            struct umem_pool *mine)
 {
-    if (arg == UMEM_CACHE_GONE)
-        return;
-    struct umem_cache *c = (struct umem_cache *)arg;
-    umem_t *h = c->heap;
-    if (umem__lock(h, 0) == 0) {
-        for (unsigned cls = 0; cls < UMEM_BINS; cls++)
-            umem__cache_drain(h, c, cls, ~0u);
-        if (c->prev)
-            c->prev->next = c->next;
-        else
-            h->caches = c->next;
-        if (c->next)
-            c->next->prev = c->prev;
-        h->gone_hits += umem__get(&c->hits);
-        h->gone_frees += umem__get(&c->frees);
-        h->mapped_bytes -= h->page;
-        umem__unlock(h);
-        munmap(c, h->page);
+    struct umem_pool *owner = atomic_load_explicit(&pg->owner, memory_order_relaxed);
+    unsigned cls = pg->cls;
+    uint64_t slot = pg->slot;
+    uintptr_t old = atomic_load_explicit(&pg->remote, memory_order_relaxed);
+    do {
+        q[0] = (void *)(old & ~UMEM_WATCH);
+    } while (!atomic_compare_exchange_weak_explicit(&pg->remote, &old,
+                                                    (uintptr_t)q | (old & UMEM_WATCH),
+                                                    memory_order_release, memory_order_relaxed));
+    if (old & UMEM_WATCH && owner &&
+        !atomic_load_explicit(&owner->hint[cls], memory_order_relaxed))
+        atomic_store_explicit(&owner->hint[cls], 1, memory_order_relaxed);
+    if (mine) {
+        umem__add(&mine->frees, 1);
+        umem__add(&mine->remote_frees, 1);
+        umem__add(&mine->bytes, (uint64_t)0 - slot);
+    } else {
+        atomic_fetch_add_explicit(&h->orphan_frees, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&h->orphan_bytes, (uint64_t)0 - slot, memory_order_relaxed);
     }
-    pthread_setspecific(h->key, UMEM_CACHE_GONE);
-    umem__tls_heap = h;
-    umem__tls_secret = h->secret;
-    umem__tls_cache = NULL;
 }
 
-/* The calling thread's cache for h, made on first use; NULL when the
- * thread must go to the heap's lock instead. */
-static UMEM_NOINLINE struct umem_cache *umem__cache_attach(umem_t *h)
+/* The thread is ending: its pages go back or are left for others to
+ * adopt, and its pool waits for another thread. */
+static inline void umem__pool_exit(void *arg)
 {
-    void *v = pthread_getspecific(h->key);
-    struct umem_cache *c = v == UMEM_CACHE_GONE ? NULL : (struct umem_cache *)v;
-    if (!c && v != UMEM_CACHE_GONE &&
-        (c = umem__map(h->page, PROT_READ | PROT_WRITE, MAP_PRIVATE)) != NULL) {
-        c->heap = h;
+    if (arg == UMEM_POOL_GONE)
+        return;
+    struct umem_pool *pool = (struct umem_pool *)arg;
+    umem_t *h = pool->heap;
+    if (umem__lock(h, 0) == 0) {
+        for (unsigned cls = 0; cls < UMEM_CLASSES; cls++) {
+            umem__pool_drop(h, &pool->avail[cls], 0);
+            umem__pool_drop(h, &pool->full[cls], 0);
+        }
+        h->gone_allocs += umem__get(&pool->allocs);
+        h->gone_frees += umem__get(&pool->frees);
+        h->gone_moves += umem__get(&pool->moves);
+        h->gone_remote += umem__get(&pool->remote_frees);
+        h->gone_bytes += umem__get(&pool->bytes);
+        if (pool->prev)
+            pool->prev->next = pool->next;
+        else
+            h->pools = pool->next;
+        if (pool->next)
+            pool->next->prev = pool->prev;
+        pool->next = h->spare_pools;
+        h->spare_pools = pool;
+        umem__maybe_purge(h);
+        umem__unlock(h);
+    }
+    pthread_setspecific(h->key, UMEM_POOL_GONE);
+    umem__tls_heap = h;
+    umem__tls_secret = h->secret;
+    umem__tls_pool = NULL;
+}
+
+static inline size_t umem__pool_bytes(const umem_t *h)
+{
+    return (sizeof(struct umem_pool) + h->page - 1) & ~(h->page - 1);
+}
+
+/* A pool for the calling thread (its own, a spare one, or a new one). */
+static inline struct umem_pool *umem__pool_new(umem_t *h)
+{
+    if (umem__lock(h, 0) != 0)
+        return NULL;
+    struct umem_pool *pool = h->spare_pools;
+    if (pool)
+        h->spare_pools = pool->next;
+    umem__unlock(h);
+    if (!pool) {
+        pool = (struct umem_pool *)umem__map(umem__pool_bytes(h), PROT_READ | PROT_WRITE, MAP_PRIVATE);
+        if (!pool)
+            return NULL;
+        pool->heap = h;
         if (umem__lock(h, 0) != 0) {
-            munmap(c, h->page);
+            umem__unmap(pool, umem__pool_bytes(h));
             return NULL;
         }
-        c->prev = NULL;
-        c->next = h->caches;
-        if (c->next)
-            c->next->prev = c;
-        h->caches = c;
-        h->mapped_bytes += h->page;
+        h->mapped_bytes += umem__pool_bytes(h);
         umem__unlock(h);
+    }
+    /* A spare's counters were added to the heap's; its hints may still be
+     * written by late remote frees, and are left alone. */
+    memset(pool->avail, 0, sizeof pool->avail);
+    memset(pool->full, 0, sizeof pool->full);
+    pool->sweeps = 0;
+    atomic_store_explicit(&pool->allocs, 0, memory_order_relaxed);
+    atomic_store_explicit(&pool->frees, 0, memory_order_relaxed);
+    atomic_store_explicit(&pool->moves, 0, memory_order_relaxed);
+    atomic_store_explicit(&pool->remote_frees, 0, memory_order_relaxed);
+    atomic_store_explicit(&pool->bytes, 0, memory_order_relaxed);
+    if (umem__lock(h, 0) != 0)
+        return NULL;
+    pool->prev = NULL;
+    pool->next = h->pools;
+    if (pool->next)
+        pool->next->prev = pool;
+    h->pools = pool;
+    umem__unlock(h);
+    return pool;
+}
+
+/* The calling thread's pool for h, made on first use; NULL when the
+ * thread must go to the heap's lock instead. */
+static UMEM_NOINLINE struct umem_pool *umem__pool_attach(umem_t *h)
+{
+    void *v = pthread_getspecific(h->key);
+    struct umem_pool *pool = v == UMEM_POOL_GONE ? NULL : (struct umem_pool *)v;
+    if (!pool && v != UMEM_POOL_GONE && (pool = umem__pool_new(h)) != NULL) {
         /* Known to this thread first: pthread_setspecific may allocate,
-         * and that allocation must find the cache, not make another. */
+         * and that allocation must find the pool, not make another. */
         umem__tls_heap = h;
         umem__tls_secret = h->secret;
-        umem__tls_cache = c;
-        if (pthread_setspecific(h->key, c) != 0)
-            umem__cache_exit(c); /* no key, no exit: the lock it is */
-        return umem__tls_cache;
+        umem__tls_pool = pool;
+        if (pthread_setspecific(h->key, pool) != 0)
+            umem__pool_exit(pool); /* no key, no exit: the lock it is */
+        return umem__tls_pool;
     }
     umem__tls_heap = h;
     umem__tls_secret = h->secret;
-    umem__tls_cache = c;
-    return c;
+    umem__tls_pool = pool;
+    return pool;
 }
 
-static inline struct umem_cache *umem__cache(umem_t *h)
+static inline struct umem_pool *umem__pool(umem_t *h)
 {
-    if (umem__tls_heap == h && umem__tls_secret == h->secret)
-        return umem__tls_cache;
-    return umem__cache_attach(h);
+    if (UMEM_LIKELY(umem__tls_heap == h && umem__tls_secret == h->secret))
+        return umem__tls_pool;
+    return umem__pool_attach(h);
 }
 
-/* An empty bin: up to UMEM_CACHE_REFILL blocks from the heap under one
- * lock; one is returned, the others are cached. */
-static UMEM_NOINLINE void *umem__cache_refill(umem_t *h, struct umem_cache *c, unsigned cls)
+/* A free of a slot, by its owner or by any other thread. */
+static inline void umem__pool_free(umem_t *h, struct umem_page *pg, void *p)
 {
-    size_t size = UMEM_MIN_BLOCK + 16u * cls;
-    if (umem__lock(h, 1) != 0)
+    umem__slot_check(h, pg, p, "free");
+    void **q = (void **)p;
+    q[1] = (void *)umem__tag(h, p);
+    struct umem_pool *mine = umem__pool(h);
+    if (UMEM_LIKELY(mine && atomic_load_explicit(&pg->owner, memory_order_relaxed) == mine)) {
+        if (UMEM_UNLIKELY((char *)p >= pg->bump))
+            umem__die("bad free (not from umem_alloc: never handed out):", p);
+        q[0] = pg->free;
+        pg->free = q;
+        umem__add(&mine->frees, 1);
+        umem__add(&mine->bytes, (uint64_t)0 - pg->slot);
+        if (UMEM_UNLIKELY(--pg->used == 0 || pg->list != UMEM_LIST_AVAIL))
+            umem__page_changed(h, mine, pg);
+        return;
+    }
+    umem__remote_free(h, pg, q, mine);
+}
+
+/* An allocation of n bytes aligned to `align` (at most UMEM_PAGE_HEAD) from
+ * the pools: the first class whose slots are all aligned (slots start on
+ * a UMEM_PAGE_HEAD boundary).  NULL when the thread has no pool. */
+static inline void *umem__pool_aligned(umem_t *h, size_t align, size_t n)
+{
+    struct umem_pool *pool = umem__pool(h);
+    if (!pool)
         return NULL;
-    h->cache_refills++;
-    char *got[UMEM_CACHE_REFILL];
-    size_t got_size[UMEM_CACHE_REFILL];
-    unsigned n = 0;
-    for (; n < UMEM_CACHE_REFILL; n++) {
-        size_t need = size;
-        char *b = umem__take(h, &need, n == 0);
-        if (!b && n == 0 && umem__get(&c->bytes) > 0) {
-            /* The heap is out of room: this thread's own cached blocks
-             * go back first (other threads' caches it cannot touch). */
-            for (unsigned i = 0; i < UMEM_BINS; i++)
-                umem__cache_drain(h, c, i, ~0u);
-            b = umem__take(h, &need, 1);
-        }
-        if (!b)
-            break;
-        h->bytes_in_use += need;
-        got[n] = b;
-        got_size[n] = need;
-    }
-    /* The first block is the caller's; the others are cached last to
-     * first, so that they come out in the order they were carved (mostly
-     * rising addresses): blocks allocated one after another lie one after
-     * another, as a program walking them in that order would like. */
-    while (n > 1) {
-        n--;
-        /* A remainder too small for a block may have come along: the
-         * block goes to the list of its own size. */
-        unsigned bc = (unsigned)((got_size[n] - UMEM_MIN_BLOCK) >> 4);
-        if (bc >= UMEM_BINS) {
-            h->bytes_in_use -= got_size[n];
-            umem__merge_free(h, got[n], got[n]);
-            continue;
-        }
-        h->refill_blocks++;
-        void **p = (void **)(got[n] + UMEM_HEADER);
-        p[0] = c->bin[bc];
-        p[1] = (void *)umem__tag(h, p);
-        c->bin[bc] = p;
-        c->count[bc]++;
-        umem__add(&c->bytes, got_size[n]);
-    }
-    if (n == 1)
-        h->allocs++;
-    else
-        h->failed_allocs++;
-    if (h->bytes_in_use > h->peak_bytes_in_use)
-        h->peak_bytes_in_use = h->bytes_in_use;
-    umem__unlock(h);
-    if (n == 0) {
-        errno = ENOMEM;
+    unsigned cls = umem__class(n);
+    while (cls < UMEM_CLASSES && umem__class_size(cls) % align != 0)
+        cls++;
+    if (cls == UMEM_CLASSES)
         return NULL;
-    }
-    return got[0] + UMEM_HEADER;
+    struct umem_page *pg = pool->avail[cls];
+    if (pg && umem__page_room(pg))
+        return umem__page_pop(h, pool, pg);
+    return umem__pool_alloc(h, pool, cls, 0);
 }
 
 /* ---- the interface ---- */
+
+/* UMEM_CACHED: the unit map over the first mapping, reserved, not
+ * committed: only the bytes of units pages cover are ever written. */
+static inline int umem__units_create(umem_t *h, void *base, size_t map_bytes)
+{
+    h->unit_base = (uintptr_t)base & ~(uintptr_t)(UMEM_UNIT - 1);
+    h->unit_count = ((uintptr_t)base + map_bytes - h->unit_base + UMEM_UNIT - 1) >> UMEM_UNIT_SHIFT;
+    h->units = (_Atomic unsigned char *)umem__map(h->unit_count, PROT_READ | PROT_WRITE,
+                                                  MAP_PRIVATE | MAP_NORESERVE);
+    return h->units ? 0 : ENOMEM;
+}
 
 static inline umem_t *umem_create(size_t bytes, unsigned flags)
 {
@@ -1498,7 +2149,9 @@ static inline umem_t *umem_create(size_t bytes, unsigned flags)
         int r = pthread_mutex_init(&h->lock, &attr);
         pthread_mutexattr_destroy(&attr);
         if (r == 0 && flags & UMEM_CACHED) {
-            r = pthread_key_create(&h->key, umem__cache_exit);
+            r = umem__units_create(h, base, map_bytes);
+            if (r == 0 && (r = pthread_key_create(&h->key, umem__pool_exit)) != 0)
+                munmap((void *)h->units, h->unit_count);
             if (r != 0)
                 pthread_mutex_destroy(&h->lock);
         }
@@ -1547,14 +2200,19 @@ static inline void umem_destroy(umem_t *h)
     int owner = !(h->flags & UMEM_SHARED) || h->creator == getpid();
     if (h->flags & UMEM_CACHED) {
         pthread_key_delete(h->key);
-        while (h->caches) {
-            struct umem_cache *c = h->caches;
-            h->caches = c->next;
-            munmap(c, h->page);
-        }
+        struct umem_pool *lists[2] = {h->pools, h->spare_pools};
+        for (int i = 0; i < 2; i++)
+            while (lists[i]) {
+                struct umem_pool *pool = lists[i];
+                lists[i] = pool->next;
+                munmap(pool, umem__pool_bytes(h));
+            }
+        munmap((void *)h->units, h->unit_count);
         if (umem__tls_heap == h)
             umem__tls_heap = NULL;
     }
+    while (h->map_cached > 0)
+        umem__unmap_cached(h, 0);
     while (h->spans) {
         struct umem_span *s = (struct umem_span *)h->spans;
         size_t bytes = umem__size(s);
@@ -1567,36 +2225,28 @@ static inline void umem_destroy(umem_t *h)
     munmap(h, h->map_bytes);
 }
 
-/* Any allocation the caches do not serve (lock taken here). */
+/* Any allocation the pools do not serve (lock taken here). */
 static UMEM_NOINLINE void *umem__alloc_locked(umem_t *h, size_t n)
 {
-    size_t need = umem__need(n);
-    struct umem_span *big = NULL;
-    if (h->flags & UMEM_GROW && n >= UMEM_LARGE && need != 0)
-        big = umem__map_large(h, n, UMEM_ALIGN);
-    if (umem__lock(h, 1) != 0) {
-        if (big)
-            munmap(big, (size_t)(big->end - (char *)big));
+    size_t need = umem__need(n), bytes;
+    if (h->flags & UMEM_GROW && n >= UMEM_LARGE && need != 0) {
+        char *b = umem__alloc_large(h, n, UMEM_ALIGN, &bytes);
+        if (b)
+            return b + UMEM_HEADER;
+    }
+    if (umem__lock(h, 1) != 0)
         return NULL;
-    }
-    char *b = NULL;
-    if (big) {
-        size_t bytes = (size_t)(big->end - (char *)big);
-        umem__span_add(h, big, bytes);
-        h->large_blocks++;
-        b = big->first;
-        need = bytes;
-    } else if (need != 0) {
-        b = umem__take(h, &need, 1);
-    }
-    if (!b) {
+    char *b = need != 0 ? umem__take(h, &need, 1) : NULL;
+    if (b)
+        umem__count_alloc(h, need);
+    else
         h->failed_allocs++;
-        umem__unlock(h);
+    umem__maybe_purge(h);
+    umem__unlock(h);
+    if (!b) {
         errno = ENOMEM;
         return NULL;
     }
-    umem__count_alloc(h, need);
-    umem__unlock(h);
     return b + UMEM_HEADER;
 }
 
@@ -1604,84 +2254,17 @@ static inline void *umem_alloc(umem_t *h, size_t n)
 {
     if (n == 0)
         return NULL;
-    if (h->flags & UMEM_CACHED && n <= UMEM_SMALL_MAX - UMEM_HEADER) {
-        struct umem_cache *c = umem__cache(h);
-        if (c) {
-            unsigned cls = (unsigned)((umem__need(n) - UMEM_MIN_BLOCK) >> 4);
-            void **p = (void **)c->bin[cls];
-            if (!p)
-                return umem__cache_refill(h, c, cls);
-            /* Still tagged (the tag is on the link's cache line, and only
-             * who knows the heap's secret can forge it): a write after
-             * free over the link would otherwise hand out any address. */
-            if ((size_t)(uintptr_t)p[1] != umem__tag(h, p))
-                umem__die("heap corruption: a cached block was written after its free:", p);
-            c->bin[cls] = p[0];
-            c->count[cls]--;
-            p[1] = NULL; /* no longer tagged as cached */
-            umem__add(&c->hits, 1);
-            umem__add(&c->bytes, (uint64_t)0 - (UMEM_MIN_BLOCK + 16u * cls));
-            return p;
+    if (h->flags & UMEM_CACHED && n <= UMEM_POOL_MAX) {
+        struct umem_pool *pool = umem__pool(h);
+        if (UMEM_LIKELY(pool != NULL)) {
+            unsigned cls = umem__class(n);
+            struct umem_page *pg = pool->avail[cls];
+            if (UMEM_LIKELY(pg && umem__page_room(pg)))
+                return umem__page_pop(h, pool, pg);
+            return umem__pool_alloc(h, pool, cls, n);
         }
     }
     return umem__alloc_locked(h, n);
-}
-
-/* The lock-free half of a free into the calling thread's cache: checks
- * the block's own header (its neighbours may be changing under the lock)
- * and its tag.  Returns 0 when the block went to the heap instead. */
-/* Whether p lies in a region a cache may take it from without the lock:
- * the first, or one of the next UMEM_FAST_REGIONS. */
-static inline int umem__in_fast_region(umem_t *h, const char *c)
-{
-    if (c >= h->first + UMEM_HEADER && c < atomic_load_explicit(&h->end, memory_order_relaxed))
-        return 1;
-    unsigned n = atomic_load_explicit(&h->fast_regions, memory_order_acquire);
-    for (unsigned k = 0; k < n; k++)
-        if (c >= atomic_load_explicit(&h->fast_first[k], memory_order_relaxed) + UMEM_HEADER &&
-            c < atomic_load_explicit(&h->fast_end[k], memory_order_relaxed))
-            return 1;
-    return 0;
-}
-
-static inline int umem__cache_free(umem_t *h, void *p)
-{
-    char *c = (char *)p, *b = c - UMEM_HEADER;
-    if ((uintptr_t)c % UMEM_ALIGN != 0 || !umem__in_fast_region(h, c))
-        return 0;
-    if (!umem__header_ok(h, b))
-        umem__die("bad free (not from umem_alloc, or its header overwritten):", p);
-    size_t word = ((struct umem_block *)b)->word;
-    if (!(word & UMEM_USED))
-        umem__die("free of a block freed already (double free):", p);
-    size_t size = word & ~UMEM_FLAGS;
-    if (size > UMEM_SMALL_MAX)
-        return 0;
-    struct umem_cache *cache = umem__cache(h);
-    if (!cache)
-        return 0;
-    void **q = (void **)p;
-    if ((size_t)(uintptr_t)q[1] == umem__tag(h, p))
-        umem__die("free of a block freed already (double free):", p);
-    unsigned cls = (unsigned)((size - UMEM_MIN_BLOCK) >> 4);
-    if (cache->count[cls] >= UMEM_CACHE_BIN || umem__get(&cache->bytes) + size > UMEM_CACHE_BYTES) {
-        umem__cache_flush(h, cache, cls);
-    }
-    q[0] = cache->bin[cls];
-    q[1] = (void *)umem__tag(h, p);
-    cache->bin[cls] = q;
-    cache->count[cls]++;
-    umem__add(&cache->frees, 1);
-    umem__add(&cache->bytes, size);
-    return 1;
-}
-
-/* A block sitting in a cache is free to its owner: realloc and usable
- * size of it are a use after free, reported as a double free would be. */
-static inline void umem__not_cached(umem_t *h, const void *p, const char *call)
-{
-    if (h->flags & UMEM_CACHED && (size_t)(uintptr_t)((void *const *)p)[1] == umem__tag(h, p))
-        umem__die_of(call, "%s of a block freed already (double free):", p);
 }
 
 static UMEM_NOINLINE void umem__free_locked(umem_t *h, void *p)
@@ -1692,7 +2275,6 @@ static UMEM_NOINLINE void umem__free_locked(umem_t *h, void *p)
         return;
     struct umem_where w;
     umem__locate(h, p, &w, "free");
-    umem__not_cached(h, p, "free");
     h->frees++;
     umem__give_back(h, &w);
     umem__maybe_purge(h);
@@ -1703,25 +2285,36 @@ static inline void umem_free(umem_t *h, void *p)
 {
     if (!p)
         return;
-    if (h->flags & UMEM_CACHED && umem__cache_free(h, p))
-        return;
+    if (h->flags & UMEM_CACHED) {
+        struct umem_page *pg = umem__page_of(h, p);
+        if (pg) {
+            umem__pool_free(h, pg, p);
+            return;
+        }
+    }
     umem__free_locked(h, p);
 }
 
 static inline size_t umem_usable_size(umem_t *h, const void *p)
 {
-    if (!p || umem__lock(h, 0) != 0)
+    if (!p)
+        return 0;
+    if (h->flags & UMEM_CACHED) {
+        struct umem_page *pg = umem__page_of(h, p);
+        if (pg) {
+            umem__slot_check(h, pg, p, "usable size");
+            return pg->slot;
+        }
+    }
+    if (umem__lock(h, 0) != 0)
         return 0;
     struct umem_where w;
     umem__locate(h, p, &w, "usable size");
-    umem__not_cached(h, p, "usable size");
     size_t size = w.big ? (size_t)(w.end - w.block) : umem__size(w.block);
     umem__unlock(h);
     return size - UMEM_HEADER;
 }
 
-/* Grows or shrinks the block in place (lock held): 0, or -1 when it
- * cannot grow where it is. */
 static inline int umem__resize(umem_t *h, struct umem_where *w, size_t need)
 {
     size_t word = umem__word(w->block), size = word & ~UMEM_FLAGS;
@@ -1759,56 +2352,78 @@ static inline int umem__resize(umem_t *h, struct umem_where *w, size_t need)
     return 0;
 }
 
-static inline void *umem_realloc(umem_t *h, void *p, size_t n)
+/* A large block's mapping resized for n bytes by mremap (lock held): the
+ * new payload, or NULL where Linux's mremap is missing or refuses. */
+static inline char *umem__remap_large(umem_t *h, struct umem_where *w, size_t n)
 {
-    if (!p)
-        return umem_alloc(h, n);
-    if (n == 0) {
-        umem_free(h, p);
+#ifdef UMEM_MREMAP_MAYMOVE
+    struct umem_span *s = w->big;
+    size_t off = (size_t)(w->block - (char *)s) + UMEM_HEADER, have = umem__size(s);
+    size_t reused = umem__word(w->block) & UMEM_REUSED;
+    if (n > PTRDIFF_MAX / 2)
+        return NULL;
+    size_t bytes = umem__round_page(h, off + n);
+    umem__span_remove(h, s);
+    int saved = errno;
+    void *moved = mremap(s, have, bytes, UMEM_MREMAP_MAYMOVE);
+    errno = saved;
+    if (moved == MAP_FAILED) {
+        umem__span_add(h, s, have);
         return NULL;
     }
+    s = (struct umem_span *)moved;
+    s->first = (char *)s + off - UMEM_HEADER;
+    s->end = (char *)s + bytes;
+    umem__set_header(h, s->first, (size_t)(s->end - s->first) | UMEM_USED | UMEM_MAPPED | reused);
+    umem__span_add(h, s, bytes);
+    h->bytes_in_use -= have;
+    umem__grew(h, bytes);
+    return s->first + UMEM_HEADER;
+#else
+    (void)h, (void)w, (void)n;
+    return NULL;
+#endif
+}
+
+/* A large block to move a block to (UMEM_GROW, n of UMEM_LARGE or more),
+ * with the lock held again on return: its header, or NULL. */
+static inline char *umem__move_large(umem_t *h, size_t n, size_t *need)
+{
+    umem__unlock(h);
+    char *b = umem__alloc_large(h, n, UMEM_ALIGN, need);
+    if (umem__lock(h, 1) != 0)
+        umem__die("a heap's lock failed during a realloc of", h);
+    if (b)
+        h->allocs--; /* a move: neither an allocation nor a free */
+    return b;
+}
+
+/* realloc of a block with a header (lock taken here). */
+static UMEM_NOINLINE void *umem__realloc_locked(umem_t *h, void *p, size_t n)
+{
     size_t need = umem__need(n);
-    if (h->flags & UMEM_CACHED && need != 0 && (uintptr_t)p % UMEM_ALIGN == 0 &&
-        umem__in_fast_region(h, (const char *)p)) {
-        /* A block that still fits, wasting less than half, stays where it
-         * is without the lock: its header is the caller's to read. */
-        char *b = (char *)p - UMEM_HEADER;
-        size_t word = umem__word(b), size = word & ~UMEM_FLAGS;
-        if (umem__header_ok(h, b) && word & UMEM_USED && need <= size && need > size / 2 &&
-            (size_t)(uintptr_t)((void **)p)[1] != umem__tag(h, p))
-            return p;
-    }
-    /* A large block's mapping is made before the lock is taken, in case
-     * the block moves, and unmade if it does not. */
-    struct umem_span *big = NULL;
-    if (need != 0 && h->flags & UMEM_GROW && n >= UMEM_LARGE)
-        big = umem__map_large(h, n, UMEM_ALIGN);
-    if (umem__lock(h, 1) != 0) {
-        if (big)
-            munmap(big, (size_t)(big->end - (char *)big));
+    if (umem__lock(h, 1) != 0)
         return NULL;
-    }
     struct umem_where w;
     umem__locate(h, p, &w, "realloc");
-    umem__not_cached(h, p, "realloc");
-    if (need != 0 && umem__resize(h, &w, need) == 0) {
-        umem__unlock(h);
-        if (big)
-            munmap(big, (size_t)(big->end - (char *)big));
-        return p;
-    }
-    /* Moved, under the same lock: neither an allocation nor a free in
-     * the counts, as the number of blocks does not change. */
-    size_t old = w.big ? (size_t)(w.end - w.block) : umem__size(w.block);
     char *b = NULL;
-    if (big) {
-        need = (size_t)(big->end - (char *)big);
-        umem__span_add(h, big, need);
-        h->large_blocks++;
-        b = big->first;
-    } else if (need != 0) {
-        b = umem__take(h, &need, 1); /* as umem_alloc, when the mapping fails */
+    if (need != 0 && umem__resize(h, &w, need) == 0)
+        b = (char *)p - UMEM_HEADER;
+    else if (need != 0 && w.big && n >= UMEM_LARGE && (b = umem__remap_large(h, &w, n)) != NULL)
+        b -= UMEM_HEADER;
+    if (b) {
+        umem__unlock(h);
+        return b + UMEM_HEADER;
     }
+    /* Moved: neither an allocation nor a free in the counts, as the
+     * number of blocks does not change. */
+    if (need != 0 && h->flags & UMEM_GROW && n >= UMEM_LARGE) {
+        b = umem__move_large(h, n, &need); /* counted in bytes_in_use */
+        umem__locate(h, p, &w, "realloc");
+    }
+    if (!b && need != 0 && (b = umem__take(h, &need, 1)) != NULL)
+        umem__grew(h, need); /* as umem_alloc, when the mapping fails */
+    size_t old = w.big ? (size_t)(w.end - w.block) : umem__size(w.block);
     if (!b && need != 0 && n <= old - UMEM_HEADER) {
         umem__unlock(h);
         return p; /* a large block that found no room to move to a smaller one */
@@ -1819,15 +2434,84 @@ static inline void *umem_realloc(umem_t *h, void *p, size_t n)
         errno = ENOMEM;
         return NULL; /* p is left as it was */
     }
-    h->bytes_in_use += need;
-    if (h->bytes_in_use > h->peak_bytes_in_use)
-        h->peak_bytes_in_use = h->bytes_in_use;
     old -= UMEM_HEADER;
     memcpy(b + UMEM_HEADER, p, old < n ? old : n);
     umem__give_back(h, &w);
     umem__maybe_purge(h);
     umem__unlock(h);
     return b + UMEM_HEADER;
+}
+
+/* realloc of a slot: it stays while the size fits and wastes less than
+ * half, else it moves (umem_alloc, copy, umem_free), counted as a move. */
+static UMEM_NOINLINE void *umem__pool_realloc(umem_t *h, struct umem_page *pg, void *p, size_t n)
+{
+    umem__slot_check(h, pg, p, "realloc");
+    size_t slot = pg->slot;
+    if (n <= slot && (n > slot / 2 || slot <= 32))
+        return p;
+    void *q = umem_alloc(h, n);
+    if (!q)
+        return NULL;
+    memcpy(q, p, n < slot ? n : slot);
+    umem_free(h, p);
+    struct umem_pool *pool = umem__pool(h);
+    if (pool)
+        umem__add(&pool->moves, 1);
+    else
+        atomic_fetch_add_explicit(&h->orphan_moves, 1, memory_order_relaxed);
+    return q;
+}
+
+static inline void *umem_realloc(umem_t *h, void *p, size_t n)
+{
+    if (!p)
+        return umem_alloc(h, n);
+    if (n == 0) {
+        umem_free(h, p);
+        return NULL;
+    }
+    if (h->flags & UMEM_CACHED) {
+        struct umem_page *pg = umem__page_of(h, p);
+        if (pg)
+            return umem__pool_realloc(h, pg, p, n);
+    }
+    return umem__realloc_locked(h, p, n);
+}
+
+/* A block of *need bytes whose payload is aligned to `align` (lock held),
+ * carved from a free block with room for the alignment and a free block
+ * before it: the lead and the tail go back as free blocks of their own.
+ * NULL when nothing fits. */
+static inline char *umem__take_aligned(umem_t *h, size_t align, size_t *need)
+{
+    if (align > PTRDIFF_MAX / 4)
+        return NULL;
+    size_t room = *need + align + UMEM_MIN_BLOCK;
+    char *f = umem__take(h, &room, 1);
+    if (!f)
+        return NULL;
+    uintptr_t at = ((uintptr_t)f + UMEM_HEADER + align - 1) & ~(uintptr_t)(align - 1);
+    if (at - UMEM_HEADER != (uintptr_t)f && at - UMEM_HEADER - (uintptr_t)f < UMEM_MIN_BLOCK)
+        at += align;
+    char *b = (char *)at - UMEM_HEADER;
+    size_t lead = (size_t)(b - f), tail = room - lead - *need;
+    if (tail < UMEM_MIN_BLOCK) {
+        *need += tail;
+        tail = 0;
+    }
+    /* f's own neighbours are used or the rest of its free block: the
+     * lead and the tail are freed as blocks of their own. */
+    umem__set_header(h, b, *need | UMEM_USED);
+    if (tail) {
+        umem__set_header(h, b + *need, tail | UMEM_USED);
+        umem__merge_free(h, b + *need, f);
+    }
+    if (lead) {
+        umem__set_header(h, f, lead | UMEM_USED);
+        umem__merge_free(h, f, f);
+    }
+    return b;
 }
 
 static inline void *umem_memalign(umem_t *h, size_t align, size_t n)
@@ -1840,58 +2524,29 @@ static inline void *umem_memalign(umem_t *h, size_t align, size_t n)
         return umem_alloc(h, n);
     if (n == 0)
         return NULL;
-    size_t need = umem__need(n);
-    struct umem_span *big = NULL;
-    if (h->flags & UMEM_GROW && need != 0 && n + align >= UMEM_LARGE)
-        big = umem__map_large(h, n, align);
-    if (umem__lock(h, 1) != 0) {
-        if (big)
-            munmap(big, (size_t)(big->end - (char *)big));
+    if (h->flags & UMEM_CACHED && align <= UMEM_PAGE_HEAD && n <= UMEM_POOL_MAX) {
+        void *p = umem__pool_aligned(h, align, n);
+        if (p)
+            return p;
+    }
+    size_t need = umem__need(n), bytes;
+    if (h->flags & UMEM_GROW && need != 0 && n + align >= UMEM_LARGE) {
+        char *b = umem__alloc_large(h, n, align, &bytes);
+        if (b)
+            return b + UMEM_HEADER;
+    }
+    if (umem__lock(h, 1) != 0)
         return NULL;
-    }
-    char *b = NULL;
-    if (big) {
-        size_t bytes = (size_t)(big->end - (char *)big);
-        umem__span_add(h, big, bytes);
-        h->large_blocks++;
-        b = big->first;
-        need = bytes;
-    } else if (need != 0 && align <= PTRDIFF_MAX / 4) {
-        /* Room for the block, an aligned start and a free block before it. */
-        size_t room = need + align + UMEM_MIN_BLOCK;
-        char *f = umem__take(h, &room, 1);
-        if (f) {
-            uintptr_t at = ((uintptr_t)f + UMEM_HEADER + align - 1) & ~(uintptr_t)(align - 1);
-            if (at - UMEM_HEADER != (uintptr_t)f && at - UMEM_HEADER - (uintptr_t)f < UMEM_MIN_BLOCK)
-                at += align;
-            b = (char *)at - UMEM_HEADER;
-            size_t lead = (size_t)(b - f), tail = room - lead - need;
-            if (tail < UMEM_MIN_BLOCK) {
-                need += tail;
-                tail = 0;
-            }
-            /* f's own neighbours are used or the rest of its free block:
-             * the lead and the tail are freed as blocks of their own. */
-            umem__set_header(h, b, need | UMEM_USED);
-            ((size_t *)b)[3] = 0;
-            if (tail) {
-                umem__set_header(h, b + need, tail | UMEM_USED);
-                umem__merge_free(h, b + need, f);
-            }
-            if (lead) {
-                umem__set_header(h, f, lead | UMEM_USED);
-                umem__merge_free(h, f, f);
-            }
-        }
-    }
-    if (!b) {
+    char *b = need != 0 ? umem__take_aligned(h, align, &need) : NULL;
+    if (b)
+        umem__count_alloc(h, need);
+    else
         h->failed_allocs++;
-        umem__unlock(h);
+    umem__unlock(h);
+    if (!b) {
         errno = ENOMEM;
         return NULL;
     }
-    umem__count_alloc(h, need);
-    umem__unlock(h);
     return b + UMEM_HEADER;
 }
 
@@ -2057,7 +2712,7 @@ static inline const char *umem__check_spans(umem_t *h, struct umem_node *x, stru
         } else {
             size_t bytes = umem__size(s);
             if (!umem__header_ok(h, s->first) ||
-                ((struct umem_block *)s->first)->word !=
+                (((struct umem_block *)s->first)->word & ~UMEM_REUSED) !=
                     ((size_t)(s->end - s->first) | UMEM_USED | UMEM_MAPPED) ||
                 s->end != (char *)s + bytes)
                 return "I6: a large block's header is wrong";
@@ -2068,36 +2723,132 @@ static inline const char *umem__check_spans(umem_t *h, struct umem_node *x, stru
     return NULL;
 }
 
-/* I8: the calling thread's own cached blocks, which only it may touch. */
-static inline const char *umem__check_own_cache(umem_t *h, const void **at)
+/* I8: every page the unit map marks, through what was fixed when it was
+ * carved (what its owner changes without the lock is I9's). */
+static inline const char *umem__check_page(umem_t *h, const struct umem_page *pg)
 {
-    if (!(h->flags & UMEM_CACHED) || umem__tls_heap != h || umem__tls_secret != h->secret ||
-        !umem__tls_cache)
-        return NULL;
-    struct umem_cache *c = umem__tls_cache;
+    const char *b = (const char *)pg - UMEM_HEADER;
+    size_t bytes = (size_t)pg->units << UMEM_UNIT_SHIFT;
+    if (pg->magic != umem__page_magic(h, pg) || pg->cls >= UMEM_CLASSES ||
+        pg->slot != umem__class_size(pg->cls) || pg->units != umem__page_units(pg->slot))
+        return "I8: a unit the map marks is not a page's";
+    if (b < h->first || !umem__header_ok(h, b) || !(umem__word(b) & UMEM_USED) ||
+        umem__size(b) < bytes || umem__word(b) & UMEM_MAPPED)
+        return "I8: a page's block is not a used block of its size";
+    if (pg->start != (const char *)pg + UMEM_PAGE_HEAD ||
+        pg->capacity != (bytes - UMEM_HEADER - UMEM_PAGE_HEAD) / pg->slot ||
+        pg->span != (size_t)pg->capacity * pg->slot || pg->limit != pg->start + pg->span ||
+        pg->recip != ((uint64_t)1 << 40) / pg->slot + 1u)
+        return "I8: a page's slots are laid out wrong";
+    return NULL;
+}
+
+static inline const char *umem__check_units(umem_t *h, const void **at)
+{
+    uint64_t pages = 0, bytes = 0;
     char *end = atomic_load_explicit(&h->end, memory_order_relaxed);
-    for (unsigned cls = 0; cls < UMEM_BINS; cls++) {
-        unsigned n = 0;
-        for (void **p = (void **)c->bin[cls]; p; p = (void **)p[0]) {
-            char *b = (char *)p - UMEM_HEADER;
-            *at = p;
-            struct umem_span *sp = NULL;
-            int inside = (b >= h->first && (char *)p < end) ||
-                         ((sp = umem__span_find(h, b)) != NULL && sp->is_region &&
-                          b >= sp->first && (char *)p < sp->end);
-            if (++n > c->count[cls] || !inside)
-                return "I8: a cache list runs past its count or out of the heap";
-            if (!umem__header_ok(h, b) || !(((struct umem_block *)b)->word & UMEM_USED) ||
-                umem__size(b) != UMEM_MIN_BLOCK + 16u * cls ||
-                (size_t)(uintptr_t)p[1] != umem__tag(h, p))
-                return "I8: a cached block is not a used, tagged block of its class";
-            if (!umem__header_ok(h, b + umem__size(b)))
-                return "I8: a write past the end of a cached block";
+    size_t last = (((uintptr_t)end - h->unit_base) >> UMEM_UNIT_SHIFT) + 1;
+    for (size_t u = 0; u < h->unit_count && u <= last;) {
+        unsigned k = atomic_load_explicit(&h->units[u], memory_order_relaxed);
+        if (k == 0) {
+            u++;
+            continue;
         }
-        if (n != c->count[cls])
-            return "I8: a cache list is shorter than its count";
+        const struct umem_page *pg =
+            (const struct umem_page *)(h->unit_base + (u << UMEM_UNIT_SHIFT));
+        *at = pg;
+        if (k != 1)
+            return "I8: the unit map marks a unit past a page's first without it";
+        const char *broken = umem__check_page(h, pg);
+        if (broken)
+            return broken;
+        for (unsigned j = 1; j < pg->units; j++)
+            if (u + j >= h->unit_count ||
+                atomic_load_explicit(&h->units[u + j], memory_order_relaxed) != j + 1u)
+                return "I8: the unit map does not mark all of a page's units";
+        pages++;
+        bytes += umem__size((const char *)pg - UMEM_HEADER);
+        u += pg->units;
+    }
+    *at = h;
+    if (pages != h->pages || bytes != h->page_bytes)
+        return "I8: the pages the unit map marks differ from the pages counted";
+    return NULL;
+}
+
+/* I9 for one page its owner (the caller) or nobody may change: its free
+ * and remote lists hold slots handed out before, tagged, and with the
+ * slots never handed out and those in use they make up its capacity. */
+static inline const char *umem__check_slots(umem_t *h, const struct umem_page *pg)
+{
+    if (pg->bump < pg->start || pg->bump > pg->limit ||
+        (size_t)(pg->bump - pg->start) % pg->slot != 0 || pg->used > pg->capacity)
+        return "I9: a page's bump pointer or count of blocks in use is wrong";
+    /* Remote frees count as in use until their owner collects them. */
+    uint64_t n[2] = {(uint64_t)(pg->limit - pg->bump) / pg->slot + pg->used, 0};
+    uint64_t most[2] = {pg->capacity, pg->used};
+    void **lists[2] = {pg->free,
+                       (void **)(atomic_load_explicit(&pg->remote, memory_order_acquire) &
+                                 ~UMEM_WATCH)};
+    for (int i = 0; i < 2; i++)
+        for (void **p = lists[i]; p; p = (void **)p[0]) {
+            size_t rel = (size_t)((char *)p - pg->start);
+            if ((char *)p < pg->start || (char *)p >= pg->bump || rel % pg->slot != 0)
+                return "I9: a page's free list holds something other than its slots";
+            if ((size_t)(uintptr_t)p[1] != umem__tag(h, p))
+                return "I9: a free slot is not tagged (written after its free?)";
+            if (++n[i] > most[i])
+                return "I9: a page's free lists run past its slots (a cycle?)";
+        }
+    if (n[0] != pg->capacity)
+        return "I9: a page's free, untouched and used slots do not add up";
+    return NULL;
+}
+
+/* I9 for one list of pages of class cls: its links, and each page's
+ * owner, list and class, then its slots. */
+static inline const char *umem__check_list(umem_t *h, struct umem_page *head,
+                                           const struct umem_pool *owner, unsigned cls,
+                                           unsigned list, const void **at)
+{
+    const struct umem_page *prev = NULL;
+    uint64_t n = 0;
+    for (struct umem_page *pg = head; pg; prev = pg, pg = pg->next) {
+        *at = pg;
+        if (umem__page_of(h, (char *)pg + UMEM_PAGE_HEAD) != pg || ++n > h->pages)
+            return "I9: a page list holds something other than a page (or a cycle)";
+        if (pg->prev != prev || pg->list != list || pg->cls != cls ||
+            atomic_load_explicit(&pg->owner, memory_order_relaxed) != owner)
+            return "I9: a page's links, list, class or owner disagree with its list";
+        const char *broken = umem__check_slots(h, pg);
+        if (broken)
+            return broken;
     }
     return NULL;
+}
+
+/* I9: the pages of threads that ended, and the calling thread's own. */
+static inline const char *umem__check_pools(umem_t *h, const void **at)
+{
+    if (!(h->flags & UMEM_CACHED))
+        return NULL;
+    const char *broken = umem__check_units(h, at);
+    struct umem_pool *own = umem__tls_heap == h && umem__tls_secret == h->secret ? umem__tls_pool : NULL;
+    uint64_t abandoned = 0;
+    for (unsigned cls = 0; cls < UMEM_CLASSES && !broken; cls++) {
+        broken = umem__check_list(h, h->abandoned[cls], NULL, cls, UMEM_LIST_ABANDONED, at);
+        for (struct umem_page *pg = h->abandoned[cls]; pg && !broken; pg = pg->next)
+            abandoned++;
+        if (own && !broken)
+            broken = umem__check_list(h, own->avail[cls], own, cls, UMEM_LIST_AVAIL, at);
+        if (own && !broken)
+            broken = umem__check_list(h, own->full[cls], own, cls, UMEM_LIST_FULL, at);
+    }
+    if (!broken && abandoned != h->abandoned_pages) {
+        *at = h;
+        broken = "I9: the abandoned pages listed differ from those counted";
+    }
+    return broken;
 }
 
 static inline int umem_check(umem_t *h)
@@ -2130,14 +2881,14 @@ static inline int umem_check(umem_t *h)
     if (!broken)
         broken = umem__check_bins(h, &w, &at);
     if (!broken)
-        broken = umem__check_own_cache(h, &at);
+        broken = umem__check_pools(h, &at);
     if (broken)
         return umem__fail(h, broken, at);
     if (w.large_blocks != free_tree.nodes || w.large_bytes != free_tree.bytes)
         return umem__fail(h, "I4: the free tree and the large free blocks differ", h->root);
     if (large != h->large_blocks)
         return umem__fail(h, "I6: large blocks counted and found differ", h);
-    if (h->allocs + h->refill_blocks - h->frees - h->flush_blocks != w.used_blocks + large)
+    if (h->allocs + h->pages_made - h->frees - h->pages_freed != w.used_blocks + large)
         return umem__fail(h, "I7: allocs - frees differs from the used blocks", h);
     if (h->bytes_in_use != w.used_bytes)
         return umem__fail(h, "I7: bytes_in_use differs from the used blocks", h);
@@ -2151,29 +2902,42 @@ static inline void umem_get_stats(umem_t *h, umem_stats_t *out)
 {
     memset(out, 0, sizeof *out);
     int locked = umem__lock(h, 0) == 0;
-    uint64_t hits = h->gone_hits, cache_frees = h->gone_frees, cached = 0;
-    for (struct umem_cache *c = locked ? h->caches : NULL; c; c = c->next) {
-        hits += umem__get(&c->hits);
-        cache_frees += umem__get(&c->frees);
-        cached += umem__get(&c->bytes);
+    uint64_t allocs = h->gone_allocs, frees = h->gone_frees, moves = h->gone_moves;
+    uint64_t remote = h->gone_remote, slot_bytes = h->gone_bytes;
+    for (struct umem_pool *pool = locked ? h->pools : NULL; pool; pool = pool->next) {
+        allocs += umem__get(&pool->allocs);
+        frees += umem__get(&pool->frees);
+        moves += umem__get(&pool->moves);
+        remote += umem__get(&pool->remote_frees);
+        slot_bytes += umem__get(&pool->bytes);
     }
+    uint64_t orphans = umem__get(&h->orphan_frees);
+    moves += umem__get(&h->orphan_moves);
+    frees += orphans;
+    remote += orphans;
+    slot_bytes += umem__get(&h->orphan_bytes);
     out->lock_count = h->lock_count;
     out->lock_contended = h->lock_contended;
-    out->allocs = h->allocs + hits;
-    out->frees = h->frees + cache_frees;
+    out->allocs = h->allocs + allocs - moves;
+    out->frees = h->frees + frees - moves;
     out->failed_allocs = h->failed_allocs;
-    out->bytes_in_use = h->bytes_in_use > cached ? h->bytes_in_use - cached : 0;
+    out->bytes_in_use = h->bytes_in_use - h->page_bytes + slot_bytes;
     out->peak_bytes_in_use = h->peak_bytes_in_use;
     out->heap_bytes = h->heap_bytes;
     out->owner_died = h->owner_died;
-    out->cache_hits = hits;
-    out->cache_frees = cache_frees;
-    out->cache_refills = h->cache_refills;
-    out->cache_flushes = h->cache_flushes;
-    out->cached_bytes = cached;
+    out->cache_hits = allocs;
+    out->cache_frees = frees;
+    out->cache_refills = h->pages_made;
+    out->cache_flushes = h->pages_freed;
+    out->cached_bytes = h->page_bytes - slot_bytes;
     out->mapped_bytes = h->mapped_bytes;
     out->large_blocks = h->large_blocks;
     out->released_bytes = h->released_bytes;
+    out->remote_frees = remote;
+    out->pool_pages = h->pages;
+    out->abandoned_pages = h->abandoned_pages;
+    out->purges = h->purges;
+    out->map_reuses = h->map_reuses;
     if (locked)
         umem__unlock(h);
 }
