@@ -340,6 +340,7 @@ typedef struct umem_stats {
 #define UMEM_PAGE_HEAD  128u /* a page's own header, before its first slot */
 #define UMEM_PAGE_SLOTS 7u   /* a page holds at least this many slots */
 #define UMEM_WATCH      ((uintptr_t)1) /* in a page's remote list: its owner waits for a free */
+#define UMEM_UNIT_MAPS  17u /* UMEM_CACHED: regions that may hold pages, the first included */
 
 /* A block header.  `word` is read without the lock by a thread freeing
  * a large block while the lock holder may flip UMEM_PREV_FREE in it, so
@@ -423,6 +424,15 @@ struct umem_pool {
     _Alignas(64) _Atomic unsigned char hint[UMEM_CLASSES];
 };
 
+/* A region's unit map (UMEM_CACHED): one byte per unit from `base`, 0 for
+ * a unit no page covers, k + 1 for the k-th unit of a page. */
+struct umem_units {
+    uintptr_t lo, hi; /* the region's mapping */
+    uintptr_t base;   /* lo rounded down to a unit */
+    size_t count;     /* units from base to hi */
+    _Atomic unsigned char *map;
+};
+
 /* The fields read on every call and never written after umem_create sit
  * on their own cache line, apart from what the lock holder writes, so
  * that threads on other cores keep reading them from their own caches. */
@@ -438,11 +448,10 @@ struct umem {
     _Atomic(char *) end; /* end mark of the first region; grows, never shrinks */
     pthread_key_t key;   /* UMEM_CACHED: each thread's pool */
     umem_t *fork_next;   /* private locked heaps, for fork() */
-    /* UMEM_CACHED: one byte per unit of the first mapping, from unit_base:
-     * 0 for a unit no page covers, k + 1 for the k-th unit of a page. */
-    _Atomic unsigned char *units;
-    uintptr_t unit_base;
-    size_t unit_count;
+    /* UMEM_CACHED: the unit maps of the first region and of the next
+     * regions, each set once under the lock, then published by umaps. */
+    struct umem_units umap[UMEM_UNIT_MAPS];
+    _Atomic unsigned umaps;
     _Alignas(64) pthread_mutex_t lock;
     int owner_died;
     uint64_t binmap;               /* bit i: bin[i] is not empty */
@@ -839,6 +848,19 @@ static inline void *umem__map(size_t bytes, int prot, int vis)
 static inline size_t umem__round_page(const umem_t *h, size_t n)
 {
     return (n + h->page - 1) & ~(h->page - 1);
+}
+
+/* A unit map for the mapping [lo, hi), reserved, not committed: only the
+ * bytes of units pages cover are ever written.  0, or ENOMEM. */
+static inline int umem__units_init(struct umem_units *m, uintptr_t lo, uintptr_t hi)
+{
+    m->lo = lo;
+    m->hi = hi;
+    m->base = lo & ~(uintptr_t)(UMEM_UNIT - 1);
+    m->count = (hi - m->base + UMEM_UNIT - 1) >> UMEM_UNIT_SHIFT;
+    m->map = (_Atomic unsigned char *)umem__map(m->count, PROT_READ | PROT_WRITE,
+                                                 MAP_PRIVATE | MAP_NORESERVE);
+    return m->map ? 0 : ENOMEM;
 }
 
 /* The span whose mapping holds address c, or NULL. */
@@ -1262,6 +1284,10 @@ static inline int umem__grow(umem_t *h, size_t need)
     umem__set_header(h, s->end, 0 | UMEM_USED);
     umem__set_header(h, s->first, (size_t)(s->end - s->first) | UMEM_USED);
     umem__span_add(h, s, bytes);
+    unsigned n = atomic_load_explicit(&h->umaps, memory_order_relaxed);
+    if (h->flags & UMEM_CACHED && n < UMEM_UNIT_MAPS &&
+        umem__units_init(&h->umap[n], (uintptr_t)s, (uintptr_t)s + bytes) == 0)
+        atomic_store_explicit(&h->umaps, n + 1, memory_order_release);
     h->heap_bytes += (uint64_t)(s->end - s->first);
     umem__merge_free(h, s->first, s->first);
     return 0;
@@ -1592,16 +1618,45 @@ static inline unsigned umem__page_units(size_t slot)
                       UMEM_UNIT_SHIFT);
 }
 
-/* The page holding p, or NULL when p lies in none (any thread). */
-static inline struct umem_page *umem__page_of(const umem_t *h, const void *p)
+static inline struct umem_page *umem__page_in(const struct umem_units *m, uintptr_t c)
 {
-    size_t unit = ((uintptr_t)p - h->unit_base) >> UMEM_UNIT_SHIFT;
-    if (unit >= h->unit_count)
-        return NULL;
-    unsigned k = atomic_load_explicit(&h->units[unit], memory_order_relaxed);
+    size_t unit = (c - m->base) >> UMEM_UNIT_SHIFT;
+    unsigned k = atomic_load_explicit(&m->map[unit], memory_order_relaxed);
     if (k == 0)
         return NULL;
-    return (struct umem_page *)(h->unit_base + ((unit - (k - 1u)) << UMEM_UNIT_SHIFT));
+    return (struct umem_page *)(m->base + ((unit - (k - 1u)) << UMEM_UNIT_SHIFT));
+}
+
+/* The page holding p, or NULL when p lies in none (any thread, no lock:
+ * a page p lies in stays one while p is in use). */
+static inline struct umem_page *umem__page_of(const umem_t *h, const void *p)
+{
+    uintptr_t c = (uintptr_t)p;
+    if (UMEM_LIKELY(c - h->umap[0].lo < h->umap[0].hi - h->umap[0].lo))
+        return umem__page_in(&h->umap[0], c);
+    unsigned n = atomic_load_explicit(&h->umaps, memory_order_acquire);
+    for (unsigned i = 1; i < n; i++)
+        if (c - h->umap[i].lo < h->umap[i].hi - h->umap[i].lo)
+            return umem__page_in(&h->umap[i], c);
+    return NULL;
+}
+
+/* The unit map of the region holding address c (lock held), or NULL. */
+static inline struct umem_units *umem__units_of(umem_t *h, uintptr_t c)
+{
+    unsigned n = atomic_load_explicit(&h->umaps, memory_order_relaxed);
+    for (unsigned i = 0; i < n; i++)
+        if (c - h->umap[i].lo < h->umap[i].hi - h->umap[i].lo)
+            return &h->umap[i];
+    return NULL;
+}
+
+static inline void umem__set_units(struct umem_units *m, const struct umem_page *pg, int on)
+{
+    size_t unit = ((uintptr_t)pg - m->base) >> UMEM_UNIT_SHIFT;
+    for (unsigned k = 0; k < pg->units; k++)
+        atomic_store_explicit(&m->map[unit + k], (unsigned char)(on ? k + 1u : 0u),
+                              memory_order_relaxed);
 }
 
 /* Checks that p is a slot's start and not free; dies naming p if not. */
@@ -1747,9 +1802,9 @@ static inline struct umem_page *umem__page_carve(umem_t *h, struct umem_pool *po
     if (!b)
         return NULL;
     char *a = b + UMEM_HEADER;
-    size_t unit = ((uintptr_t)a - h->unit_base) >> UMEM_UNIT_SHIFT;
-    if (unit >= h->unit_count || h->unit_count - unit < units) {
-        /* In a region past the first, where pages never go. */
+    struct umem_units *m = umem__units_of(h, (uintptr_t)a);
+    if (!m) {
+        /* In a region with no unit map (past UMEM_UNIT_MAPS): no pages. */
         struct umem_span *s = umem__span_find(h, b);
         umem__merge_free(h, b, s ? s->first : b);
         return NULL;
@@ -1768,8 +1823,7 @@ static inline struct umem_page *umem__page_carve(umem_t *h, struct umem_pool *po
     pg->bump = pg->start;
     pg->limit = pg->start + pg->span;
     pg->recip = ((uint64_t)1 << 40) / slot + 1u;
-    for (unsigned k = 0; k < units; k++)
-        atomic_store_explicit(&h->units[unit + k], (unsigned char)(k + 1u), memory_order_relaxed);
+    umem__set_units(m, pg, 1);
     h->pages++;
     h->pages_made++;
     h->page_bytes += need;
@@ -1781,9 +1835,8 @@ static inline struct umem_page *umem__page_carve(umem_t *h, struct umem_pool *po
 /* An empty page goes back to the heap (lock held). */
 static inline void umem__page_release(umem_t *h, struct umem_page *pg)
 {
-    size_t unit = ((uintptr_t)pg - h->unit_base) >> UMEM_UNIT_SHIFT;
-    for (unsigned k = 0; k < pg->units; k++)
-        atomic_store_explicit(&h->units[unit + k], 0, memory_order_relaxed);
+    struct umem_units *m = umem__units_of(h, (uintptr_t)pg);
+    umem__set_units(m, pg, 0);
     pg->magic = 0;
     char *b = (char *)pg - UMEM_HEADER;
     size_t size = umem__size(b);
@@ -1792,7 +1845,8 @@ static inline void umem__page_release(umem_t *h, struct umem_page *pg)
     h->page_bytes -= size;
     h->bytes_in_use -= size;
     h->unpurged += size;
-    umem__merge_free(h, b, h->first);
+    struct umem_span *s = m == &h->umap[0] ? NULL : umem__span_find(h, b);
+    umem__merge_free(h, b, s ? s->first : h->first);
 }
 
 /* A page for the pool (lock held): one a thread that ended left behind,
@@ -2070,17 +2124,6 @@ static inline void *umem__pool_aligned(umem_t *h, size_t align, size_t n)
 
 /* ---- the interface ---- */
 
-/* UMEM_CACHED: the unit map over the first mapping, reserved, not
- * committed: only the bytes of units pages cover are ever written. */
-static inline int umem__units_create(umem_t *h, void *base, size_t map_bytes)
-{
-    h->unit_base = (uintptr_t)base & ~(uintptr_t)(UMEM_UNIT - 1);
-    h->unit_count = ((uintptr_t)base + map_bytes - h->unit_base + UMEM_UNIT - 1) >> UMEM_UNIT_SHIFT;
-    h->units = (_Atomic unsigned char *)umem__map(h->unit_count, PROT_READ | PROT_WRITE,
-                                                  MAP_PRIVATE | MAP_NORESERVE);
-    return h->units ? 0 : ENOMEM;
-}
-
 static inline umem_t *umem_create(size_t bytes, unsigned flags)
 {
     unsigned known = UMEM_SHARED | UMEM_NOLOCK | UMEM_GROW | UMEM_CACHED;
@@ -2149,9 +2192,11 @@ static inline umem_t *umem_create(size_t bytes, unsigned flags)
         int r = pthread_mutex_init(&h->lock, &attr);
         pthread_mutexattr_destroy(&attr);
         if (r == 0 && flags & UMEM_CACHED) {
-            r = umem__units_create(h, base, map_bytes);
+            r = umem__units_init(&h->umap[0], (uintptr_t)base, (uintptr_t)base + map_bytes);
             if (r == 0 && (r = pthread_key_create(&h->key, umem__pool_exit)) != 0)
-                munmap((void *)h->units, h->unit_count);
+                munmap((void *)h->umap[0].map, h->umap[0].count);
+            if (r == 0)
+                atomic_store_explicit(&h->umaps, 1, memory_order_release);
             if (r != 0)
                 pthread_mutex_destroy(&h->lock);
         }
@@ -2207,7 +2252,8 @@ static inline void umem_destroy(umem_t *h)
                 lists[i] = pool->next;
                 munmap(pool, umem__pool_bytes(h));
             }
-        munmap((void *)h->units, h->unit_count);
+        for (unsigned i = 0; i < atomic_load_explicit(&h->umaps, memory_order_relaxed); i++)
+            munmap((void *)h->umap[i].map, h->umap[i].count);
         if (umem__tls_heap == h)
             umem__tls_heap = NULL;
     }
@@ -2732,7 +2778,7 @@ static inline const char *umem__check_page(umem_t *h, const struct umem_page *pg
     if (pg->magic != umem__page_magic(h, pg) || pg->cls >= UMEM_CLASSES ||
         pg->slot != umem__class_size(pg->cls) || pg->units != umem__page_units(pg->slot))
         return "I8: a unit the map marks is not a page's";
-    if (b < h->first || !umem__header_ok(h, b) || !(umem__word(b) & UMEM_USED) ||
+    if (!umem__header_ok(h, b) || !(umem__word(b) & UMEM_USED) ||
         umem__size(b) < bytes || umem__word(b) & UMEM_MAPPED)
         return "I8: a page's block is not a used block of its size";
     if (pg->start != (const char *)pg + UMEM_PAGE_HEAD ||
@@ -2743,32 +2789,44 @@ static inline const char *umem__check_page(umem_t *h, const struct umem_page *pg
     return NULL;
 }
 
-static inline const char *umem__check_units(umem_t *h, const void **at)
+static inline const char *umem__check_map(umem_t *h, const struct umem_units *m, uint64_t *pages,
+                                          uint64_t *bytes, const void **at)
 {
-    uint64_t pages = 0, bytes = 0;
-    char *end = atomic_load_explicit(&h->end, memory_order_relaxed);
-    size_t last = (((uintptr_t)end - h->unit_base) >> UMEM_UNIT_SHIFT) + 1;
-    for (size_t u = 0; u < h->unit_count && u <= last;) {
-        unsigned k = atomic_load_explicit(&h->units[u], memory_order_relaxed);
+    for (size_t u = 0; u < m->count;) {
+        unsigned k = atomic_load_explicit(&m->map[u], memory_order_relaxed);
         if (k == 0) {
             u++;
             continue;
         }
-        const struct umem_page *pg =
-            (const struct umem_page *)(h->unit_base + (u << UMEM_UNIT_SHIFT));
+        const struct umem_page *pg = (const struct umem_page *)(m->base + (u << UMEM_UNIT_SHIFT));
         *at = pg;
         if (k != 1)
             return "I8: the unit map marks a unit past a page's first without it";
+        if ((uintptr_t)pg - UMEM_HEADER < m->lo)
+            return "I8: a unit the map marks lies outside its region";
         const char *broken = umem__check_page(h, pg);
         if (broken)
             return broken;
         for (unsigned j = 1; j < pg->units; j++)
-            if (u + j >= h->unit_count ||
-                atomic_load_explicit(&h->units[u + j], memory_order_relaxed) != j + 1u)
+            if (u + j >= m->count ||
+                atomic_load_explicit(&m->map[u + j], memory_order_relaxed) != j + 1u)
                 return "I8: the unit map does not mark all of a page's units";
-        pages++;
-        bytes += umem__size((const char *)pg - UMEM_HEADER);
+        (*pages)++;
+        *bytes += umem__size((const char *)pg - UMEM_HEADER);
         u += pg->units;
+    }
+    return NULL;
+}
+
+/* I8 over every unit map, against the pages counted. */
+static inline const char *umem__check_units(umem_t *h, const void **at)
+{
+    uint64_t pages = 0, bytes = 0;
+    unsigned n = atomic_load_explicit(&h->umaps, memory_order_relaxed);
+    for (unsigned i = 0; i < n; i++) {
+        const char *broken = umem__check_map(h, &h->umap[i], &pages, &bytes, at);
+        if (broken)
+            return broken;
     }
     *at = h;
     if (pages != h->pages || bytes != h->page_bytes)
