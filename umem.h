@@ -339,6 +339,7 @@ typedef struct umem_stats {
 #define UMEM_POOL_MAX   ((size_t)64 << 10) /* the largest request a pool serves */
 #define UMEM_PAGE_HEAD  128u /* a page's own header, before its first slot */
 #define UMEM_PAGE_SLOTS 7u   /* a page holds at least this many slots */
+#define UMEM_EXTEND_BYTES 4096u /* slots a page's free list takes from its fresh end at a time */
 #define UMEM_WATCH      ((uintptr_t)1) /* in a page's remote list: its owner waits for a free */
 #define UMEM_UNIT_MAPS  17u /* UMEM_CACHED: regions that may hold pages, the first included */
 
@@ -395,7 +396,7 @@ struct umem_page {
     void **free;                     /* owner: slots freed by the owner, linked */
     char *bump;                      /* owner: the first slot never handed out */
     char *limit;                     /* the end of the last slot */
-    uint32_t used;                   /* owner: slots out, remote frees not yet collected */
+    _Atomic uint32_t used; /* owner (statistics read it): slots out, remote frees not yet collected */
     uint32_t list;                   /* owner: which list holds it (UMEM_LIST_...) */
     _Alignas(64) _Atomic uintptr_t remote; /* slots freed by other threads | UMEM_WATCH */
     char *start;                           /* the first slot */
@@ -417,9 +418,12 @@ struct umem_pool {
     umem_t *heap;
     struct umem_pool *next, *prev; /* the heap's pools (or its spares), under its lock */
     unsigned sweeps;               /* slow paths taken, to sweep the full lists now and then */
-    /* Owner-only counters: a load and a store, no read-modify-write. */
-    _Atomic uint64_t allocs, frees, moves, remote_frees;
-    _Atomic uint64_t bytes; /* slot bytes allocated minus freed by this thread (mod 2^64) */
+    /* Counters written by this pool's thread only: a load and a store, no
+     * read-modify-write.  A free by the owner counts nothing: frees are
+     * allocations less the slots the pages hold (umem_get_stats). */
+    _Atomic uint64_t allocs, moves;         /* slots handed out; reallocs that moved */
+    _Atomic uint64_t remote_frees, remote_bytes; /* frees into other threads' pages */
+    _Atomic uint64_t collected, collected_bytes; /* remote frees taken back by this pool */
     /* hint[c]: another thread freed into a watched page of class c. */
     _Alignas(64) _Atomic unsigned char hint[UMEM_CLASSES];
 };
@@ -467,8 +471,9 @@ struct umem {
     uint64_t pages, page_bytes, abandoned_pages; /* pool pages out now (heap view) */
     uint64_t pages_made, pages_freed;            /* carved, given back */
     /* The counters of pools whose threads ended. */
-    uint64_t gone_allocs, gone_frees, gone_moves, gone_remote, gone_bytes;
-    /* Frees by a thread with no pool (it is ending), counted atomically. */
+    uint64_t gone_allocs, gone_moves, gone_remote, gone_remote_bytes, gone_collected,
+        gone_collected_bytes;
+    /* Remote frees and moves by a thread with no pool (it is ending). */
     _Atomic uint64_t orphan_frees, orphan_bytes, orphan_moves;
     /* Giving memory back on a delay (UMEM_GROW). */
     uint64_t epoch;         /* advances each half delay, on calls that find it due */
@@ -1558,9 +1563,14 @@ static inline void umem__give_back(umem_t *h, const struct umem_where *w)
 #else
 #define UMEM_TLS _Thread_local
 #endif
-UMEM_PROCESS_WIDE UMEM_TLS umem_t *umem__tls_heap;
-UMEM_PROCESS_WIDE UMEM_TLS size_t umem__tls_secret;
-UMEM_PROCESS_WIDE UMEM_TLS struct umem_pool *umem__tls_pool;
+/* The calling thread's pool for the heap it used last: one thread-local
+ * variable, so that a shared library reaches it through one address. */
+struct umem_tls {
+    umem_t *heap;
+    size_t secret; /* the heap's: a new heap at a destroyed one's address differs */
+    struct umem_pool *pool;
+};
+UMEM_PROCESS_WIDE UMEM_TLS struct umem_tls umem__tls;
 
 #define UMEM_POOL_GONE ((void *)1) /* the thread is exiting: no new pool */
 
@@ -1587,12 +1597,30 @@ static inline void umem__add(_Atomic uint64_t *v, uint64_t d)
                           memory_order_relaxed);
 }
 
+/* A page's slots in use: written by its owner only, read by statistics. */
+static inline uint32_t umem__used(const struct umem_page *pg)
+{
+    return atomic_load_explicit(&((struct umem_page *)pg)->used, memory_order_relaxed);
+}
+
+static inline void umem__set_used(struct umem_page *pg, uint32_t used)
+{
+    atomic_store_explicit(&pg->used, used, memory_order_relaxed);
+}
+
 /* The size class of a request of 1 to UMEM_POOL_MAX bytes: 16-byte steps
  * to 128, then four classes per doubling (at most 25% lost to rounding). */
+static const unsigned char umem__small_class[64] = { /* for n up to 1024, by (n - 1) / 16 */
+    0, 1, 2, 3, 4, 5, 6, 7, 8, 8, 9, 9, 10, 10, 11, 11,
+    12, 12, 12, 12, 13, 13, 13, 13, 14, 14, 14, 14, 15, 15, 15, 15,
+    16, 16, 16, 16, 16, 16, 16, 16, 17, 17, 17, 17, 17, 17, 17, 17,
+    18, 18, 18, 18, 18, 18, 18, 18, 19, 19, 19, 19, 19, 19, 19, 19,
+};
+
 static inline unsigned umem__class(size_t n)
 {
-    if (n <= 128)
-        return (unsigned)((n - 1) >> 4);
+    if (n <= 1024)
+        return umem__small_class[(n - 1) >> 4];
 #if defined(__GNUC__)
     unsigned b = 63u - (unsigned)__builtin_clzll((unsigned long long)(n - 1));
 #else
@@ -1691,7 +1719,7 @@ static inline void umem__page_push(struct umem_page **head, struct umem_page *pg
 }
 
 /* Owner: moves the page's remote frees to its free list; how many. */
-static inline unsigned umem__collect(struct umem_page *pg)
+static inline unsigned umem__collect(struct umem_pool *pool, struct umem_page *pg)
 {
     if ((atomic_load_explicit(&pg->remote, memory_order_relaxed) & ~UMEM_WATCH) == 0)
         return 0;
@@ -1700,39 +1728,59 @@ static inline unsigned umem__collect(struct umem_page *pg)
     unsigned n = 1;
     while (last[0]) {
         last = (void **)last[0];
-        if (++n > pg->used)
+        if (++n > umem__used(pg))
             umem__die("heap corruption: a page's remote frees outnumber its blocks at", pg);
     }
     last[0] = pg->free;
     pg->free = first;
-    pg->used -= n;
+    umem__set_used(pg, umem__used(pg) - n);
+    umem__add(&pool->collected, n);
+    umem__add(&pool->collected_bytes, (uint64_t)n * pg->slot);
     return n;
 }
 
-static inline int umem__page_room(const struct umem_page *pg)
+/* Owner: slots never handed out join the free list, UMEM_EXTEND_BYTES
+ * worth at a time (at least one), in address order; how many. */
+static inline unsigned umem__extend(const umem_t *h, struct umem_page *pg)
 {
-    return pg->free || pg->bump < pg->limit;
+    size_t left = (size_t)(pg->limit - pg->bump) / pg->slot, want = UMEM_EXTEND_BYTES / pg->slot;
+    want = want > 0 ? want : 1;
+    unsigned n = (unsigned)(left < want ? left : want);
+    void **tail = NULL;
+    for (unsigned i = n; i > 0; i--) {
+        void **p = (void **)(pg->bump + (size_t)(i - 1) * pg->slot);
+        p[0] = tail;
+        p[1] = (void *)umem__tag(h, p);
+        tail = p;
+    }
+    if (n > 0) {
+        ((void **)(pg->bump + (size_t)(n - 1) * pg->slot))[0] = pg->free;
+        pg->free = tail;
+        pg->bump += (size_t)n * pg->slot;
+    }
+    return n;
 }
 
-/* Owner: a slot from a page with room. */
+/* Owner: whether the page has a free slot, after taking its remote frees
+ * back, else slots never handed out (memory already touched first). */
+static inline int umem__page_refill(const umem_t *h, struct umem_pool *pool, struct umem_page *pg)
+{
+    return pg->free || umem__collect(pool, pg) || umem__extend(h, pg);
+}
+
+/* Owner: a slot from the page's free list, which is not empty. */
 static inline void *umem__page_pop(umem_t *h, struct umem_pool *pool, struct umem_page *pg)
 {
     void **p = pg->free;
-    if (p) {
-        /* Still tagged: only who knows the heap's secret can forge the
-         * tag, so a write after free over the link cannot hand out an
-         * address of the writer's choosing. */
-        if (UMEM_UNLIKELY((size_t)(uintptr_t)p[1] != umem__tag(h, p)))
-            umem__die("heap corruption: a block was written after its free:", p);
-        pg->free = (void **)p[0];
-    } else {
-        p = (void **)pg->bump;
-        pg->bump += pg->slot;
-    }
+    /* Still tagged: only who knows the heap's secret can forge the tag, so
+     * a write after free over the link cannot hand out an address of the
+     * writer's choosing. */
+    if (UMEM_UNLIKELY((size_t)(uintptr_t)p[1] != umem__tag(h, p)))
+        umem__die("heap corruption: a block was written after its free:", p);
+    pg->free = (void **)p[0];
     p[1] = NULL; /* no longer tagged as free */
-    pg->used++;
+    umem__set_used(pg, umem__used(pg) + 1);
     umem__add(&pool->allocs, 1);
-    umem__add(&pool->bytes, pg->slot);
     return p;
 }
 
@@ -1744,7 +1792,7 @@ static inline int umem__watch(struct umem_pool *pool, struct umem_page *pg)
     uintptr_t none = 0;
     if (!atomic_compare_exchange_strong_explicit(&pg->remote, &none, UMEM_WATCH,
                                                  memory_order_relaxed, memory_order_relaxed)) {
-        umem__collect(pg);
+        umem__collect(pool, pg);
         return 0;
     }
     if (pg->list == UMEM_LIST_AVAIL)
@@ -1761,7 +1809,7 @@ static inline void umem__sweep(struct umem_pool *pool, unsigned cls)
     struct umem_page *pg = pool->full[cls], *next;
     for (; pg; pg = next) {
         next = pg->next;
-        if (umem__collect(pg)) {
+        if (umem__collect(pool, pg)) {
             umem__page_unlink(&pool->full[cls], pg);
             umem__page_push(&pool->avail[cls], pg, UMEM_LIST_AVAIL);
         }
@@ -1769,12 +1817,12 @@ static inline void umem__sweep(struct umem_pool *pool, unsigned cls)
 }
 
 /* Owner: a page of the class with room, without the lock, or NULL. */
-static inline struct umem_page *umem__pool_find(struct umem_pool *pool, unsigned cls)
+static inline struct umem_page *umem__pool_find(umem_t *h, struct umem_pool *pool, unsigned cls)
 {
     for (;;) {
         struct umem_page *pg;
         while ((pg = pool->avail[cls]) != NULL) {
-            if (umem__page_room(pg) || umem__collect(pg) || !umem__watch(pool, pg))
+            if (umem__page_refill(h, pool, pg) || !umem__watch(pool, pg))
                 return pg;
         }
         /* A hint says a watched page got a free; once in 64 times the
@@ -1791,14 +1839,77 @@ static inline struct umem_page *umem__pool_find(struct umem_pool *pool, unsigned
 
 /* A page of the class carved from the heap for the pool (lock held), its
  * payload on a unit boundary of the first region; NULL when none fits. */
-static inline char *umem__take_aligned(umem_t *h, size_t align, size_t *need);
+/* Where a block of `need` bytes with its payload aligned to `align` fits
+ * in the free block x of `size` bytes: its header, or NULL.  What lies
+ * before it must be nothing or a block of its own. */
+static inline char *umem__window(struct umem_node *x, size_t size, size_t align, size_t need)
+{
+    uintptr_t f = (uintptr_t)x;
+    uintptr_t at = ((f + UMEM_HEADER + align - 1) & ~(uintptr_t)(align - 1)) - UMEM_HEADER;
+    if (at != f && at - f < UMEM_MIN_BLOCK)
+        at += align;
+    return at - f <= size && size - (at - f) >= need ? (char *)at : NULL;
+}
+
+/* The lowest-addressed large free block holding such a window: an
+ * in-order walk of the subtrees whose largest block is big enough. */
+static inline struct umem_node *umem__window_find(struct umem_node *x, size_t align, size_t need,
+                                                  char **at, unsigned depth)
+{
+    for (; x && x->max >= need && depth < UMEM_PATH; x = x->right, depth++) {
+        struct umem_node *y = umem__window_find(x->left, align, need, at, depth + 1);
+        if (y)
+            return y;
+        size_t size = umem__size(x);
+        if (size >= need && (*at = umem__window(x, size, align, need)) != NULL)
+            return x;
+    }
+    return NULL;
+}
+
+/* A block of *need bytes (more than UMEM_SMALL_MAX) whose payload is
+ * aligned to `align`, cut from the first large free block that holds one
+ * (lock held); the pieces before and after it stay free.  Grows the heap
+ * once when none does.  NULL when nothing fits. */
+static inline char *umem__take_window(umem_t *h, size_t align, size_t *need)
+{
+    char *b = NULL;
+    struct umem_node *x = umem__window_find(h->root, align, *need, &b, 0);
+    if (!x) {
+        if (!(h->flags & UMEM_GROW) || umem__grow(h, *need + align + UMEM_MIN_BLOCK) != 0)
+            return NULL;
+        x = umem__window_find(h->root, align, *need, &b, 0);
+        if (!x)
+            return NULL;
+    }
+    if (!umem__header_ok(h, x))
+        umem__die("heap corruption: free block header overwritten at", x);
+    size_t size = umem__size(x), lead = (size_t)(b - (char *)x);
+    size_t tail = size - lead - *need;
+    umem__unfile(h, (char *)x, size);
+    if (tail < UMEM_MIN_BLOCK) {
+        *need += tail;
+        tail = 0;
+        umem__set_prev_free(b + *need, 0);
+    }
+    umem__set_header(h, b, *need | UMEM_USED | (lead ? UMEM_PREV_FREE : 0));
+    if (lead)
+        umem__file(h, (char *)x, lead);
+    if (tail)
+        umem__file(h, b + *need, tail);
+    return b;
+}
 
 static inline struct umem_page *umem__page_carve(umem_t *h, struct umem_pool *pool, unsigned cls)
 {
     size_t slot = umem__class_size(cls);
     unsigned units = umem__page_units(slot);
     size_t need = (size_t)units << UMEM_UNIT_SHIFT;
-    char *b = umem__take_aligned(h, UMEM_UNIT, &need);
+    /* A heap that cannot grow keeps half its room for blocks with headers:
+     * mostly empty pages of many classes could take it all. */
+    if (!(h->flags & UMEM_GROW) && h->page_bytes + need > h->heap_bytes / 2)
+        return NULL;
+    char *b = umem__take_window(h, UMEM_UNIT, &need);
     if (!b)
         return NULL;
     char *a = b + UMEM_HEADER;
@@ -1859,7 +1970,7 @@ static inline struct umem_page *umem__page_get(umem_t *h, struct umem_pool *pool
         h->abandoned_pages--;
         atomic_store_explicit(&pg->owner, pool, memory_order_relaxed);
         umem__page_push(&pool->avail[cls], pg, UMEM_LIST_AVAIL);
-        if (umem__page_room(pg) || umem__collect(pg) || !umem__watch(pool, pg))
+        if (umem__page_refill(h, pool, pg) || !umem__watch(pool, pg))
             return pg;
     }
     return umem__page_carve(h, pool, cls);
@@ -1867,17 +1978,18 @@ static inline struct umem_page *umem__page_get(umem_t *h, struct umem_pool *pool
 
 /* The pool's pages on one list leave it (lock held): the empty ones go
  * back to the heap, the others to the heap's abandoned pages. */
-static inline void umem__pool_drop(umem_t *h, struct umem_page **head, int keep_used)
+static inline void umem__pool_drop(umem_t *h, struct umem_pool *pool, struct umem_page **head,
+                                   int keep_used)
 {
     struct umem_page *pg = *head, *next;
     for (; pg; pg = next) {
         next = pg->next;
         atomic_fetch_and_explicit(&pg->remote, ~UMEM_WATCH, memory_order_relaxed);
-        umem__collect(pg);
-        if (pg->used != 0 && keep_used)
+        umem__collect(pool, pg);
+        if (umem__used(pg) != 0 && keep_used)
             continue;
         umem__page_unlink(head, pg);
-        if (pg->used == 0) {
+        if (umem__used(pg) == 0) {
             umem__page_release(h, pg);
             continue;
         }
@@ -1894,7 +2006,7 @@ static UMEM_NOINLINE void *umem__alloc_locked(umem_t *h, size_t n);
 static UMEM_NOINLINE void *umem__pool_alloc(umem_t *h, struct umem_pool *pool, unsigned cls,
                                             size_t n)
 {
-    struct umem_page *pg = umem__pool_find(pool, cls);
+    struct umem_page *pg = umem__pool_find(h, pool, cls);
     if (pg)
         return umem__page_pop(h, pool, pg);
     if (umem__lock(h, 1) != 0)
@@ -1903,12 +2015,12 @@ static UMEM_NOINLINE void *umem__pool_alloc(umem_t *h, struct umem_pool *pool, u
     if (!pg) {
         /* Out of room: this thread's empty pages go back first. */
         for (unsigned c = 0; c < UMEM_CLASSES; c++)
-            umem__pool_drop(h, &pool->avail[c], 1);
+            umem__pool_drop(h, pool, &pool->avail[c], 1);
         pg = umem__page_carve(h, pool, cls);
     }
     umem__maybe_purge(h);
     umem__unlock(h);
-    if (pg)
+    if (pg && umem__page_refill(h, pool, pg))
         return umem__page_pop(h, pool, pg);
     /* A block with a header instead, or NULL; n == 0: the caller's to find. */
     return n ? umem__alloc_locked(h, n) : NULL;
@@ -1923,21 +2035,32 @@ static UMEM_NOINLINE void umem__page_changed(umem_t *h, struct umem_pool *pool,
     if (pg->list == UMEM_LIST_FULL) {
         atomic_fetch_and_explicit(&pg->remote, ~UMEM_WATCH, memory_order_relaxed);
         umem__page_unlink(&pool->full[cls], pg);
-        struct umem_page *first = pool->avail[cls];
-        if (first) { /* behind the page that serves, which keeps serving */
-            pg->prev = first;
-            pg->next = first->next;
-            if (first->next)
-                first->next->prev = pg;
-            first->next = pg;
+        struct umem_page *serving = pool->avail[cls];
+        if (serving) { /* behind the page that serves, which keeps serving */
+            pg->prev = serving;
+            pg->next = serving->next;
+            if (serving->next)
+                serving->next->prev = pg;
+            serving->next = pg;
             pg->list = UMEM_LIST_AVAIL;
         } else {
             umem__page_push(&pool->avail[cls], pg, UMEM_LIST_AVAIL);
         }
     }
-    if (pg->used != 0 || pool->avail[cls] == pg || umem__lock(h, 1) != 0)
+    struct umem_page *first = pool->avail[cls];
+    if (umem__used(pg) != 0 || first == pg)
         return;
     umem__page_unlink(&pool->avail[cls], pg);
+    if (umem__used(first) != 0) {
+        /* The class keeps one empty page, which serves from now on: an
+         * allocation right after goes to it, not to the heap. */
+        umem__page_push(&pool->avail[cls], pg, UMEM_LIST_AVAIL);
+        return;
+    }
+    if (umem__lock(h, 1) != 0) {
+        umem__page_push(&pool->avail[cls], pg, UMEM_LIST_AVAIL);
+        return;
+    }
     umem__page_release(h, pg);
     umem__maybe_purge(h);
     umem__unlock(h);
@@ -1962,12 +2085,11 @@ static UMEM_NOINLINE void umem__remote_free(umem_t *h, struct umem_page *pg, voi
         !atomic_load_explicit(&owner->hint[cls], memory_order_relaxed))
         atomic_store_explicit(&owner->hint[cls], 1, memory_order_relaxed);
     if (mine) {
-        umem__add(&mine->frees, 1);
         umem__add(&mine->remote_frees, 1);
-        umem__add(&mine->bytes, (uint64_t)0 - slot);
+        umem__add(&mine->remote_bytes, slot);
     } else {
         atomic_fetch_add_explicit(&h->orphan_frees, 1, memory_order_relaxed);
-        atomic_fetch_add_explicit(&h->orphan_bytes, (uint64_t)0 - slot, memory_order_relaxed);
+        atomic_fetch_add_explicit(&h->orphan_bytes, slot, memory_order_relaxed);
     }
 }
 
@@ -1981,14 +2103,15 @@ static inline void umem__pool_exit(void *arg)
     umem_t *h = pool->heap;
     if (umem__lock(h, 0) == 0) {
         for (unsigned cls = 0; cls < UMEM_CLASSES; cls++) {
-            umem__pool_drop(h, &pool->avail[cls], 0);
-            umem__pool_drop(h, &pool->full[cls], 0);
+            umem__pool_drop(h, pool, &pool->avail[cls], 0);
+            umem__pool_drop(h, pool, &pool->full[cls], 0);
         }
         h->gone_allocs += umem__get(&pool->allocs);
-        h->gone_frees += umem__get(&pool->frees);
         h->gone_moves += umem__get(&pool->moves);
         h->gone_remote += umem__get(&pool->remote_frees);
-        h->gone_bytes += umem__get(&pool->bytes);
+        h->gone_remote_bytes += umem__get(&pool->remote_bytes);
+        h->gone_collected += umem__get(&pool->collected);
+        h->gone_collected_bytes += umem__get(&pool->collected_bytes);
         if (pool->prev)
             pool->prev->next = pool->next;
         else
@@ -2001,9 +2124,9 @@ static inline void umem__pool_exit(void *arg)
         umem__unlock(h);
     }
     pthread_setspecific(h->key, UMEM_POOL_GONE);
-    umem__tls_heap = h;
-    umem__tls_secret = h->secret;
-    umem__tls_pool = NULL;
+    umem__tls.heap = h;
+    umem__tls.secret = h->secret;
+    umem__tls.pool = NULL;
 }
 
 static inline size_t umem__pool_bytes(const umem_t *h)
@@ -2037,11 +2160,10 @@ static inline struct umem_pool *umem__pool_new(umem_t *h)
     memset(pool->avail, 0, sizeof pool->avail);
     memset(pool->full, 0, sizeof pool->full);
     pool->sweeps = 0;
-    atomic_store_explicit(&pool->allocs, 0, memory_order_relaxed);
-    atomic_store_explicit(&pool->frees, 0, memory_order_relaxed);
-    atomic_store_explicit(&pool->moves, 0, memory_order_relaxed);
-    atomic_store_explicit(&pool->remote_frees, 0, memory_order_relaxed);
-    atomic_store_explicit(&pool->bytes, 0, memory_order_relaxed);
+    _Atomic uint64_t *counters[] = {&pool->allocs,       &pool->moves,     &pool->remote_frees,
+                                    &pool->remote_bytes, &pool->collected, &pool->collected_bytes};
+    for (size_t i = 0; i < sizeof counters / sizeof counters[0]; i++)
+        atomic_store_explicit(counters[i], 0, memory_order_relaxed);
     if (umem__lock(h, 0) != 0)
         return NULL;
     pool->prev = NULL;
@@ -2062,23 +2184,23 @@ static UMEM_NOINLINE struct umem_pool *umem__pool_attach(umem_t *h)
     if (!pool && v != UMEM_POOL_GONE && (pool = umem__pool_new(h)) != NULL) {
         /* Known to this thread first: pthread_setspecific may allocate,
          * and that allocation must find the pool, not make another. */
-        umem__tls_heap = h;
-        umem__tls_secret = h->secret;
-        umem__tls_pool = pool;
+        umem__tls.heap = h;
+        umem__tls.secret = h->secret;
+        umem__tls.pool = pool;
         if (pthread_setspecific(h->key, pool) != 0)
             umem__pool_exit(pool); /* no key, no exit: the lock it is */
-        return umem__tls_pool;
+        return umem__tls.pool;
     }
-    umem__tls_heap = h;
-    umem__tls_secret = h->secret;
-    umem__tls_pool = pool;
+    umem__tls.heap = h;
+    umem__tls.secret = h->secret;
+    umem__tls.pool = pool;
     return pool;
 }
 
 static inline struct umem_pool *umem__pool(umem_t *h)
 {
-    if (UMEM_LIKELY(umem__tls_heap == h && umem__tls_secret == h->secret))
-        return umem__tls_pool;
+    if (UMEM_LIKELY(umem__tls.heap == h && umem__tls.secret == h->secret))
+        return umem__tls.pool;
     return umem__pool_attach(h);
 }
 
@@ -2094,9 +2216,11 @@ static inline void umem__pool_free(umem_t *h, struct umem_page *pg, void *p)
             umem__die("bad free (not from umem_alloc: never handed out):", p);
         q[0] = pg->free;
         pg->free = q;
-        umem__add(&mine->frees, 1);
-        umem__add(&mine->bytes, (uint64_t)0 - pg->slot);
-        if (UMEM_UNLIKELY(--pg->used == 0 || pg->list != UMEM_LIST_AVAIL))
+        uint32_t used = umem__used(pg) - 1;
+        umem__set_used(pg, used);
+        /* A page that serves its class (the first of its list: no prev)
+         * stays even when empty. */
+        if (UMEM_UNLIKELY((used == 0 && pg->prev) || pg->list != UMEM_LIST_AVAIL))
             umem__page_changed(h, mine, pg);
         return;
     }
@@ -2117,7 +2241,7 @@ static inline void *umem__pool_aligned(umem_t *h, size_t align, size_t n)
     if (cls == UMEM_CLASSES)
         return NULL;
     struct umem_page *pg = pool->avail[cls];
-    if (pg && umem__page_room(pg))
+    if (pg && pg->free)
         return umem__page_pop(h, pool, pg);
     return umem__pool_alloc(h, pool, cls, 0);
 }
@@ -2254,8 +2378,8 @@ static inline void umem_destroy(umem_t *h)
             }
         for (unsigned i = 0; i < atomic_load_explicit(&h->umaps, memory_order_relaxed); i++)
             munmap((void *)h->umap[i].map, h->umap[i].count);
-        if (umem__tls_heap == h)
-            umem__tls_heap = NULL;
+        if (umem__tls.heap == h)
+            umem__tls.heap = NULL;
     }
     while (h->map_cached > 0)
         umem__unmap_cached(h, 0);
@@ -2305,7 +2429,7 @@ static inline void *umem_alloc(umem_t *h, size_t n)
         if (UMEM_LIKELY(pool != NULL)) {
             unsigned cls = umem__class(n);
             struct umem_page *pg = pool->avail[cls];
-            if (UMEM_LIKELY(pg && umem__page_room(pg)))
+            if (UMEM_LIKELY(pg && pg->free))
                 return umem__page_pop(h, pool, pg);
             return umem__pool_alloc(h, pool, cls, n);
         }
@@ -2840,11 +2964,11 @@ static inline const char *umem__check_units(umem_t *h, const void **at)
 static inline const char *umem__check_slots(umem_t *h, const struct umem_page *pg)
 {
     if (pg->bump < pg->start || pg->bump > pg->limit ||
-        (size_t)(pg->bump - pg->start) % pg->slot != 0 || pg->used > pg->capacity)
+        (size_t)(pg->bump - pg->start) % pg->slot != 0 || umem__used(pg) > pg->capacity)
         return "I9: a page's bump pointer or count of blocks in use is wrong";
     /* Remote frees count as in use until their owner collects them. */
-    uint64_t n[2] = {(uint64_t)(pg->limit - pg->bump) / pg->slot + pg->used, 0};
-    uint64_t most[2] = {pg->capacity, pg->used};
+    uint64_t n[2] = {(uint64_t)(pg->limit - pg->bump) / pg->slot + umem__used(pg), 0};
+    uint64_t most[2] = {pg->capacity, umem__used(pg)};
     void **lists[2] = {pg->free,
                        (void **)(atomic_load_explicit(&pg->remote, memory_order_acquire) &
                                  ~UMEM_WATCH)};
@@ -2891,7 +3015,7 @@ static inline const char *umem__check_pools(umem_t *h, const void **at)
     if (!(h->flags & UMEM_CACHED))
         return NULL;
     const char *broken = umem__check_units(h, at);
-    struct umem_pool *own = umem__tls_heap == h && umem__tls_secret == h->secret ? umem__tls_pool : NULL;
+    struct umem_pool *own = umem__tls.heap == h && umem__tls.secret == h->secret ? umem__tls.pool : NULL;
     uint64_t abandoned = 0;
     for (unsigned cls = 0; cls < UMEM_CLASSES && !broken; cls++) {
         broken = umem__check_list(h, h->abandoned[cls], NULL, cls, UMEM_LIST_ABANDONED, at);
@@ -2956,35 +3080,58 @@ static inline int umem_check(umem_t *h)
     return 0;
 }
 
+/* The slots the pages count in use and their bytes (lock held: no page
+ * is carved or given back meanwhile), remote frees not collected included. */
+static inline void umem__pages_used(umem_t *h, uint64_t *slots, uint64_t *bytes)
+{
+    unsigned n = atomic_load_explicit(&h->umaps, memory_order_relaxed);
+    for (unsigned i = 0; i < n; i++) {
+        const struct umem_units *m = &h->umap[i];
+        for (size_t u = 0; u < m->count; u++) {
+            if (atomic_load_explicit(&m->map[u], memory_order_relaxed) != 1)
+                continue;
+            const struct umem_page *pg = (const struct umem_page *)(m->base + (u << UMEM_UNIT_SHIFT));
+            *slots += umem__used(pg);
+            *bytes += (uint64_t)umem__used(pg) * pg->slot;
+        }
+    }
+}
+
 static inline void umem_get_stats(umem_t *h, umem_stats_t *out)
 {
     memset(out, 0, sizeof *out);
     int locked = umem__lock(h, 0) == 0;
-    uint64_t allocs = h->gone_allocs, frees = h->gone_frees, moves = h->gone_moves;
-    uint64_t remote = h->gone_remote, slot_bytes = h->gone_bytes;
+    uint64_t allocs = h->gone_allocs, moves = h->gone_moves, remote = h->gone_remote;
+    uint64_t remote_bytes = h->gone_remote_bytes, collected = h->gone_collected;
+    uint64_t collected_bytes = h->gone_collected_bytes, slots = 0, slot_bytes = 0;
     for (struct umem_pool *pool = locked ? h->pools : NULL; pool; pool = pool->next) {
         allocs += umem__get(&pool->allocs);
-        frees += umem__get(&pool->frees);
         moves += umem__get(&pool->moves);
         remote += umem__get(&pool->remote_frees);
-        slot_bytes += umem__get(&pool->bytes);
+        remote_bytes += umem__get(&pool->remote_bytes);
+        collected += umem__get(&pool->collected);
+        collected_bytes += umem__get(&pool->collected_bytes);
     }
-    uint64_t orphans = umem__get(&h->orphan_frees);
+    remote += umem__get(&h->orphan_frees);
+    remote_bytes += umem__get(&h->orphan_bytes);
     moves += umem__get(&h->orphan_moves);
-    frees += orphans;
-    remote += orphans;
-    slot_bytes += umem__get(&h->orphan_bytes);
+    if (locked)
+        umem__pages_used(h, &slots, &slot_bytes);
+    /* Remote frees not collected yet are free, though their pages still
+     * count them. */
+    slots -= remote - collected;
+    slot_bytes -= remote_bytes - collected_bytes;
     out->lock_count = h->lock_count;
     out->lock_contended = h->lock_contended;
     out->allocs = h->allocs + allocs - moves;
-    out->frees = h->frees + frees - moves;
+    out->frees = h->frees + (allocs - slots) - moves;
     out->failed_allocs = h->failed_allocs;
     out->bytes_in_use = h->bytes_in_use - h->page_bytes + slot_bytes;
     out->peak_bytes_in_use = h->peak_bytes_in_use;
     out->heap_bytes = h->heap_bytes;
     out->owner_died = h->owner_died;
     out->cache_hits = allocs;
-    out->cache_frees = frees;
+    out->cache_frees = allocs - slots;
     out->cache_refills = h->pages_made;
     out->cache_flushes = h->pages_freed;
     out->cached_bytes = h->page_bytes - slot_bytes;

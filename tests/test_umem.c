@@ -380,7 +380,7 @@ static void free_interior_pooled(umem_t *h, char *t)
 static void free_never_handed_out(umem_t *h, char *t)
 {
     char *p = umem_alloc(h, 200);
-    char *next = p + umem_usable_size(h, p);
+    char *next = umem__page_of(h, p)->limit - umem_usable_size(h, p); /* its page's last */
     snprintf(t, 64, "%p", (void *)next);
     umem_free(h, next);
 }
