@@ -52,6 +52,7 @@
 
 #include <fcntl.h>
 #include <malloc.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 #if defined(__GNUC__)
@@ -391,6 +392,14 @@ static int lu_stats_out(void)
     return 2;
 }
 
+/* The process's minor page faults so far (its own and its waited-for
+ * children's are apart: this is its own). */
+static uint64_t lu_minor_faults(void)
+{
+    struct rusage ru;
+    return getrusage(RUSAGE_SELF, &ru) == 0 ? (uint64_t)ru.ru_minflt : 0;
+}
+
 __attribute__((destructor)) static void lu_stats_print(void)
 {
     if (!lu_stats_wanted)
@@ -421,7 +430,13 @@ __attribute__((destructor)) static void lu_stats_print(void)
         {"mapped_bytes", st.mapped_bytes},
         {"large_blocks", st.large_blocks},
         {"released_bytes", st.released_bytes},
+        {"remote_frees", st.remote_frees},
+        {"pool_pages", st.pool_pages},
+        {"abandoned_pages", st.abandoned_pages},
+        {"purges", st.purges},
+        {"map_reuses", st.map_reuses},
         {"boot_bytes", lu_boot_used},
+        {"minor_faults", lu_minor_faults()},
     };
     /* One write, so that the figures of processes exiting together do
      * not interleave, and no stdio, which the program may have closed. */

@@ -917,19 +917,19 @@ static inline void umem__span_remove(umem_t *h, struct umem_span *s)
  * for blocks of two pages or more whose range stayed unused for the delay
  * (the tree's largest sizes skip the rest).  Returns the bytes of ranges
  * too young. */
-static inline uint64_t umem__purge(umem_t *h, struct umem_node *x)
+static inline uint64_t umem__purge(umem_t *h, struct umem_node *x, int all)
 {
     uint64_t young = 0;
     uintptr_t pg = h->page - 1;
     while (x && x->max >= 2 * h->page) {
-        young += umem__purge(h, x->left);
+        young += umem__purge(h, x->left, all);
         size_t size = umem__size(x);
         char *lo = x->dirty_lo > (char *)(x + 1) ? x->dirty_lo : (char *)(x + 1);
         char *hi = x->dirty_hi < (char *)x + size - sizeof(size_t) ? x->dirty_hi
                                                                    : (char *)x + size - sizeof(size_t);
         uintptr_t from = ((uintptr_t)lo + pg) & ~pg, to = (uintptr_t)hi & ~pg;
         if (size >= 2 * h->page && x->dirty_lo != x->dirty_hi) {
-            if (x->stamp + UMEM_PURGE_AGE > h->epoch) {
+            if (!all && x->stamp + UMEM_PURGE_AGE > h->epoch) {
                 young += (uint64_t)(x->dirty_hi - x->dirty_lo);
             } else {
                 if (to > from && madvise((void *)from, to - from, MADV_DONTNEED) == 0)
@@ -956,13 +956,18 @@ static inline uint64_t umem__now_ns(void)
 static inline void umem__unmap_cached(umem_t *h, unsigned i);
 
 /* A private growable heap gives back, with the lock held, the free pages
- * and cached large mappings that stayed unused for UMEM_PURGE_DELAY_MS.
- * The clock is read on one call in 16 while something waits to go back;
- * errno is left as it was. */
+ * and cached large mappings that stayed unused for UMEM_PURGE_DELAY_MS;
+ * and every free page at once when the heap has emptied (an eighth of it
+ * in use, UMEM_PURGE_MIN or more freed), so that a program that frees
+ * its memory and goes idle shrinks with no call after.  At most once per
+ * half delay; the clock is read on one call in 16 while something waits
+ * to go back.  errno is left as it was. */
 static inline void umem__maybe_purge(umem_t *h)
 {
-    if (!(h->flags & UMEM_GROW) || (h->unpurged == 0 && h->map_cached == 0) ||
-        (++h->purge_calls & 15u) != 0)
+    if (!(h->flags & UMEM_GROW) || (h->unpurged == 0 && h->map_cached == 0))
+        return;
+    int emptied = h->bytes_in_use < h->heap_bytes / 8 && h->unpurged >= UMEM_PURGE_MIN;
+    if (!emptied && (++h->purge_calls & 15u) != 0)
         return;
     uint64_t now = umem__now_ns();
     if (now < h->tick_at)
@@ -974,7 +979,7 @@ static inline void umem__maybe_purge(umem_t *h)
         umem__unmap_cached(h, 0);
     if (h->unpurged > 0) {
         h->purges++;
-        h->unpurged = umem__purge(h, h->root);
+        h->unpurged = umem__purge(h, h->root, emptied);
     }
     errno = saved;
 }

@@ -152,7 +152,8 @@ check "UMEM_STATS=1: a heading names the process" \
 missing=
 for name in lock_count lock_contended allocs frees failed_allocs cache_hits cache_frees \
     cache_refills cache_flushes bytes_in_use peak_bytes_in_use cached_bytes heap_bytes \
-    mapped_bytes large_blocks released_bytes boot_bytes; do
+    mapped_bytes large_blocks released_bytes remote_frees pool_pages abandoned_pages purges \
+    map_reuses boot_bytes minor_faults; do
     grep -Eq "^  $name +[0-9]+$" "$TMP/err" || missing="$missing $name"
 done
 check "UMEM_STATS=1: one 'name value' line for each figure" [ -z "$missing" ]
@@ -161,7 +162,7 @@ check "UMEM_STATS=1: the figures count the program's allocations" \
     eval '[ "$(figure allocs)" -ge 100 ] && [ "$(figure lock_count)" -gt 0 ] &&
           [ "$(figure peak_bytes_in_use)" -gt 0 ] && [ "$(figure mapped_bytes)" -gt 0 ] &&
           [ "$(figure frees)" -le "$(figure allocs)" ]'
-check "UMEM_STATS=1: exactly the heading and 17 figures" [ "$(grep -c . "$TMP/err")" -eq 18 ]
+check "UMEM_STATS=1: exactly the heading and 23 figures" [ "$(grep -c . "$TMP/err")" -eq 24 ]
 for value in "" 0; do
     run env LD_PRELOAD="$LIB" UMEM_STATS="$value" "$PROG" touch
     check "UMEM_STATS='$value': no figures" eval '[ $rc -eq 0 ] && [ -z "$err" ]'

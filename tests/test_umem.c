@@ -676,8 +676,8 @@ static int wait_for_purge(umem_t *h, long limit)
 
 /* From one page to UMEM_TEST_GROW_MIB (256) MiB in small, medium and
  * large blocks, then everything freed: the resident size stays while
- * the heap is busy and falls back once its pages stayed unused for
- * UMEM_PURGE_DELAY_MS. */
+ * half the heap is in use, for the purge delay at least, and falls back
+ * once the heap has emptied. */
 static void grow_then_give_back(void)
 {
     const char *env = getenv("UMEM_TEST_GROW_MIB");
@@ -710,13 +710,15 @@ static void grow_then_give_back(void)
     long peak = resident_kib();
     for (size_t i = 0; i < n; i += 2) /* every other block, then the rest */
         umem_free(h, p[i]);
+    /* Half the heap in use: nothing goes back before it has stayed free
+     * for the delay. */
+    umem_get_stats(h, &st);
+    if (monotonic_ms() - made < UMEM_PURGE_DELAY_MS)
+        CHECK(st.released_bytes == 0);
     for (size_t i = 1; i < n; i += 2)
         umem_free(h, p[i]);
     umem_get_stats(h, &st);
     CHECK(st.bytes_in_use == 0 && st.large_blocks == 0);
-    /* Nothing goes back before it has stayed free for the delay. */
-    if (monotonic_ms() - made < UMEM_PURGE_DELAY_MS)
-        CHECK(st.released_bytes == 0);
     CHECK(before > 0 && peak - before > (long)(mib << 10) / 2);
     CHECK(wait_for_purge(h, before + (peak - before) / 2));
     long after = resident_kib();
@@ -843,6 +845,166 @@ static void thread_exits_holding_blocks(void)
     umem_get_stats(h, &st);
     CHECK(st.allocs == 20 * 199 && st.frees == 20 * 199);
     CHECK(st.bytes_in_use == 0);
+    umem_destroy(h);
+}
+
+/* A producer allocates, a consumer frees: every free is into a page the
+ * other thread owns, through its remote list, and the heap's lock is
+ * taken per page, not per block. */
+enum { PC_BLOCKS = 200000, PC_RING = 1024 };
+struct ring {
+    umem_t *h;
+    void *slot[PC_RING];
+    atomic_uint head, tail; /* written by the producer, the consumer */
+    int bad;
+};
+
+static void *consume(void *arg)
+{
+    struct ring *r = arg;
+    for (unsigned i = 0; i < PC_BLOCKS; i++) {
+        while (atomic_load_explicit(&r->head, memory_order_acquire) == i)
+            sched_yield();
+        unsigned char *p = r->slot[i % PC_RING];
+        r->bad += !intact(p, 1 + i % 700, i);
+        umem_free(r->h, p);
+        atomic_store_explicit(&r->tail, i + 1, memory_order_release);
+    }
+    return NULL;
+}
+
+static void producer_consumer_takes_the_lock_per_page(void)
+{
+    umem_t *h = umem_create(1 << 20, UMEM_CACHED | UMEM_GROW);
+    CHECK(h != NULL);
+    if (!h)
+        return;
+    static struct ring r;
+    r = (struct ring){.h = h};
+    pthread_t tid;
+    CHECK(pthread_create(&tid, NULL, consume, &r) == 0);
+    for (unsigned i = 0; i < PC_BLOCKS; i++) {
+        while (i - atomic_load_explicit(&r.tail, memory_order_acquire) >= PC_RING)
+            sched_yield();
+        unsigned char *p = umem_alloc(h, 1 + i % 700);
+        CHECK(p != NULL);
+        fill(p, 1 + i % 700, i);
+        r.slot[i % PC_RING] = p;
+        atomic_store_explicit(&r.head, i + 1, memory_order_release);
+    }
+    pthread_join(tid, NULL);
+    CHECK(r.bad == 0);
+    CHECK(umem_check(h) == 0);
+    umem_stats_t st;
+    umem_get_stats(h, &st);
+    CHECK(st.allocs == PC_BLOCKS && st.frees == PC_BLOCKS && st.bytes_in_use == 0);
+    CHECK(st.remote_frees == PC_BLOCKS && st.cache_hits == PC_BLOCKS);
+    CHECK(st.lock_count < PC_BLOCKS / 64);
+    if (st.lock_count >= PC_BLOCKS / 64)
+        fprintf(stderr, "  lock_count %llu for %u allocations\n",
+                (unsigned long long)st.lock_count, PC_BLOCKS);
+    umem_destroy(h);
+}
+
+/* A thread that ends leaves its pages with live blocks to the heap; the
+ * next thread to need a page of that class adopts one instead of carving
+ * a new page. */
+static void *allocate_one_size(void *arg)
+{
+    void **keep = arg;
+    for (unsigned k = 1; k < 100; k++)
+        keep[k] = umem_alloc(keep[0], 48);
+    return NULL;
+}
+
+static void *allocate_again(void *arg)
+{
+    umem_t *h = arg;
+    umem_stats_t st;
+    umem_get_stats(h, &st);
+    uint64_t carved = st.cache_refills;
+    void *p = umem_alloc(h, 48);
+    umem_get_stats(h, &st);
+    CHECK(p != NULL && st.abandoned_pages == 0 && st.cache_refills == carved);
+    CHECK(umem_check(h) == 0); /* this thread's own pages, the adopted one included */
+    umem_free(h, p);
+    return NULL;
+}
+
+static void ended_threads_pages_are_adopted(void)
+{
+    umem_t *h = umem_create(1 << 20, UMEM_CACHED | UMEM_GROW);
+    CHECK(h != NULL);
+    if (!h)
+        return;
+    void *keep[100] = {h};
+    pthread_t tid;
+    CHECK(pthread_create(&tid, NULL, allocate_one_size, keep) == 0);
+    pthread_join(tid, NULL);
+    umem_stats_t st;
+    umem_get_stats(h, &st);
+    CHECK(st.abandoned_pages == 1 && st.pool_pages == 1);
+    for (unsigned k = 1; k < 100; k += 2) /* remote frees into the abandoned page */
+        umem_free(h, keep[k]);
+    CHECK(umem_check(h) == 0);
+    CHECK(pthread_create(&tid, NULL, allocate_again, h) == 0);
+    pthread_join(tid, NULL);
+    for (unsigned k = 2; k < 100; k += 2)
+        umem_free(h, keep[k]);
+    umem_get_stats(h, &st);
+    CHECK(st.bytes_in_use == 0 && st.allocs == st.frees);
+    CHECK(umem_check(h) == 0);
+    umem_destroy(h);
+}
+
+/* umem_check sees what a write after free does to a pooled block. */
+static void check_finds_untagged_free_slot(void)
+{
+    umem_t *h = umem_create(1 << 20, UMEM_CACHED);
+    CHECK(h != NULL);
+    if (!h)
+        return;
+    char *p = umem_alloc(h, 100), *q = umem_alloc(h, 100);
+    umem_free(h, p);
+    CHECK(umem_check(h) == 0);
+    fprintf(stderr, "(the next umem_check message is expected)\n");
+    p[8] ^= 1; /* the free slot's tag */
+    CHECK(umem_check(h) == -1);
+    p[8] ^= 1;
+    CHECK(umem_check(h) == 0);
+    umem_free(h, q);
+    umem_destroy(h);
+}
+
+/* Large blocks: a freed mapping serves the next large request, a grown
+ * one keeps its contents, and free leaves errno alone. */
+static void large_mappings_are_reused(void)
+{
+    umem_t *h = umem_create(1 << 20, UMEM_GROW);
+    CHECK(h != NULL);
+    if (!h)
+        return;
+    size_t big = (size_t)8 << 20;
+    unsigned char *p = umem_alloc(h, big);
+    CHECK(p != NULL);
+    fill(p, 4096, 7);
+    errno = 12345;
+    umem_free(h, p);
+    CHECK(errno == 12345);
+    unsigned char *q = umem_alloc(h, big - 4096); /* the same mapping again */
+    umem_stats_t st;
+    umem_get_stats(h, &st);
+    CHECK(q != NULL && st.map_reuses == 1 && st.large_blocks == 1);
+    fill(q, big - 4096, 9);
+    unsigned char *r = umem_realloc(h, q, 3 * big); /* grown, by mremap where there is one */
+    CHECK(r != NULL && intact(r, big - 4096, 9) && umem_usable_size(h, r) >= 3 * big);
+    r = umem_realloc(h, r, big); /* shrunk */
+    CHECK(r != NULL && intact(r, big - 4096, 9));
+    CHECK(umem_check(h) == 0);
+    umem_free(h, r);
+    umem_get_stats(h, &st);
+    CHECK(st.bytes_in_use == 0 && st.large_blocks == 0 && st.allocs == 2 && st.frees == 2);
+    CHECK(umem_check(h) == 0);
     umem_destroy(h);
 }
 
@@ -1043,6 +1205,10 @@ static int run_all(void)
     RUN(grow_then_give_back);
     RUN(cached_threads_free_each_others_blocks);
     RUN(thread_exits_holding_blocks);
+    RUN(producer_consumer_takes_the_lock_per_page);
+    RUN(ended_threads_pages_are_adopted);
+    RUN(check_finds_untagged_free_slot);
+    RUN(large_mappings_are_reused);
     RUN(fork_from_threads_child_allocates);
     RUN(shared_heap_across_fork);
     RUN(lock_owner_killed);
