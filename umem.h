@@ -390,22 +390,31 @@ struct umem_pool;
  * thread's; the second is read by every thread that frees into the page
  * and written by those of other threads (the remote list). */
 struct umem_page {
-    size_t magic;                    /* umem__page_magic while it is a page */
-    struct umem_pool *_Atomic owner; /* NULL: abandoned by a thread that ended */
-    struct umem_page *next, *prev;   /* its list: the owner's, or the heap's abandoned */
-    void **free;                     /* owner: slots freed by the owner, linked */
+    /* The first cache line: what a free reads to place a slot, and what
+     * the owner changes on every call. */
+    void **free;                     /* owner: freed slots (and fresh ones), linked */
     char *bump;                      /* owner: the first slot never handed out */
-    char *limit;                     /* the end of the last slot */
-    _Atomic uint32_t used; /* owner (statistics read it): slots out, remote frees not yet collected */
-    uint32_t list;                   /* owner: which list holds it (UMEM_LIST_...) */
+    char *start;                     /* the first slot */
+    uint64_t recip;                  /* 2^40 / slot + 1: an offset's index, no division */
+    struct umem_pool *_Atomic owner; /* NULL: abandoned by a thread that ended */
+    struct umem_page *prev;          /* in its list (NULL: the first, which serves) */
+    uint32_t span;                   /* capacity * slot */
+    uint32_t slot;                   /* the slots' size */
+    _Atomic uint32_t used;           /* owner (statistics read it): slots out, remote frees
+                                        not yet collected */
+    uint8_t list;                    /* owner: which list holds it (UMEM_LIST_...) */
+    uint8_t cls, units;              /* size class; length in units */
+    /* The second: written by the frees of other threads; the rest is read
+     * on slow paths only. */
     _Alignas(64) _Atomic uintptr_t remote; /* slots freed by other threads | UMEM_WATCH */
-    char *start;                           /* the first slot */
-    size_t span;                           /* capacity * slot */
-    uint64_t recip;                        /* 2^40 / slot + 1: an offset's index, no division */
-    uint32_t slot, capacity, cls, units;
+    size_t magic;                          /* umem__page_magic while it is a page */
+    struct umem_page *next;                /* in its list */
+    char *limit;                           /* the end of the last slot */
+    uint32_t capacity;
 };
 
 enum { UMEM_LIST_AVAIL, UMEM_LIST_FULL, UMEM_LIST_ABANDONED };
+_Static_assert(sizeof(struct umem_page) <= UMEM_PAGE_HEAD, "a page header fits before its map");
 
 /* A thread's pool for one heap: for each size class, the pages with room
  * (the first one serves) and the full ones, watched for remote frees.
@@ -418,6 +427,7 @@ struct umem_pool {
     umem_t *heap;
     struct umem_pool *next, *prev; /* the heap's pools (or its spares), under its lock */
     unsigned sweeps;               /* slow paths taken, to sweep the full lists now and then */
+    uint64_t full_freed;           /* bit c: the owner freed into a full page of class c */
     /* Counters written by this pool's thread only: a load and a store, no
      * read-modify-write.  A free by the owner counts nothing: frees are
      * allocations less the slots the pages hold (umem_get_stats). */
@@ -1693,14 +1703,35 @@ static inline void umem__set_units(struct umem_units *m, const struct umem_page 
 }
 
 /* Checks that p is a slot's start and not free; dies naming p if not. */
+/* The index of the slot starting at p; dies naming p when no slot does. */
+static inline size_t umem__slot_index(const struct umem_page *pg, const void *p, const char *call)
+{
+    size_t rel = (size_t)((const char *)p - pg->start), i = (size_t)((rel * pg->recip) >> 40);
+    if (UMEM_UNLIKELY(rel >= pg->span || i * pg->slot != rel))
+        umem__die_of(call, "bad %s (not from umem_alloc: not the start of a block):", p);
+    return i;
+}
+
 static inline void umem__slot_check(const umem_t *h, const struct umem_page *pg, const void *p,
                                     const char *call)
 {
-    size_t rel = (size_t)((const char *)p - pg->start);
-    if (UMEM_UNLIKELY(rel >= pg->span || ((rel * pg->recip) >> 40) * pg->slot != rel))
-        umem__die_of(call, "bad %s (not from umem_alloc: not the start of a block):", p);
+    umem__slot_index(pg, p, call);
     if (UMEM_UNLIKELY((size_t)(uintptr_t)((void *const *)p)[1] == umem__tag(h, p)))
         umem__die_of(call, "%s of a block freed already (double free):", p);
+}
+
+/* The owner's map of its slots in use, one bit each, after the header. */
+static inline unsigned char *umem__bits(const struct umem_page *pg)
+{
+    return (unsigned char *)pg + UMEM_PAGE_HEAD;
+}
+
+/* The bytes before a page's first slot: its header and its map of slots
+ * in use, rounded up to UMEM_PAGE_HEAD (aligned slots start aligned). */
+static inline size_t umem__page_head(size_t slot, unsigned units)
+{
+    size_t most = (((size_t)units << UMEM_UNIT_SHIFT) - UMEM_HEADER - UMEM_PAGE_HEAD) / slot;
+    return UMEM_PAGE_HEAD + (((most + 7) / 8 + UMEM_PAGE_HEAD - 1) & ~(size_t)(UMEM_PAGE_HEAD - 1));
 }
 
 static inline void umem__page_unlink(struct umem_page **head, struct umem_page *pg)
@@ -1713,7 +1744,7 @@ static inline void umem__page_unlink(struct umem_page **head, struct umem_page *
         pg->next->prev = pg->prev;
 }
 
-static inline void umem__page_push(struct umem_page **head, struct umem_page *pg, unsigned list)
+static inline void umem__page_push(struct umem_page **head, struct umem_page *pg, uint8_t list)
 {
     pg->prev = NULL;
     pg->next = *head;
@@ -1731,7 +1762,15 @@ static inline unsigned umem__collect(struct umem_pool *pool, struct umem_page *p
     uintptr_t r = atomic_exchange_explicit(&pg->remote, 0, memory_order_acquire);
     void **first = (void **)(r & ~UMEM_WATCH), **last = first;
     unsigned n = 1;
-    while (last[0]) {
+    for (;;) {
+        /* Each was in use, or the owner freed it too (a double free). */
+        size_t i = umem__slot_index(pg, last, "free");
+        unsigned char bit = (unsigned char)(1u << (i % 8));
+        if (!(umem__bits(pg)[i / 8] & bit))
+            umem__die("free of a block freed already (double free):", last);
+        umem__bits(pg)[i / 8] &= (unsigned char)~bit;
+        if (!last[0])
+            break;
         last = (void **)last[0];
         if (++n > umem__used(pg))
             umem__die("heap corruption: a page's remote frees outnumber its blocks at", pg);
@@ -1784,6 +1823,8 @@ static inline void *umem__page_pop(umem_t *h, struct umem_pool *pool, struct ume
         umem__die("heap corruption: a block was written after its free:", p);
     pg->free = (void **)p[0];
     p[1] = NULL; /* no longer tagged as free */
+    size_t i = (size_t)(((uint64_t)((char *)p - pg->start) * pg->recip) >> 40);
+    umem__bits(pg)[i / 8] |= (unsigned char)(1u << (i % 8));
     umem__set_used(pg, umem__used(pg) + 1);
     umem__add(&pool->allocs, 1);
     return p;
@@ -1794,11 +1835,18 @@ static inline void *umem__page_pop(umem_t *h, struct umem_pool *pool, struct ume
  * collected, and the page has room after all. */
 static inline int umem__watch(struct umem_pool *pool, struct umem_page *pg)
 {
-    uintptr_t none = 0;
-    if (!atomic_compare_exchange_strong_explicit(&pg->remote, &none, UMEM_WATCH,
-                                                 memory_order_relaxed, memory_order_relaxed)) {
-        umem__collect(pool, pg);
-        return 0;
+    /* The mark may be left from an earlier time on the full list: a page
+     * that came back for its owner's frees keeps it (clearing it would
+     * cost an atomic read-modify-write on every such free). */
+    uintptr_t r = atomic_load_explicit(&pg->remote, memory_order_relaxed);
+    while (r != UMEM_WATCH) {
+        if (r & ~UMEM_WATCH) {
+            umem__collect(pool, pg);
+            return 0;
+        }
+        if (atomic_compare_exchange_weak_explicit(&pg->remote, &r, UMEM_WATCH,
+                                                  memory_order_relaxed, memory_order_relaxed))
+            break;
     }
     if (pg->list == UMEM_LIST_AVAIL)
         umem__page_unlink(&pool->avail[pg->cls], pg);
@@ -1811,10 +1859,11 @@ static inline int umem__watch(struct umem_pool *pool, struct umem_page *pg)
 static inline void umem__sweep(struct umem_pool *pool, unsigned cls)
 {
     atomic_store_explicit(&pool->hint[cls], 0, memory_order_relaxed);
+    pool->full_freed &= ~((uint64_t)1 << cls);
     struct umem_page *pg = pool->full[cls], *next;
     for (; pg; pg = next) {
         next = pg->next;
-        if (umem__collect(pool, pg)) {
+        if (pg->free || umem__collect(pool, pg)) {
             umem__page_unlink(&pool->full[cls], pg);
             umem__page_push(&pool->avail[cls], pg, UMEM_LIST_AVAIL);
         }
@@ -1830,10 +1879,11 @@ static inline struct umem_page *umem__pool_find(umem_t *h, struct umem_pool *poo
             if (umem__page_refill(h, pool, pg) || !umem__watch(pool, pg))
                 return pg;
         }
-        /* A hint says a watched page got a free; once in 64 times the
-         * full pages are swept anyway, in case a hint went to a pool
-         * that gave the page up meanwhile. */
-        if (!atomic_load_explicit(&pool->hint[cls], memory_order_relaxed) &&
+        /* The owner freed into a full page, or a hint says another thread
+         * did; once in 64 times the full pages are swept anyway, in case
+         * a hint went to a pool that gave the page up meanwhile. */
+        if (!(pool->full_freed >> cls & 1u) &&
+            !atomic_load_explicit(&pool->hint[cls], memory_order_relaxed) &&
             (++pool->sweeps & 63u) != 0)
             return NULL;
         umem__sweep(pool, cls);
@@ -1931,11 +1981,13 @@ static inline struct umem_page *umem__page_carve(umem_t *h, struct umem_pool *po
     atomic_store_explicit(&pg->owner, pool, memory_order_relaxed);
     atomic_store_explicit(&pg->remote, 0, memory_order_relaxed);
     pg->slot = (uint32_t)slot;
-    pg->cls = cls;
-    pg->units = units;
-    pg->start = a + UMEM_PAGE_HEAD;
-    pg->capacity = (uint32_t)((((size_t)units << UMEM_UNIT_SHIFT) - UMEM_HEADER - UMEM_PAGE_HEAD) / slot);
-    pg->span = (size_t)pg->capacity * slot;
+    pg->cls = (uint8_t)cls;
+    pg->units = (uint8_t)units;
+    size_t head = umem__page_head(slot, units);
+    memset(umem__bits(pg), 0, head - UMEM_PAGE_HEAD);
+    pg->start = a + head;
+    pg->capacity = (uint32_t)((((size_t)units << UMEM_UNIT_SHIFT) - UMEM_HEADER - head) / slot);
+    pg->span = (uint32_t)(pg->capacity * slot);
     pg->bump = pg->start;
     pg->limit = pg->start + pg->span;
     pg->recip = ((uint64_t)1 << 40) / slot + 1u;
@@ -2038,7 +2090,11 @@ static UMEM_NOINLINE void umem__page_changed(umem_t *h, struct umem_pool *pool,
 {
     unsigned cls = pg->cls;
     if (pg->list == UMEM_LIST_FULL) {
-        atomic_fetch_and_explicit(&pg->remote, ~UMEM_WATCH, memory_order_relaxed);
+        /* It stays there, its frees found by the next sweep, unless it is
+         * empty now. */
+        pool->full_freed |= (uint64_t)1 << cls;
+        if (umem__used(pg) != 0)
+            return;
         umem__page_unlink(&pool->full[cls], pg);
         struct umem_page *serving = pool->avail[cls];
         if (serving) { /* behind the page that serves, which keeps serving */
@@ -2165,6 +2221,7 @@ static inline struct umem_pool *umem__pool_new(umem_t *h)
     memset(pool->avail, 0, sizeof pool->avail);
     memset(pool->full, 0, sizeof pool->full);
     pool->sweeps = 0;
+    pool->full_freed = 0;
     _Atomic uint64_t *counters[] = {&pool->allocs,       &pool->moves,     &pool->remote_frees,
                                     &pool->remote_bytes, &pool->collected, &pool->collected_bytes};
     for (size_t i = 0; i < sizeof counters / sizeof counters[0]; i++)
@@ -2212,13 +2269,21 @@ static inline struct umem_pool *umem__pool(umem_t *h)
 /* A free of a slot, by its owner or by any other thread. */
 static inline void umem__pool_free(umem_t *h, struct umem_page *pg, void *p)
 {
-    umem__slot_check(h, pg, p, "free");
+    size_t i = umem__slot_index(pg, p, "free");
     void **q = (void **)p;
-    q[1] = (void *)umem__tag(h, p);
     struct umem_pool *mine = umem__pool(h);
     if (UMEM_LIKELY(mine && atomic_load_explicit(&pg->owner, memory_order_relaxed) == mine)) {
-        if (UMEM_UNLIKELY((char *)p >= pg->bump))
-            umem__die("bad free (not from umem_alloc: never handed out):", p);
+        /* The owner's map says whether the slot is in use: the block's
+         * own memory is written, never read (a load that would wait for
+         * a cache miss where the program left the block cold). */
+        unsigned char *bits = umem__bits(pg) + i / 8, bit = (unsigned char)(1u << (i % 8));
+        if (UMEM_UNLIKELY(!(*bits & bit))) {
+            if ((char *)p >= pg->bump)
+                umem__die("bad free (not from umem_alloc: never handed out):", p);
+            umem__die("free of a block freed already (double free):", p);
+        }
+        *bits &= (unsigned char)~bit;
+        q[1] = (void *)umem__tag(h, p);
         q[0] = pg->free;
         pg->free = q;
         uint32_t used = umem__used(pg) - 1;
@@ -2229,6 +2294,9 @@ static inline void umem__pool_free(umem_t *h, struct umem_page *pg, void *p)
             umem__page_changed(h, mine, pg);
         return;
     }
+    if (UMEM_UNLIKELY((size_t)(uintptr_t)q[1] == umem__tag(h, p)))
+        umem__die("free of a block freed already (double free):", p);
+    q[1] = (void *)umem__tag(h, p);
     umem__remote_free(h, pg, q, mine);
 }
 
@@ -2910,8 +2978,9 @@ static inline const char *umem__check_page(umem_t *h, const struct umem_page *pg
     if (!umem__header_ok(h, b) || !(umem__word(b) & UMEM_USED) ||
         umem__size(b) < bytes || umem__word(b) & UMEM_MAPPED)
         return "I8: a page's block is not a used block of its size";
-    if (pg->start != (const char *)pg + UMEM_PAGE_HEAD ||
-        pg->capacity != (bytes - UMEM_HEADER - UMEM_PAGE_HEAD) / pg->slot ||
+    size_t head = umem__page_head(pg->slot, pg->units);
+    if (pg->start != (const char *)pg + head ||
+        pg->capacity != (bytes - UMEM_HEADER - head) / pg->slot ||
         pg->span != (size_t)pg->capacity * pg->slot || pg->limit != pg->start + pg->span ||
         pg->recip != ((uint64_t)1 << 40) / pg->slot + 1u)
         return "I8: a page's slots are laid out wrong";
@@ -2986,9 +3055,18 @@ static inline const char *umem__check_slots(umem_t *h, const struct umem_page *p
                 return "I9: a free slot is not tagged (written after its free?)";
             if (++n[i] > most[i])
                 return "I9: a page's free lists run past its slots (a cycle?)";
+            /* In use to the owner until it collects a remote free. */
+            size_t k = rel / pg->slot;
+            if (!!(umem__bits(pg)[k / 8] & (1u << (k % 8))) != (i == 1))
+                return "I9: a page's map of slots in use disagrees with its free lists";
         }
     if (n[0] != pg->capacity)
         return "I9: a page's free, untouched and used slots do not add up";
+    uint64_t set = 0;
+    for (size_t k = 0; k < pg->capacity; k++)
+        set += (umem__bits(pg)[k / 8] >> (k % 8)) & 1u;
+    if (set != umem__used(pg))
+        return "I9: a page's map of slots in use disagrees with its count";
     return NULL;
 }
 
