@@ -21,13 +21,13 @@
  *              UMEM_NOLOCK  private mapping, no locking (one thread only);
  *              UMEM_GROW    `bytes` is only the starting size: the heap maps
  *                           more when nothing fits (see GROWTH);
- *              UMEM_CACHED  a cache per thread in front of the lock (see
- *                           CACHES).
+ *              UMEM_CACHED  a pool of pages per thread in front of the
+ *                           lock (see POOLS).
  *       UMEM_GROW and UMEM_CACHED combine with each other and GROW with
  *       NOLOCK.  Refused with EINVAL: SHARED with NOLOCK, with GROW (a
  *       mapping added after fork() would exist in one process only) or
- *       with CACHED (a cache lives in one process's memory); NOLOCK with
- *       CACHED (one thread needs no cache in front of a lock it lacks).
+ *       with CACHED (a pool lives in one process's memory); NOLOCK with
+ *       CACHED (one thread needs no pool in front of a lock it lacks).
  *       NULL with errno = EINVAL for those, unknown flags or a size too
  *       small for the control block and one block; ENOMEM when the mapping
  *       fails (or the size could not be mapped in any address space).
@@ -36,21 +36,22 @@
  *       creator of a UMEM_SHARED heap it only unmaps, leaving the heap to
  *       the others; the creator's destroys the mutex, so it comes last.
  *       No other thread may be using the heap, or exit while it is
- *       destroyed (its cache would go back to a heap being unmapped).
+ *       destroyed (its pool would go back to a heap being unmapped).
  *   void *umem_alloc(umem_t *h, size_t n);
  *       16-byte aligned.  NULL for n == 0, and NULL with errno = ENOMEM
  *       when nothing fits (counted in failed_allocs).
  *   void umem_free(umem_t *h, void *p);
- *       NULL is a no-op.  Merges p's block with free neighbours at once.
- *       A pointer umem_alloc did not return, or one already freed, prints
- *       one line naming it on stderr and calls abort().
+ *       NULL is a no-op.  Merges p's block with free neighbours at once
+ *       (a block in a pool's page goes back to its page).  A pointer
+ *       umem_alloc did not return, or one already freed, prints one line
+ *       naming it on stderr and calls abort().
  *   void *umem_realloc(umem_t *h, void *p, size_t n);
  *       NULL p: umem_alloc.  n == 0: frees p, returns NULL.  Otherwise
  *       grows the block in place into a free block after it, or shrinks it
  *       in place, else moves it; the contents are kept up to the smaller
- *       size.  NULL with errno = ENOMEM leaves p as it was.  On a
- *       UMEM_CACHED heap a block that still fits, wasting less than half,
- *       stays where it is without the lock.
+ *       size.  NULL with errno = ENOMEM leaves p as it was.  A block in a
+ *       pool's page stays where it is, without the lock, while the new
+ *       size fits its slot and wastes less than half of it, else moves.
  *   void *umem_memalign(umem_t *h, size_t align, size_t n);
  *       A block aligned to `align`, a power of two (else NULL, EINVAL);
  *       freed by umem_free.
@@ -80,80 +81,121 @@
  *   with free neighbours at once, in O(1) through boundary tags (plus
  *   O(log n) when a large block enters or leaves the tree).  Worst case
  *   per call: O(log n) in the number of large free blocks, but for the
- *   free that starts a purge (UMEM_GROW, below), which walks the large
- *   free blocks of two pages or more: its cost is spread over the eighth
- *   of the heap freed since the last one.
+ *   call that starts a purge (UMEM_GROW, below), which walks the large
+ *   free blocks of two pages or more, at most once per half purge delay.
  *
  * LOCKING AND STATISTICS
  *   Every umem_alloc, umem_free, umem_realloc and umem_memalign that the
- *   heap serves takes its lock once (none with UMEM_NOLOCK).  A caller
- *   that finds the lock taken spins briefly, then naps UMEM_NAP_NS between
- *   attempts instead of queueing on the mutex: a lock taken for every
- *   allocation is best left with the thread that holds it for a burst of
- *   calls, since handing it (and the heap's cache lines) to another core
- *   on every call costs more than the calls.  On a UMEM_CACHED heap,
- *   whose lock is taken rarely and briefly, a caller that finds it taken
- *   queues on the mutex after its spins instead, to be woken as soon as
- *   it is free.  lock_count counts the
- *   acquisitions by those calls (a cache's refill or flush is one), and
- *   lock_contended the ones that found the lock taken.  umem_check,
- *   umem_get_stats and umem_usable_size take the lock as well but are not
- *   counted, so that looking at the heap does not change what is seen;
- *   nor are the two a thread's cache takes to be set up and given back.
- *   The heap's counters live in the region and change only under the lock,
- *   so they are exact across threads and, for UMEM_SHARED, across
- *   processes.
+ *   heap serves takes its lock once (none with UMEM_NOLOCK); a large
+ *   block (UMEM_GROW) takes it twice when no freed mapping can serve it,
+ *   once to look and once to add the new one.  A caller that finds the
+ *   lock taken spins briefly, then naps UMEM_NAP_NS between attempts
+ *   instead of queueing on the mutex: a lock taken for every allocation
+ *   is best left with the thread that holds it for a burst of calls,
+ *   since handing it (and the heap's cache lines) to another core on
+ *   every call costs more than the calls.  On a UMEM_CACHED heap, whose
+ *   lock is taken rarely and briefly, a caller that finds it taken queues
+ *   on the mutex after its spins instead, to be woken as soon as it is
+ *   free.  lock_count counts the acquisitions by those calls (a page
+ *   carved, adopted or given back is one), and lock_contended the ones
+ *   that found the lock taken.  umem_check, umem_get_stats and
+ *   umem_usable_size take the lock as well but are not counted, so that
+ *   looking at the heap does not change what is seen; nor are the two a
+ *   thread's pool takes to be set up and given back.  The heap's counters
+ *   live in the region and change only under the lock, so they are exact
+ *   across threads and, for UMEM_SHARED, across processes; the pools'
+ *   are read without stopping their threads, exact when those are quiet.
  *
- * CACHES (UMEM_CACHED)
- *   Each thread gets, on its first call, a cache (one page, mapped for it)
- *   holding about UMEM_CACHE_BIN (32) blocks per small size and about
- *   UMEM_CACHE_BYTES (256 KiB) in all.  An allocation of up to 1,040
- *   bytes pops a block from its list and a free pushes one: no lock and
- *   no atomic read-modify-write.  An empty list is refilled with up to
- *   UMEM_CACHE_REFILL (2) blocks under one lock; a full list gives half
- *   back under one lock (a flush), and a cache over its bytes gives back
- *   half of every list.  When the heap has no room for a refill, the
- *   thread's own cached blocks go back first (other threads' caches
- *   cannot be reached without stopping them: a fixed-size cached heap can
- *   say ENOMEM while they hold free blocks).  Any thread may free any
- *   block: it goes to the freeing thread's cache.  A free into a cache
- *   recognises blocks of the first region and of the next
- *   UMEM_FAST_REGIONS (16) without the lock; a block elsewhere, or over
- *   1,040 bytes, is freed through the lock.  When a thread exits, its cache goes
- *   back to the heap and is unmapped (a pthread key destructor); calls the
- *   thread makes after that go to the lock.  A cached block counts as in
- *   use for the heap (umem_check sees it used; peak_bytes_in_use includes
- *   it) and as cached_bytes, not bytes_in_use, in umem_get_stats.  The
- *   caches' counters are read without stopping their threads: exact when
- *   those threads are quiet.  Limits: one pthread key per heap (at most
+ * POOLS (UMEM_CACHED): PAGES OWNED BY A THREAD
+ *   The design is mimalloc's free list sharding (Leijen, Zorn and de
+ *   Moura, 2019) in front of the first-fit heap; chosen over magazines
+ *   and a depot (Bonwick and Adams, 2001) because a free from another
+ *   thread then costs one compare-and-swap and never the lock, and over
+ *   snmalloc's message queues because a page's own list needs no batching
+ *   to be cheap.
+ *   - A request of up to UMEM_POOL_MAX (64 KiB) has a size class: 16-byte
+ *     steps to 128, then four classes per doubling (at most a quarter
+ *     lost to rounding).  Each thread has a pool per heap: for each class,
+ *     a list of pages with room, the first of which serves, and a list of
+ *     full ones.
+ *   - A page is a used block of the heap, cut where its payload starts on
+ *     a 64 KiB unit boundary, one unit long (several for classes over
+ *     8 KiB: seven slots at least).  It holds a header, a map of its slots
+ *     in use (one bit each, the owner's), then slots of its class with no
+ *     header of their own: a slot's page is found from its address
+ *     through the heap's unit map (one byte per unit), with no lock.
+ *   - The owner allocates by popping its first page's free list, which
+ *     takes fresh slots from the page's end 4 KiB at a time; it frees by
+ *     pushing onto the page's list and clearing the slot's bit.  No lock,
+ *     no atomic read-modify-write; a free never reads the block itself.
+ *   - Another thread's free pushes the slot onto the page's remote list
+ *     with one compare-and-swap.  The owner takes that list whole when
+ *     the page runs dry; a full page is marked watched, and a free into it
+ *     sets a hint that sends its owner to sweep its full pages.
+ *   - When a class runs dry, the pool takes, under the lock, a page a
+ *     thread that ended left behind (adopted), else carves a new one.  A
+ *     page that empties goes back to the heap under the lock, but a class
+ *     keeps one empty page to serve.  A fixed-size heap keeps half its
+ *     room for blocks with headers.
+ *   - When a thread exits (a pthread key destructor), its empty pages go
+ *     back to the heap and the others wait, abandoned, for a thread that
+ *     needs a page of their class; its pool waits for a new thread (pools
+ *     are never unmapped before umem_destroy, since a late remote free
+ *     may write its hint).  Calls the thread makes later take the lock.
+ *   - Larger requests, aligned ones over UMEM_PAGE_HEAD (128) bytes, and
+ *     requests a pool cannot place (its heap is out of room for a page,
+ *     or the page would lie in a region past the first UMEM_UNIT_MAPS)
+ *     get blocks with headers, under the lock.
+ *   Statistics: cache_hits and cache_frees count the pools' allocations
+ *   and frees, cache_refills and cache_flushes the pages carved and given
+ *   back, cached_bytes the room in pages not handed out, remote_frees the
+ *   frees into another thread's page; bytes_in_use counts a pooled block
+ *   as its slot.  Limits: one pthread key per heap (at most
  *   PTHREAD_KEYS_MAX cached heaps at a time).
  *
  * GROWTH (UMEM_GROW)
  *   The heap sets aside UMEM_RESERVE (64 GiB) of address space, or as much
  *   as the system allows, and commits it with mprotect as it grows (at
  *   least 1 MiB or half the heap at a time).  When that is used up, it
- *   maps further regions.  Requests of UMEM_LARGE (1 MiB) or more (for
- *   umem_memalign, when the size plus the alignment are) get a mapping of
- *   their own, unmapped when freed; where that mapping fails they come
- *   from the regions.  A block that umem_realloc grows in place stays
- *   where it is, whatever its size; a large block it shrinks keeps its
- *   whole mapping (umem_usable_size says so) unless it shrinks to half or
- *   less, when it moves to a block of the new size.  After an eighth of the
- *   heap (at least UMEM_PURGE_MIN, 4 MiB) has been freed since the last
- *   time, the whole pages inside large free blocks go back to the system
- *   with madvise(MADV_DONTNEED), so the resident size falls after a
- *   program frees.  A block whose pages went back is marked so
- *   (UMEM_RELEASED) until it changes; released_bytes adds up every
- *   madvise, so pages given back, reused and given back again count
- *   again.  Nothing is ever unmapped but large blocks: the
- *   address space of a grown heap stays until umem_destroy.
+ *   maps further regions.  A block that umem_realloc grows in place stays
+ *   where it is, whatever its size.  Nothing is ever unmapped but large
+ *   blocks' mappings: the address space of a grown heap stays until
+ *   umem_destroy.
+ *
+ * LARGE BLOCKS (UMEM_GROW)
+ *   Requests of UMEM_LARGE (1 MiB) or more (for umem_memalign, when the
+ *   size plus the alignment are) get a mapping of their own; where that
+ *   mapping fails they come from the regions.  A freed one is not
+ *   unmapped at once: up to UMEM_MAP_CACHE (8) of them, and no more bytes
+ *   than half the heap in use (at least 64 MiB), wait for the next large
+ *   request, which takes the smallest that holds it (trimmed when it would
+ *   waste over a quarter); where Linux's mremap is there, a request larger
+ *   than all of them grows the largest, and umem_realloc grows or shrinks
+ *   a large block with mremap instead of copying it.  A large block shrunk
+ *   to half its size or less by umem_realloc moves (by mremap, or to a
+ *   block of the new size), so that its pages go back.
+ *
+ * GIVING MEMORY BACK, ON A DELAY (UMEM_GROW)
+ *   Each large free block records the range of its bytes that may be
+ *   resident and the purge epoch in which that range last grew (a block
+ *   freed next to an older range takes its age).  An epoch is half of
+ *   UMEM_PURGE_DELAY_MS (1 s) long and advances only on a call that finds
+ *   it due (a lock-taking call; the clock is read on one in 16).  When it
+ *   advances, the whole pages of ranges older than the delay go back with
+ *   madvise(MADV_DONTNEED), and so do cached large mappings (unmapped):
+ *   a program that frees and allocates again at once keeps its pages.  A
+ *   heap that has emptied (an eighth of it in use, UMEM_PURGE_MIN, 4 MiB,
+ *   or more freed since) gives every free page back on the call that sees
+ *   it, so that a program that frees its memory and goes idle shrinks
+ *   with no call after.  released_bytes adds up every madvise; purges
+ *   counts the purges.  A heap that no call reaches keeps its pages.
  *
  * FORK
  *   pthread_atfork handlers, registered once per process (see LIMITS),
  *   hold the lock of every private locked heap across fork(), so a child
  *   of a threaded process finds each heap whole, with its lock free, and
  *   may allocate.
- *   The caches of the parent's other threads stay in the child unused.
+ *   The pools of the parent's other threads stay in the child unused.
  *
  * A PROCESS THAT DIES HOLDING THE LOCK (UMEM_SHARED)
  *   The mutex is robust: the next process to lock it is told the owner
@@ -168,15 +210,17 @@
  *            `word` = block size (header included, a multiple of 16, at
  *            least UMEM_MIN_BLOCK) | UMEM_USED | UMEM_PREV_FREE (the block
  *            before is free) | UMEM_MAPPED (a large block's own mapping)
- *            | UMEM_RELEASED (a free block whose pages went back);
+ *            | UMEM_REUSED (a large block whose mapping served another);
  *            `check` = word without UMEM_PREV_FREE ^ header address ^ the
  *            heap's secret.
  *   free block: its last 8 bytes (the footer) repeat its size; a small
  *            one's payload starts with its list links (next, prev), a
  *            large one's with its tree node (left, right, largest size
- *            below, height).
- *   cached block: its payload starts with the cache's link and a tag, the
- *            heap's secret ^ its address, that marks it cached.
+ *            below, height, the range that may be resident and its age).
+ *   page:    a used block whose payload starts on a unit boundary:
+ *            [header | map of slots in use | slot slot ... slot | rest];
+ *            a free slot starts with its list's link and a tag, the
+ *            heap's secret ^ its address, that marks it free.
  *   end mark: a header of size 0 marked used, so the last block never
  *            merges past the region.
  *   Other regions and large blocks start with a span, a node of a second
@@ -198,36 +242,43 @@
  *      at most one.
  *   I6 the same holds for the span tree; each region walks as in I1 and
  *      each large block's header matches its mapping.
- *   I7 allocs + blocks moved into caches - frees - blocks moved back =
- *      used blocks; bytes_in_use (heap view) = their total size;
+ *   I7 allocs + pages carved - frees - pages given back = used blocks;
+ *      bytes_in_use (heap view, pages whole) = their total size;
  *      peak_bytes_in_use >= bytes_in_use.
- *   I8 the calling thread's own cached blocks are used blocks of their
- *      list's size, tagged, with the next block's header intact.
+ *   I8 every unit map marks exactly the units of pages: each is a used
+ *      block of its units, its header (class, slot size, layout) right;
+ *      the pages and their bytes are those counted.
+ *   I9 the pages of ended threads, and the calling thread's own, sit on
+ *      the list their header names, with the owner it names; each free
+ *      list holds tagged slots handed out before, clear in the page's map
+ *      (remote ones set until collected), and free, untouched and used
+ *      slots add up to the capacity, used ones to the map's bits.
  *
  * HOW A FREED POINTER IS CHECKED
- *   It must lie inside a region or be a large block's start, and be
- *   16-byte aligned; its header's check must match (user data almost
- *   never forms header + address + secret, so interior pointers fail
- *   here); the block must be marked used (else: double free); and the
- *   next header must be intact and say its predecessor is used (else
- *   something wrote past the block's end).  A free into a cache checks
- *   the block's own header and its tag at once (a second free of a cached
- *   block is caught then), and the next header only when the block goes
- *   back to the heap: a write past the end of a block freed into a cache
- *   is caught when a flush takes that block or its thread exits; if the
- *   block is allocated again from the cache first, only its tag is
- *   checked, and an overrun that left the tag alone goes unseen.  A block taken from
- *   a cache must still carry its tag, or the allocation stops there: a
- *   write after free over the cache's link cannot hand out an address of
- *   the writer's choosing without the heap's secret.  After a large
+ *   A block with a header: it must lie inside a region or be a large
+ *   block's start, and be 16-byte aligned; its header's check must match
+ *   (user data almost never forms header + address + secret, so interior
+ *   pointers fail here); the block must be marked used (else: double
+ *   free); and the next header must be intact and say its predecessor is
+ *   used (else something wrote past the block's end).  After a large
  *   block's mapping is gone, freeing it again is reported as a pointer
- *   outside the heap, unless the system has since mapped the same
- *   address for another large block (mmap often does): that block is
- *   then freed, as with any allocator that gives memory back.
+ *   outside the heap, unless the system has since mapped the same address
+ *   for another large block (mmap often does): that block is then freed,
+ *   as with any allocator that gives memory back.
+ *   A slot of a pool's page: it must start a slot of the page (else: not
+ *   from umem_alloc); for its owner, its bit in the page's map must be
+ *   set (else: double free, or a slot never handed out); for another
+ *   thread, it must not carry the free tag.  A slot freed by another
+ *   thread, then by its owner before the owner took the remote list, is
+ *   caught when the owner takes it.  A slot taken from a free list must
+ *   still carry its tag, or the allocation stops there: a write after
+ *   free over the link cannot hand out an address of the writer's
+ *   choosing without the heap's secret.  A write past a slot's end is not
+ *   seen (slots have no header), unless it spoils a free neighbour's tag.
  *
  * SETTINGS
  *   Each of these may be defined before the include: UMEM_LARGE,
- *   UMEM_RESERVE, UMEM_PURGE_MIN, UMEM_CACHE_BIN, UMEM_CACHE_BYTES,
+ *   UMEM_RESERVE, UMEM_PURGE_MIN, UMEM_PURGE_DELAY_MS, UMEM_MAP_CACHE,
  *   UMEM_SPIN and UMEM_NAP_NS.
  *
  * ERRORS
@@ -240,7 +291,7 @@
  *
  * LIMITS
  *   What every heap shares (the list of heaps for fork(), each thread's
- *   cache pointer) is defined once per program with gcc and clang, as
+ *   pool pointer) is defined once per program with gcc and clang, as
  *   weak symbols, so any number of files may include this header; with
  *   other compilers, use it from one file.  The fork() handlers are
  *   registered before main() (a constructor; elsewhere at the first
@@ -249,7 +300,9 @@
  *   memory; share it with UMEM_SHARED instead.  A UMEM_SHARED or fixed-size heap never grows.
  *   Define _DEFAULT_SOURCE (or compile in gcc's default gnu dialect) so
  *   that MAP_ANONYMOUS, madvise and robust mutexes are declared; this
- *   header defines it when it comes first.
+ *   header defines it when it comes first.  On Linux it declares mremap
+ *   itself where <sys/mman.h> did not (_GNU_SOURCE), with the same
+ *   prototype.
  */
 #ifndef UMEM_H
 #define UMEM_H
@@ -280,11 +333,11 @@ typedef struct umem umem_t;
 typedef struct umem_stats {
     uint64_t lock_count;        /* lock acquisitions by alloc, free, realloc, memalign */
     uint64_t lock_contended;    /* of those, the ones that had to wait */
-    uint64_t allocs;            /* successful allocations (cache hits included) */
-    uint64_t frees;             /* frees of a non-NULL pointer (into caches included) */
+    uint64_t allocs;            /* successful allocations (the pools' included) */
+    uint64_t frees;             /* frees of a non-NULL pointer (the pools' included) */
     uint64_t failed_allocs;     /* allocations that returned NULL, n > 0 */
     uint64_t bytes_in_use;      /* blocks the program holds, headers included */
-    uint64_t peak_bytes_in_use; /* highest bytes the heap had handed out (caches included) */
+    uint64_t peak_bytes_in_use; /* highest bytes the heap had handed out (pages whole) */
     uint64_t heap_bytes;        /* bytes the regions hold for blocks */
     int owner_died;             /* a lock owner died: the heap is closed */
     uint64_t cache_hits;        /* allocations a thread's pool served, without the lock */
@@ -325,7 +378,7 @@ typedef struct umem_stats {
 #define UMEM_RESERVE (((size_t)64 << 20) * (SIZE_MAX > 0xFFFFFFFFu ? 1024u : 4u))
 #endif
 #ifndef UMEM_PURGE_MIN
-#define UMEM_PURGE_MIN ((size_t)4 << 20) /* UMEM_GROW: bytes freed between purges, at least */
+#define UMEM_PURGE_MIN ((size_t)4 << 20) /* UMEM_GROW: freed bytes that make an emptied heap purge */
 #endif
 #ifndef UMEM_PURGE_DELAY_MS
 #define UMEM_PURGE_DELAY_MS 1000 /* UMEM_GROW: free pages go back after this long unused */
