@@ -86,7 +86,8 @@
  *
  * LOCKING AND STATISTICS
  *   Every umem_alloc, umem_free, umem_realloc and umem_memalign that the
- *   heap serves takes its lock once (none with UMEM_NOLOCK); a large
+ *   heap serves, not a pool, takes its lock once (none with UMEM_NOLOCK);
+ *   a large
  *   block (UMEM_GROW) takes it twice when no freed mapping can serve it,
  *   once to look and once to add the new one.  A caller that finds the
  *   lock taken spins briefly, then naps UMEM_NAP_NS between attempts
@@ -99,9 +100,10 @@
  *   free.  lock_count counts the acquisitions by those calls (a page
  *   carved, adopted or given back is one), and lock_contended the ones
  *   that found the lock taken.  umem_check, umem_get_stats and
- *   umem_usable_size take the lock as well but are not counted, so that
- *   looking at the heap does not change what is seen; nor are the two a
- *   thread's pool takes to be set up and given back.  The heap's counters
+ *   umem_usable_size (of a block with a header) take the lock as well but
+ *   are not counted, so that looking at the heap does not change what is
+ *   seen; nor are those a thread's pool takes to be set up and given back.
+ *   The heap's counters
  *   live in the region and change only under the lock, so they are exact
  *   across threads and, for UMEM_SHARED, across processes; the pools'
  *   are read without stopping their threads, exact when those are quiet.
@@ -134,20 +136,23 @@
  *     sets a hint that sends its owner to sweep its full pages.
  *   - When a class runs dry, the pool takes, under the lock, a page a
  *     thread that ended left behind (adopted), else carves a new one.  A
- *     page that empties goes back to the heap under the lock, but a class
- *     keeps one empty page to serve.  A fixed-size heap keeps half its
- *     room for blocks with headers.
+ *     page its owner's free empties goes back to the heap under the lock,
+ *     but a class keeps one empty page to serve; a page other threads'
+ *     frees empty waits until its owner takes them back or ends.  A
+ *     fixed-size heap keeps half its room for blocks with headers.
  *   - When a thread exits (a pthread key destructor), its empty pages go
  *     back to the heap and the others wait, abandoned, for a thread that
  *     needs a page of their class; its pool waits for a new thread (pools
  *     are never unmapped before umem_destroy, since a late remote free
- *     may write its hint).  Calls the thread makes later take the lock.
+ *     may write its hint).  Allocations the thread makes later take the
+ *     lock; its frees of pooled blocks are remote frees.
  *   - Larger requests, aligned ones over UMEM_PAGE_HEAD (128) bytes, and
  *     requests a pool cannot place (its heap is out of room for a page,
  *     or the page would lie in a region past the first UMEM_UNIT_MAPS)
  *     get blocks with headers, under the lock.
- *   Statistics: cache_hits and cache_frees count the pools' allocations
- *   and frees, cache_refills and cache_flushes the pages carved and given
+ *   Statistics: cache_hits and cache_frees count the blocks the pools hand
+ *   out and take back (realloc's moves included, which allocs and frees
+ *   leave out), cache_refills and cache_flushes the pages carved and given
  *   back, cached_bytes the room in pages not handed out, remote_frees the
  *   frees into another thread's page; bytes_in_use counts a pooled block
  *   as its slot.  Limits: one pthread key per heap (at most
@@ -180,15 +185,18 @@
  *   resident and the purge epoch in which that range last grew (a block
  *   freed next to an older range takes its age).  An epoch is half of
  *   UMEM_PURGE_DELAY_MS (1 s) long and advances only on a call that finds
- *   it due (a lock-taking call; the clock is read on one in 16).  When it
- *   advances, the whole pages of ranges older than the delay go back with
- *   madvise(MADV_DONTNEED), and so do cached large mappings (unmapped):
- *   a program that frees and allocates again at once keeps its pages.  A
- *   heap that has emptied (an eighth of it in use, UMEM_PURGE_MIN, 4 MiB,
- *   or more freed since) gives every free page back on the call that sees
- *   it, so that a program that frees its memory and goes idle shrinks
- *   with no call after.  released_bytes adds up every madvise; purges
- *   counts the purges.  A heap that no call reaches keeps its pages.
+ *   it due: one that takes the lock to allocate, free or move a block with
+ *   a header, carves or gives back a page, or ends a thread (the clock is
+ *   read on one in 16).  When it advances, the whole pages of ranges older
+ *   than the delay go back with madvise(MADV_DONTNEED), and cached large
+ *   mappings are unmapped: a program that frees and allocates again at
+ *   once keeps its pages.  A heap that has emptied (an eighth of it in
+ *   use, and UMEM_PURGE_MIN, 4 MiB, or more freed since the last purge)
+ *   gives every free page back on the call that sees it, so that a
+ *   program that frees its memory and goes idle shrinks with no call
+ *   after.  released_bytes adds up every madvise; purges counts the
+ *   purges that gave pages back.  Otherwise, a heap no call reaches keeps
+ *   its pages.
  *
  * FORK
  *   pthread_atfork handlers, registered once per process (see LIMITS),
@@ -260,17 +268,20 @@
  *   (user data almost never forms header + address + secret, so interior
  *   pointers fail here); the block must be marked used (else: double
  *   free); and the next header must be intact and say its predecessor is
- *   used (else something wrote past the block's end).  After a large
- *   block's mapping is gone, freeing it again is reported as a pointer
- *   outside the heap, unless the system has since mapped the same address
- *   for another large block (mmap often does): that block is then freed,
- *   as with any allocator that gives memory back.
+ *   used (else something wrote past the block's end).  A large block
+ *   freed twice: its mapping may be cached or gone, when the second free
+ *   is reported as a pointer outside the heap, unless the mapping serves
+ *   another large block by then (a cached one reused, or the system
+ *   mapping the same address again): that block is then freed, as with
+ *   any allocator that reuses memory.
  *   A slot of a pool's page: it must start a slot of the page (else: not
  *   from umem_alloc); for its owner, its bit in the page's map must be
  *   set (else: double free, or a slot never handed out); for another
  *   thread, it must not carry the free tag.  A slot freed by another
  *   thread, then by its owner before the owner took the remote list, is
- *   caught when the owner takes it.  A slot taken from a free list must
+ *   caught when the owner takes that list, if the slot was not handed out
+ *   again meanwhile (then it may be reported as written after its free,
+ *   or not at all).  A slot taken from a free list must
  *   still carry its tag, or the allocation stops there: a write after
  *   free over the link cannot hand out an address of the writer's
  *   choosing without the heap's secret.  A write past a slot's end is not
@@ -345,7 +356,7 @@ typedef struct umem_stats {
     uint64_t cache_refills;     /* pages carved from the heap for pools (one lock each) */
     uint64_t cache_flushes;     /* empty pages given back to the heap (one lock each) */
     uint64_t cached_bytes;      /* bytes of pool pages not in blocks handed out, now */
-    uint64_t mapped_bytes;      /* bytes mapped read-write from the system now */
+    uint64_t mapped_bytes;      /* bytes mapped read-write now (unit maps left out) */
     uint64_t large_blocks;      /* blocks with a mapping of their own, now */
     uint64_t released_bytes;    /* bytes of free pages given back with madvise, in all */
     uint64_t remote_frees;      /* of cache_frees, those into another thread's page */
@@ -1019,12 +1030,12 @@ static inline uint64_t umem__now_ns(void)
 static inline void umem__unmap_cached(umem_t *h, unsigned i);
 
 /* A private growable heap gives back, with the lock held, the free pages
- * and cached large mappings that stayed unused for UMEM_PURGE_DELAY_MS;
- * and every free page at once when the heap has emptied (an eighth of it
- * in use, UMEM_PURGE_MIN or more freed), so that a program that frees
- * its memory and goes idle shrinks with no call after.  At most once per
- * half delay; the clock is read on one call in 16 while something waits
- * to go back.  errno is left as it was. */
+ * and cached large mappings that stayed unused for UMEM_PURGE_DELAY_MS,
+ * at most once per half delay (the clock is read on one call in 16 while
+ * something waits to go back); and every free page at once when the heap
+ * has emptied (an eighth of it in use) and UMEM_PURGE_MIN or more was
+ * freed since the last purge, so that a program that frees its memory
+ * and goes idle shrinks with no call after.  errno is left as it was. */
 static inline void umem__maybe_purge(umem_t *h)
 {
     if (!(h->flags & UMEM_GROW) || (h->unpurged == 0 && h->map_cached == 0))
@@ -1033,16 +1044,19 @@ static inline void umem__maybe_purge(umem_t *h)
     if (!emptied && (++h->purge_calls & 15u) != 0)
         return;
     uint64_t now = umem__now_ns();
-    if (now < h->tick_at)
+    if (now >= h->tick_at) {
+        h->tick_at = now + (uint64_t)UMEM_PURGE_DELAY_MS * 500000u;
+        h->epoch++;
+    } else if (!emptied) {
         return;
-    h->tick_at = now + (uint64_t)UMEM_PURGE_DELAY_MS * 500000u;
-    h->epoch++;
+    }
     int saved = errno;
     while (h->map_cached > 0 && h->map_cache[0]->node.stamp + UMEM_PURGE_AGE <= h->epoch)
         umem__unmap_cached(h, 0);
     if (h->unpurged > 0) {
-        h->purges++;
+        uint64_t released = h->released_bytes;
         h->unpurged = umem__purge(h, h->root, emptied);
+        h->purges += h->released_bytes != released;
     }
     errno = saved;
 }
@@ -1544,6 +1558,7 @@ static inline char *umem__alloc_large(umem_t *h, size_t n, size_t align, size_t 
     umem__span_add(h, s, *bytes);
     h->large_blocks++;
     umem__count_alloc(h, *bytes);
+    umem__maybe_purge(h);
     umem__unlock(h);
     return s->first;
 }
@@ -1737,6 +1752,17 @@ static inline struct umem_page *umem__page_of(const umem_t *h, const void *p)
     return NULL;
 }
 
+/* The units of map m that may hold pages (lock held): the first region's
+ * up to its committed end, not its whole reservation. */
+static inline size_t umem__units_used(const umem_t *h, const struct umem_units *m)
+{
+    if (m != &h->umap[0])
+        return m->count;
+    uintptr_t end = (uintptr_t)atomic_load_explicit(&h->end, memory_order_relaxed);
+    size_t n = ((end - m->base) >> UMEM_UNIT_SHIFT) + 1;
+    return n < m->count ? n : m->count;
+}
+
 /* The unit map of the region holding address c (lock held), or NULL. */
 static inline struct umem_units *umem__units_of(umem_t *h, uintptr_t c)
 {
@@ -1755,7 +1781,6 @@ static inline void umem__set_units(struct umem_units *m, const struct umem_page 
                               memory_order_relaxed);
 }
 
-/* Checks that p is a slot's start and not free; dies naming p if not. */
 /* The index of the slot starting at p; dies naming p when no slot does. */
 static inline size_t umem__slot_index(const struct umem_page *pg, const void *p, const char *call)
 {
@@ -1765,6 +1790,8 @@ static inline size_t umem__slot_index(const struct umem_page *pg, const void *p,
     return i;
 }
 
+/* Checks that p is a slot's start and does not carry the free tag; dies
+ * naming p if not. */
 static inline void umem__slot_check(const umem_t *h, const struct umem_page *pg, const void *p,
                                     const char *call)
 {
@@ -1945,8 +1972,6 @@ static inline struct umem_page *umem__pool_find(umem_t *h, struct umem_pool *poo
     }
 }
 
-/* A page of the class carved from the heap for the pool (lock held), its
- * payload on a unit boundary of the first region; NULL when none fits. */
 /* Where a block of `need` bytes with its payload aligned to `align` fits
  * in the free block x of `size` bytes: its header, or NULL.  What lies
  * before it must be nothing or a block of its own. */
@@ -2008,6 +2033,9 @@ static inline char *umem__take_window(umem_t *h, size_t align, size_t *need)
     return b;
 }
 
+/* A page of the class carved from the heap for the pool (lock held), its
+ * payload on a unit boundary of a region with a unit map; NULL when none
+ * fits. */
 static inline struct umem_page *umem__page_carve(umem_t *h, struct umem_pool *pool, unsigned cls)
 {
     size_t slot = umem__class_size(cls);
@@ -2708,6 +2736,7 @@ static UMEM_NOINLINE void *umem__realloc_locked(umem_t *h, void *p, size_t n)
     else if (need != 0 && w.big && n >= UMEM_LARGE && (b = umem__remap_large(h, &w, n)) != NULL)
         b -= UMEM_HEADER;
     if (b) {
+        umem__maybe_purge(h);
         umem__unlock(h);
         return b + UMEM_HEADER;
     }
@@ -2838,6 +2867,7 @@ static inline void *umem_memalign(umem_t *h, size_t align, size_t n)
         umem__count_alloc(h, need);
     else
         h->failed_allocs++;
+    umem__maybe_purge(h);
     umem__unlock(h);
     if (!b) {
         errno = ENOMEM;
@@ -3043,7 +3073,8 @@ static inline const char *umem__check_page(umem_t *h, const struct umem_page *pg
 static inline const char *umem__check_map(umem_t *h, const struct umem_units *m, uint64_t *pages,
                                           uint64_t *bytes, const void **at)
 {
-    for (size_t u = 0; u < m->count;) {
+    size_t count = umem__units_used(h, m);
+    for (size_t u = 0; u < count;) {
         unsigned k = atomic_load_explicit(&m->map[u], memory_order_relaxed);
         if (k == 0) {
             u++;
@@ -3059,7 +3090,7 @@ static inline const char *umem__check_map(umem_t *h, const struct umem_units *m,
         if (broken)
             return broken;
         for (unsigned j = 1; j < pg->units; j++)
-            if (u + j >= m->count ||
+            if (u + j >= count ||
                 atomic_load_explicit(&m->map[u + j], memory_order_relaxed) != j + 1u)
                 return "I8: the unit map does not mark all of a page's units";
         (*pages)++;
@@ -3223,7 +3254,8 @@ static inline void umem__pages_used(umem_t *h, uint64_t *slots, uint64_t *bytes)
     unsigned n = atomic_load_explicit(&h->umaps, memory_order_relaxed);
     for (unsigned i = 0; i < n; i++) {
         const struct umem_units *m = &h->umap[i];
-        for (size_t u = 0; u < m->count; u++) {
+        size_t count = umem__units_used(h, m);
+        for (size_t u = 0; u < count; u++) {
             if (atomic_load_explicit(&m->map[u], memory_order_relaxed) != 1)
                 continue;
             const struct umem_page *pg = (const struct umem_page *)(m->base + (u << UMEM_UNIT_SHIFT));
