@@ -192,7 +192,8 @@
  *   mappings are unmapped: a program that frees and allocates again at
  *   once keeps its pages.  A heap that has emptied (an eighth of it in
  *   use, and UMEM_PURGE_MIN, 4 MiB, or more freed since the last purge)
- *   gives every free page back on the call that sees it, so that a
+ *   gives every free page and cached mapping back on the call that sees
+ *   it, so that a
  *   program that frees its memory and goes idle shrinks with no call
  *   after.  released_bytes adds up every madvise; purges counts the
  *   purges that gave pages back.  Otherwise, a heap no call reaches keeps
@@ -1051,7 +1052,8 @@ static inline void umem__maybe_purge(umem_t *h)
         return;
     }
     int saved = errno;
-    while (h->map_cached > 0 && h->map_cache[0]->node.stamp + UMEM_PURGE_AGE <= h->epoch)
+    while (h->map_cached > 0 &&
+           (emptied || h->map_cache[0]->node.stamp + UMEM_PURGE_AGE <= h->epoch))
         umem__unmap_cached(h, 0);
     if (h->unpurged > 0) {
         uint64_t released = h->released_bytes;
