@@ -403,6 +403,7 @@ typedef struct umem_stats {
 #define UMEM_CLASSES    44u /* 16, 32, ... 128, then four per doubling to 64 KiB */
 #define UMEM_POOL_MAX   ((size_t)64 << 10) /* the largest request a pool serves */
 #define UMEM_PAGE_HEAD  128u /* a page's own header, before its first slot */
+#define UMEM_COLOURS    16u  /* a page's header lies 0 to 15 x 128 bytes into its unit */
 #define UMEM_PAGE_SLOTS 7u   /* a page holds at least this many slots */
 #define UMEM_EXTEND_BYTES 4096u /* slots a page's free list takes from its fresh end at a time */
 #define UMEM_WATCH      ((uintptr_t)1) /* in a page's remote list: its owner waits for a free */
@@ -1724,10 +1725,39 @@ static inline size_t umem__class_size(unsigned cls)
     return (size_t)(4u + k) << (b - 2u);
 }
 
+/* A page's header, in the page's first unit at a: not at a itself but
+ * 0 to UMEM_COLOURS - 1 times UMEM_PAGE_HEAD bytes in, by the unit's
+ * number, so that the headers of many pages do not all fall in the one
+ * set of the processor's caches that addresses 64 KiB apart share. */
+static inline uintptr_t umem__colour(uintptr_t a)
+{
+    return ((a >> UMEM_UNIT_SHIFT) % UMEM_COLOURS) * UMEM_PAGE_HEAD;
+}
+
+static inline struct umem_page *umem__page_at(uintptr_t a)
+{
+    return (struct umem_page *)(a + umem__colour(a));
+}
+
+/* The heap block a page is: its header lies just before the page's unit. */
+static inline char *umem__page_block(const struct umem_page *pg)
+{
+    return (char *)((uintptr_t)pg & ~(uintptr_t)(UMEM_UNIT - 1)) - UMEM_HEADER;
+}
+
+/* The slots a page of `units` holds, after its colour and its `head`. */
+static inline uint32_t umem__page_capacity(const struct umem_page *pg, size_t slot, unsigned units,
+                                           size_t head)
+{
+    size_t colour = umem__colour((uintptr_t)pg);
+    return (uint32_t)((((size_t)units << UMEM_UNIT_SHIFT) - UMEM_HEADER - colour - head) / slot);
+}
+
 /* A page's length in units: room for its header and UMEM_PAGE_SLOTS slots. */
 static inline unsigned umem__page_units(size_t slot)
 {
-    return (unsigned)((slot * UMEM_PAGE_SLOTS + UMEM_PAGE_HEAD + UMEM_HEADER + UMEM_UNIT - 1) >>
+    return (unsigned)((slot * UMEM_PAGE_SLOTS + UMEM_COLOURS * UMEM_PAGE_HEAD + UMEM_HEADER +
+                       UMEM_UNIT - 1) >>
                       UMEM_UNIT_SHIFT);
 }
 
@@ -1737,7 +1767,7 @@ static inline struct umem_page *umem__page_in(const struct umem_units *m, uintpt
     unsigned k = atomic_load_explicit(&m->map[unit], memory_order_relaxed);
     if (k == 0)
         return NULL;
-    return (struct umem_page *)(m->base + ((unit - (k - 1u)) << UMEM_UNIT_SHIFT));
+    return umem__page_at(m->base + ((unit - (k - 1u)) << UMEM_UNIT_SHIFT));
 }
 
 /* The page holding p, or NULL when p lies in none (any thread, no lock:
@@ -2058,7 +2088,7 @@ static inline struct umem_page *umem__page_carve(umem_t *h, struct umem_pool *po
         umem__merge_free(h, b, s ? s->first : b);
         return NULL;
     }
-    struct umem_page *pg = (struct umem_page *)a;
+    struct umem_page *pg = umem__page_at((uintptr_t)a);
     memset(pg, 0, sizeof *pg);
     pg->magic = umem__page_magic(h, pg);
     atomic_store_explicit(&pg->owner, pool, memory_order_relaxed);
@@ -2068,8 +2098,8 @@ static inline struct umem_page *umem__page_carve(umem_t *h, struct umem_pool *po
     pg->units = (uint8_t)units;
     size_t head = umem__page_head(slot, units);
     memset(umem__bits(pg), 0, head - UMEM_PAGE_HEAD);
-    pg->start = a + head;
-    pg->capacity = (uint32_t)((((size_t)units << UMEM_UNIT_SHIFT) - UMEM_HEADER - head) / slot);
+    pg->start = (char *)pg + head;
+    pg->capacity = umem__page_capacity(pg, slot, units, head);
     pg->span = (uint32_t)(pg->capacity * slot);
     pg->bump = pg->start;
     pg->limit = pg->start + pg->span;
@@ -2089,7 +2119,7 @@ static inline void umem__page_release(umem_t *h, struct umem_page *pg)
     struct umem_units *m = umem__units_of(h, (uintptr_t)pg);
     umem__set_units(m, pg, 0);
     pg->magic = 0;
-    char *b = (char *)pg - UMEM_HEADER;
+    char *b = umem__page_block(pg);
     size_t size = umem__size(b);
     h->pages--;
     h->pages_freed++;
@@ -3055,7 +3085,7 @@ static inline const char *umem__check_spans(umem_t *h, struct umem_node *x, stru
  * carved (what its owner changes without the lock is I9's). */
 static inline const char *umem__check_page(umem_t *h, const struct umem_page *pg)
 {
-    const char *b = (const char *)pg - UMEM_HEADER;
+    const char *b = umem__page_block(pg);
     size_t bytes = (size_t)pg->units << UMEM_UNIT_SHIFT;
     if (pg->magic != umem__page_magic(h, pg) || pg->cls >= UMEM_CLASSES ||
         pg->slot != umem__class_size(pg->cls) || pg->units != umem__page_units(pg->slot))
@@ -3065,7 +3095,7 @@ static inline const char *umem__check_page(umem_t *h, const struct umem_page *pg
         return "I8: a page's block is not a used block of its size";
     size_t head = umem__page_head(pg->slot, pg->units);
     if (pg->start != (const char *)pg + head ||
-        pg->capacity != (bytes - UMEM_HEADER - head) / pg->slot ||
+        pg->capacity != umem__page_capacity(pg, pg->slot, pg->units, head) ||
         pg->span != (size_t)pg->capacity * pg->slot || pg->limit != pg->start + pg->span ||
         pg->recip != ((uint64_t)1 << 40) / pg->slot + 1u)
         return "I8: a page's slots are laid out wrong";
@@ -3082,11 +3112,11 @@ static inline const char *umem__check_map(umem_t *h, const struct umem_units *m,
             u++;
             continue;
         }
-        const struct umem_page *pg = (const struct umem_page *)(m->base + (u << UMEM_UNIT_SHIFT));
+        const struct umem_page *pg = umem__page_at(m->base + (u << UMEM_UNIT_SHIFT));
         *at = pg;
         if (k != 1)
             return "I8: the unit map marks a unit past a page's first without it";
-        if ((uintptr_t)pg - UMEM_HEADER < m->lo)
+        if ((uintptr_t)umem__page_block(pg) < m->lo)
             return "I8: a unit the map marks lies outside its region";
         const char *broken = umem__check_page(h, pg);
         if (broken)
@@ -3096,7 +3126,7 @@ static inline const char *umem__check_map(umem_t *h, const struct umem_units *m,
                 atomic_load_explicit(&m->map[u + j], memory_order_relaxed) != j + 1u)
                 return "I8: the unit map does not mark all of a page's units";
         (*pages)++;
-        *bytes += umem__size((const char *)pg - UMEM_HEADER);
+        *bytes += umem__size(umem__page_block(pg));
         u += pg->units;
     }
     return NULL;
@@ -3260,7 +3290,7 @@ static inline void umem__pages_used(umem_t *h, uint64_t *slots, uint64_t *bytes)
         for (size_t u = 0; u < count; u++) {
             if (atomic_load_explicit(&m->map[u], memory_order_relaxed) != 1)
                 continue;
-            const struct umem_page *pg = (const struct umem_page *)(m->base + (u << UMEM_UNIT_SHIFT));
+            const struct umem_page *pg = umem__page_at(m->base + (u << UMEM_UNIT_SHIFT));
             *slots += umem__used(pg);
             *bytes += (uint64_t)umem__used(pg) * pg->slot;
         }
