@@ -233,18 +233,19 @@ git diff --quiet HEAD -- umem.h 2> /dev/null || rev="$rev, umem.h modified"
             *) awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }' ;;
         esac
     }
-    # umem backend, threads, bound, operator
-    for target in "umem-nolock 1 1.5 <=" "umem-locked 1 3 <=" "umem-cached 1 1.25 <=" \
-        "umem-cached 2 1.0 <"; do
-        read -r b t bound op <<< "$target"
+    # umem backend, threads, bound, operator, the allocator compared with
+    for target in "umem-nolock 1 1.0 <= glibc" "umem-locked 1 3 <= glibc" \
+        "umem-cached 1 1.0 <= glibc" "umem-cached 2 1.0 <= glibc" \
+        "umem-cached 1 1.1 <= mimalloc" "umem-cached 2 1.1 <= mimalloc"; do
+        read -r b t bound op ref <<< "$target"
         has_column "$b" || continue
-        if ! has_column glibc; then
-            echo "- $b against glibc: glibc not measured"
+        if ! has_column "$ref"; then
+            echo "- $b against $ref: $ref not measured"
             continue
         fi
         for l in $LIVES; do
-            check "$b over glibc, $(label "$l") live, $t thread$([ "$t" -gt 1 ] && echo s) (time ratio)" \
-                "$(ratio "${med[$b|$l|$t]}" "${med[glibc|$l|$t]}")" "$op" "$bound"
+            check "$b over $ref, $(label "$l") live, $t thread$([ "$t" -gt 1 ] && echo s) (time ratio)" \
+                "$(ratio "${med[$b|$l|$t]}" "${med[$ref|$l|$t]}")" "$op" "$bound"
         done
     done
     for b in umem-nolock umem-locked umem-cached; do
