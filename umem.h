@@ -82,7 +82,8 @@
  *   O(log n) when a large block enters or leaves the tree).  Worst case
  *   per call: O(log n) in the number of large free blocks, but for the
  *   call that starts a purge (UMEM_GROW, below), which walks the large
- *   free blocks of two pages or more, at most once per half purge delay.
+ *   free blocks of two pages or more: at most once per half purge delay,
+ *   or once per UMEM_PURGE_MIN freed on a heap that has emptied.
  *
  * LOCKING AND STATISTICS
  *   Every umem_alloc, umem_free, umem_realloc and umem_memalign that the
@@ -104,7 +105,8 @@
  *   are not counted, so that looking at the heap does not change what is
  *   seen; nor are those a thread's pool takes to be set up and given back.
  *   The heap's counters
- *   live in the region and change only under the lock, so they are exact
+ *   live in the region and change only under the lock (but for the
+ *   atomic counts of frees by threads with no pool), so they are exact
  *   across threads and, for UMEM_SHARED, across processes; the pools'
  *   are read without stopping their threads, exact when those are quiet.
  *
@@ -142,7 +144,9 @@
  *     fixed-size heap keeps half its room for blocks with headers.
  *   - When a thread exits (a pthread key destructor), its empty pages go
  *     back to the heap and the others wait, abandoned, for a thread that
- *     needs a page of their class; its pool waits for a new thread (pools
+ *     needs a page of their class; those other threads' frees empty go
+ *     back at the next thread exit, purge epoch or allocation that finds
+ *     no room.  Its pool waits for a new thread (pools
  *     are never unmapped before umem_destroy, since a late remote free
  *     may write its hint).  Allocations the thread makes later take the
  *     lock; its frees of pooled blocks are remote frees.
@@ -450,7 +454,7 @@ struct umem_span {
 
 struct umem_pool;
 
-/* A page of a pool (UMEM_CACHED): a used block of the heap's first region,
+/* A page of a pool (UMEM_CACHED): a used block of a region with a unit map,
  * whose payload starts on a unit boundary and holds this header, then
  * `capacity` slots of one size class.  The first cache line is the owner
  * thread's; the second is read by every thread that frees into the page
@@ -1030,6 +1034,7 @@ static inline uint64_t umem__now_ns(void)
 }
 
 static inline void umem__unmap_cached(umem_t *h, unsigned i);
+static inline void umem__reclaim_abandoned(umem_t *h);
 
 /* A private growable heap gives back, with the lock held, the free pages
  * and cached large mappings that stayed unused for UMEM_PURGE_DELAY_MS,
@@ -1053,6 +1058,8 @@ static inline void umem__maybe_purge(umem_t *h)
         return;
     }
     int saved = errno;
+    if (h->abandoned_pages > 0)
+        umem__reclaim_abandoned(h);
     while (h->map_cached > 0 &&
            (emptied || h->map_cache[0]->node.stamp + UMEM_PURGE_AGE <= h->epoch))
         umem__unmap_cached(h, 0);
@@ -1655,6 +1662,7 @@ struct umem_tls {
     umem_t *heap;
     size_t secret; /* the heap's: a new heap at a destroyed one's address differs */
     struct umem_pool *pool;
+    int exiting; /* a pool of this thread's went back: it is ending, make no other */
 };
 UMEM_PROCESS_WIDE UMEM_TLS struct umem_tls umem__tls;
 
@@ -1866,8 +1874,9 @@ static inline void umem__page_push(struct umem_page **head, struct umem_page *pg
     pg->list = list;
 }
 
-/* Owner: moves the page's remote frees to its free list; how many. */
-static inline unsigned umem__collect(struct umem_pool *pool, struct umem_page *pg)
+/* The page's owner, or the lock holder for an abandoned page: moves its
+ * remote frees to its free list; how many. */
+static inline unsigned umem__take_remote(struct umem_page *pg)
 {
     if ((atomic_load_explicit(&pg->remote, memory_order_relaxed) & ~UMEM_WATCH) == 0)
         return 0;
@@ -1890,8 +1899,17 @@ static inline unsigned umem__collect(struct umem_pool *pool, struct umem_page *p
     last[0] = pg->free;
     pg->free = first;
     umem__set_used(pg, umem__used(pg) - n);
-    umem__add(&pool->collected, n);
-    umem__add(&pool->collected_bytes, (uint64_t)n * pg->slot);
+    return n;
+}
+
+/* Owner: umem__take_remote, counted in the pool. */
+static inline unsigned umem__collect(struct umem_pool *pool, struct umem_page *pg)
+{
+    unsigned n = umem__take_remote(pg);
+    if (n) {
+        umem__add(&pool->collected, n);
+        umem__add(&pool->collected_bytes, (uint64_t)n * pg->slot);
+    }
     return n;
 }
 
@@ -2004,6 +2022,22 @@ static inline struct umem_page *umem__pool_find(umem_t *h, struct umem_pool *poo
     }
 }
 
+/* Files a piece of a large free block that was cut: a large piece keeps
+ * what of the block's dirty range lies in it, and its age. */
+static inline void umem__file_part(umem_t *h, char *b, size_t size, char *lo, char *hi,
+                                   uint64_t stamp)
+{
+    umem__file(h, b, size);
+    if (size <= UMEM_SMALL_MAX)
+        return;
+    struct umem_node *x = (struct umem_node *)b;
+    lo = lo > b ? lo : b;
+    hi = hi < b + size ? hi : b + size;
+    x->dirty_lo = lo < hi ? lo : NULL;
+    x->dirty_hi = lo < hi ? hi : NULL;
+    x->stamp = stamp;
+}
+
 /* Where a block of `need` bytes with its payload aligned to `align` fits
  * in the free block x of `size` bytes: its header, or NULL.  What lies
  * before it must be nothing or a block of its own. */
@@ -2051,6 +2085,8 @@ static inline char *umem__take_window(umem_t *h, size_t align, size_t *need)
         umem__die("heap corruption: free block header overwritten at", x);
     size_t size = umem__size(x), lead = (size_t)(b - (char *)x);
     size_t tail = size - lead - *need;
+    char *lo = x->dirty_lo, *hi = x->dirty_hi;
+    uint64_t stamp = x->stamp;
     umem__unfile(h, (char *)x, size);
     if (tail < UMEM_MIN_BLOCK) {
         *need += tail;
@@ -2059,9 +2095,9 @@ static inline char *umem__take_window(umem_t *h, size_t align, size_t *need)
     }
     umem__set_header(h, b, *need | UMEM_USED | (lead ? UMEM_PREV_FREE : 0));
     if (lead)
-        umem__file(h, (char *)x, lead);
+        umem__file_part(h, (char *)x, lead, lo, hi, stamp);
     if (tail)
-        umem__file(h, b + *need, tail);
+        umem__file_part(h, b + *need, tail, lo, hi, stamp);
     return b;
 }
 
@@ -2169,6 +2205,26 @@ static inline void umem__pool_drop(umem_t *h, struct umem_pool *pool, struct ume
     }
 }
 
+/* Pages of threads that ended, emptied by other threads' frees, go back
+ * to the heap (lock held): no thread may ever need their class again. */
+static inline void umem__reclaim_abandoned(umem_t *h)
+{
+    for (unsigned cls = 0; cls < UMEM_CLASSES && h->abandoned_pages > 0; cls++) {
+        struct umem_page *pg = h->abandoned[cls], *next;
+        for (; pg; pg = next) {
+            next = pg->next;
+            unsigned n = umem__take_remote(pg);
+            h->gone_collected += n;
+            h->gone_collected_bytes += (uint64_t)n * pg->slot;
+            if (umem__used(pg) != 0)
+                continue;
+            umem__page_unlink(&h->abandoned[cls], pg);
+            h->abandoned_pages--;
+            umem__page_release(h, pg);
+        }
+    }
+}
+
 static inline void umem__unlock(umem_t *h);
 static UMEM_NOINLINE void *umem__alloc_locked(umem_t *h, size_t n);
 
@@ -2183,9 +2239,11 @@ static UMEM_NOINLINE void *umem__pool_alloc(umem_t *h, struct umem_pool *pool, u
         return NULL;
     pg = umem__page_get(h, pool, cls);
     if (!pg) {
-        /* Out of room: this thread's empty pages go back first. */
+        /* Out of room: this thread's empty pages go back first, and those
+         * of ended threads that other threads' frees emptied. */
         for (unsigned c = 0; c < UMEM_CLASSES; c++)
             umem__pool_drop(h, pool, &pool->avail[c], 1);
+        umem__reclaim_abandoned(h);
         pg = umem__page_carve(h, pool, cls);
     }
     umem__maybe_purge(h);
@@ -2209,16 +2267,11 @@ static UMEM_NOINLINE void umem__page_changed(umem_t *h, struct umem_pool *pool,
         if (umem__used(pg) != 0)
             return;
         umem__page_unlink(&pool->full[cls], pg);
-        struct umem_page *serving = pool->avail[cls];
-        if (serving) { /* behind the page that serves, which keeps serving */
-            pg->prev = serving;
-            pg->next = serving->next;
-            if (serving->next)
-                serving->next->prev = pg;
-            serving->next = pg;
-            pg->list = UMEM_LIST_AVAIL;
-        } else {
-            umem__page_push(&pool->avail[cls], pg, UMEM_LIST_AVAIL);
+        umem__page_push(&pool->avail[cls], pg, UMEM_LIST_AVAIL);
+        if (pg->next) { /* not the only one: the choice below is the same */
+            struct umem_page *serving = pg->next;
+            umem__page_unlink(&pool->avail[cls], serving);
+            umem__page_push(&pool->avail[cls], serving, UMEM_LIST_AVAIL);
         }
     }
     struct umem_page *first = pool->avail[cls];
@@ -2271,6 +2324,7 @@ static UMEM_NOINLINE void umem__remote_free(umem_t *h, struct umem_page *pg, voi
  * adopt, and its pool waits for another thread. */
 static inline void umem__pool_exit(void *arg)
 {
+    umem__tls.exiting = 1;
     if (arg == UMEM_POOL_GONE)
         return;
     struct umem_pool *pool = (struct umem_pool *)arg;
@@ -2294,6 +2348,7 @@ static inline void umem__pool_exit(void *arg)
             pool->next->prev = pool->prev;
         pool->next = h->spare_pools;
         h->spare_pools = pool;
+        umem__reclaim_abandoned(h);
         umem__maybe_purge(h);
         umem__unlock(h);
     }
@@ -2355,6 +2410,11 @@ static inline struct umem_pool *umem__pool_new(umem_t *h)
 static UMEM_NOINLINE struct umem_pool *umem__pool_attach(umem_t *h)
 {
     void *v = pthread_getspecific(h->key);
+    /* A key's value is cleared before its destructor runs, and the
+     * destructors of other keys may allocate afterwards: a thread that is
+     * ending gets no new pool, which nothing would give back. */
+    if (umem__tls.exiting)
+        v = UMEM_POOL_GONE;
     struct umem_pool *pool = v == UMEM_POOL_GONE ? NULL : (struct umem_pool *)v;
     if (!pool && v != UMEM_POOL_GONE && (pool = umem__pool_new(h)) != NULL) {
         /* Known to this thread first: pthread_setspecific may allocate,
@@ -2593,6 +2653,10 @@ static UMEM_NOINLINE void *umem__alloc_locked(umem_t *h, size_t n)
     if (umem__lock(h, 1) != 0)
         return NULL;
     char *b = need != 0 ? umem__take(h, &need, 1) : NULL;
+    if (!b && need != 0 && h->abandoned_pages > 0) {
+        umem__reclaim_abandoned(h); /* ended threads' pages that emptied */
+        b = umem__take(h, &need, 1);
+    }
     if (b)
         umem__count_alloc(h, need);
     else
@@ -3319,19 +3383,21 @@ static inline void umem_get_stats(umem_t *h, umem_stats_t *out)
         umem__pages_used(h, &slots, &slot_bytes);
     /* Remote frees not collected yet are free, though their pages still
      * count them. */
-    slots -= remote - collected;
-    slot_bytes -= remote_bytes - collected_bytes;
+    uint64_t pending = remote - collected, pending_bytes = remote_bytes - collected_bytes;
+    slots = slots > pending ? slots - pending : 0; /* counters read a moment apart */
+    slot_bytes = slot_bytes > pending_bytes ? slot_bytes - pending_bytes : 0;
     out->lock_count = h->lock_count;
     out->lock_contended = h->lock_contended;
     out->allocs = h->allocs + allocs - moves;
-    out->frees = h->frees + (allocs - slots) - moves;
+    uint64_t pool_frees = allocs > slots ? allocs - slots : 0;
+    out->frees = h->frees + pool_frees - moves;
     out->failed_allocs = h->failed_allocs;
     out->bytes_in_use = h->bytes_in_use - h->page_bytes + slot_bytes;
     out->peak_bytes_in_use = h->peak_bytes_in_use;
     out->heap_bytes = h->heap_bytes;
     out->owner_died = h->owner_died;
     out->cache_hits = allocs;
-    out->cache_frees = allocs - slots;
+    out->cache_frees = pool_frees;
     out->cache_refills = h->pages_made;
     out->cache_flushes = h->pages_freed;
     out->cached_bytes = h->page_bytes - slot_bytes;

@@ -164,9 +164,14 @@ children_of() { # the pids whose parent is $1, from /proc
 # Processes whose command line names the file $1: a run's parent and its
 # workers all do (the workers are forks), and nothing else does.
 alive_with() {
+    # One grep over every command line, the name read from a pipe so that
+    # grep's own command line does not hold it: on a busy machine, a
+    # process per /proc entry made one poll take seconds, longer than
+    # what it watched.
     local f found=""
-    for f in /proc/[0-9]*/cmdline; do
-        tr '\0' ' ' 2> /dev/null < "$f" | grep -q -- "$1" && found="$found ${f//[^0-9]/}"
+    for f in $(grep -lasF -f <(printf '%s\n' "$1") /proc/[0-9]*/cmdline); do
+        f=${f#/proc/}
+        found="$found ${f%/cmdline}"
     done
     echo $found
 }
