@@ -1465,14 +1465,22 @@ static inline void umem__unmap(void *p, size_t bytes)
     errno = saved;
 }
 
+/* Takes map_cache[i] out of the cache (lock held); it stays mapped, and
+ * counted in mapped_bytes. */
+static inline struct umem_span *umem__map_cache_take(umem_t *h, unsigned i)
+{
+    struct umem_span *s = h->map_cache[i];
+    h->map_cached--;
+    memmove(&h->map_cache[i], &h->map_cache[i + 1], (h->map_cached - i) * sizeof h->map_cache[0]);
+    h->map_cache_bytes -= umem__size(s);
+    return s;
+}
+
 /* Drops map_cache[i] and unmaps it (lock held). */
 static inline void umem__unmap_cached(umem_t *h, unsigned i)
 {
-    struct umem_span *s = h->map_cache[i];
+    struct umem_span *s = umem__map_cache_take(h, i);
     size_t bytes = umem__size(s);
-    h->map_cached--;
-    memmove(&h->map_cache[i], &h->map_cache[i + 1], (h->map_cached - i) * sizeof h->map_cache[0]);
-    h->map_cache_bytes -= bytes;
     h->mapped_bytes -= bytes;
     umem__unmap(s, bytes);
 }
@@ -1516,9 +1524,7 @@ static inline struct umem_span *umem__reuse_map(umem_t *h, size_t bytes, size_t 
         umem__set_header(h, s, bytes | UMEM_MAPPED);
         have = bytes;
     }
-    h->map_cached--;
-    memmove(&h->map_cache[i], &h->map_cache[i + 1], (h->map_cached - i) * sizeof h->map_cache[0]);
-    h->map_cache_bytes -= have;
+    umem__map_cache_take(h, i);
     h->mapped_bytes -= have; /* the span tree counts it again */
     h->map_reuses++;
     umem__large_init(h, s, have, align, UMEM_REUSED);
@@ -2267,24 +2273,16 @@ static UMEM_NOINLINE void umem__page_changed(umem_t *h, struct umem_pool *pool,
         if (umem__used(pg) != 0)
             return;
         umem__page_unlink(&pool->full[cls], pg);
-        umem__page_push(&pool->avail[cls], pg, UMEM_LIST_AVAIL);
-        if (pg->next) { /* not the only one: the choice below is the same */
-            struct umem_page *serving = pg->next;
-            umem__page_unlink(&pool->avail[cls], serving);
-            umem__page_push(&pool->avail[cls], serving, UMEM_LIST_AVAIL);
-        }
+    } else if (umem__used(pg) != 0 || pool->avail[cls] == pg) {
+        return;
+    } else {
+        umem__page_unlink(&pool->avail[cls], pg);
     }
+    /* Empty, and off its list: the class keeps one empty page, which
+     * serves from now on (an allocation right after goes to it, not to
+     * the heap); a second goes back to the heap. */
     struct umem_page *first = pool->avail[cls];
-    if (umem__used(pg) != 0 || first == pg)
-        return;
-    umem__page_unlink(&pool->avail[cls], pg);
-    if (umem__used(first) != 0) {
-        /* The class keeps one empty page, which serves from now on: an
-         * allocation right after goes to it, not to the heap. */
-        umem__page_push(&pool->avail[cls], pg, UMEM_LIST_AVAIL);
-        return;
-    }
-    if (umem__lock(h, 1) != 0) {
+    if (!first || umem__used(first) != 0 || umem__lock(h, 1) != 0) {
         umem__page_push(&pool->avail[cls], pg, UMEM_LIST_AVAIL);
         return;
     }
