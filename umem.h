@@ -329,6 +329,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -369,6 +370,8 @@ typedef struct umem_stats {
     uint64_t abandoned_pages;   /* of those, pages of ended threads, left for adoption */
     uint64_t purges;            /* purges that gave free pages back */
     uint64_t map_reuses;        /* large blocks served by a mapping freed before */
+    uint64_t lent_calls;        /* calls that found the lock held by fork() and did
+                                   without it (see FORK), once settled */
 } umem_stats_t;
 
 /* ---- implementation ---------------------------------------------------- */
@@ -537,6 +540,18 @@ struct umem {
     struct umem_units umap[UMEM_UNIT_MAPS];
     _Atomic unsigned umaps;
     _Alignas(64) pthread_mutex_t lock;
+    /* A private heap's: the thread that holds the lock (its umem__tls),
+     * and whether a fork() does (see FORK). */
+    _Atomic(const void *) holder;
+    _Atomic int forking;
+    int fork_held; /* the thread in fork() took the lock */
+    /* Left by calls that found the lock lent to a fork, for its next
+     * holder: blocks mapped on their own (linked through node.left), and
+     * blocks freed (| 1: moved by realloc; linked through their payload). */
+    _Atomic(struct umem_span *) lent_maps;
+    _Atomic uintptr_t lent_frees;
+    _Atomic uint64_t lent_failed; /* allocations of those calls that failed */
+    uint64_t lent_calls;          /* calls that did without the lock, settled */
     int owner_died;
     uint64_t binmap;               /* bit i: bin[i] is not empty */
     struct umem_free *bin[UMEM_BINS]; /* small free blocks by exact size */
@@ -623,11 +638,13 @@ static inline size_t umem__footer_before(const void *b)
 #if defined(__GNUC__)
 #define UMEM_COLD          __attribute__((cold, noinline, noreturn))
 #define UMEM_NOINLINE      __attribute__((noinline))
+#define UMEM_RARE          __attribute__((cold, noinline))
 #define UMEM_LIKELY(x)     __builtin_expect(!!(x), 1)
 #define UMEM_UNLIKELY(x)   __builtin_expect(!!(x), 0)
 #else
 #define UMEM_COLD
 #define UMEM_NOINLINE
+#define UMEM_RARE
 #define UMEM_LIKELY(x)   (x)
 #define UMEM_UNLIKELY(x) (x)
 #endif
@@ -791,6 +808,39 @@ static inline unsigned umem__tree_path(struct umem_node **root, const struct ume
     return 0;
 }
 
+/* ---- what every heap in the process shares ----
+ * The state below is the process's, not a file's: where the compiler
+ * allows (gcc, clang), weak definitions make every file that includes
+ * this header share one copy; elsewhere, use the heap from one file. */
+#if defined(__GNUC__)
+#define UMEM_PROCESS_WIDE __attribute__((weak))
+#define UMEM_TLS          _Thread_local __attribute__((tls_model("initial-exec")))
+#else
+#define UMEM_PROCESS_WIDE static
+#define UMEM_TLS          _Thread_local
+#endif
+
+/* The calling thread's pool for the heap it used last: one thread-local
+ * variable, so that a shared library reaches it through one address.  Its
+ * address also names the thread, as the holder of a lock. */
+struct umem_tls {
+    umem_t *heap;
+    size_t secret; /* the heap's: a new heap at a destroyed one's address differs */
+    struct umem_pool *pool;
+    int exiting; /* a pool of this thread's went back: it is ending, make no other */
+};
+UMEM_PROCESS_WIDE UMEM_TLS struct umem_tls umem__tls;
+
+/* The private locked heaps, for fork(). */
+UMEM_PROCESS_WIDE pthread_mutex_t umem__forks_lock = PTHREAD_MUTEX_INITIALIZER;
+UMEM_PROCESS_WIDE umem_t *umem__forks; /* under umem__forks_lock */
+UMEM_PROCESS_WIDE atomic_int umem__forks_registered;
+
+static inline const void *umem__me(void)
+{
+    return &umem__tls;
+}
+
 /* ---- the lock ---- */
 
 #ifndef UMEM_SPIN
@@ -799,6 +849,12 @@ static inline unsigned umem__tree_path(struct umem_node **root, const struct ume
 #ifndef UMEM_NAP_NS
 #define UMEM_NAP_NS 20000 /* a nap between attempts on a busy lock */
 #endif
+#ifndef UMEM_WAIT_NS
+#define UMEM_WAIT_NS 1000000 /* a cached heap's wait in the mutex, between looks at a fork */
+#endif
+
+#define UMEM_COUNTED 1 /* umem__lock: lock_count sees this acquisition */
+#define UMEM_LEND    2 /* umem__lock: if a fork holds the lock, return 1 at once */
 
 static inline void umem__relax(void)
 {
@@ -809,33 +865,83 @@ static inline void umem__relax(void)
 #endif
 }
 
-/* Takes the lock; `counted` says whether lock_count sees it.  Returns 0
- * with the lock held, or -1 with errno set and the lock not held. */
-static inline int umem__lock(umem_t *h, int counted)
+/* A private heap's lock is lent out (see FORK): held by a fork() in
+ * progress, or by this very thread (a signal handler, or the fork()
+ * itself, that interrupted a call holding it).  Waiting would never end. */
+static inline int umem__lent(const umem_t *h)
+{
+    return !(h->flags & UMEM_SHARED) &&
+           (atomic_load_explicit(&h->forking, memory_order_acquire) ||
+            atomic_load_explicit(&h->holder, memory_order_relaxed) == umem__me());
+}
+
+/* One wait for a lock that was busy: spins, then naps, or for a cached
+ * heap the mutex's own queue, for at most UMEM_WAIT_NS between looks at a
+ * fork.  errno is left as it was. */
+static inline int umem__lock_wait(umem_t *h, unsigned attempt)
+{
+    if (attempt < UMEM_SPIN) {
+        for (unsigned k = 0; k < 8u << attempt; k++)
+            umem__relax();
+        return pthread_mutex_trylock(&h->lock);
+    }
+    int saved = errno, r;
+    if (h->flags & UMEM_CACHED) {
+        /* Caches take the lock rarely and briefly: wait in the mutex's
+         * queue, to be woken when it is free. */
+        struct timespec at;
+        clock_gettime(CLOCK_REALTIME, &at);
+        at.tv_nsec += UMEM_WAIT_NS;
+        if (at.tv_nsec >= 1000000000) {
+            at.tv_sec++;
+            at.tv_nsec -= 1000000000;
+        }
+        r = pthread_mutex_timedlock(&h->lock, &at);
+        r = r == ETIMEDOUT ? EBUSY : r;
+    } else {
+        struct timespec nap = {0, UMEM_NAP_NS};
+        nanosleep(&nap, NULL);
+        r = pthread_mutex_trylock(&h->lock);
+    }
+    errno = saved;
+    return r;
+}
+
+/* The lock: for UMEM_SHARED, process-shared and robust; else error-
+ * checking (see FORK).  0, or the error pthread_mutex_init gave. */
+static inline int umem__lock_init(umem_t *h)
+{
+    pthread_mutexattr_t attr;
+    pthread_mutexattr_init(&attr);
+    if (h->flags & UMEM_SHARED) {
+        pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+        pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
+    } else {
+        pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ERRORCHECK);
+    }
+    int r = pthread_mutex_init(&h->lock, &attr);
+    pthread_mutexattr_destroy(&attr);
+    return r;
+}
+
+static inline void umem__settle(umem_t *h);
+
+/* Takes the lock; `how` is UMEM_COUNTED (lock_count sees it) and
+ * UMEM_LEND (the caller can do without the lock while a fork holds it).
+ * Returns 0 with the lock held; 1, for UMEM_LEND, when the lock is lent
+ * (umem__lent) and not taken; -1 with errno set and the lock not held. */
+static inline int umem__lock(umem_t *h, int how)
 {
     if (h->flags & UMEM_NOLOCK)
         return 0;
     int contended = 0;
     int r = pthread_mutex_trylock(&h->lock);
-    if (r == EBUSY) {
-        /* Contended: a short spin, then naps (see LOCKING above), or
-         * for a cached heap the mutex's own wait. */
+    /* Contended: a short spin, then naps (see LOCKING above). */
+    for (unsigned attempt = 0; r == EBUSY; attempt++) {
+        if (how & UMEM_LEND && umem__lent(h))
+            return 1;
         contended = 1;
-        for (unsigned attempt = 0; r == EBUSY; attempt++) {
-            if (attempt < UMEM_SPIN) {
-                for (unsigned k = 0; k < 8u << attempt; k++)
-                    umem__relax();
-            } else if (h->flags & UMEM_CACHED) {
-                /* Caches take the lock rarely and briefly: wait in the
-                 * mutex's queue, to be woken when it is free. */
-                r = pthread_mutex_lock(&h->lock);
-                break;
-            } else {
-                struct timespec nap = {0, UMEM_NAP_NS};
-                nanosleep(&nap, NULL);
-            }
-            r = pthread_mutex_trylock(&h->lock);
-        }
+        r = umem__lock_wait(h, attempt);
     }
     if (r == EOWNERDEAD) {
         h->owner_died = 1;
@@ -844,7 +950,7 @@ static inline int umem__lock(umem_t *h, int counted)
         errno = r;
         return -1;
     }
-    if (counted) {
+    if (how & UMEM_COUNTED) {
         h->lock_count++;
         h->lock_contended += (uint64_t)contended;
     }
@@ -853,48 +959,107 @@ static inline int umem__lock(umem_t *h, int counted)
         errno = EOWNERDEAD;
         return -1;
     }
+    if (!(h->flags & UMEM_SHARED)) {
+        atomic_store_explicit(&h->holder, umem__me(), memory_order_relaxed);
+        if (atomic_load_explicit(&h->lent_maps, memory_order_relaxed) ||
+            atomic_load_explicit(&h->lent_frees, memory_order_relaxed))
+            umem__settle(h);
+    }
     return 0;
 }
 
 static inline void umem__unlock(umem_t *h)
 {
-    if (!(h->flags & UMEM_NOLOCK))
-        pthread_mutex_unlock(&h->lock);
+    if (h->flags & UMEM_NOLOCK)
+        return;
+    if (!(h->flags & UMEM_SHARED))
+        atomic_store_explicit(&h->holder, NULL, memory_order_relaxed);
+    pthread_mutex_unlock(&h->lock);
 }
 
-/* ---- fork(): every private locked heap's lock is held across it ---- */
+/* ---- fork(): a fork holds every private heap's lock, and lends it ----
+ * The prepare handler takes each private locked heap's lock, so that the
+ * child gets every heap whole, then marks it `forking`: until fork()
+ * returns, a call that finds that lock busy does not wait for it, since
+ * the caller may hold a lock fork() waits for (stdio's, in glibc).  It
+ * does without: an allocation gets a mapping of its own, a free and a
+ * move by realloc are left on a list, and the next holder of the lock
+ * adds them to the heap (umem__settle).  A lock held by the forking
+ * thread itself (fork() from a signal handler that interrupted a call) is
+ * not taken: the interrupted call finishes it, in the parent and in the
+ * child alike.  The child makes the locks it took anew. */
 
-/* The state below is the process's, not a file's: where the compiler
- * allows (gcc, clang), weak definitions make every file that includes
- * this header share one copy; elsewhere, use the heap from one file. */
-#if defined(__GNUC__)
-#define UMEM_PROCESS_WIDE __attribute__((weak))
-#else
-#define UMEM_PROCESS_WIDE static
-#endif
+static inline int umem__forked_heap(const umem_t *h)
+{
+    return !(h->flags & (UMEM_SHARED | UMEM_NOLOCK));
+}
 
-UMEM_PROCESS_WIDE pthread_mutex_t umem__forks_lock = PTHREAD_MUTEX_INITIALIZER;
-UMEM_PROCESS_WIDE umem_t *umem__forks; /* under umem__forks_lock */
-UMEM_PROCESS_WIDE atomic_int umem__forks_registered;
+/* The list's lock.  Signals are blocked while a thread holds it, so
+ * that a handler's fork() never waits for its own thread. */
+static inline void umem__forks_take(sigset_t *old)
+{
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, old);
+    pthread_mutex_lock(&umem__forks_lock);
+}
 
+static inline void umem__forks_drop(const sigset_t *old)
+{
+    pthread_mutex_unlock(&umem__forks_lock);
+    pthread_sigmask(SIG_SETMASK, old, NULL);
+}
+
+/* Each lock is an error-checking mutex: taking one this thread holds
+ * already (fork() from a signal handler that interrupted a call holding
+ * it) says so, with EDEADLK, instead of waiting for ever. */
 static inline void umem__fork_prepare(void)
 {
     pthread_mutex_lock(&umem__forks_lock);
-    for (umem_t *h = umem__forks; h; h = h->fork_next)
-        pthread_mutex_lock(&h->lock);
+    for (umem_t *h = umem__forks; h; h = h->fork_next) {
+        h->fork_held = pthread_mutex_lock(&h->lock) == 0; /* its holder waits on nothing */
+        if (!h->fork_held)
+            continue;
+        atomic_store_explicit(&h->holder, umem__me(), memory_order_relaxed);
+        atomic_store_explicit(&h->forking, 1, memory_order_release);
+    }
+}
+
+/* `child`: the one thread left, the one that took the locks, makes them
+ * anew (as the C library does its own): an error-checking mutex is the
+ * thread's that locked it, and the child's thread is another.  A lock
+ * the interrupted call holds is made anew and held again, for that call
+ * to let go. */
+static inline void umem__fork_done(int child)
+{
+    for (umem_t *h = umem__forks; h; h = h->fork_next) {
+        if (child) {
+            umem__lock_init(h);
+            if (!h->fork_held)
+                pthread_mutex_lock(&h->lock);
+        }
+        if (!h->fork_held)
+            continue;
+        h->fork_held = 0;
+        atomic_store_explicit(&h->forking, 0, memory_order_release);
+        atomic_store_explicit(&h->holder, NULL, memory_order_relaxed);
+        if (!child)
+            pthread_mutex_unlock(&h->lock);
+    }
+    if (child)
+        pthread_mutex_init(&umem__forks_lock, NULL);
+    else
+        pthread_mutex_unlock(&umem__forks_lock);
 }
 
 static inline void umem__fork_parent(void)
 {
-    for (umem_t *h = umem__forks; h; h = h->fork_next)
-        pthread_mutex_unlock(&h->lock);
-    pthread_mutex_unlock(&umem__forks_lock);
+    umem__fork_done(0);
 }
 
-/* The child has one thread, the one that took the locks: it lets them go. */
 static inline void umem__fork_child(void)
 {
-    umem__fork_parent();
+    umem__fork_done(1);
 }
 
 /* Once per process.  Not pthread_once: pthread_atfork may allocate, and
@@ -916,11 +1081,6 @@ __attribute__((constructor)) static void umem__forks_early(void)
     umem__forks_register();
 }
 #endif
-
-static inline int umem__forked_heap(const umem_t *h)
-{
-    return !(h->flags & (UMEM_SHARED | UMEM_NOLOCK));
-}
 
 /* ---- mappings: regions, growth, large blocks, giving pages back ---- */
 
@@ -1558,13 +1718,13 @@ static inline char *umem__alloc_large(umem_t *h, size_t n, size_t align, size_t 
     size_t want = umem__large_bytes(h, n, align);
     if (want == 0)
         return NULL;
-    if (umem__lock(h, 1) != 0)
-        return NULL;
+    if (umem__lock(h, UMEM_COUNTED | UMEM_LEND) != 0)
+        return NULL; /* lent to a fork too: the caller does without */
     struct umem_span *s = umem__reuse_map(h, want, align);
     if (!s) {
         umem__unlock(h);
         s = umem__map_large(h, want, align);
-        if (!s || umem__lock(h, 1) != 0) {
+        if (!s || umem__lock(h, UMEM_COUNTED | UMEM_LEND) != 0) {
             if (s)
                 umem__unmap(s, want);
             return NULL;
@@ -1640,13 +1800,120 @@ static inline void umem__give_back(umem_t *h, const struct umem_where *w)
         umem__span_remove(h, w->big);
         h->bytes_in_use -= bytes;
         h->large_blocks--;
-        umem__keep_map(h, w->big);
+        if (h->flags & UMEM_GROW)
+            umem__keep_map(h, w->big);
+        else
+            umem__unmap(w->big, bytes); /* one mapped while a fork held the lock */
         return;
     }
     size_t size = umem__size(w->block);
     h->bytes_in_use -= size;
     h->unpurged += size;
     umem__merge_free(h, w->block, w->first);
+}
+
+/* ---- calls that find the lock lent to a fork (see FORK) ----
+ * They read nothing of the heap but the block they are given, whose
+ * header only its owner changes (a neighbour's free flips its
+ * UMEM_PREV_FREE, which the check leaves out), and leave what they did on
+ * the heap's lists with one compare-and-swap, for umem__settle. */
+
+/* A mark in a block freed while the lock was lent: a second free of it
+ * before the lists are settled is caught. */
+static inline size_t umem__lent_tag(const umem_t *h, const void *p)
+{
+    return h->secret ^ (size_t)(uintptr_t)p ^ 0xF02Cu;
+}
+
+/* n bytes aligned to `align` in a mapping of their own, added to the
+ * heap by the next holder of the lock; NULL with errno = ENOMEM. */
+static UMEM_RARE void *umem__lent_alloc(umem_t *h, size_t n, size_t align)
+{
+    size_t bytes = umem__large_bytes(h, n, align);
+    struct umem_span *s = bytes != 0 && n != 0 ? umem__map_large(h, bytes, align) : NULL;
+    if (!s) {
+        atomic_fetch_add_explicit(&h->lent_failed, 1, memory_order_relaxed);
+        errno = ENOMEM;
+        return NULL;
+    }
+    struct umem_span *old = atomic_load_explicit(&h->lent_maps, memory_order_relaxed);
+    do
+        s->node.left = &old->node;
+    while (!atomic_compare_exchange_weak_explicit(&h->lent_maps, &old, s, memory_order_release,
+                                                  memory_order_relaxed));
+    return s->first + UMEM_HEADER;
+}
+
+/* The header of p, a block handed out, checked as far as can be without
+ * the lock; dies with one line naming p otherwise. */
+static UMEM_RARE char *umem__lent_block(umem_t *h, const void *p, const char *call)
+{
+    char *b = (char *)p - UMEM_HEADER;
+    if ((uintptr_t)p % UMEM_ALIGN != 0)
+        umem__die_of(call, "%s of a pointer outside the heap or misaligned:", p);
+    if (!umem__header_ok(h, b))
+        umem__die_of(call, "bad %s (not from umem_alloc, or its header overwritten):", p);
+    if (!(umem__word(b) & UMEM_USED) || ((size_t *)p)[1] == umem__lent_tag(h, p))
+        umem__die_of(call, "%s of a block freed already (double free):", p);
+    return b;
+}
+
+/* A free (moved: by realloc) left for the next holder of the lock. */
+static UMEM_RARE void umem__lent_free(umem_t *h, void *p, int moved)
+{
+    umem__lent_block(h, p, "free");
+    uintptr_t *q = (uintptr_t *)p, old = atomic_load_explicit(&h->lent_frees, memory_order_relaxed);
+    q[1] = umem__lent_tag(h, p);
+    do
+        q[0] = old;
+    while (!atomic_compare_exchange_weak_explicit(&h->lent_frees, &old, (uintptr_t)p | (moved != 0),
+                                                  memory_order_release, memory_order_relaxed));
+}
+
+/* realloc: p stays if it holds n bytes, else moves to a mapping of its own. */
+static UMEM_RARE void *umem__lent_realloc(umem_t *h, void *p, size_t n)
+{
+    size_t have = umem__size(umem__lent_block(h, p, "realloc")) - UMEM_HEADER;
+    if (n <= have)
+        return p;
+    void *q = umem__lent_alloc(h, n, UMEM_ALIGN);
+    if (q) {
+        memcpy(q, p, have);
+        umem__lent_free(h, p, 1);
+    }
+    return q;
+}
+
+/* What the calls that did without the lock left, added to the heap (lock
+ * held), as they would have done with it: their blocks and their frees,
+ * which are checked now. */
+static inline void umem__settle(umem_t *h)
+{
+    struct umem_span *s = atomic_exchange_explicit(&h->lent_maps, NULL, memory_order_acquire);
+    while (s) {
+        struct umem_span *next = (struct umem_span *)s->node.left;
+        size_t bytes = (size_t)(s->end - (char *)s);
+        umem__span_add(h, s, bytes);
+        h->large_blocks++;
+        umem__count_alloc(h, bytes);
+        h->lent_calls++;
+        s = next;
+    }
+    uintptr_t f = atomic_exchange_explicit(&h->lent_frees, 0, memory_order_acquire);
+    while (f) {
+        uintptr_t *q = (uintptr_t *)(f & ~(uintptr_t)1);
+        int moved = (int)(f & 1);
+        f = q[0];
+        q[1] = 0; /* the mark goes: the block may be handed out again */
+        struct umem_where w;
+        umem__locate(h, q, &w, "free");
+        if (moved)
+            h->allocs--; /* a move: neither an allocation nor a free */
+        else
+            h->frees++;
+        umem__give_back(h, &w);
+        h->lent_calls++;
+    }
 }
 
 /* ---- pools of pages (UMEM_CACHED) ----
@@ -1657,20 +1924,6 @@ static inline void umem__give_back(umem_t *h, const struct umem_where *w)
  * list, which the owner takes whole when the page runs dry.  The lock is
  * taken per page (carved, adopted, given back), never per block. */
 
-#if defined(__GNUC__)
-#define UMEM_TLS _Thread_local __attribute__((tls_model("initial-exec")))
-#else
-#define UMEM_TLS _Thread_local
-#endif
-/* The calling thread's pool for the heap it used last: one thread-local
- * variable, so that a shared library reaches it through one address. */
-struct umem_tls {
-    umem_t *heap;
-    size_t secret; /* the heap's: a new heap at a destroyed one's address differs */
-    struct umem_pool *pool;
-    int exiting; /* a pool of this thread's went back: it is ending, make no other */
-};
-UMEM_PROCESS_WIDE UMEM_TLS struct umem_tls umem__tls;
 
 #define UMEM_POOL_GONE ((void *)1) /* the thread is exiting: no new pool */
 
@@ -2241,7 +2494,10 @@ static UMEM_NOINLINE void *umem__pool_alloc(umem_t *h, struct umem_pool *pool, u
     struct umem_page *pg = umem__pool_find(h, pool, cls);
     if (pg)
         return umem__page_pop(h, pool, pg);
-    if (umem__lock(h, 1) != 0)
+    int r = umem__lock(h, UMEM_COUNTED | UMEM_LEND);
+    if (r == 1) /* lent to a fork; n == 0: the caller's to find */
+        return n ? umem__lent_alloc(h, n, UMEM_ALIGN) : NULL;
+    if (r != 0)
         return NULL;
     pg = umem__page_get(h, pool, cls);
     if (!pg) {
@@ -2282,7 +2538,7 @@ static UMEM_NOINLINE void umem__page_changed(umem_t *h, struct umem_pool *pool,
      * serves from now on (an allocation right after goes to it, not to
      * the heap); a second goes back to the heap. */
     struct umem_page *first = pool->avail[cls];
-    if (!first || umem__used(first) != 0 || umem__lock(h, 1) != 0) {
+    if (!first || umem__used(first) != 0 || umem__lock(h, UMEM_COUNTED | UMEM_LEND) != 0) {
         umem__page_push(&pool->avail[cls], pg, UMEM_LIST_AVAIL);
         return;
     }
@@ -2361,27 +2617,31 @@ static inline size_t umem__pool_bytes(const umem_t *h)
     return (sizeof(struct umem_pool) + h->page - 1) & ~(h->page - 1);
 }
 
-/* A pool for the calling thread (its own, a spare one, or a new one). */
+#define UMEM_POOL_LATER ((struct umem_pool *)2) /* the lock is lent to a fork: ask again */
+
+/* A pool for the calling thread (a spare one, or a new one), or NULL. */
 static inline struct umem_pool *umem__pool_new(umem_t *h)
 {
-    if (umem__lock(h, 0) != 0)
-        return NULL;
-    struct umem_pool *pool = h->spare_pools;
-    if (pool)
-        h->spare_pools = pool->next;
-    umem__unlock(h);
-    if (!pool) {
-        pool = (struct umem_pool *)umem__map(umem__pool_bytes(h), PROT_READ | PROT_WRITE, MAP_PRIVATE);
-        if (!pool)
-            return NULL;
-        pool->heap = h;
-        if (umem__lock(h, 0) != 0) {
-            umem__unmap(pool, umem__pool_bytes(h));
-            return NULL;
-        }
-        h->mapped_bytes += umem__pool_bytes(h);
+    size_t bytes = umem__pool_bytes(h);
+    int r = umem__lock(h, UMEM_LEND);
+    if (r == 0 && !h->spare_pools) {
         umem__unlock(h);
+        struct umem_pool *fresh = (struct umem_pool *)umem__map(bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE);
+        if (!fresh)
+            return NULL;
+        fresh->heap = h;
+        if ((r = umem__lock(h, UMEM_LEND)) != 0) {
+            umem__unmap(fresh, bytes);
+        } else {
+            fresh->next = h->spare_pools; /* a spare, taken below */
+            h->spare_pools = fresh;
+            h->mapped_bytes += bytes;
+        }
     }
+    if (r != 0)
+        return r == 1 ? UMEM_POOL_LATER : NULL;
+    struct umem_pool *pool = h->spare_pools;
+    h->spare_pools = pool->next;
     /* A spare's counters were added to the heap's; its hints may still be
      * written by late remote frees, and are left alone. */
     memset(pool->avail, 0, sizeof pool->avail);
@@ -2392,8 +2652,6 @@ static inline struct umem_pool *umem__pool_new(umem_t *h)
                                     &pool->remote_bytes, &pool->collected, &pool->collected_bytes};
     for (size_t i = 0; i < sizeof counters / sizeof counters[0]; i++)
         atomic_store_explicit(counters[i], 0, memory_order_relaxed);
-    if (umem__lock(h, 0) != 0)
-        return NULL;
     pool->prev = NULL;
     pool->next = h->pools;
     if (pool->next)
@@ -2414,7 +2672,9 @@ static UMEM_NOINLINE struct umem_pool *umem__pool_attach(umem_t *h)
     if (umem__tls.exiting)
         v = UMEM_POOL_GONE;
     struct umem_pool *pool = v == UMEM_POOL_GONE ? NULL : (struct umem_pool *)v;
-    if (!pool && v != UMEM_POOL_GONE && (pool = umem__pool_new(h)) != NULL) {
+    if (!pool && v != UMEM_POOL_GONE && (pool = umem__pool_new(h)) == UMEM_POOL_LATER)
+        return NULL; /* the heap's lock (lent) serves this call; no pool yet */
+    if (pool && !v) {
         /* Known to this thread first: pthread_setspecific may allocate,
          * and that allocation must find the pool, not make another. */
         umem__tls.heap = h;
@@ -2551,14 +2811,7 @@ static inline umem_t *umem_create(size_t bytes, unsigned flags)
     h->secret = (size_t)(seed * 0x9E3779B97F4A7C15ull) | 1u;
 
     if (!(flags & UMEM_NOLOCK)) {
-        pthread_mutexattr_t attr;
-        pthread_mutexattr_init(&attr);
-        if (flags & UMEM_SHARED) {
-            pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
-            pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
-        }
-        int r = pthread_mutex_init(&h->lock, &attr);
-        pthread_mutexattr_destroy(&attr);
+        int r = umem__lock_init(h);
         if (r == 0 && flags & UMEM_CACHED) {
             r = umem__units_init(&h->umap[0], (uintptr_t)base, (uintptr_t)base + map_bytes);
             if (r == 0 && (r = pthread_key_create(&h->key, umem__pool_exit)) != 0)
@@ -2589,10 +2842,11 @@ static inline umem_t *umem_create(size_t bytes, unsigned flags)
 
     if (umem__forked_heap(h)) {
         umem__forks_register();
-        pthread_mutex_lock(&umem__forks_lock);
+        sigset_t old;
+        umem__forks_take(&old);
         h->fork_next = umem__forks;
         umem__forks = h;
-        pthread_mutex_unlock(&umem__forks_lock);
+        umem__forks_drop(&old);
     }
     return h;
 }
@@ -2602,13 +2856,14 @@ static inline void umem_destroy(umem_t *h)
     if (!h)
         return;
     if (umem__forked_heap(h)) {
-        pthread_mutex_lock(&umem__forks_lock);
+        sigset_t old;
+        umem__forks_take(&old);
         for (umem_t **link = &umem__forks; *link; link = &(*link)->fork_next)
             if (*link == h) {
                 *link = h->fork_next;
                 break;
             }
-        pthread_mutex_unlock(&umem__forks_lock);
+        umem__forks_drop(&old);
     }
     int owner = !(h->flags & UMEM_SHARED) || h->creator == getpid();
     if (h->flags & UMEM_CACHED) {
@@ -2648,8 +2903,9 @@ static UMEM_NOINLINE void *umem__alloc_locked(umem_t *h, size_t n)
         if (b)
             return b + UMEM_HEADER;
     }
-    if (umem__lock(h, 1) != 0)
-        return NULL;
+    int r = umem__lock(h, UMEM_COUNTED | UMEM_LEND);
+    if (r != 0)
+        return r == 1 ? umem__lent_alloc(h, n, UMEM_ALIGN) : NULL;
     char *b = need != 0 ? umem__take(h, &need, 1) : NULL;
     if (!b && need != 0 && h->abandoned_pages > 0) {
         umem__reclaim_abandoned(h); /* ended threads' pages that emptied */
@@ -2685,18 +2941,29 @@ static inline void *umem_alloc(umem_t *h, size_t n)
     return umem__alloc_locked(h, n);
 }
 
-static UMEM_NOINLINE void umem__free_locked(umem_t *h, void *p)
+/* A free of a block with a header (`moved`: the old block of a realloc,
+ * which counts as no free).  errno is left as it was. */
+static UMEM_NOINLINE void umem__free_locked(umem_t *h, void *p, int moved)
 {
     if ((uintptr_t)p % UMEM_ALIGN != 0)
         umem__die("free of a pointer outside the heap or misaligned:", p);
-    if (umem__lock(h, 1) != 0)
+    int saved = errno, r = umem__lock(h, UMEM_COUNTED | UMEM_LEND);
+    if (r == 1)
+        umem__lent_free(h, p, moved);
+    if (r != 0) {
+        errno = saved;
         return;
+    }
     struct umem_where w;
     umem__locate(h, p, &w, "free");
-    h->frees++;
+    if (moved)
+        h->allocs--; /* a move: neither an allocation nor a free */
+    else
+        h->frees++;
     umem__give_back(h, &w);
     umem__maybe_purge(h);
     umem__unlock(h);
+    errno = saved;
 }
 
 static inline void umem_free(umem_t *h, void *p)
@@ -2710,7 +2977,7 @@ static inline void umem_free(umem_t *h, void *p)
             return;
         }
     }
-    umem__free_locked(h, p);
+    umem__free_locked(h, p, 0);
 }
 
 static inline size_t umem_usable_size(umem_t *h, const void *p)
@@ -2724,7 +2991,10 @@ static inline size_t umem_usable_size(umem_t *h, const void *p)
             return pg->slot;
         }
     }
-    if (umem__lock(h, 0) != 0)
+    int r = umem__lock(h, UMEM_LEND);
+    if (r == 1)
+        return umem__size(umem__lent_block(h, p, "usable size")) - UMEM_HEADER;
+    if (r != 0)
         return 0;
     struct umem_where w;
     umem__locate(h, p, &w, "usable size");
@@ -2803,48 +3073,48 @@ static inline char *umem__remap_large(umem_t *h, struct umem_where *w, size_t n)
 #endif
 }
 
-/* A large block to move a block to (UMEM_GROW, n of UMEM_LARGE or more),
- * with the lock held again on return: its header, or NULL. */
-static inline char *umem__move_large(umem_t *h, size_t n, size_t *need)
-{
-    umem__unlock(h);
-    char *b = umem__alloc_large(h, n, UMEM_ALIGN, need);
-    if (umem__lock(h, 1) != 0)
-        umem__die("a heap's lock failed during a realloc of", h);
-    if (b)
-        h->allocs--; /* a move: neither an allocation nor a free */
-    return b;
-}
-
-/* realloc of a block with a header (lock taken here). */
+/* realloc of a block with a header (lock taken here).  errno is left as
+ * it was unless it fails. */
 static UMEM_NOINLINE void *umem__realloc_locked(umem_t *h, void *p, size_t n)
 {
     size_t need = umem__need(n);
-    if (umem__lock(h, 1) != 0)
-        return NULL;
+    int saved = errno, r = umem__lock(h, UMEM_COUNTED | UMEM_LEND);
+    if (r != 0)
+        return r == 1 ? umem__lent_realloc(h, p, n) : NULL;
     struct umem_where w;
     umem__locate(h, p, &w, "realloc");
+    size_t old = (w.big ? (size_t)(w.end - w.block) : umem__size(w.block)) - UMEM_HEADER;
     char *b = NULL;
     if (need != 0 && umem__resize(h, &w, need) == 0)
         b = (char *)p - UMEM_HEADER;
     else if (need != 0 && w.big && n >= UMEM_LARGE && (b = umem__remap_large(h, &w, n)) != NULL)
         b -= UMEM_HEADER;
-    if (b) {
+    if (!b && need != 0 && h->flags & UMEM_GROW && n >= UMEM_LARGE) {
+        /* Moved to a large block of its own, mapped without the lock. */
+        umem__unlock(h);
+        size_t bytes;
+        if ((b = umem__alloc_large(h, n, UMEM_ALIGN, &bytes)) != NULL) {
+            memcpy(b + UMEM_HEADER, p, old < n ? old : n);
+            umem__free_locked(h, p, 1);
+            errno = saved;
+            return b + UMEM_HEADER;
+        }
+        if ((r = umem__lock(h, UMEM_COUNTED | UMEM_LEND)) != 0)
+            return r == 1 ? umem__lent_realloc(h, p, n) : NULL;
+        umem__locate(h, p, &w, "realloc");
+    } else if (b) {
         umem__maybe_purge(h);
         umem__unlock(h);
+        errno = saved;
         return b + UMEM_HEADER;
     }
-    /* Moved: neither an allocation nor a free in the counts, as the
-     * number of blocks does not change. */
-    if (need != 0 && h->flags & UMEM_GROW && n >= UMEM_LARGE) {
-        b = umem__move_large(h, n, &need); /* counted in bytes_in_use */
-        umem__locate(h, p, &w, "realloc");
-    }
-    if (!b && need != 0 && (b = umem__take(h, &need, 1)) != NULL)
-        umem__grew(h, need); /* as umem_alloc, when the mapping fails */
-    size_t old = w.big ? (size_t)(w.end - w.block) : umem__size(w.block);
-    if (!b && need != 0 && n <= old - UMEM_HEADER) {
+    /* Moved inside the heap: neither an allocation nor a free in the
+     * counts, as the number of blocks does not change. */
+    if (need != 0 && (b = umem__take(h, &need, 1)) != NULL)
+        umem__grew(h, need);
+    if (!b && need != 0 && n <= old) {
         umem__unlock(h);
+        errno = saved;
         return p; /* a large block that found no room to move to a smaller one */
     }
     if (!b) {
@@ -2853,11 +3123,11 @@ static UMEM_NOINLINE void *umem__realloc_locked(umem_t *h, void *p, size_t n)
         errno = ENOMEM;
         return NULL; /* p is left as it was */
     }
-    old -= UMEM_HEADER;
     memcpy(b + UMEM_HEADER, p, old < n ? old : n);
     umem__give_back(h, &w);
     umem__maybe_purge(h);
     umem__unlock(h);
+    errno = saved;
     return b + UMEM_HEADER;
 }
 
@@ -2869,9 +3139,11 @@ static UMEM_NOINLINE void *umem__pool_realloc(umem_t *h, struct umem_page *pg, v
     size_t slot = pg->slot;
     if (n <= slot && (n > slot / 2 || slot <= 32))
         return p;
+    int saved = errno;
     void *q = umem_alloc(h, n);
     if (!q)
         return NULL;
+    errno = saved;
     memcpy(q, p, n < slot ? n : slot);
     umem_free(h, p);
     struct umem_pool *pool = umem__pool(h);
@@ -2954,8 +3226,9 @@ static inline void *umem_memalign(umem_t *h, size_t align, size_t n)
         if (b)
             return b + UMEM_HEADER;
     }
-    if (umem__lock(h, 1) != 0)
-        return NULL;
+    int r = umem__lock(h, UMEM_COUNTED | UMEM_LEND);
+    if (r != 0)
+        return r == 1 ? umem__lent_alloc(h, n, align) : NULL;
     char *b = need != 0 ? umem__take_aligned(h, align, &need) : NULL;
     if (b)
         umem__count_alloc(h, need);
@@ -3407,6 +3680,7 @@ static inline void umem_get_stats(umem_t *h, umem_stats_t *out)
     out->abandoned_pages = h->abandoned_pages;
     out->purges = h->purges;
     out->map_reuses = h->map_reuses;
+    out->lent_calls = h->lent_calls;
     if (locked)
         umem__unlock(h);
 }

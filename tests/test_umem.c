@@ -329,8 +329,13 @@ static void overrun_then_free(umem_t *h, char *t)
 
 static void free_aligned_twice(umem_t *h, char *t)
 {
-    char *p = umem_memalign(h, 256, 100);
-    umem_alloc(h, 100);
+    char *p = umem_memalign(h, 256, 100), *q;
+    /* Blocks up to the one after p: p's free merges with a small free
+     * block at most, not with the large one, whose tree node could
+     * cover p's stale header (first fit fills the gap before p first). */
+    do
+        q = umem_alloc(h, 100);
+    while (q && q < p);
     umem_free(h, p);
     snprintf(t, 64, "%p", (void *)p);
     umem_free(h, p);
