@@ -298,11 +298,9 @@ LU_EXPORT int posix_memalign(void **out, size_t align, size_t n)
 {
     if (align < sizeof(void *) || (align & (align - 1)) != 0)
         return EINVAL;
-    int saved = errno;
     void *p = lu_memalign(align, n);
-    errno = saved;
     if (!p)
-        return ENOMEM;
+        return errno = ENOMEM; /* and errno too, as glibc's does */
     *out = p;
     return 0;
 }
@@ -438,6 +436,7 @@ __attribute__((destructor)) static void lu_stats_print(void)
         {"abandoned_pages", st.abandoned_pages},
         {"purges", st.purges},
         {"map_reuses", st.map_reuses},
+        {"lent_calls", st.lent_calls},
         {"boot_bytes", lu_boot_used},
         {"minor_faults", lu_minor_faults()},
     };

@@ -834,6 +834,8 @@ UMEM_PROCESS_WIDE UMEM_TLS struct umem_tls umem__tls;
 /* The private locked heaps, for fork(). */
 UMEM_PROCESS_WIDE pthread_mutex_t umem__forks_lock = PTHREAD_MUTEX_INITIALIZER;
 UMEM_PROCESS_WIDE umem_t *umem__forks; /* under umem__forks_lock */
+UMEM_PROCESS_WIDE _Atomic(const void *) umem__forks_owner; /* the thread in fork() */
+UMEM_PROCESS_WIDE int umem__forks_nested; /* a fork() inside its handlers, by the owner */
 UMEM_PROCESS_WIDE atomic_int umem__forks_registered;
 
 static inline const void *umem__me(void)
@@ -994,8 +996,9 @@ static inline int umem__forked_heap(const umem_t *h)
     return !(h->flags & (UMEM_SHARED | UMEM_NOLOCK));
 }
 
-/* The list's lock.  Signals are blocked while a thread holds it, so
- * that a handler's fork() never waits for its own thread. */
+/* The list's lock, with every signal blocked while it is taken and let
+ * go (and, in umem_create and umem_destroy, held): a fork() from a
+ * signal handler never waits for its own thread. */
 static inline void umem__forks_take(sigset_t *old)
 {
     sigset_t all;
@@ -1010,12 +1013,21 @@ static inline void umem__forks_drop(const sigset_t *old)
     pthread_sigmask(SIG_SETMASK, old, NULL);
 }
 
-/* Each lock is an error-checking mutex: taking one this thread holds
- * already (fork() from a signal handler that interrupted a call holding
- * it) says so, with EDEADLK, instead of waiting for ever. */
+/* Each heap's lock is an error-checking mutex: taking one this thread
+ * holds already (fork() from a signal handler that interrupted a call
+ * holding it) says so, with EDEADLK, instead of waiting for ever.  The
+ * thread in fork() is named while it holds the list: a fork() from a
+ * handler that interrupted that fork() between its handlers is nested,
+ * and finds every lock held by its own thread already. */
 static inline void umem__fork_prepare(void)
 {
-    pthread_mutex_lock(&umem__forks_lock);
+    sigset_t old;
+    if (atomic_load_explicit(&umem__forks_owner, memory_order_relaxed) == umem__me()) {
+        umem__forks_nested = 1;
+        return;
+    }
+    umem__forks_take(&old);
+    atomic_store_explicit(&umem__forks_owner, umem__me(), memory_order_relaxed);
     for (umem_t *h = umem__forks; h; h = h->fork_next) {
         h->fork_held = pthread_mutex_lock(&h->lock) == 0; /* its holder waits on nothing */
         if (!h->fork_held)
@@ -1023,22 +1035,32 @@ static inline void umem__fork_prepare(void)
         atomic_store_explicit(&h->holder, umem__me(), memory_order_relaxed);
         atomic_store_explicit(&h->forking, 1, memory_order_release);
     }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
 /* `child`: the one thread left, the one that took the locks, makes them
- * anew (as the C library does its own): an error-checking mutex is the
- * thread's that locked it, and the child's thread is another.  A lock
- * the interrupted call holds is made anew and held again, for that call
- * to let go. */
+ * anew (as the C library does its own), since an error-checking mutex
+ * is the thread's that locked it, and the child's thread is another.
+ * Those the fork took are free; those this thread held before (an
+ * interrupted call's, or all of them in a nested fork) are held again,
+ * for their holder to let go. */
 static inline void umem__fork_done(int child)
 {
+    int nested = umem__forks_nested;
+    umem__forks_nested = 0;
+    if (nested && !child)
+        return;
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
     for (umem_t *h = umem__forks; h; h = h->fork_next) {
+        int held_before = nested || !h->fork_held;
         if (child) {
             umem__lock_init(h);
-            if (!h->fork_held)
+            if (held_before)
                 pthread_mutex_lock(&h->lock);
         }
-        if (!h->fork_held)
+        if (held_before)
             continue;
         h->fork_held = 0;
         atomic_store_explicit(&h->forking, 0, memory_order_release);
@@ -1048,8 +1070,16 @@ static inline void umem__fork_done(int child)
     }
     if (child)
         pthread_mutex_init(&umem__forks_lock, NULL);
+    if (nested) {
+        pthread_mutex_lock(&umem__forks_lock); /* the outer fork's, let go by it */
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        return;
+    }
+    atomic_store_explicit(&umem__forks_owner, NULL, memory_order_relaxed);
+    if (child)
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
     else
-        pthread_mutex_unlock(&umem__forks_lock);
+        umem__forks_drop(&old);
 }
 
 static inline void umem__fork_parent(void)

@@ -153,7 +153,7 @@ missing=
 for name in lock_count lock_contended allocs frees failed_allocs cache_hits cache_frees \
     cache_refills cache_flushes bytes_in_use peak_bytes_in_use cached_bytes heap_bytes \
     mapped_bytes large_blocks released_bytes remote_frees pool_pages abandoned_pages purges \
-    map_reuses boot_bytes minor_faults; do
+    map_reuses lent_calls boot_bytes minor_faults; do
     grep -Eq "^  $name +[0-9]+$" "$TMP/err" || missing="$missing $name"
 done
 check "UMEM_STATS=1: one 'name value' line for each figure" [ -z "$missing" ]

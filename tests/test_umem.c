@@ -1163,6 +1163,210 @@ static void lock_owner_killed(void)
     umem_destroy(h);
 }
 
+/* fork() while the allocating threads hold a lock that fork() takes
+ * after the allocator's prepare handler: glibc takes its list of streams
+ * there, which a thread in fflush(NULL) holds while it waits for a
+ * stream whose thread, inside getline(), holds it while it reallocs.
+ * Here the program's own prepare handler, registered before umem's (a
+ * constructor that runs first) and so run after it, takes program_lock,
+ * which the threads hold around their calls.  A fork() that kept the
+ * heap's lock and waited for program_lock would wait for ever. */
+static pthread_mutex_t program_lock = PTHREAD_MUTEX_INITIALIZER;
+static void program_prepare(void)
+{
+    pthread_mutex_lock(&program_lock);
+}
+static void program_parent(void)
+{
+    pthread_mutex_unlock(&program_lock);
+}
+static void program_child(void)
+{
+    pthread_mutex_init(&program_lock, NULL);
+}
+__attribute__((constructor(101))) static void program_handlers_first(void)
+{
+    pthread_atfork(program_prepare, program_parent, program_child);
+}
+
+/* Calls that take the heap's lock, with program_lock held: blocks with
+ * a header, grown by realloc past their room, and freed. */
+static void *hold_and_allocate(void *arg)
+{
+    umem_t *h = arg;
+    unsigned long long seed = (uintptr_t)arg | 1;
+    void *p[16] = {0};
+    for (unsigned ops = 1; !atomic_load(&fork_stop); ops++) {
+        unsigned k = (unsigned)(check_rand(&seed) % 16);
+        size_t n = 70000 + check_rand(&seed) % 50000; /* past the pools */
+        pthread_mutex_lock(&program_lock);
+        if (p[k] && ops % 3 == 0) {
+            void *q = umem_realloc(h, p[k], n * 2);
+            if (q)
+                p[k] = q;
+        } else {
+            umem_free(h, p[k]);
+            p[k] = umem_alloc(h, n);
+        }
+        pthread_mutex_unlock(&program_lock);
+        if (ops % 64 == 0)
+            sched_yield();
+    }
+    for (unsigned k = 0; k < 16; k++)
+        umem_free(h, p[k]);
+    return NULL;
+}
+
+static void fork_waits_for_no_allocating_thread(void)
+{
+    umem_t *heaps[2] = {umem_create(4 << 20, 0), umem_create(1 << 20, UMEM_CACHED | UMEM_GROW)};
+    CHECK(heaps[0] && heaps[1]);
+    if (!heaps[0] || !heaps[1])
+        return;
+    atomic_store(&fork_stop, 0);
+    pthread_t tid[4];
+    for (int t = 0; t < 4; t++)
+        CHECK(pthread_create(&tid[t], NULL, hold_and_allocate, heaps[t % 2]) == 0);
+    for (int i = 0; i < 40; i++) {
+        pid_t pid = fork();
+        if (pid == 0) {
+            int bad = 0;
+            for (int k = 0; k < 2; k++) {
+                void *p = umem_alloc(heaps[k], 100000), *q = umem_alloc(heaps[k], 100);
+                bad += !p || !q;
+                umem_free(heaps[k], p);
+                umem_free(heaps[k], q);
+                bad += umem_check(heaps[k]) != 0;
+            }
+            _exit(bad ? 1 : 0);
+        }
+        int status = 0;
+        CHECK(pid > 0 && waitpid(pid, &status, 0) == pid);
+        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    }
+    atomic_store(&fork_stop, 1);
+    for (int t = 0; t < 4; t++)
+        pthread_join(tid[t], NULL);
+    for (int k = 0; k < 2; k++) {
+        umem_stats_t st;
+        umem_get_stats(heaps[k], &st);
+        CHECK(umem_check(heaps[k]) == 0); /* what was done without the lock, settled */
+        CHECK(st.allocs == st.frees && st.bytes_in_use == 0 && st.large_blocks == 0);
+        umem_destroy(heaps[k]);
+    }
+}
+
+/* fork() from a signal handler that interrupts the allocator, as older
+ * POSIX allowed (fork() was async-signal-safe), in a process with one
+ * thread: another process sends the signals, the handler forks a child
+ * that exits at once.  A prepare handler that waited for the lock the
+ * interrupted call holds would wait for ever. */
+static volatile sig_atomic_t handler_forks, handler_failures;
+
+static void fork_in_handler(int sig)
+{
+    (void)sig;
+    int saved = errno, status = 0;
+    pid_t pid = fork();
+    if (pid == 0)
+        _exit(0);
+    pid_t r;
+    do
+        r = waitpid(pid, &status, 0);
+    while (r < 0 && errno == EINTR);
+    if (pid < 0 || r != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        handler_failures++;
+    handler_forks++;
+    errno = saved;
+}
+
+static void fork_from_signal_handler(void)
+{
+    umem_t *heaps[2] = {umem_create(4 << 20, 0), umem_create(1 << 20, UMEM_CACHED | UMEM_GROW)};
+    CHECK(heaps[0] && heaps[1]);
+    if (!heaps[0] || !heaps[1])
+        return;
+    struct sigaction sa = {0}, old;
+    sa.sa_handler = fork_in_handler;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGUSR1, &sa, &old);
+    handler_forks = handler_failures = 0;
+    pid_t me = getpid(), sender = fork();
+    if (sender == 0) {
+        while (getppid() == me) { /* until the test ends, or dies */
+            kill(me, SIGUSR1);
+            usleep(500);
+        }
+        _exit(0);
+    }
+    CHECK(sender > 0);
+    void *p[2][64] = {{0}};
+    unsigned long long seed = 7;
+    while (sender > 0 && handler_forks < 200) {
+        unsigned k = (unsigned)(check_rand(&seed) % 64), which = k % 2;
+        umem_free(heaps[which], p[which][k]);
+        p[which][k] = umem_alloc(heaps[which], 1 + check_rand(&seed) % 100000);
+        CHECK(p[which][k] != NULL);
+    }
+    sigset_t usr1;
+    sigemptyset(&usr1);
+    sigaddset(&usr1, SIGUSR1);
+    sigprocmask(SIG_BLOCK, &usr1, NULL);
+    kill(sender, SIGKILL);
+    waitpid(sender, NULL, 0);
+    signal(SIGUSR1, SIG_IGN); /* one still pending goes */
+    sigprocmask(SIG_UNBLOCK, &usr1, NULL);
+    sigaction(SIGUSR1, &old, NULL);
+    CHECK(handler_failures == 0);
+    for (int which = 0; which < 2; which++) {
+        for (unsigned k = 0; k < 64; k++)
+            umem_free(heaps[which], p[which][k]);
+        umem_stats_t st;
+        umem_get_stats(heaps[which], &st);
+        CHECK(umem_check(heaps[which]) == 0);
+        CHECK(st.allocs == st.frees && st.bytes_in_use == 0);
+        umem_destroy(heaps[which]);
+    }
+}
+
+/* free and realloc leave errno alone, around a purge, an unmap and a
+ * trim included; a failing call sets it. */
+static void errno_kept_by_free_and_realloc(void)
+{
+    umem_t *h = umem_create(1 << 20, UMEM_GROW);
+    CHECK(h != NULL);
+    if (!h)
+        return;
+    void *small[64];
+    for (int i = 0; i < 64; i++)
+        small[i] = umem_alloc(h, 200000); /* 12 MiB inside the heap */
+    char *huge = umem_alloc(h, (size_t)100 << 20); /* past the map cache's room */
+    char *big = umem_alloc(h, (size_t)32 << 20);
+    CHECK(huge && big);
+    umem_stats_t st;
+    umem_get_stats(h, &st);
+    uint64_t purges = st.purges, mapped = st.mapped_bytes;
+    errno = 1789;
+    big = umem_realloc(h, big, (size_t)10 << 20); /* shrunk: mremap, or a move */
+    CHECK(big != NULL && errno == 1789);
+    big = umem_realloc(h, big, (size_t)40 << 20); /* grown */
+    CHECK(big != NULL && errno == 1789);
+    umem_free(h, huge); /* unmapped at once */
+    umem_get_stats(h, &st);
+    CHECK(errno == 1789 && st.mapped_bytes < mapped);
+    umem_free(h, big);
+    for (int i = 0; i < 64; i++)
+        umem_free(h, small[i]); /* the heap empties: a purge */
+    umem_get_stats(h, &st);
+    CHECK(errno == 1789 && st.purges > purges);
+    umem_free(h, NULL);
+    CHECK(errno == 1789);
+    CHECK(umem_realloc(h, umem_alloc(h, 10), (size_t)1 << 62) == NULL && errno == ENOMEM);
+    CHECK(umem_check(h) == 0);
+    umem_destroy(h);
+}
+
 /* Every test above, in order. */
 static int run_all(void)
 {
@@ -1197,6 +1401,9 @@ static int run_all(void)
     RUN(check_finds_untagged_free_slot);
     RUN(large_mappings_are_reused);
     RUN(fork_from_threads_child_allocates);
+    RUN(fork_waits_for_no_allocating_thread);
+    RUN(fork_from_signal_handler);
+    RUN(errno_kept_by_free_and_realloc);
     RUN(shared_heap_across_fork);
     RUN(lock_owner_killed);
     return CHECK_EXIT_STATUS();
