@@ -16,7 +16,7 @@ PROGRAMS = sharedhash esharedhash
 # blocksig.h and the parts it includes
 BLOCKSIG = blocksig.h signature.h cmdline.h inout.h workers.h run.h
 TESTS = tests/test_umem tests/test_umem_regions tests/test_umem_files tests/test_fuzz_corpus \
-	tests/faults.so tests/libumem_prog tests/libumem_boot.so
+	tests/faults.so tests/libumem_prog tests/libumem_boot.so tests/forks
 
 # libumem.so exports the malloc family only; none of it is a builtin here,
 # so that malloc + memset can never become a call to calloc.
@@ -50,6 +50,9 @@ tests/faults.so: tests/faults.c
 # may otherwise assume that malloc leaves errno alone, or leave out an
 # allocation whose only use is a test against NULL).
 tests/libumem_prog: tests/libumem_prog.c tests/check.h
+	$(CC) $(CFLAGS) -fno-builtin $(PTHREAD) -o $@ $< $(LDFLAGS)
+
+tests/forks: tests/forks.c tests/check.h
 	$(CC) $(CFLAGS) -fno-builtin $(PTHREAD) -o $@ $< $(LDFLAGS)
 
 tests/libumem_boot.so: tests/libumem_boot.c

@@ -337,6 +337,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1530,6 +1531,19 @@ static inline char *umem__take(umem_t *h, size_t *need, int grow)
     return b;
 }
 
+/* Whether committing `add` bytes more of the reservation keeps the heap
+ * within RLIMIT_AS: the system counted the whole reservation when it was
+ * made, so a limit set later would not stop growth inside it.  The heap's
+ * own mappings are held to the limit; the rest of the process is not
+ * counted. */
+static inline int umem__within_limit(const umem_t *h, size_t add)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_AS, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
+        return 1;
+    return h->mapped_bytes + add <= (uint64_t)rl.rlim_cur;
+}
+
 /* UMEM_GROW: more room for at least `need` bytes, at the end of the first
  * region while its reservation lasts, then as a region of its own. */
 static inline int umem__grow(umem_t *h, size_t need)
@@ -1549,7 +1563,8 @@ static inline int umem__grow(umem_t *h, size_t need)
         char *from = (char *)(((uintptr_t)end + UMEM_HEADER + pg) & ~pg);
         char *to = (char *)(((uintptr_t)new_end + UMEM_HEADER + pg) & ~pg);
         if (to > from) {
-            if (mprotect(from, (size_t)(to - from), PROT_READ | PROT_WRITE) != 0)
+            if (!umem__within_limit(h, (size_t)(to - from)) ||
+                mprotect(from, (size_t)(to - from), PROT_READ | PROT_WRITE) != 0)
                 return -1;
             h->mapped_bytes += (uint64_t)(to - from);
         }

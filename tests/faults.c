@@ -17,6 +17,9 @@
  *   FAULT=slow:MS              every read() or pread() of a regular file
  *                              takes MS milliseconds longer, as from a
  *                              slow disk
+ *   FAULT=unmap-fails          every munmap(), madvise() and mremap()
+ *                              fails with ENOMEM, as munmap does when a
+ *                              process has as many mappings as it may
  *
  * Counts are per process: with -m, each worker's own.
  */
@@ -26,9 +29,11 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -38,6 +43,7 @@ static long die_after;
 static const char *shrink_path, *grow_path;
 static int eio;
 static long slow_ms;
+static int unmap_fails;
 
 __attribute__((constructor)) static void faults_init(void)
 {
@@ -55,6 +61,51 @@ __attribute__((constructor)) static void faults_init(void)
         eio = 1;
     else if (strncmp(f, "slow:", 5) == 0)
         slow_ms = atol(f + 5);
+    else if (strcmp(f, "unmap-fails") == 0)
+        unmap_fails = 1;
+}
+
+int munmap(void *p, size_t n)
+{
+    static int (*real)(void *, size_t);
+    if (!real)
+        real = (int (*)(void *, size_t))dlsym(RTLD_NEXT, "munmap");
+    if (unmap_fails) {
+        errno = ENOMEM;
+        return -1;
+    }
+    return real(p, n);
+}
+
+int madvise(void *p, size_t n, int advice)
+{
+    static int (*real)(void *, size_t, int);
+    if (!real)
+        real = (int (*)(void *, size_t, int))dlsym(RTLD_NEXT, "madvise");
+    if (unmap_fails) {
+        errno = ENOMEM;
+        return -1;
+    }
+    return real(p, n, advice);
+}
+
+void *mremap(void *p, size_t old_size, size_t new_size, int flags, ...)
+{
+    static void *(*real)(void *, size_t, size_t, int, ...);
+    if (!real)
+        real = (void *(*)(void *, size_t, size_t, int, ...))dlsym(RTLD_NEXT, "mremap");
+    if (unmap_fails) {
+        errno = ENOMEM;
+        return MAP_FAILED;
+    }
+    void *at = NULL;
+    if (flags & MREMAP_FIXED) {
+        va_list ap;
+        va_start(ap, flags);
+        at = va_arg(ap, void *);
+        va_end(ap);
+    }
+    return real(p, old_size, new_size, flags, at);
 }
 
 static void after_lock(int r)
