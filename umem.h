@@ -98,7 +98,9 @@
  *   every call costs more than the calls.  On a UMEM_CACHED heap, whose
  *   lock is taken rarely and briefly, a caller that finds it taken queues
  *   on the mutex after its spins instead, to be woken as soon as it is
- *   free.  lock_count counts the acquisitions by those calls (a page
+ *   free, looking up every UMEM_WAIT_NS (1 ms) for a fork that holds it
+ *   (see FORK).  A realloc that moves a block to a large block of its own
+ *   takes the lock three times.  lock_count counts the acquisitions by those calls (a page
  *   carved, adopted or given back is one), and lock_contended the ones
  *   that found the lock taken.  umem_check, umem_get_stats and
  *   umem_usable_size (of a block with a header) take the lock as well but
@@ -206,8 +208,25 @@
  * FORK
  *   pthread_atfork handlers, registered once per process (see LIMITS),
  *   hold the lock of every private locked heap across fork(), so a child
- *   of a threaded process finds each heap whole, with its lock free, and
- *   may allocate.
+ *   of a threaded process finds each heap whole, with its lock made anew,
+ *   and may allocate at once.  fork() never waits on a thread that waits
+ *   for it:
+ *   - While a fork() holds a heap's lock, the lock is lent: a call of
+ *     umem_alloc, umem_free, umem_realloc, umem_memalign or
+ *     umem_usable_size that finds it busy does not wait, since its thread
+ *     may hold a lock that fork() takes after the handlers (glibc's list
+ *     of streams, held by a thread in fflush(NULL) that waits for a
+ *     stream whose thread is in getline(), and so in realloc).  It does
+ *     without: an allocation gets a mapping of its own (even on a
+ *     fixed-size heap), a free or a move waits on a list, checked as far
+ *     as the block's own header allows, and the next holder of the lock
+ *     settles both (the full checks of a free then run).  lent_calls
+ *     counts them.  umem_check, umem_get_stats and a thread's exit wait.
+ *   - Locks are error-checking mutexes: a fork() from a signal handler
+ *     that interrupted a call holding one does not wait for it; that call
+ *     finishes, in the parent and in the child (where the lock is made
+ *     anew and held again for it).  The same holds for a fork() from a
+ *     handler that interrupted another fork() between its handlers.
  *   The pools of the parent's other threads stay in the child unused.
  *
  * A PROCESS THAT DIES HOLDING THE LOCK (UMEM_SHARED)
@@ -295,11 +314,14 @@
  * SETTINGS
  *   Each of these may be defined before the include: UMEM_LARGE,
  *   UMEM_RESERVE, UMEM_PURGE_MIN, UMEM_PURGE_DELAY_MS, UMEM_MAP_CACHE,
- *   UMEM_SPIN and UMEM_NAP_NS.
+ *   UMEM_SPIN, UMEM_NAP_NS and UMEM_WAIT_NS.
  *
  * ERRORS
  *   umem_create: EINVAL as above; ENOMEM; or what pthread_mutex_init or
- *   pthread_key_create said (EAGAIN: no pthread key left).  Every call
+ *   pthread_key_create said (EAGAIN: no pthread key left).  umem_free
+ *   never changes errno, nor does umem_realloc unless it fails: both save
+ *   it around the system calls they make (madvise, munmap, mremap,
+ *   mprotect, mmap, a nap on a busy lock).  Every call
  *   on a UMEM_SHARED heap whose lock owner died: NULL and EOWNERDEAD, or
  *   nothing done (umem_free), or 0 (umem_usable_size).  umem_realloc that
  *   moves a block counts as neither an allocation nor a free, as the
@@ -311,9 +333,15 @@
  *   weak symbols, so any number of files may include this header; with
  *   other compilers, use it from one file.  The fork() handlers are
  *   registered before main() (a constructor; elsewhere at the first
- *   umem_create): handlers registered earlier than that must not
- *   allocate from a heap.  A private heap is copied by fork() like any
- *   memory; share it with UMEM_SHARED instead.  A UMEM_SHARED or fixed-size heap never grows.
+ *   umem_create); handlers registered earlier run while the fork holds
+ *   the locks, and their allocations do without them (see FORK).  A
+ *   private heap is copied by fork() like any memory; share it with
+ *   UMEM_SHARED instead.  A UMEM_SHARED or fixed-size heap never grows
+ *   (but for blocks mapped while a fork holds its lock).  A growing heap
+ *   commits no more of its reservation than RLIMIT_AS allows; the system
+ *   counts the whole reservation (UMEM_RESERVE) when it is made, so a
+ *   limit set later, below it, leaves no room for other mappings (thread
+ *   stacks): set the limit before the first umem_create.
  *   Define _DEFAULT_SOURCE (or compile in gcc's default gnu dialect) so
  *   that MAP_ANONYMOUS, madvise and robust mutexes are declared; this
  *   header defines it when it comes first.  On Linux it declares mremap
@@ -3707,7 +3735,7 @@ static inline void umem_get_stats(umem_t *h, umem_stats_t *out)
     out->allocs = h->allocs + allocs - moves;
     uint64_t pool_frees = allocs > slots ? allocs - slots : 0;
     out->frees = h->frees + pool_frees - moves;
-    out->failed_allocs = h->failed_allocs;
+    out->failed_allocs = h->failed_allocs + atomic_load_explicit(&h->lent_failed, memory_order_relaxed);
     out->bytes_in_use = h->bytes_in_use - h->page_bytes + slot_bytes;
     out->peak_bytes_in_use = h->peak_bytes_in_use;
     out->heap_bytes = h->heap_bytes;
