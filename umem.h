@@ -226,7 +226,10 @@
  *     that interrupted a call holding one does not wait for it; that call
  *     finishes, in the parent and in the child (where the lock is made
  *     anew and held again for it).  The same holds for a fork() from a
- *     handler that interrupted another fork() between its handlers.
+ *     handler that interrupted another fork() between its handlers.  As
+ *     with glibc, this is for a process with one thread: with several, a
+ *     fork() by another thread at that moment waits for the interrupted
+ *     call, which waits for it.
  *   The pools of the parent's other threads stay in the child unused.
  *
  * A PROCESS THAT DIES HOLDING THE LOCK (UMEM_SHARED)
@@ -1085,6 +1088,9 @@ static inline void umem__fork_done(int child)
     for (umem_t *h = umem__forks; h; h = h->fork_next) {
         int held_before = nested || !h->fork_held;
         if (child) {
+            /* It refuses (EPERM: the parent's thread locked it), but a
+             * tool that follows locks sees it let go. */
+            pthread_mutex_unlock(&h->lock);
             umem__lock_init(h);
             if (held_before)
                 pthread_mutex_lock(&h->lock);
@@ -1911,7 +1917,7 @@ static UMEM_RARE void *umem__lent_alloc(umem_t *h, size_t n, size_t align)
     }
     struct umem_span *old = atomic_load_explicit(&h->lent_maps, memory_order_relaxed);
     do
-        s->node.left = &old->node;
+        s->node.left = old ? &old->node : NULL;
     while (!atomic_compare_exchange_weak_explicit(&h->lent_maps, &old, s, memory_order_release,
                                                   memory_order_relaxed));
     return s->first + UMEM_HEADER;
