@@ -100,13 +100,13 @@
  *   on the mutex after its spins instead, to be woken as soon as it is
  *   free, looking up every UMEM_WAIT_NS (1 ms) for a fork that holds it
  *   (see FORK).  A realloc that moves a block to a large block of its own
- *   takes the lock three times.  lock_count counts the acquisitions by those calls (a page
- *   carved, adopted or given back is one), and lock_contended the ones
- *   that found the lock taken.  umem_check, umem_get_stats and
- *   umem_usable_size (of a block with a header) take the lock as well but
- *   are not counted, so that looking at the heap does not change what is
- *   seen; nor are those a thread's pool takes to be set up and given back.
- *   The heap's counters
+ *   takes the lock three times.  lock_count counts the acquisitions by
+ *   those calls (a page carved, adopted or given back is one), and
+ *   lock_contended the ones that found the lock taken.  umem_check,
+ *   umem_get_stats and umem_usable_size (of a block with a header) take
+ *   the lock as well but are not counted, so that looking at the heap
+ *   does not change what is seen; nor are those a thread's pool takes to
+ *   be set up and given back.  The heap's counters
  *   live in the region and change only under the lock (but for the
  *   atomic counts of frees by threads with no pool), so they are exact
  *   across threads and, for UMEM_SHARED, across processes; the pools'
