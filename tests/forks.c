@@ -142,8 +142,16 @@ static void fork_from_signal_handler(void)
     sa.sa_handler = fork_in_handler;
     sa.sa_flags = SA_RESTART;
     sigemptyset(&sa.sa_mask);
+    /* Blocked until the sender exists: a signal inside that fork(),
+     * between its handlers, would make the handler's fork() wait for the
+     * C library's own fork lock once the process has had threads. */
+    sigset_t usr1;
+    sigemptyset(&usr1);
+    sigaddset(&usr1, SIGUSR1);
+    sigprocmask(SIG_BLOCK, &usr1, NULL);
     CHECK(sigaction(SIGUSR1, &sa, NULL) == 0);
     pid_t me = getpid(), sender = fork();
+    sigprocmask(SIG_UNBLOCK, &usr1, NULL);
     if (sender == 0) {
         while (getppid() == me) { /* until the test ends, or dies */
             kill(me, SIGUSR1);

@@ -1290,9 +1290,17 @@ static void fork_from_signal_handler(void)
     sa.sa_handler = fork_in_handler;
     sa.sa_flags = SA_RESTART;
     sigemptyset(&sa.sa_mask);
+    /* Blocked until the sender exists: a signal inside that fork(),
+     * between its handlers, would make the handler's fork() wait for the
+     * C library's own fork lock in a process that has had threads. */
+    sigset_t usr1;
+    sigemptyset(&usr1);
+    sigaddset(&usr1, SIGUSR1);
+    sigprocmask(SIG_BLOCK, &usr1, NULL);
     sigaction(SIGUSR1, &sa, &old);
     handler_forks = handler_failures = 0;
     pid_t me = getpid(), sender = fork();
+    sigprocmask(SIG_UNBLOCK, &usr1, NULL);
     if (sender == 0) {
         while (getppid() == me) { /* until the test ends, or dies */
             kill(me, SIGUSR1);
@@ -1309,9 +1317,6 @@ static void fork_from_signal_handler(void)
         p[which][k] = umem_alloc(heaps[which], 1 + check_rand(&seed) % 100000);
         CHECK(p[which][k] != NULL);
     }
-    sigset_t usr1;
-    sigemptyset(&usr1);
-    sigaddset(&usr1, SIGUSR1);
     sigprocmask(SIG_BLOCK, &usr1, NULL);
     kill(sender, SIGKILL);
     waitpid(sender, NULL, 0);
