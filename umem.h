@@ -671,12 +671,14 @@ static inline size_t umem__footer_before(const void *b)
 #define UMEM_COLD          __attribute__((cold, noinline, noreturn))
 #define UMEM_NOINLINE      __attribute__((noinline))
 #define UMEM_RARE          __attribute__((cold, noinline))
+#define UMEM_HOT_INLINE    __attribute__((always_inline)) inline
 #define UMEM_LIKELY(x)     __builtin_expect(!!(x), 1)
 #define UMEM_UNLIKELY(x)   __builtin_expect(!!(x), 0)
 #else
 #define UMEM_COLD
 #define UMEM_NOINLINE
 #define UMEM_RARE
+#define UMEM_HOT_INLINE  inline
 #define UMEM_LIKELY(x)   (x)
 #define UMEM_UNLIKELY(x) (x)
 #endif
@@ -889,6 +891,7 @@ static inline const void *umem__me(void)
 
 #define UMEM_COUNTED 1 /* umem__lock: lock_count sees this acquisition */
 #define UMEM_LEND    2 /* umem__lock: if a fork holds the lock, return 1 at once */
+#define UMEM_QUIET   4 /* umem__lock: a failure leaves errno alone */
 
 static inline void umem__relax(void)
 {
@@ -958,21 +961,17 @@ static inline int umem__lock_init(umem_t *h)
     return r;
 }
 
-static inline void umem__settle(umem_t *h);
+static UMEM_RARE void umem__settle(umem_t *h);
 
-/* Takes the lock; `how` is UMEM_COUNTED (lock_count sees it) and
- * UMEM_LEND (the caller can do without the lock while a fork holds it).
- * Returns 0 with the lock held; 1, for UMEM_LEND, when the lock is lent
- * (umem__lent) and not taken; -1 with errno set and the lock not held. */
-static inline int umem__lock(umem_t *h, int how)
+/* umem__lock when the first attempt did not simply take the lock: r is
+ * what pthread_mutex_trylock said (0 for a heap whose owner died). */
+static UMEM_NOINLINE int umem__lock_slow(umem_t *h, int how, int r)
 {
-    if (h->flags & UMEM_NOLOCK)
-        return 0;
     int contended = 0;
-    int r = pthread_mutex_trylock(&h->lock);
-    /* Contended: a short spin, then naps (see LOCKING above). */
+    /* Contended: a short spin, then naps (see LOCKING above); a lock
+     * held by a fork is looked for once the spin is over. */
     for (unsigned attempt = 0; r == EBUSY; attempt++) {
-        if (how & UMEM_LEND && umem__lent(h))
+        if (attempt >= UMEM_SPIN && how & UMEM_LEND && umem__lent(h))
             return 1;
         contended = 1;
         r = umem__lock_wait(h, attempt);
@@ -981,7 +980,8 @@ static inline int umem__lock(umem_t *h, int how)
         h->owner_died = 1;
         pthread_mutex_consistent(&h->lock);
     } else if (r != 0) {
-        errno = r;
+        if (!(how & UMEM_QUIET))
+            errno = r;
         return -1;
     }
     if (how & UMEM_COUNTED) {
@@ -990,15 +990,38 @@ static inline int umem__lock(umem_t *h, int how)
     }
     if (h->owner_died) {
         pthread_mutex_unlock(&h->lock);
-        errno = EOWNERDEAD;
+        if (!(how & UMEM_QUIET))
+            errno = EOWNERDEAD;
         return -1;
     }
-    if (!(h->flags & UMEM_SHARED)) {
+    if (!(h->flags & UMEM_SHARED))
         atomic_store_explicit(&h->holder, umem__me(), memory_order_relaxed);
-        if (atomic_load_explicit(&h->lent_maps, memory_order_relaxed) ||
-            atomic_load_explicit(&h->lent_frees, memory_order_relaxed))
-            umem__settle(h);
+    return 0;
+}
+
+/* Takes the lock; `how` is UMEM_COUNTED (lock_count sees it), UMEM_LEND
+ * (the caller can do without the lock while a fork holds it) and
+ * UMEM_QUIET (a failure leaves errno alone).  Returns 0 with the lock
+ * held; 1, for UMEM_LEND, when the lock is lent (umem__lent) and not
+ * taken; -1 with errno set and the lock not held.  The next holder after
+ * a fork settles what was done without the lock. */
+static inline int umem__lock(umem_t *h, int how)
+{
+    if (h->flags & UMEM_NOLOCK)
+        return 0;
+    int r = pthread_mutex_trylock(&h->lock);
+    if (UMEM_LIKELY(r == 0 && !h->owner_died)) {
+        if (how & UMEM_COUNTED)
+            h->lock_count++;
+        if (!(h->flags & UMEM_SHARED))
+            atomic_store_explicit(&h->holder, umem__me(), memory_order_relaxed);
+    } else if ((r = umem__lock_slow(h, how, r)) != 0) {
+        return r;
     }
+    if (!(h->flags & UMEM_SHARED) &&
+        UMEM_UNLIKELY(atomic_load_explicit(&h->lent_maps, memory_order_relaxed) ||
+                      atomic_load_explicit(&h->lent_frees, memory_order_relaxed)))
+        umem__settle(h);
     return 0;
 }
 
@@ -1837,7 +1860,8 @@ static UMEM_COLD void umem__die_of(const char *call, const char *what, const voi
     umem__die(line, p);
 }
 
-static inline void umem__locate(umem_t *h, const void *p, struct umem_where *w, const char *call)
+static UMEM_HOT_INLINE void umem__locate(umem_t *h, const void *p, struct umem_where *w,
+                                          const char *call)
 {
     const char *c = (const char *)p;
     if ((uintptr_t)c % UMEM_ALIGN != 0)
@@ -1871,18 +1895,25 @@ static inline void umem__locate(umem_t *h, const void *p, struct umem_where *w, 
         umem__die("heap corruption: write past the end of the block at", p);
 }
 
+/* A large block's mapping, freed (lock held): kept for reuse, or on a
+ * fixed-size heap (one mapped while a fork held the lock) unmapped. */
+static UMEM_NOINLINE void umem__give_back_large(umem_t *h, struct umem_span *s)
+{
+    size_t bytes = umem__size(s);
+    umem__span_remove(h, s);
+    h->bytes_in_use -= bytes;
+    h->large_blocks--;
+    if (h->flags & UMEM_GROW)
+        umem__keep_map(h, s);
+    else
+        umem__unmap(s, bytes);
+}
+
 /* Gives a checked block back to the free tree (lock held). */
 static inline void umem__give_back(umem_t *h, const struct umem_where *w)
 {
     if (w->big) {
-        size_t bytes = umem__size(w->big);
-        umem__span_remove(h, w->big);
-        h->bytes_in_use -= bytes;
-        h->large_blocks--;
-        if (h->flags & UMEM_GROW)
-            umem__keep_map(h, w->big);
-        else
-            umem__unmap(w->big, bytes); /* one mapped while a fork held the lock */
+        umem__give_back_large(h, w->big);
         return;
     }
     size_t size = umem__size(w->block);
@@ -1966,7 +1997,7 @@ static UMEM_RARE void *umem__lent_realloc(umem_t *h, void *p, size_t n)
 /* What the calls that did without the lock left, added to the heap (lock
  * held), as they would have done with it: their blocks and their frees,
  * which are checked now. */
-static inline void umem__settle(umem_t *h)
+static UMEM_RARE void umem__settle(umem_t *h)
 {
     struct umem_span *s = atomic_exchange_explicit(&h->lent_maps, NULL, memory_order_acquire);
     while (s) {
@@ -3021,18 +3052,17 @@ static inline void *umem_alloc(umem_t *h, size_t n)
 }
 
 /* A free of a block with a header (`moved`: the old block of a realloc,
- * which counts as no free).  errno is left as it was. */
+ * which counts as no free).  errno is left as it was: every system call
+ * on the way saves it. */
 static UMEM_NOINLINE void umem__free_locked(umem_t *h, void *p, int moved)
 {
     if ((uintptr_t)p % UMEM_ALIGN != 0)
         umem__die("free of a pointer outside the heap or misaligned:", p);
-    int saved = errno, r = umem__lock(h, UMEM_COUNTED | UMEM_LEND);
+    int r = umem__lock(h, UMEM_COUNTED | UMEM_LEND | UMEM_QUIET);
     if (r == 1)
         umem__lent_free(h, p, moved);
-    if (r != 0) {
-        errno = saved;
+    if (r != 0)
         return;
-    }
     struct umem_where w;
     umem__locate(h, p, &w, "free");
     if (moved)
@@ -3040,9 +3070,8 @@ static UMEM_NOINLINE void umem__free_locked(umem_t *h, void *p, int moved)
     else
         h->frees++;
     umem__give_back(h, &w);
-    umem__maybe_purge(h);
+    umem__maybe_purge(h); /* errno kept, as by the lock and the unmaps */
     umem__unlock(h);
-    errno = saved;
 }
 
 static inline void umem_free(umem_t *h, void *p)
