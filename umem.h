@@ -222,10 +222,11 @@
  *     as the block's own header allows, and the next holder of the lock
  *     settles both (the full checks of a free then run).  lent_calls
  *     counts them.  umem_check, umem_get_stats and a thread's exit wait.
- *   - Locks are error-checking mutexes: a fork() from a signal handler
- *     that interrupted a call holding one does not wait for it; that call
- *     finishes, in the parent and in the child (where the lock is made
- *     anew and held again for it).  The same holds for a fork() from a
+ *   - Each thread notes the private heap whose lock it is taking or
+ *     holds: a fork() from a signal handler that interrupted such a call
+ *     does not wait for that lock; the call finishes, in the parent and
+ *     in the child (where the lock is made anew and held again for it),
+ *     and the handler's own calls on that heap do without it.  The same holds for a fork() from a
  *     handler that interrupted another fork() between its handlers.  As
  *     with glibc, this is for a process with one thread: with several, a
  *     fork() by another thread at that moment waits for the interrupted
@@ -572,10 +573,7 @@ struct umem {
     struct umem_units umap[UMEM_UNIT_MAPS];
     _Atomic unsigned umaps;
     _Alignas(64) pthread_mutex_t lock;
-    /* A private heap's: the thread that holds the lock (its umem__tls),
-     * and whether a fork() does (see FORK). */
-    _Atomic(const void *) holder;
-    _Atomic int forking;
+    _Atomic int forking; /* a private heap's: a fork() holds the lock (see FORK) */
     int fork_held; /* the thread in fork() took the lock */
     /* Left by calls that found the lock lent to a fork, for its next
      * holder: blocks mapped on their own (linked through node.left), and
@@ -856,12 +854,16 @@ static inline unsigned umem__tree_path(struct umem_node **root, const struct ume
 
 /* The calling thread's pool for the heap it used last: one thread-local
  * variable, so that a shared library reaches it through one address.  Its
- * address also names the thread, as the holder of a lock. */
+ * address also names the thread, as the one in fork(). */
 struct umem_tls {
     umem_t *heap;
     size_t secret; /* the heap's: a new heap at a destroyed one's address differs */
     struct umem_pool *pool;
     int exiting; /* a pool of this thread's went back: it is ending, make no other */
+    /* The private heap whose lock this thread is taking or holds: set
+     * before the attempt and cleared after the unlock, so that a signal
+     * handler on this thread never waits for it (see FORK). */
+    umem_t *locking;
 };
 UMEM_PROCESS_WIDE UMEM_TLS struct umem_tls umem__tls;
 
@@ -903,13 +905,13 @@ static inline void umem__relax(void)
 }
 
 /* A private heap's lock is lent out (see FORK): held by a fork() in
- * progress, or by this very thread (a signal handler, or the fork()
- * itself, that interrupted a call holding it).  Waiting would never end. */
-static inline int umem__lent(const umem_t *h)
+ * progress, or taken or held by a call of this very thread that a signal
+ * handler interrupted (`outer`: the heap that call was locking).  Waiting
+ * would never end. */
+static inline int umem__lent(const umem_t *h, const umem_t *outer)
 {
     return !(h->flags & UMEM_SHARED) &&
-           (atomic_load_explicit(&h->forking, memory_order_acquire) ||
-            atomic_load_explicit(&h->holder, memory_order_relaxed) == umem__me());
+           (outer == h || atomic_load_explicit(&h->forking, memory_order_acquire));
 }
 
 /* One wait for a lock that was busy: spins, then naps, or for a cached
@@ -944,8 +946,8 @@ static inline int umem__lock_wait(umem_t *h, unsigned attempt)
     return r;
 }
 
-/* The lock: for UMEM_SHARED, process-shared and robust; else error-
- * checking (see FORK).  0, or the error pthread_mutex_init gave. */
+/* The lock: for UMEM_SHARED, process-shared and robust.  0, or the error
+ * pthread_mutex_init gave. */
 static inline int umem__lock_init(umem_t *h)
 {
     pthread_mutexattr_t attr;
@@ -953,8 +955,6 @@ static inline int umem__lock_init(umem_t *h)
     if (h->flags & UMEM_SHARED) {
         pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
         pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
-    } else {
-        pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ERRORCHECK);
     }
     int r = pthread_mutex_init(&h->lock, &attr);
     pthread_mutexattr_destroy(&attr);
@@ -964,14 +964,15 @@ static inline int umem__lock_init(umem_t *h)
 static UMEM_RARE void umem__settle(umem_t *h);
 
 /* umem__lock when the first attempt did not simply take the lock: r is
- * what pthread_mutex_trylock said (0 for a heap whose owner died). */
-static UMEM_NOINLINE int umem__lock_slow(umem_t *h, int how, int r)
+ * what pthread_mutex_trylock said (0 for a heap whose owner died);
+ * `outer`, the heap an interrupted call of this thread was locking. */
+static UMEM_NOINLINE int umem__lock_slow(umem_t *h, int how, int r, const umem_t *outer)
 {
     int contended = 0;
     /* Contended: a short spin, then naps (see LOCKING above); a lock
      * held by a fork is looked for once the spin is over. */
     for (unsigned attempt = 0; r == EBUSY; attempt++) {
-        if (attempt >= UMEM_SPIN && how & UMEM_LEND && umem__lent(h))
+        if ((attempt >= UMEM_SPIN || outer == h) && how & UMEM_LEND && umem__lent(h, outer))
             return 1;
         contended = 1;
         r = umem__lock_wait(h, attempt);
@@ -994,8 +995,6 @@ static UMEM_NOINLINE int umem__lock_slow(umem_t *h, int how, int r)
             errno = EOWNERDEAD;
         return -1;
     }
-    if (!(h->flags & UMEM_SHARED))
-        atomic_store_explicit(&h->holder, umem__me(), memory_order_relaxed);
     return 0;
 }
 
@@ -1009,13 +1008,16 @@ static inline int umem__lock(umem_t *h, int how)
 {
     if (h->flags & UMEM_NOLOCK)
         return 0;
+    umem_t *was = umem__tls.locking;
+    if (!(h->flags & UMEM_SHARED) && !was)
+        umem__tls.locking = h;
     int r = pthread_mutex_trylock(&h->lock);
     if (UMEM_LIKELY(r == 0 && !h->owner_died)) {
         if (how & UMEM_COUNTED)
             h->lock_count++;
-        if (!(h->flags & UMEM_SHARED))
-            atomic_store_explicit(&h->holder, umem__me(), memory_order_relaxed);
-    } else if ((r = umem__lock_slow(h, how, r)) != 0) {
+    } else if ((r = umem__lock_slow(h, how, r, was)) != 0) {
+        if (!was && umem__tls.locking == h)
+            umem__tls.locking = NULL; /* lent, or failed: nothing taken */
         return r;
     }
     if (!(h->flags & UMEM_SHARED) &&
@@ -1029,9 +1031,9 @@ static inline void umem__unlock(umem_t *h)
 {
     if (h->flags & UMEM_NOLOCK)
         return;
-    if (!(h->flags & UMEM_SHARED))
-        atomic_store_explicit(&h->holder, NULL, memory_order_relaxed);
     pthread_mutex_unlock(&h->lock);
+    if (umem__tls.locking == h)
+        umem__tls.locking = NULL;
 }
 
 /* ---- fork(): a fork holds every private heap's lock, and lends it ----
@@ -1068,9 +1070,8 @@ static inline void umem__forks_drop(const sigset_t *old)
     pthread_sigmask(SIG_SETMASK, old, NULL);
 }
 
-/* Each heap's lock is an error-checking mutex: taking one this thread
- * holds already (fork() from a signal handler that interrupted a call
- * holding it) says so, with EDEADLK, instead of waiting for ever.  The
+/* A heap whose lock this thread is taking or holds (fork() from a signal
+ * handler that interrupted a call on it) is left to that call.  The
  * thread in fork() is named while it holds the list: a fork() from a
  * handler that interrupted that fork() between its handlers is nested,
  * and finds every lock held by its own thread already. */
@@ -1084,21 +1085,18 @@ static inline void umem__fork_prepare(void)
     umem__forks_take(&old);
     atomic_store_explicit(&umem__forks_owner, umem__me(), memory_order_relaxed);
     for (umem_t *h = umem__forks; h; h = h->fork_next) {
-        h->fork_held = pthread_mutex_lock(&h->lock) == 0; /* its holder waits on nothing */
-        if (!h->fork_held)
-            continue;
-        atomic_store_explicit(&h->holder, umem__me(), memory_order_relaxed);
-        atomic_store_explicit(&h->forking, 1, memory_order_release);
+        /* Its holder waits on nothing; this thread's own call finishes. */
+        h->fork_held = umem__tls.locking != h && pthread_mutex_lock(&h->lock) == 0;
+        if (h->fork_held)
+            atomic_store_explicit(&h->forking, 1, memory_order_release);
     }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
 /* `child`: the one thread left, the one that took the locks, makes them
- * anew (as the C library does its own), since an error-checking mutex
- * is the thread's that locked it, and the child's thread is another.
- * Those the fork took are free; those this thread held before (an
- * interrupted call's, or all of them in a nested fork) are held again,
- * for their holder to let go. */
+ * anew (as the C library does its own).  Those the fork took are free;
+ * those this thread held before (an interrupted call's, or all of them
+ * in a nested fork) are held again, for their holder to let go. */
 static inline void umem__fork_done(int child)
 {
     int nested = umem__forks_nested;
@@ -1111,8 +1109,7 @@ static inline void umem__fork_done(int child)
     for (umem_t *h = umem__forks; h; h = h->fork_next) {
         int held_before = nested || !h->fork_held;
         if (child) {
-            /* It refuses (EPERM: the parent's thread locked it), but a
-             * tool that follows locks sees it let go. */
+            /* Let go first, so that a tool that follows locks sees it. */
             pthread_mutex_unlock(&h->lock);
             umem__lock_init(h);
             if (held_before)
@@ -1122,7 +1119,6 @@ static inline void umem__fork_done(int child)
             continue;
         h->fork_held = 0;
         atomic_store_explicit(&h->forking, 0, memory_order_release);
-        atomic_store_explicit(&h->holder, NULL, memory_order_relaxed);
         if (!child)
             pthread_mutex_unlock(&h->lock);
     }
@@ -1999,6 +1995,9 @@ static UMEM_RARE void *umem__lent_realloc(umem_t *h, void *p, size_t n)
  * which are checked now. */
 static UMEM_RARE void umem__settle(umem_t *h)
 {
+    /* Frees first: each was left after the mapping of its block (if it
+     * has one), which is then on the list taken next, or settled before. */
+    uintptr_t f = atomic_exchange_explicit(&h->lent_frees, 0, memory_order_acquire);
     struct umem_span *s = atomic_exchange_explicit(&h->lent_maps, NULL, memory_order_acquire);
     while (s) {
         struct umem_span *next = (struct umem_span *)s->node.left;
@@ -2009,7 +2008,6 @@ static UMEM_RARE void umem__settle(umem_t *h)
         h->lent_calls++;
         s = next;
     }
-    uintptr_t f = atomic_exchange_explicit(&h->lent_frees, 0, memory_order_acquire);
     while (f) {
         uintptr_t *q = (uintptr_t *)(f & ~(uintptr_t)1);
         int moved = (int)(f & 1);
@@ -2736,7 +2734,9 @@ static inline struct umem_pool *umem__pool_new(umem_t *h)
     int r = umem__lock(h, UMEM_LEND);
     if (r == 0 && !h->spare_pools) {
         umem__unlock(h);
+        int saved = errno; /* a free may come here: it leaves errno alone */
         struct umem_pool *fresh = (struct umem_pool *)umem__map(bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE);
+        errno = saved;
         if (!fresh)
             return NULL;
         fresh->heap = h;
@@ -2992,6 +2992,13 @@ static inline void umem_destroy(umem_t *h)
     }
     while (h->map_cached > 0)
         umem__unmap_cached(h, 0);
+    /* Blocks mapped while a fork held the lock, and never settled. */
+    struct umem_span *lent = atomic_load_explicit(&h->lent_maps, memory_order_acquire);
+    while (lent) {
+        struct umem_span *next = (struct umem_span *)lent->node.left;
+        munmap(lent, (size_t)(lent->end - (char *)lent));
+        lent = next;
+    }
     while (h->spans) {
         struct umem_span *s = (struct umem_span *)h->spans;
         size_t bytes = umem__size(s);
@@ -3353,10 +3360,9 @@ static inline void *umem_memalign(umem_t *h, size_t align, size_t n)
 
 /* ---- umem_check and statistics ---- */
 
-static inline int umem__fail(umem_t *h, const char *what, const void *where)
+static inline int umem__fail(const char *what, const void *where)
 {
     fprintf(stderr, "umem_check: %s (at %p)\n", what, where);
-    umem__unlock(h);
     return -1;
 }
 
@@ -3675,25 +3681,39 @@ static inline const char *umem__check_pools(umem_t *h, const void **at)
     return broken;
 }
 
+static inline int umem__check_all(umem_t *h);
+
 static inline int umem_check(umem_t *h)
 {
     if (!h || h->magic != UMEM_MAGIC) {
         fprintf(stderr, "umem_check: not a heap (at %p)\n", (void *)h);
         return -1;
     }
-    if (umem__lock(h, 0) != 0) {
+    /* A heap whose lock a fork holds is still: it is checked as it is. */
+    int r = umem__lock(h, UMEM_LEND);
+    if (r < 0) {
         fprintf(stderr, "umem_check: %s\n",
                 errno == EOWNERDEAD ? "a process died holding the heap's lock"
                                     : strerror(errno));
         return -1;
     }
+    int broken = umem__check_all(h);
+    if (r == 0)
+        umem__unlock(h);
+    return broken;
+}
+
+/* umem_check's walk (lock held, or lent to a fork): 0, or -1 after
+ * printing the first broken invariant. */
+static inline int umem__check_all(umem_t *h)
+{
     struct umem_tally free_tree = {0}, span_tree = {0};
     umem__check_tree(h, h->root, &free_tree, 0, 1);
     if (free_tree.broken)
-        return umem__fail(h, free_tree.broken, free_tree.at);
+        return umem__fail(free_tree.broken, free_tree.at);
     umem__check_tree(h, h->spans, &span_tree, 0, 0);
     if (span_tree.broken)
-        return umem__fail(h, span_tree.broken, span_tree.at);
+        return umem__fail(span_tree.broken, span_tree.at);
 
     struct umem_walk w = {0};
     uint64_t large = 0;
@@ -3707,18 +3727,17 @@ static inline int umem_check(umem_t *h)
     if (!broken)
         broken = umem__check_pools(h, &at);
     if (broken)
-        return umem__fail(h, broken, at);
+        return umem__fail(broken, at);
     if (w.large_blocks != free_tree.nodes || w.large_bytes != free_tree.bytes)
-        return umem__fail(h, "I4: the free tree and the large free blocks differ", h->root);
+        return umem__fail("I4: the free tree and the large free blocks differ", h->root);
     if (large != h->large_blocks)
-        return umem__fail(h, "I6: large blocks counted and found differ", h);
+        return umem__fail("I6: large blocks counted and found differ", h);
     if (h->allocs + h->pages_made - h->frees - h->pages_freed != w.used_blocks + large)
-        return umem__fail(h, "I7: allocs - frees differs from the used blocks", h);
+        return umem__fail("I7: allocs - frees differs from the used blocks", h);
     if (h->bytes_in_use != w.used_bytes)
-        return umem__fail(h, "I7: bytes_in_use differs from the used blocks", h);
+        return umem__fail("I7: bytes_in_use differs from the used blocks", h);
     if (h->peak_bytes_in_use < h->bytes_in_use)
-        return umem__fail(h, "I7: peak_bytes_in_use below bytes_in_use", h);
-    umem__unlock(h);
+        return umem__fail("I7: peak_bytes_in_use below bytes_in_use", h);
     return 0;
 }
 
@@ -3743,7 +3762,7 @@ static inline void umem__pages_used(umem_t *h, uint64_t *slots, uint64_t *bytes)
 static inline void umem_get_stats(umem_t *h, umem_stats_t *out)
 {
     memset(out, 0, sizeof *out);
-    int locked = umem__lock(h, 0) == 0;
+    int locked = umem__lock(h, UMEM_LEND) == 0; /* lent to a fork: read as it is */
     uint64_t allocs = h->gone_allocs, moves = h->gone_moves, remote = h->gone_remote;
     uint64_t remote_bytes = h->gone_remote_bytes, collected = h->gone_collected;
     uint64_t collected_bytes = h->gone_collected_bytes, slots = 0, slot_bytes = 0;
