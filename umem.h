@@ -1918,6 +1918,19 @@ static inline void umem__give_back(umem_t *h, const struct umem_where *w)
     umem__merge_free(h, w->block, w->first);
 }
 
+/* A free of a block with a header (lock held): checked, counted (a move,
+ * `moved`, counts as no free) and given back. */
+static UMEM_HOT_INLINE void umem__release(umem_t *h, void *p, int moved)
+{
+    struct umem_where w;
+    umem__locate(h, p, &w, "free");
+    if (moved)
+        h->allocs--; /* a move: neither an allocation nor a free */
+    else
+        h->frees++;
+    umem__give_back(h, &w);
+}
+
 /* ---- calls that find the lock lent to a fork (see FORK) ----
  * They read nothing of the heap but the block they are given, whose
  * header only its owner changes (a neighbour's free flips its
@@ -2013,13 +2026,7 @@ static UMEM_RARE void umem__settle(umem_t *h)
         int moved = (int)(f & 1);
         f = q[0];
         q[1] = 0; /* the mark goes: the block may be handed out again */
-        struct umem_where w;
-        umem__locate(h, q, &w, "free");
-        if (moved)
-            h->allocs--; /* a move: neither an allocation nor a free */
-        else
-            h->frees++;
-        umem__give_back(h, &w);
+        umem__release(h, q, moved);
         h->lent_calls++;
     }
 }
@@ -3070,13 +3077,7 @@ static UMEM_NOINLINE void umem__free_locked(umem_t *h, void *p, int moved)
         umem__lent_free(h, p, moved);
     if (r != 0)
         return;
-    struct umem_where w;
-    umem__locate(h, p, &w, "free");
-    if (moved)
-        h->allocs--; /* a move: neither an allocation nor a free */
-    else
-        h->frees++;
-    umem__give_back(h, &w);
+    umem__release(h, p, moved);
     umem__maybe_purge(h); /* errno kept, as by the lock and the unmaps */
     umem__unlock(h);
 }
