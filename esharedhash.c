@@ -41,6 +41,7 @@ struct pool {
     char *base, *end; /* the segments' memory, contiguous */
     unsigned shift;   /* segment size is 1 << shift */
     unsigned nseg;
+    size_t redzone;   /* bytes left free after each block: 0 unless a tool watches */
     struct pool_segment *cur; /* where umalloc bumps, and ufree looks first */
     struct pool_segment seg[];
 };
@@ -54,6 +55,7 @@ struct pool {
  * made before it was forked (the reader's) and its own. */
 static struct {
     umem_t *heap;
+    int watched; /* valgrind or AddressSanitizer sees the heap: pools tell it */
     struct pool *_Atomic registry[MAX_WORKERS + 1];
     _Atomic unsigned registry_used;
 } pools;
@@ -81,6 +83,8 @@ static struct pool *pool_create(size_t segments, unsigned shift)
     p->end = p->base + segments * seg_bytes;
     p->shift = shift;
     p->nseg = (unsigned)segments;
+    p->redzone = pools.watched ? UMEM_REDZONE : 0;
+    umem_tell_pool(pools.heap, p->base, segments * seg_bytes);
     p->cur = &p->seg[0];
     for (size_t i = 0; i < segments; i++) {
         struct pool_segment *s = &p->seg[i];
@@ -146,6 +150,7 @@ static void pool_destroy(struct pool *p)
         struct pool *expected = p;
         atomic_compare_exchange_strong(&pools.registry[i], &expected, NULL);
     }
+    umem_tell_pool_gone(pools.heap, p->base, (size_t)(p->end - p->base));
     umem_free(pools.heap, p);
 }
 
@@ -172,6 +177,15 @@ static void *pool_alloc_slow(struct pool *p, size_t need)
     return NULL;
 }
 
+/* A block carved from a pool, for the tool that watches the heap; n is
+ * what was asked for, and need - n bytes after it stay no-access. */
+static void *pool_told(struct pool *p, void *r, size_t n)
+{
+    if (r)
+        umem_tell_alloc(pools.heap, p->base, r, n);
+    return r;
+}
+
 /* Counts pool_hits and pool_fallbacks; umallocs is their sum, filled in
  * when the thread's work ends, off the hot path. */
 static inline void *umalloc(size_t n)
@@ -180,18 +194,18 @@ static inline void *umalloc(size_t n)
     if (p) {
         /* need - 1 wraps for n == 0, and for an n so large that need
          * wrapped to 0: neither fits, both go to the heap. */
-        size_t need = (n + 15) & ~(size_t)15;
+        size_t need = ((n + 15) & ~(size_t)15) + p->redzone;
         struct pool_segment *s = p->cur;
         if (need - 1 < (size_t)(s->end - s->bump)) {
             void *r = s->bump;
             s->bump += need;
             s->allocs++;
             mine.counts.pool_hits++;
-            return r;
+            return UMEM_UNLIKELY(p->redzone) ? pool_told(p, r, n) : r;
         }
         void *r = pool_alloc_slow(p, need);
         if (r)
-            return r;
+            return UMEM_UNLIKELY(p->redzone) ? pool_told(p, r, n) : r;
     }
     mine.counts.pool_fallbacks++;
     return umem_alloc(pools.heap, n);
@@ -223,6 +237,8 @@ static inline void ufree(void *ptr)
                 ? segment_of(p, c)
                 : NULL;
     if (s) {
+        if (UMEM_UNLIKELY(pools.watched))
+            umem_tell_free(pools.heap, p->base, ptr, (size_t)(s->end - c));
         if (++s->local_frees == s->allocs)
             segment_rewind(s);
         return;
@@ -230,6 +246,8 @@ static inline void ufree(void *ptr)
     struct pool *owner = pool_of(c);
     if (owner) {
         s = segment_of(owner, c);
+        if (UMEM_UNLIKELY(pools.watched))
+            umem_tell_free(pools.heap, owner->base, ptr, (size_t)(s->end - c));
         HANDOFF_SEND(s);
         atomic_fetch_add_explicit(&s->remote_frees, 1, memory_order_release);
         mine.counts.remote_frees++;
@@ -256,6 +274,7 @@ static struct pool *worker_pool(size_t pool_bytes)
 static int pool_reader_begin(const struct policy_env *env)
 {
     pools.heap = env->heap;
+    pools.watched = umem_watched(env->heap);
     if (env->mode == MODE_SINGLE) {
         mine.pool = worker_pool(env->pool_bytes);
     } else {

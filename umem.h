@@ -361,6 +361,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stddef.h>
@@ -377,6 +378,7 @@
 #define UMEM_NOLOCK 2u
 #define UMEM_GROW   4u
 #define UMEM_CACHED 8u
+#define UMEM_DEBUG  16u
 
 typedef struct umem umem_t;
 
@@ -405,9 +407,93 @@ typedef struct umem_stats {
     uint64_t map_reuses;        /* large blocks served by a mapping freed before */
     uint64_t lent_calls;        /* calls that found the lock held by fork() and did
                                    without it (see FORK), once settled */
+    uint64_t held_blocks;       /* freed blocks held back from reuse, counted in use
+                                   (UMEM_DEBUG, AddressSanitizer: see DEBUGGING) */
 } umem_stats_t;
 
 /* ---- implementation ---------------------------------------------------- */
+
+/* ---- the tools that watch the heap (see DEBUGGING) ----
+ * valgrind's client requests, where <valgrind/memcheck.h> is installed
+ * (each costs a few instructions outside valgrind, and umem makes them
+ * only on a heap it found memcheck watching), and AddressSanitizer's
+ * poisoning, in a build with -fsanitize=address (UMEM_ASAN defined to 0
+ * before the include turns it off). */
+#if defined(__has_include)
+#if __has_include(<valgrind/memcheck.h>)
+#include <valgrind/memcheck.h>
+#define UMEM__VALGRIND 1
+#endif
+#if __has_include(<execinfo.h>)
+#include <execinfo.h>
+#define UMEM__BACKTRACE 1
+#endif
+#endif
+
+#if defined(__SANITIZE_ADDRESS__)
+#define UMEM__ASAN_BUILD 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define UMEM__ASAN_BUILD 1
+#endif
+#endif
+#if !defined(UMEM_ASAN) && defined(UMEM__ASAN_BUILD)
+#define UMEM_ASAN 1
+#endif
+#if defined(UMEM_ASAN) && UMEM_ASAN && defined(UMEM__ASAN_BUILD)
+#define UMEM__ASAN 1
+void __asan_poison_memory_region(void const volatile *addr, size_t size);
+void __asan_unpoison_memory_region(void const volatile *addr, size_t size);
+#define UMEM__POISON(p, n)   __asan_poison_memory_region((p), (n))
+#define UMEM__UNPOISON(p, n) __asan_unpoison_memory_region((p), (n))
+#else
+#define UMEM__POISON(p, n)   ((void)(p), (void)(n))
+#define UMEM__UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
+#ifdef UMEM__VALGRIND
+#define UMEM__VG_QUIET(h)                                     \
+    do {                                                      \
+        if ((h)->flags & UMEM__VG)                            \
+            VALGRIND_DISABLE_ERROR_REPORTING;                 \
+    } while (0)
+#define UMEM__VG_LOUD(h)                                      \
+    do {                                                      \
+        if ((h)->flags & UMEM__VG)                            \
+            VALGRIND_ENABLE_ERROR_REPORTING;                  \
+    } while (0)
+#define UMEM__VG_HIDE(h, p, n)                                \
+    do {                                                      \
+        if ((h)->flags & UMEM__VG)                            \
+            (void)VALGRIND_MAKE_MEM_NOACCESS((p), (n));       \
+    } while (0)
+#else
+#define UMEM__VG_QUIET(h)      ((void)(h))
+#define UMEM__VG_LOUD(h)       ((void)(h))
+#define UMEM__VG_HIDE(h, p, n) ((void)(h), (void)(p), (void)(n))
+#endif
+
+/* Flags umem_create adds to a heap's own (never passed to it). */
+#define UMEM__VG      (1u << 16) /* memcheck watches: blocks are announced to it */
+#define UMEM__KEEP    (1u << 17) /* blocks carry a record and guards; frees wait (quarantine) */
+#define UMEM__POISONS (1u << 18) /* AddressSanitizer: guards and freed blocks are poisoned */
+#define UMEM__WATCHED (UMEM__VG | UMEM__KEEP)
+
+/* What a block carries before its payload on a heap with UMEM__KEEP:
+ * the payload handed out follows it at once.  `check` seals the record
+ * (an underrun that reaches it, or a pointer that is no block, breaks
+ * it); guard[] is the left guard, poisoned under AddressSanitizer. */
+#define UMEM_DEBUG_FRAMES 3
+struct umem_rec {
+    struct umem_rec *next, *prev; /* the heap's live blocks, or its quarantine */
+    void *frames[UMEM_DEBUG_FRAMES]; /* the allocating calls, innermost first */
+    size_t size;  /* what was asked for */
+    size_t room;  /* bytes from the payload to the end of umem's block */
+    uint32_t shift, state; /* payload less umem's block; UMEM__LIVE, ... */
+    size_t check;
+    unsigned char guard[8];
+};
+_Static_assert(sizeof(struct umem_rec) % 16 == 0, "a record keeps payloads 16-byte aligned");
 
 #define UMEM_ALIGN     16u
 #define UMEM_HEADER    16u
@@ -608,6 +694,11 @@ struct umem {
     unsigned map_cached;    /* mappings in map_cache */
     struct umem_span *map_cache[UMEM_MAP_CACHE]; /* freed large mappings, oldest first */
     uint64_t map_cache_bytes, map_reuses;
+    /* UMEM__KEEP (UMEM_DEBUG, AddressSanitizer), under the lock: the
+     * blocks handed out, and those freed but held back, oldest first;
+     * each list is circular through its sentinel. */
+    struct umem_rec live, held;
+    uint64_t held_blocks, held_bytes;
 };
 
 #define UMEM_CONTROL_BYTES \
@@ -864,6 +955,7 @@ struct umem_tls {
      * before the attempt and cleared after the unlock, so that a signal
      * handler on this thread never waits for it (see FORK). */
     umem_t *locking;
+    int tracing; /* in backtrace(), which may allocate (UMEM__KEEP) */
 };
 UMEM_PROCESS_WIDE UMEM_TLS struct umem_tls umem__tls;
 
@@ -1620,6 +1712,7 @@ static inline int umem__grow(umem_t *h, size_t need)
                 mprotect(from, (size_t)(to - from), PROT_READ | PROT_WRITE) != 0)
                 return -1;
             h->mapped_bytes += (uint64_t)(to - from);
+            UMEM__VG_HIDE(h, from, (size_t)(to - from));
         }
         /* The old end mark becomes a used block of the new room, freed. */
         umem__set_header(h, new_end, 0 | UMEM_USED);
@@ -1633,6 +1726,7 @@ static inline int umem__grow(umem_t *h, size_t need)
     struct umem_span *s = (struct umem_span *)umem__map(bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE);
     if (!s)
         return -1;
+    UMEM__VG_HIDE(h, s, bytes);
     s->is_region = 1;
     s->first = (char *)s + UMEM_SPAN_BYTES;
     s->end = s->first + ((bytes - UMEM_SPAN_BYTES - UMEM_HEADER) & ~(size_t)(UMEM_ALIGN - 1));
@@ -1711,8 +1805,10 @@ static inline struct umem_span *umem__map_large(umem_t *h, size_t bytes, size_t 
     int saved = errno;
     struct umem_span *s = umem__map(bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE);
     errno = saved;
-    if (s)
+    if (s) {
+        UMEM__VG_HIDE(h, s, bytes);
         umem__large_init(h, s, bytes, align, 0);
+    }
     return s;
 }
 
@@ -2698,6 +2794,7 @@ static inline void umem__pool_exit(void *arg)
         return;
     struct umem_pool *pool = (struct umem_pool *)arg;
     umem_t *h = pool->heap;
+    UMEM__VG_QUIET(h);
     if (umem__lock(h, 0) == 0) {
         for (unsigned cls = 0; cls < UMEM_CLASSES; cls++) {
             umem__pool_drop(h, pool, &pool->avail[cls], 0);
@@ -2721,6 +2818,7 @@ static inline void umem__pool_exit(void *arg)
         umem__maybe_purge(h);
         umem__unlock(h);
     }
+    UMEM__VG_LOUD(h);
     pthread_setspecific(h->key, UMEM_POOL_GONE);
     umem__tls.heap = h;
     umem__tls.secret = h->secret;
@@ -2869,9 +2967,36 @@ static inline void *umem__pool_aligned(umem_t *h, size_t align, size_t n)
 
 /* ---- the interface ---- */
 
+static inline uint64_t umem__keep_leaks(umem_t *h, const char *what);
+
+/* The tools that watch a new heap (see DEBUGGING): UMEM_DEBUG's records,
+ * AddressSanitizer's in a build with it, memcheck when the program runs
+ * under it (unless UMEM_VALGRIND=0 is in the environment).  A UMEM_SHARED
+ * heap gets UMEM_DEBUG's alone: a tool sees one process's memory, and
+ * that heap's blocks pass between processes. */
+static inline unsigned umem__tools(unsigned flags)
+{
+    unsigned tools = flags & UMEM_DEBUG ? UMEM__KEEP : 0;
+    if (flags & UMEM_SHARED)
+        return tools;
+#ifdef UMEM__ASAN
+    tools |= UMEM__KEEP | UMEM__POISONS;
+#endif
+#ifdef UMEM__VALGRIND
+    if (RUNNING_ON_VALGRIND) {
+        const char *off = getenv("UMEM_VALGRIND");
+        unsigned char probe = 0, vbits = 0;
+        /* Only memcheck answers this request (helgrind and DRD do not). */
+        if (!(off && strcmp(off, "0") == 0) && VALGRIND_GET_VBITS(&probe, &vbits, 1) == 1)
+            tools |= UMEM__VG;
+    }
+#endif
+    return tools;
+}
+
 static inline umem_t *umem_create(size_t bytes, unsigned flags)
 {
-    unsigned known = UMEM_SHARED | UMEM_NOLOCK | UMEM_GROW | UMEM_CACHED;
+    unsigned known = UMEM_SHARED | UMEM_NOLOCK | UMEM_GROW | UMEM_CACHED | UMEM_DEBUG;
     if (flags & ~known || (flags & UMEM_SHARED && flags & (UMEM_NOLOCK | UMEM_GROW | UMEM_CACHED)) ||
         (flags & UMEM_NOLOCK && flags & UMEM_CACHED)) {
         errno = EINVAL;
@@ -2917,7 +3042,9 @@ static inline umem_t *umem_create(size_t bytes, unsigned flags)
     umem_t *h = (umem_t *)base;
     h->magic = UMEM_MAGIC;
     h->map_bytes = map_bytes;
-    h->flags = flags;
+    h->flags = flags | umem__tools(flags);
+    h->live.next = h->live.prev = &h->live;
+    h->held.next = h->held.prev = &h->held;
     h->creator = getpid();
     h->page = page;
     struct timespec ts;
@@ -2956,6 +3083,7 @@ static inline umem_t *umem_create(size_t bytes, unsigned flags)
     umem__set_header(h, end, 0 | UMEM_USED);
     umem__set_header(h, h->first, span | UMEM_USED);
     umem__merge_free(h, h->first, h->first);
+    UMEM__VG_HIDE(h, h->first, commit - UMEM_CONTROL_BYTES);
 
     if (umem__forked_heap(h)) {
         umem__forks_register();
@@ -2972,6 +3100,9 @@ static inline void umem_destroy(umem_t *h)
 {
     if (!h)
         return;
+    UMEM__VG_QUIET(h);
+    if (h->flags & UMEM__KEEP)
+        umem__keep_leaks(h, "leak");
     if (umem__forked_heap(h)) {
         sigset_t old;
         umem__forks_take(&old);
@@ -3015,6 +3146,7 @@ static inline void umem_destroy(umem_t *h)
     }
     if (owner && !(h->flags & UMEM_NOLOCK))
         pthread_mutex_destroy(&h->lock);
+    UMEM__VG_LOUD(h);
     munmap(h, h->map_bytes);
 }
 
@@ -3048,7 +3180,7 @@ static UMEM_NOINLINE void *umem__alloc_locked(umem_t *h, size_t n)
     return b + UMEM_HEADER;
 }
 
-static inline void *umem_alloc(umem_t *h, size_t n)
+static inline void *umem__alloc(umem_t *h, size_t n)
 {
     if (n == 0)
         return NULL;
@@ -3082,7 +3214,7 @@ static UMEM_NOINLINE void umem__free_locked(umem_t *h, void *p, int moved)
     umem__unlock(h);
 }
 
-static inline void umem_free(umem_t *h, void *p)
+static inline void umem__free(umem_t *h, void *p)
 {
     if (!p)
         return;
@@ -3096,7 +3228,7 @@ static inline void umem_free(umem_t *h, void *p)
     umem__free_locked(h, p, 0);
 }
 
-static inline size_t umem_usable_size(umem_t *h, const void *p)
+static inline size_t umem__usable_size(umem_t *h, const void *p)
 {
     if (!p)
         return 0;
@@ -3256,12 +3388,12 @@ static UMEM_NOINLINE void *umem__pool_realloc(umem_t *h, struct umem_page *pg, v
     if (n <= slot && (n > slot / 2 || slot <= 32))
         return p;
     int saved = errno;
-    void *q = umem_alloc(h, n);
+    void *q = umem__alloc(h, n);
     if (!q)
         return NULL;
     errno = saved;
     memcpy(q, p, n < slot ? n : slot);
-    umem_free(h, p);
+    umem__free(h, p);
     struct umem_pool *pool = umem__pool(h);
     if (pool)
         umem__add(&pool->moves, 1);
@@ -3270,12 +3402,12 @@ static UMEM_NOINLINE void *umem__pool_realloc(umem_t *h, struct umem_page *pg, v
     return q;
 }
 
-static inline void *umem_realloc(umem_t *h, void *p, size_t n)
+static inline void *umem__realloc(umem_t *h, void *p, size_t n)
 {
     if (!p)
-        return umem_alloc(h, n);
+        return umem__alloc(h, n);
     if (n == 0) {
-        umem_free(h, p);
+        umem__free(h, p);
         return NULL;
     }
     if (h->flags & UMEM_CACHED) {
@@ -3321,14 +3453,10 @@ static inline char *umem__take_aligned(umem_t *h, size_t align, size_t *need)
     return b;
 }
 
-static inline void *umem_memalign(umem_t *h, size_t align, size_t n)
+static inline void *umem__memalign(umem_t *h, size_t align, size_t n)
 {
-    if (align == 0 || (align & (align - 1)) != 0) {
-        errno = EINVAL;
-        return NULL;
-    }
     if (align <= UMEM_ALIGN)
-        return umem_alloc(h, n);
+        return umem__alloc(h, n);
     if (n == 0)
         return NULL;
     if (h->flags & UMEM_CACHED && align <= UMEM_PAGE_HEAD && n <= UMEM_POOL_MAX) {
@@ -3357,6 +3485,516 @@ static inline void *umem_memalign(umem_t *h, size_t align, size_t n)
         return NULL;
     }
     return b + UMEM_HEADER;
+}
+
+/* ---- debugging: valgrind, AddressSanitizer and UMEM_DEBUG ----
+ * A heap that memcheck watches (UMEM__VG) announces each block it hands
+ * out and takes back; umem's own work runs with memcheck's reports off,
+ * since it reads headers and free blocks that memcheck holds no-access.
+ * A heap with UMEM__KEEP (UMEM_DEBUG, or an AddressSanitizer build) puts
+ * a record before each payload and guard bytes after it up to the end of
+ * umem's block, checks both when the block is freed, and holds freed
+ * blocks back, filled with a pattern, until the quarantine overflows:
+ * the pattern is checked then.  Under AddressSanitizer the guards and the
+ * held blocks are poisoned as well. */
+
+#ifndef UMEM_QUARANTINE_BLOCKS
+#define UMEM_QUARANTINE_BLOCKS 1024u /* freed blocks held back from reuse, at most */
+#endif
+#ifndef UMEM_QUARANTINE_BYTES
+#define UMEM_QUARANTINE_BYTES ((size_t)4 << 20) /* ... and their bytes, at most */
+#endif
+#define UMEM__LIVE       0x4c495645u /* handed out, on the live list */
+#define UMEM__ALONE      0x414c4f4eu /* handed out while a fork held the lock: on no list */
+#define UMEM__HELD       0x48454c44u /* freed, held back */
+#define UMEM__NEW_BYTE   0xaa /* a new block's payload */
+#define UMEM__GUARD_BYTE 0xfd /* the guards */
+#define UMEM__FREED_BYTE 0xdd /* a freed block held back */
+#define UMEM__GUARD      16u  /* the right guard's least bytes */
+#define UMEM__LEAKS_SHOWN 100u /* blocks listed one by one at umem_destroy */
+
+#ifdef UMEM__ASAN
+void *__asan_region_is_poisoned(void *beg, size_t size);
+#endif
+
+static inline size_t umem__rec_seal(const umem_t *h, const struct umem_rec *r)
+{
+    return h->secret ^ (size_t)(uintptr_t)r ^ (size_t)(r->size * 0x9E3779B97F4A7C15ull) ^
+           (r->room << 1) ^ ((size_t)r->shift * 65537u) ^ r->state;
+}
+
+/* The offset of the first byte of p[0..n) other than c, or n.  It reads
+ * guards and held blocks, which AddressSanitizer holds poisoned. */
+#ifdef UMEM__ASAN
+__attribute__((no_sanitize_address, noinline))
+#endif
+static inline size_t umem__first_not(const unsigned char *p, size_t n, unsigned char c)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i] != c)
+            return i;
+    return n;
+}
+
+/* One line on stderr, "umem: " and the report, then abort(). */
+static UMEM_COLD void umem__report(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static UMEM_COLD void umem__report(const char *fmt, ...)
+{
+    char line[256] = "umem: ";
+    va_list ap;
+    va_start(ap, fmt);
+    int len = vsnprintf(line + 6, sizeof line - 7, fmt, ap);
+    va_end(ap);
+    size_t n = len < 0 ? 6 : 6 + ((size_t)len < sizeof line - 7 ? (size_t)len : sizeof line - 8);
+    line[n++] = '\n';
+    ssize_t ignored = write(2, line, n);
+    (void)ignored;
+    abort();
+}
+
+/* The calls that led to the allocation, innermost first (frames[0] is
+ * the one that called umem's; zero where unknown).  backtrace() may
+ * allocate on its first use: an allocation made inside it records none. */
+static UMEM_HOT_INLINE void umem__trace(void **frames)
+{
+    memset(frames, 0, UMEM_DEBUG_FRAMES * sizeof *frames);
+#ifdef UMEM__BACKTRACE
+    if (umem__tls.tracing)
+        return;
+    void *all[UMEM_DEBUG_FRAMES + 1];
+    umem__tls.tracing = 1;
+    int got = backtrace(all, UMEM_DEBUG_FRAMES + 1);
+    umem__tls.tracing = 0;
+    for (int i = 1; i < got; i++) /* all[0] is in umem's own call */
+        frames[i - 1] = all[i];
+#endif
+}
+
+static inline void umem__rec_link(struct umem_rec *list, struct umem_rec *r)
+{
+    r->prev = list->prev;
+    r->next = list;
+    list->prev->next = r;
+    list->prev = r;
+}
+
+static inline void umem__rec_unlink(struct umem_rec *r)
+{
+    r->prev->next = r->next;
+    r->next->prev = r->prev;
+}
+
+/* The lists' lock: 0 when taken, 1 when a fork holds it (or a process
+ * died holding a shared heap's): the caller does without the lists. */
+static inline int umem__keep_lock(umem_t *h)
+{
+    return umem__lock(h, UMEM_LEND | UMEM_QUIET) != 0;
+}
+
+/* Whether c lies in one of the heap's mappings (lock held). */
+static inline int umem__owns(umem_t *h, const char *c)
+{
+    if (c >= h->first && c < atomic_load_explicit(&h->end, memory_order_relaxed))
+        return 1;
+    return umem__span_find(h, c) != NULL;
+}
+
+/* The oldest held blocks, taken off the quarantine while it is over its
+ * limits (all of them for `all`), at most `max` (lock held). */
+static inline unsigned umem__keep_evict(umem_t *h, struct umem_rec **out, unsigned max, int all)
+{
+    unsigned k = 0;
+    while (k < max && h->held.next != &h->held &&
+           (all || h->held_blocks > UMEM_QUARANTINE_BLOCKS ||
+            h->held_bytes > UMEM_QUARANTINE_BYTES)) {
+        struct umem_rec *r = h->held.next;
+        umem__rec_unlink(r);
+        h->held_blocks--;
+        h->held_bytes -= r->room;
+        out[k++] = r;
+    }
+    return k;
+}
+
+/* A held block back to the heap for good, once its pattern is checked
+ * (no lock: it is on no list). */
+static inline void umem__keep_release(umem_t *h, struct umem_rec *r)
+{
+    unsigned char *user = (unsigned char *)(r + 1);
+    size_t bad = umem__first_not(user, r->room, UMEM__FREED_BYTE);
+    if (bad < r->room)
+        umem__report("block %p (%zu bytes) was written after its free, at byte %zu", (void *)user,
+                     r->size, bad);
+    UMEM__UNPOISON(r->guard, sizeof r->guard + r->room);
+    r->check = 0; /* a later free of it finds no record */
+    umem__free(h, (char *)user - r->shift);
+}
+
+/* Every held block back to the heap: 1 if there was any. */
+static inline int umem__keep_flush(umem_t *h)
+{
+    struct umem_rec *out[64];
+    int any = 0;
+    for (;;) {
+        if (umem__keep_lock(h))
+            return any;
+        unsigned k = umem__keep_evict(h, out, 64, 1);
+        umem__unlock(h);
+        if (k == 0)
+            return any;
+        for (unsigned i = 0; i < k; i++)
+            umem__keep_release(h, out[i]);
+        any = 1;
+    }
+}
+
+/* A block of n bytes aligned to `align` with its record and guards. */
+static inline void *umem__keep_alloc(umem_t *h, size_t align, size_t n, void *const *frames)
+{
+    if (n == 0)
+        return NULL;
+    size_t head = sizeof(struct umem_rec), total = SIZE_MAX; /* SIZE_MAX fits nowhere */
+    if (align > UMEM_ALIGN)
+        head = align <= PTRDIFF_MAX / 4 ? (head + align - 1) & ~(align - 1) : SIZE_MAX / 2;
+    if (n <= PTRDIFF_MAX / 4 && head <= PTRDIFF_MAX / 4)
+        total = head + n + UMEM__GUARD;
+    char *q = align <= UMEM_ALIGN ? (char *)umem__alloc(h, total) : (char *)umem__memalign(h, align, total);
+    if (!q && total != SIZE_MAX && umem__keep_flush(h))
+        q = align <= UMEM_ALIGN ? (char *)umem__alloc(h, total) : (char *)umem__memalign(h, align, total);
+    if (!q)
+        return NULL;
+    char *user = q + head;
+    struct umem_rec *r = (struct umem_rec *)user - 1;
+    r->size = n;
+    r->room = umem__usable_size(h, q) - head;
+    r->shift = (uint32_t)head;
+    memcpy(r->frames, frames, sizeof r->frames);
+    memset(r->guard, UMEM__GUARD_BYTE, sizeof r->guard);
+    memset(user, UMEM__NEW_BYTE, n);
+    memset(user + n, UMEM__GUARD_BYTE, r->room - n);
+    int alone = umem__keep_lock(h);
+    r->state = alone ? UMEM__ALONE : UMEM__LIVE;
+    r->check = umem__rec_seal(h, r);
+    if (alone) {
+        r->next = r->prev = r;
+    } else {
+        umem__rec_link(&h->live, r);
+        umem__unlock(h);
+    }
+    UMEM__POISON(r->guard, sizeof r->guard);
+    UMEM__POISON(user + n, r->room - n);
+    return user;
+}
+
+/* The record of p, a block handed out, checked with its guards; the
+ * lists' lock is held on return unless *alone (see umem__keep_lock).
+ * Any misuse is reported, naming the call. */
+static inline struct umem_rec *umem__keep_open(umem_t *h, const void *p, const char *call, int *alone)
+{
+    if ((uintptr_t)p % UMEM_ALIGN != 0)
+        umem__report("%s of %p: misaligned, not a block from umem_alloc", call, p);
+    *alone = umem__keep_lock(h);
+    struct umem_rec *r = (struct umem_rec *)p - 1;
+    if (!*alone && !umem__owns(h, (const char *)r))
+        umem__report("%s of %p: outside the heap, not a block from umem_alloc", call, p);
+    if (r->check != umem__rec_seal(h, r) ||
+        (r->state != UMEM__LIVE && r->state != UMEM__ALONE && r->state != UMEM__HELD))
+        umem__report("%s of %p: not a block from umem_alloc, freed long ago, or an underrun "
+                     "overwrote its record",
+                     call, p);
+    if (r->state == UMEM__HELD)
+        umem__report("%s of %p (%zu bytes): freed already (double free)", call, p, r->size);
+    size_t bad = umem__first_not(r->guard, sizeof r->guard, UMEM__GUARD_BYTE);
+    if (bad < sizeof r->guard)
+        umem__report("%s of %p (%zu bytes): written before its start (underrun), at byte -%zu",
+                     call, p, r->size, sizeof r->guard - bad);
+    const unsigned char *tail = (const unsigned char *)p + r->size;
+    bad = umem__first_not(tail, r->room - r->size, UMEM__GUARD_BYTE);
+    if (bad < r->room - r->size)
+        umem__report("%s of %p (%zu bytes): written past its end (overrun), at byte %zu", call, p,
+                     r->size, r->size + bad);
+    return r;
+}
+
+/* A free with records: the block is filled with a pattern and held back;
+ * what the quarantine lets go returns to the heap. */
+static inline void umem__keep_free(umem_t *h, void *p)
+{
+    int alone;
+    struct umem_rec *r = umem__keep_open(h, p, "free", &alone);
+    if (r->state == UMEM__LIVE)
+        umem__rec_unlink(r);
+    if (alone || r->state == UMEM__ALONE) {
+        if (!alone)
+            umem__unlock(h);
+        UMEM__UNPOISON(r->guard, sizeof r->guard + r->room);
+        r->check = 0;
+        umem__free(h, (char *)p - r->shift);
+        return;
+    }
+    UMEM__UNPOISON(p, r->room);
+    memset(p, UMEM__FREED_BYTE, r->room);
+    UMEM__POISON(p, r->room);
+    r->state = UMEM__HELD;
+    r->check = umem__rec_seal(h, r);
+    umem__rec_link(&h->held, r);
+    h->held_blocks++;
+    h->held_bytes += r->room;
+    struct umem_rec *out[8];
+    unsigned k = umem__keep_evict(h, out, 8, 0);
+    umem__unlock(h);
+    for (unsigned i = 0; i < k; i++)
+        umem__keep_release(h, out[i]);
+}
+
+/* umem_check's part (lock held, or lent): every live block's record and
+ * guards, every held block's pattern.  The broken rule, or NULL. */
+static inline const char *umem__keep_check(umem_t *h, const void **at)
+{
+    for (int list = 0; list < 2; list++) {
+        struct umem_rec *head = list ? &h->held : &h->live;
+        unsigned state = list ? UMEM__HELD : UMEM__LIVE;
+        for (struct umem_rec *r = head->next; r != head; r = r->next) {
+            const unsigned char *user = (const unsigned char *)(r + 1);
+            *at = user;
+            if (r->check != umem__rec_seal(h, r) || r->state != state)
+                return "a block's record was overwritten (an underrun?)";
+            if (umem__first_not(r->guard, sizeof r->guard, UMEM__GUARD_BYTE) < sizeof r->guard)
+                return "a block was written before its start (underrun)";
+            if (list && umem__first_not(user, r->room, UMEM__FREED_BYTE) < r->room)
+                return "a freed block was written after its free";
+            if (!list && umem__first_not(user + r->size, r->room - r->size, UMEM__GUARD_BYTE) <
+                             r->room - r->size)
+                return "a block was written past its end (overrun)";
+        }
+    }
+    return NULL;
+}
+
+/* Lists the blocks still allocated (no other thread may use the heap),
+ * each with its size and the calls that allocated it, `what` naming
+ * them ("leak"); returns how many there were. */
+static inline uint64_t umem__keep_leaks(umem_t *h, const char *what)
+{
+    uint64_t blocks = 0, bytes = 0;
+    char line[200];
+    for (struct umem_rec *r = h->live.next; r != &h->live; r = r->next) {
+        blocks++;
+        bytes += r->size;
+        if (blocks > UMEM__LEAKS_SHOWN)
+            continue;
+        int len = snprintf(line, sizeof line, "umem: %s: %zu bytes at %p, allocated from:\n", what,
+                           r->size, (void *)(r + 1));
+        ssize_t ignored = write(2, line, len > 0 ? (size_t)len : 0);
+        (void)ignored;
+        int frames = 0;
+        while (frames < UMEM_DEBUG_FRAMES && r->frames[frames])
+            frames++;
+#ifdef UMEM__BACKTRACE
+        backtrace_symbols_fd(r->frames, frames, 2);
+#endif
+    }
+    if (blocks > 0) {
+        int len = snprintf(line, sizeof line, "umem: %s: %llu blocks, %llu bytes in all\n", what,
+                           (unsigned long long)blocks, (unsigned long long)bytes);
+        ssize_t ignored = write(2, line, len > 0 ? (size_t)len : 0);
+        (void)ignored;
+    }
+    return blocks;
+}
+
+/* The bytes the caller may use at p: what it asked for. */
+static UMEM_NOINLINE size_t umem__debug_usable(umem_t *h, const void *p, const char *call)
+{
+    if (!p)
+        return 0;
+    size_t n;
+    UMEM__VG_QUIET(h);
+    if (h->flags & UMEM__KEEP) {
+        int alone;
+        n = umem__keep_open(h, p, call, &alone)->size;
+        if (!alone)
+            umem__unlock(h);
+    } else {
+        n = umem__usable_size(h, p);
+#ifdef UMEM__VALGRIND
+        /* What memcheck was told: it holds the rest no-access. */
+        uintptr_t bad = VALGRIND_CHECK_MEM_IS_ADDRESSABLE(p, n);
+        if (bad)
+            n = (size_t)(bad - (uintptr_t)p);
+#endif
+    }
+    UMEM__VG_LOUD(h);
+    return n;
+}
+
+static UMEM_NOINLINE void *umem__debug_alloc(umem_t *h, size_t align, size_t n)
+{
+    void *frames[UMEM_DEBUG_FRAMES];
+    if (h->flags & UMEM__KEEP)
+        umem__trace(frames);
+    UMEM__VG_QUIET(h);
+    void *p;
+    if (h->flags & UMEM__KEEP)
+        p = umem__keep_alloc(h, align, n, frames);
+    else
+        p = align <= UMEM_ALIGN ? umem__alloc(h, n) : umem__memalign(h, align, n);
+    UMEM__VG_LOUD(h);
+#ifdef UMEM__VALGRIND
+    if (p && h->flags & UMEM__VG)
+        VALGRIND_MALLOCLIKE_BLOCK(p, n, 0, 0);
+#endif
+    return p;
+}
+
+static UMEM_NOINLINE void umem__debug_free(umem_t *h, void *p)
+{
+    if (!p)
+        return;
+#ifdef UMEM__VALGRIND
+    if (h->flags & UMEM__VG)
+        VALGRIND_FREELIKE_BLOCK(p, 0);
+#endif
+    UMEM__VG_QUIET(h);
+    if (h->flags & UMEM__KEEP)
+        umem__keep_free(h, p);
+    else
+        umem__free(h, p);
+    UMEM__VG_LOUD(h);
+}
+
+/* A watched heap's realloc always moves the block, so that a stale
+ * pointer to the old one is caught. */
+static UMEM_NOINLINE void *umem__debug_realloc(umem_t *h, void *p, size_t n)
+{
+    if (!p)
+        return umem__debug_alloc(h, UMEM_ALIGN, n);
+    if (n == 0) {
+        umem__debug_free(h, p);
+        return NULL;
+    }
+    size_t old = umem__debug_usable(h, p, "realloc");
+    int saved = errno;
+    void *q = umem__debug_alloc(h, UMEM_ALIGN, n);
+    if (!q)
+        return NULL;
+    memcpy(q, p, old < n ? old : n);
+    umem__debug_free(h, p);
+    errno = saved;
+    return q;
+}
+
+/* ---- the interface ---- */
+
+static inline void *umem_alloc(umem_t *h, size_t n)
+{
+    if (UMEM_UNLIKELY(h->flags & UMEM__WATCHED))
+        return umem__debug_alloc(h, UMEM_ALIGN, n);
+    return umem__alloc(h, n);
+}
+
+static inline void umem_free(umem_t *h, void *p)
+{
+    if (UMEM_UNLIKELY(h->flags & UMEM__WATCHED))
+        umem__debug_free(h, p);
+    else
+        umem__free(h, p);
+}
+
+static inline void *umem_realloc(umem_t *h, void *p, size_t n)
+{
+    if (UMEM_UNLIKELY(h->flags & UMEM__WATCHED))
+        return umem__debug_realloc(h, p, n);
+    return umem__realloc(h, p, n);
+}
+
+static inline void *umem_memalign(umem_t *h, size_t align, size_t n)
+{
+    if (align == 0 || (align & (align - 1)) != 0) {
+        errno = EINVAL;
+        return NULL;
+    }
+    if (UMEM_UNLIKELY(h->flags & UMEM__WATCHED))
+        return umem__debug_alloc(h, align, n);
+    return umem__memalign(h, align, n);
+}
+
+static inline size_t umem_usable_size(umem_t *h, const void *p)
+{
+    if (UMEM_UNLIKELY(h->flags & UMEM__WATCHED))
+        return umem__debug_usable(h, p, "usable size");
+    return umem__usable_size(h, p);
+}
+
+/* ---- a program's own pools, carved from umem blocks ----
+ * Where a tool watches the heap (umem_watched), a program that hands out
+ * pieces of a umem block itself tells it so: the pool's bytes are
+ * no-access until carved (umem_tell_pool, naming the pool by the address
+ * of those bytes), each piece is announced when carved (umem_tell_alloc)
+ * and when given back (umem_tell_free, with the bytes from the piece to
+ * the pool's end as a bound), and umem_tell_pool_gone comes before the
+ * pool's block is freed.  The program leaves UMEM_REDZONE bytes free
+ * after each piece, so that an overrun lands in no other.  All are no-ops
+ * on a heap no tool watches. */
+#define UMEM_REDZONE 16u
+
+static inline int umem_watched(const umem_t *h)
+{
+    return (h->flags & (UMEM__VG | UMEM__POISONS)) != 0;
+}
+
+static inline void umem_tell_pool(umem_t *h, void *pool, size_t bytes)
+{
+#ifdef UMEM__VALGRIND
+    if (h->flags & UMEM__VG) {
+        VALGRIND_CREATE_MEMPOOL(pool, 0, 0);
+        (void)VALGRIND_MAKE_MEM_NOACCESS(pool, bytes);
+    }
+#endif
+    if (h->flags & UMEM__POISONS)
+        UMEM__POISON(pool, bytes);
+    (void)pool, (void)bytes;
+}
+
+static inline void umem_tell_pool_gone(umem_t *h, void *pool, size_t bytes)
+{
+#ifdef UMEM__VALGRIND
+    if (h->flags & UMEM__VG)
+        VALGRIND_DESTROY_MEMPOOL(pool);
+#endif
+    if (h->flags & UMEM__POISONS)
+        UMEM__UNPOISON(pool, bytes);
+    (void)pool, (void)bytes;
+}
+
+static inline void umem_tell_alloc(umem_t *h, void *pool, void *p, size_t n)
+{
+#ifdef UMEM__VALGRIND
+    if (h->flags & UMEM__VG)
+        VALGRIND_MEMPOOL_ALLOC(pool, p, n);
+#endif
+    if (h->flags & UMEM__POISONS)
+        UMEM__UNPOISON(p, n);
+    (void)pool, (void)p, (void)n;
+}
+
+static inline void umem_tell_free(umem_t *h, void *pool, void *p, size_t room)
+{
+#ifdef UMEM__VALGRIND
+    if (h->flags & UMEM__VG)
+        VALGRIND_MEMPOOL_FREE(pool, p);
+#endif
+#ifdef UMEM__ASAN
+    if (h->flags & UMEM__POISONS) {
+        char *end = (char *)__asan_region_is_poisoned(p, room);
+        if (end == (char *)p)
+            umem__report("free of %p: not a block carved from its pool, or freed already "
+                         "(double free)", p);
+        if (end)
+            UMEM__POISON(p, (size_t)(end - (char *)p));
+    }
+#endif
+    (void)pool, (void)p, (void)room;
 }
 
 /* ---- umem_check and statistics ---- */
@@ -3698,7 +4336,9 @@ static inline int umem_check(umem_t *h)
                                     : strerror(errno));
         return -1;
     }
+    UMEM__VG_QUIET(h);
     int broken = umem__check_all(h);
+    UMEM__VG_LOUD(h);
     if (r == 0)
         umem__unlock(h);
     return broken;
@@ -3739,6 +4379,8 @@ static inline int umem__check_all(umem_t *h)
         return umem__fail("I7: bytes_in_use differs from the used blocks", h);
     if (h->peak_bytes_in_use < h->bytes_in_use)
         return umem__fail("I7: peak_bytes_in_use below bytes_in_use", h);
+    if (h->flags & UMEM__KEEP && (broken = umem__keep_check(h, &at)) != NULL)
+        return umem__fail(broken, at);
     return 0;
 }
 
@@ -3764,6 +4406,7 @@ static inline void umem_get_stats(umem_t *h, umem_stats_t *out)
 {
     memset(out, 0, sizeof *out);
     int locked = umem__lock(h, UMEM_LEND) == 0; /* lent to a fork: read as it is */
+    UMEM__VG_QUIET(h);
     uint64_t allocs = h->gone_allocs, moves = h->gone_moves, remote = h->gone_remote;
     uint64_t remote_bytes = h->gone_remote_bytes, collected = h->gone_collected;
     uint64_t collected_bytes = h->gone_collected_bytes, slots = 0, slot_bytes = 0;
@@ -3809,6 +4452,8 @@ static inline void umem_get_stats(umem_t *h, umem_stats_t *out)
     out->purges = h->purges;
     out->map_reuses = h->map_reuses;
     out->lent_calls = h->lent_calls;
+    out->held_blocks = h->held_blocks;
+    UMEM__VG_LOUD(h);
     if (locked)
         umem__unlock(h);
 }
