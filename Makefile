@@ -16,7 +16,7 @@ PROGRAMS = sharedhash esharedhash
 # blocksig.h and the parts it includes
 BLOCKSIG = blocksig.h signature.h cmdline.h inout.h workers.h run.h
 TESTS = tests/test_umem tests/test_umem_regions tests/test_umem_files tests/test_fuzz_corpus \
-	tests/faults.so tests/libumem_prog tests/libumem_boot.so tests/forks
+	tests/faults.so tests/libumem_prog tests/libumem_boot.so tests/forks tests/debug_bugs
 
 # libumem.so exports the malloc family only; none of it is a builtin here,
 # so that malloc + memset can never become a call to calloc.
@@ -54,6 +54,10 @@ tests/libumem_prog: tests/libumem_prog.c tests/check.h
 
 tests/forks: tests/forks.c tests/check.h
 	$(CC) $(CFLAGS) -fno-builtin $(PTHREAD) -o $@ $< $(LDFLAGS)
+
+# -rdynamic: a leak report's backtrace names the allocating function.
+tests/debug_bugs: tests/debug_bugs.c umem.h esharedhash.c $(BLOCKSIG)
+	$(CC) $(CFLAGS) -rdynamic $(PTHREAD) -o $@ $< $(LDFLAGS)
 
 tests/libumem_boot.so: tests/libumem_boot.c
 	$(CC) $(CFLAGS) -shared -fPIC $(PTHREAD) -o $@ $< -ldl

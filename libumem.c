@@ -132,7 +132,11 @@ static LU_SLOW umem_t *lu_create(void)
     if (!h) {
         int saved = errno;
         lu_creating = 1;
-        h = umem_create(LU_INITIAL, UMEM_GROW | UMEM_CACHED);
+        const char *debug = getenv("UMEM_DEBUG");
+        unsigned flags = UMEM_GROW | UMEM_CACHED;
+        if (debug && *debug && strcmp(debug, "0") != 0)
+            flags |= UMEM_DEBUG;
+        h = umem_create(LU_INITIAL, flags);
         lu_creating = 0;
         if (h) {
             atomic_store_explicit(&lu_heap, h, memory_order_release);
@@ -221,11 +225,11 @@ static inline void *lu_memalign(size_t align, size_t n)
  * (never reused), or a large block in a mapping of its own fresh from
  * mmap (not one that served another block).  Any other may have been used
  * before. */
-static inline int lu_fresh(const char *p, size_t n)
+static inline int lu_fresh(umem_t *h, const char *p, size_t n)
 {
     if (lu_boot_owns(p))
         return 1;
-    if (n < UMEM_LARGE)
+    if (n < UMEM_LARGE || !h || h->flags & UMEM__WATCHED) /* a watched heap fills its blocks */
         return 0;
     size_t word = umem__word(p - UMEM_HEADER);
     return (word & UMEM_MAPPED) && !(word & UMEM_REUSED);
@@ -274,7 +278,7 @@ LU_EXPORT void *calloc(size_t count, size_t size)
     }
     umem_t *h = lu_get();
     char *p = LU_UNLIKELY(!h) ? lu_alloc_slow(n, 0) : umem_alloc(h, n + (n == 0));
-    if (p && !lu_fresh(p, n))
+    if (p && !lu_fresh(h, p, n))
         memset(p, 0, n);
     return p;
 }
@@ -401,6 +405,15 @@ static uint64_t lu_minor_faults(void)
     return getrusage(RUSAGE_SELF, &ru) == 0 ? (uint64_t)ru.ru_minflt : 0;
 }
 
+/* UMEM_DEBUG: the blocks still allocated at exit, listed (the C library's
+ * own, such as stdio's buffers, among them). */
+__attribute__((destructor)) static void lu_debug_exit(void)
+{
+    umem_t *h = lu_get();
+    if (h && h->flags & UMEM_DEBUG)
+        umem__keep_leaks(h, "still allocated at exit");
+}
+
 __attribute__((destructor)) static void lu_stats_print(void)
 {
     if (!lu_stats_wanted)
@@ -437,6 +450,7 @@ __attribute__((destructor)) static void lu_stats_print(void)
         {"purges", st.purges},
         {"map_reuses", st.map_reuses},
         {"lent_calls", st.lent_calls},
+        {"held_blocks", st.held_blocks},
         {"boot_bytes", lu_boot_used},
         {"minor_faults", lu_minor_faults()},
     };

@@ -2968,6 +2968,7 @@ static inline void *umem__pool_aligned(umem_t *h, size_t align, size_t n)
 /* ---- the interface ---- */
 
 static inline uint64_t umem__keep_leaks(umem_t *h, const char *what);
+static inline void umem__keep_final(umem_t *h);
 
 /* The tools that watch a new heap (see DEBUGGING): UMEM_DEBUG's records,
  * AddressSanitizer's in a build with it, memcheck when the program runs
@@ -3102,7 +3103,7 @@ static inline void umem_destroy(umem_t *h)
         return;
     UMEM__VG_QUIET(h);
     if (h->flags & UMEM__KEEP)
-        umem__keep_leaks(h, "leak");
+        umem__keep_final(h);
     if (umem__forked_heap(h)) {
         sigset_t old;
         umem__forks_take(&old);
@@ -3526,9 +3527,11 @@ static inline size_t umem__rec_seal(const umem_t *h, const struct umem_rec *r)
 /* The offset of the first byte of p[0..n) other than c, or n.  It reads
  * guards and held blocks, which AddressSanitizer holds poisoned. */
 #ifdef UMEM__ASAN
-__attribute__((no_sanitize_address, noinline))
+__attribute__((no_sanitize_address, noinline, unused)) static size_t umem__first_not(
+#else
+static inline size_t umem__first_not(
 #endif
-static inline size_t umem__first_not(const unsigned char *p, size_t n, unsigned char c)
+const unsigned char *p, size_t n, unsigned char c)
 {
     for (size_t i = 0; i < n; i++)
         if (p[i] != c)
@@ -3801,6 +3804,20 @@ static inline uint64_t umem__keep_leaks(umem_t *h, const char *what)
         (void)ignored;
     }
     return blocks;
+}
+
+/* At umem_destroy: the held blocks' pattern is checked (a write after
+ * free is reported), and the blocks still allocated are listed. */
+static inline void umem__keep_final(umem_t *h)
+{
+    for (struct umem_rec *r = h->held.next; r != &h->held; r = r->next) {
+        const unsigned char *user = (const unsigned char *)(r + 1);
+        size_t bad = umem__first_not(user, r->room, UMEM__FREED_BYTE);
+        if (bad < r->room)
+            umem__report("block %p (%zu bytes) was written after its free, at byte %zu",
+                         (const void *)user, r->size, bad);
+    }
+    umem__keep_leaks(h, "leak");
 }
 
 /* The bytes the caller may use at p: what it asked for. */

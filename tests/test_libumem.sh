@@ -153,7 +153,7 @@ missing=
 for name in lock_count lock_contended allocs frees failed_allocs cache_hits cache_frees \
     cache_refills cache_flushes bytes_in_use peak_bytes_in_use cached_bytes heap_bytes \
     mapped_bytes large_blocks released_bytes remote_frees pool_pages abandoned_pages purges \
-    map_reuses lent_calls boot_bytes minor_faults; do
+    map_reuses lent_calls held_blocks boot_bytes minor_faults; do
     grep -Eq "^  $name +[0-9]+$" "$TMP/err" || missing="$missing $name"
 done
 check "UMEM_STATS=1: one 'name value' line for each figure" [ -z "$missing" ]
@@ -162,7 +162,7 @@ check "UMEM_STATS=1: the figures count the program's allocations" \
     eval '[ "$(figure allocs)" -ge 100 ] && [ "$(figure lock_count)" -gt 0 ] &&
           [ "$(figure peak_bytes_in_use)" -gt 0 ] && [ "$(figure mapped_bytes)" -gt 0 ] &&
           [ "$(figure frees)" -le "$(figure allocs)" ]'
-check "UMEM_STATS=1: exactly the heading and 24 figures" [ "$(grep -c . "$TMP/err")" -eq 25 ]
+check "UMEM_STATS=1: exactly the heading and 25 figures" [ "$(grep -c . "$TMP/err")" -eq 26 ]
 for value in "" 0; do
     run env LD_PRELOAD="$LIB" UMEM_STATS="$value" "$PROG" touch
     check "UMEM_STATS='$value': no figures" eval '[ $rc -eq 0 ] && [ -z "$err" ]'

@@ -142,7 +142,7 @@ static void create_rejects_bad_arguments(void)
     errno = 0;
     CHECK(umem_create(1 << 20, UMEM_SHARED | UMEM_NOLOCK) == NULL && errno == EINVAL);
     static const unsigned refused[] = {UMEM_SHARED | UMEM_GROW, UMEM_SHARED | UMEM_CACHED,
-                                       UMEM_NOLOCK | UMEM_CACHED, 16};
+                                       UMEM_NOLOCK | UMEM_CACHED, 32};
     for (unsigned i = 0; i < 4; i++) {
         errno = 0;
         CHECK(umem_create(1 << 20, refused[i]) == NULL && errno == EINVAL);
