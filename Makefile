@@ -55,9 +55,10 @@ tests/libumem_prog: tests/libumem_prog.c tests/check.h
 tests/forks: tests/forks.c tests/check.h
 	$(CC) $(CFLAGS) -fno-builtin $(PTHREAD) -o $@ $< $(LDFLAGS)
 
-# -rdynamic: a leak report's backtrace names the allocating function.
+# -rdynamic: a leak report's backtrace names the allocating function; no
+# sibling calls: each bug's own line stays on the stack the tools print.
 tests/debug_bugs: tests/debug_bugs.c umem.h esharedhash.c $(BLOCKSIG)
-	$(CC) $(CFLAGS) -rdynamic $(PTHREAD) -o $@ $< $(LDFLAGS)
+	$(CC) $(CFLAGS) -rdynamic -fno-optimize-sibling-calls $(PTHREAD) -o $@ $< $(LDFLAGS)
 
 tests/libumem_boot.so: tests/libumem_boot.c
 	$(CC) $(CFLAGS) -shared -fPIC $(PTHREAD) -o $@ $< -ldl

@@ -25,10 +25,14 @@ build() { # DIR FLAGS...: both programs and the umem tests, each built alone
     for p in sharedhash esharedhash; do
         $CC -Wall -Wextra -Werror -pthread "$@" -o "$dir/$p" $p.c || return 1
     done
-    $CC -Wall -Wextra -pthread "$@" -o "$dir/test_umem" tests/test_umem.c &&
-        $CC -Wall -Wextra -pthread "$@" -o "$dir/test_umem_regions" tests/test_umem_regions.c &&
-        $CC -Wall -Wextra -pthread "$@" -o "$dir/test_umem_files" tests/test_umem_files.c \
-            tests/umem_other_file.c
+    # The allocator's own tests check the plain heap's figures and layout:
+    # built without umem's AddressSanitizer support (its records and
+    # quarantine), which the planted bugs below test.
+    $CC -Wall -Wextra -pthread -DUMEM_ASAN=0 "$@" -o "$dir/test_umem" tests/test_umem.c &&
+        $CC -Wall -Wextra -pthread -DUMEM_ASAN=0 "$@" -o "$dir/test_umem_regions" \
+            tests/test_umem_regions.c &&
+        $CC -Wall -Wextra -pthread -DUMEM_ASAN=0 "$@" -o "$dir/test_umem_files" \
+            tests/test_umem_files.c tests/umem_other_file.c
 }
 
 # Sanitizers: the unit tests and the end-to-end suite, without a report.
@@ -97,15 +101,76 @@ fi
 
 # memcheck on the allocator's own tests (growth kept to 32 MiB: memcheck
 # is slow); the death tests' children abort, as they should, quietly.
+# UMEM_VALGRIND=0: umem tells memcheck nothing, so that the tests' own
+# looks at headers and freed blocks are allowed (the planted bugs below
+# test what memcheck is told).
 # fork() from a signal handler is left to the native and ASan runs (see
 # tests/test_umem.c).
 if command -v valgrind > /dev/null; then
-    UMEM_TEST_NO_HANDLER_FORK=1 UMEM_TEST_GROW_MIB=32 valgrind -q --error-exitcode=99 tests/test_umem \
+    UMEM_VALGRIND=0 UMEM_TEST_NO_HANDLER_FORK=1 UMEM_TEST_GROW_MIB=32 valgrind -q --error-exitcode=99 tests/test_umem \
         > build/vg-umem.out 2> build/vg-umem.log
     rc=$?
     grep -q '^not ok' build/vg-umem.out && rc=1
     [ $rc -eq 0 ] || { grep '^not ok' build/vg-umem.out; grep -v 'expected)$\|^umem_check' build/vg-umem.log | head -40; } >&2
     tally < <(result "[memcheck] tests/test_umem ($(grep -c '^ok' build/vg-umem.out) tests)" $rc)
+fi
+
+# The planted bugs of tests/debug_bugs.c on every kind of heap and in
+# esharedhash's pools: memcheck must report each at its line (11 of 11,
+# 10 in a pool, which has no memalign), AddressSanitizer each but the
+# read of uninitialised memory, at its line or in umem's one-line report
+# naming the block (a pool's leaked block is seen only as its pool's).
+. tests/bugs.sh
+# under_tool LABEL EXPECTED-MISSES RUNNER...: every bug on every kind.
+under_tool() {
+    local label=$1 misses=$2 kind bug found total rc
+    shift 2
+    for kind in $KINDS; do
+        found=0 total=0
+        for bug in $BUGS; do
+            applies $kind $bug || continue
+            total=$((total + 1))
+            (timeout -k 5 300 "$@" $kind $bug; exit $?) > build/bug.out 2>&1
+            if caught build/bug.out; then
+                found=$((found + 1))
+            elif ! grep -qw -- "$bug" <<< "$misses"; then
+                echo "$label: $kind $bug not reported at its line:" >&2
+                head -30 build/bug.out >&2
+            fi
+        done
+        expected=$total
+        for bug in $misses; do
+            case "$kind:$bug" in
+                pool:leak | *:uninitialised-read) applies $kind $bug && expected=$((expected - 1)) ;;
+            esac
+        done
+        [ $found -ge $expected ]
+        tally < <(result "[$label] planted bugs on a $kind heap: $found of $total reported" $?)
+    done
+}
+if command -v valgrind > /dev/null; then
+    under_tool memcheck "" valgrind -q --leak-check=full tests/debug_bugs
+    # The seed's own command on the hasher, with a tree node never freed.
+    rm -rf build/leaky && mkdir -p build/leaky && cp ./*.c ./*.h build/leaky/
+    sed -i 's/^        ufree(n);$/        if (n->left) ufree(n); \/\* leaves leak \*\//' build/leaky/signature.h
+    if ! grep -q 'leaves leak' build/leaky/signature.h; then
+        tally <<< "not ok - [memcheck] the hasher with a planted leak (the sed found no ufree(n))"
+    elif $CC -g -O1 -pthread -o build/leaky/esharedhash build/leaky/esharedhash.c; then
+        valgrind --leak-check=full build/leaky/esharedhash build/xs256K.bin -t > /dev/null 2> build/leaky.log
+        grep -q 'definitely lost' build/leaky.log && grep -q 'signature.h' build/leaky.log
+        tally < <(result "[memcheck] valgrind --leak-check=full ./esharedhash FILE -t: a planted leak is definitely lost" $?)
+        valgrind --leak-check=full ./esharedhash build/xs256K.bin -t > /dev/null 2> build/clean.log
+        grep -q 'All heap blocks were freed\|definitely lost: 0 bytes' build/clean.log &&
+            ! grep -q 'definitely lost: [1-9]' build/clean.log
+        tally < <(result "[memcheck] valgrind --leak-check=full ./esharedhash FILE -t: no leak without it" $?)
+    fi
+fi
+if $CC -g -O1 -rdynamic -fno-optimize-sibling-calls -fsanitize=address -fno-omit-frame-pointer -pthread \
+    -o build/asan/debug_bugs tests/debug_bugs.c; then
+    ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 under_tool asan "uninitialised-read leak" \
+        build/asan/debug_bugs
+else
+    tally <<< "not ok - [asan] build tests/debug_bugs.c"
 fi
 
 # libFuzzer on umem.h, from the committed corpus; a crash leaves its input

@@ -22,7 +22,7 @@ declare -A want=([overrun]="written past its end (overrun)" [underrun]="written 
 for kind in locked cached nolock; do
     found=0
     for bug in $BUGS; do
-        timeout -k 5 60 $PROG $kind $bug debug > "$TMP/out" 2>&1
+        (timeout -k 5 60 $PROG $kind $bug debug; exit $?) > "$TMP/out" 2>&1
         rc=$?
         if [ -n "${want[$bug]:-}" ]; then
             caught "$TMP/out" && grep -q -- "${want[$bug]}" "$TMP/out"
