@@ -315,10 +315,19 @@
  *   choosing without the heap's secret.  A write past a slot's end is not
  *   seen (slots have no header), unless it spoils a free neighbour's tag.
  *
+ * DEBUGGING
+ *   Under valgrind's memcheck every block is announced (client requests)
+ *   and the rest of the heap is no-access; built with AddressSanitizer,
+ *   or with the flag UMEM_DEBUG, each block carries a record and guards,
+ *   freed blocks wait in a quarantine filled with a pattern, misuse is
+ *   reported on one line with abort(), and umem_destroy lists the blocks
+ *   still allocated.  See the section of that name below and umem(3).
+ *
  * SETTINGS
  *   Each of these may be defined before the include: UMEM_LARGE,
  *   UMEM_RESERVE, UMEM_PURGE_MIN, UMEM_PURGE_DELAY_MS, UMEM_MAP_CACHE,
- *   UMEM_SPIN, UMEM_NAP_NS and UMEM_WAIT_NS.
+ *   UMEM_SPIN, UMEM_NAP_NS, UMEM_WAIT_NS, UMEM_QUARANTINE_BLOCKS and
+ *   UMEM_QUARANTINE_BYTES; UMEM_ASAN (0: no AddressSanitizer support).
  *
  * ERRORS
  *   umem_create: EINVAL as above; ENOMEM; or what pthread_mutex_init or
