@@ -3517,6 +3517,8 @@ static inline void *umem__memalign(umem_t *h, size_t align, size_t n)
 #define UMEM__LIVE       0x4c495645u /* handed out, on the live list */
 #define UMEM__ALONE      0x414c4f4eu /* handed out while a fork held the lock: on no list */
 #define UMEM__HELD       0x48454c44u /* freed, held back */
+#define UMEM__LATE       0x4c415445u /* freed while a fork held the lock: left on the live
+                                        list, never reused (the lists need the lock) */
 #define UMEM__NEW_BYTE   0xaa /* a new block's payload */
 #define UMEM__GUARD_BYTE 0xfd /* the guards */
 #define UMEM__FREED_BYTE 0xdd /* a freed block held back */
@@ -3709,12 +3711,12 @@ static inline struct umem_rec *umem__keep_open(umem_t *h, const void *p, const c
     struct umem_rec *r = (struct umem_rec *)p - 1;
     if (!*alone && !umem__owns(h, (const char *)r))
         umem__report("%s of %p: outside the heap, not a block from umem_alloc", call, p);
-    if (r->check != umem__rec_seal(h, r) ||
-        (r->state != UMEM__LIVE && r->state != UMEM__ALONE && r->state != UMEM__HELD))
+    if (r->check != umem__rec_seal(h, r) || (r->state != UMEM__LIVE && r->state != UMEM__ALONE &&
+                                              r->state != UMEM__HELD && r->state != UMEM__LATE))
         umem__report("%s of %p: not a block from umem_alloc, freed long ago, or an underrun "
                      "overwrote its record",
                      call, p);
-    if (r->state == UMEM__HELD)
+    if (r->state == UMEM__HELD || r->state == UMEM__LATE)
         umem__report("%s of %p (%zu bytes): freed already (double free)", call, p, r->size);
     size_t bad = umem__first_not(r->guard, sizeof r->guard, UMEM__GUARD_BYTE);
     if (bad < sizeof r->guard)
@@ -3734,6 +3736,11 @@ static inline void umem__keep_free(umem_t *h, void *p)
 {
     int alone;
     struct umem_rec *r = umem__keep_open(h, p, "free", &alone);
+    if (alone && r->state == UMEM__LIVE) {
+        r->state = UMEM__LATE;
+        r->check = umem__rec_seal(h, r);
+        return;
+    }
     if (r->state == UMEM__LIVE)
         umem__rec_unlink(r);
     if (alone || r->state == UMEM__ALONE) {
@@ -3769,8 +3776,11 @@ static inline const char *umem__keep_check(umem_t *h, const void **at)
         for (struct umem_rec *r = head->next; r != head; r = r->next) {
             const unsigned char *user = (const unsigned char *)(r + 1);
             *at = user;
-            if (r->check != umem__rec_seal(h, r) || r->state != state)
+            if (r->check != umem__rec_seal(h, r) ||
+                (r->state != state && !(!list && r->state == UMEM__LATE)))
                 return "a block's record was overwritten (an underrun?)";
+            if (r->state == UMEM__LATE)
+                continue;
             if (umem__first_not(r->guard, sizeof r->guard, UMEM__GUARD_BYTE) < sizeof r->guard)
                 return "a block was written before its start (underrun)";
             if (list && umem__first_not(user, r->room, UMEM__FREED_BYTE) < r->room)
@@ -3791,6 +3801,8 @@ static inline uint64_t umem__keep_leaks(umem_t *h, const char *what)
     uint64_t blocks = 0, bytes = 0;
     char line[200];
     for (struct umem_rec *r = h->live.next; r != &h->live; r = r->next) {
+        if (r->state == UMEM__LATE)
+            continue;
         blocks++;
         bytes += r->size;
         if (blocks > UMEM__LEAKS_SHOWN)

@@ -67,7 +67,7 @@ int main(void) { kept = malloc(4321); kept = NULL; puts("done"); return 0; }
 C
 ${CC:-cc} -O0 -fno-builtin -o "$TMP/overrun" "$TMP/overrun.c" &&
     ${CC:-cc} -O0 -fno-builtin -o "$TMP/leak" "$TMP/leak.c"
-UMEM_DEBUG=1 LD_PRELOAD=$PWD/libumem.so "$TMP/overrun" > /dev/null 2> "$TMP/err"
+(UMEM_DEBUG=1 LD_PRELOAD=$PWD/libumem.so "$TMP/overrun"; exit $?) > /dev/null 2> "$TMP/err"
 rc=$?
 check "libumem.so, UMEM_DEBUG=1: an overrun of a malloc'd block ends the program" \
     eval '[ $rc -eq 134 ] && grep -q "^umem: free of 0x[0-9a-f]* (24 bytes): written past its end (overrun), at byte 24$" "$TMP/err"'
