@@ -3551,7 +3551,9 @@ const unsigned char *p, size_t n, unsigned char c)
 }
 
 /* One line on stderr, "umem: " and the report, then abort(). */
+#if defined(__GNUC__)
 static UMEM_COLD void umem__report(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+#endif
 static UMEM_COLD void umem__report(const char *fmt, ...)
 {
     char line[256] = "umem: ";

@@ -18,16 +18,16 @@ needs() { # as have (tests/lib.sh), its line counted here
 }
 
 CC=${CC:-cc}
+# The tests check the plain heap's figures, sizes and layout: they are
+# built without umem's AddressSanitizer support (its records, guards and
+# quarantine change all three), which is tested below on its own.
 build() { # DIR FLAGS...: both programs and the umem tests, each built alone
     local dir=$1
     shift
     mkdir -p "$dir"
     for p in sharedhash esharedhash; do
-        $CC -Wall -Wextra -Werror -pthread "$@" -o "$dir/$p" $p.c || return 1
+        $CC -Wall -Wextra -Werror -pthread -DUMEM_ASAN=0 "$@" -o "$dir/$p" $p.c || return 1
     done
-    # The allocator's own tests check the plain heap's figures and layout:
-    # built without umem's AddressSanitizer support (its records and
-    # quarantine), which the planted bugs below test.
     $CC -Wall -Wextra -pthread -DUMEM_ASAN=0 "$@" -o "$dir/test_umem" tests/test_umem.c &&
         $CC -Wall -Wextra -pthread -DUMEM_ASAN=0 "$@" -o "$dir/test_umem_regions" \
             tests/test_umem_regions.c &&
@@ -165,6 +165,24 @@ if command -v valgrind > /dev/null; then
         tally < <(result "[memcheck] valgrind --leak-check=full ./esharedhash FILE -t: no leak without it" $?)
     fi
 fi
+# Both programs with umem's AddressSanitizer support, as a user's ASan
+# build gets them: the right signature in every mode and no report.
+mkdir -p build/asan-umem
+head -c 256K samples/xs1M.bin > build/xs256K.bin
+for p in sharedhash esharedhash; do
+    if ! $CC -Wall -Wextra -Werror -pthread -O1 -g -fsanitize=address,undefined \
+        -fno-sanitize-recover=all -o build/asan-umem/$p $p.c; then
+        tally <<< "not ok - [asan+umem] build $p"
+        continue
+    fi
+    for mode in "" -t -m; do
+        out=$(build/asan-umem/$p $mode -j 3 build/xs256K.bin 2> build/asan-umem/err)
+        [ "$out" = "$(./sharedhash build/xs256K.bin)" ] && [ ! -s build/asan-umem/err ]
+        rc=$?
+        [ $rc -eq 0 ] || head -20 build/asan-umem/err >&2
+        tally < <(result "[asan+umem] $p ${mode:-single}: the signature, no report" $rc)
+    done
+done
 if $CC -g -O1 -rdynamic -fno-optimize-sibling-calls -fsanitize=address -fno-omit-frame-pointer -pthread \
     -o build/asan/debug_bugs tests/debug_bugs.c; then
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 under_tool asan "uninitialised-read leak" \
@@ -176,7 +194,7 @@ fi
 # libFuzzer on umem.h, from the committed corpus; a crash leaves its input
 # in build/fuzz, to be added to tests/fuzz-corpus as a regression test.
 fuzz_build() {
-    clang -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -pthread \
+    clang -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -pthread -DUMEM_ASAN=0 \
         -o build/fuzz_umem tests/fuzz_umem.c 2> build/fuzz-build.log
 }
 if needs clang clang "[libFuzzer]" && needs libFuzzer libclang-rt-14-dev "[libFuzzer]" fuzz_build; then
