@@ -41,8 +41,14 @@ struct pool {
     char *base, *end; /* the segments' memory, contiguous */
     unsigned shift;   /* segment size is 1 << shift */
     unsigned nseg;
-    size_t redzone;   /* bytes left free after each block: 0 unless a tool watches */
     struct pool_segment *cur; /* where umalloc bumps, and ufree looks first */
+    /* Where a tool watches the heap (valgrind, AddressSanitizer): the
+     * segment umalloc bumps, each block followed by UMEM_REDZONE bytes
+     * left free.  cur is then `never`, always full and holding nothing, so
+     * that every umalloc and ufree leaves the fast path for the one that
+     * tells the tool, and the fast path pays nothing for it. */
+    struct pool_segment *told;
+    struct pool_segment never;
     struct pool_segment seg[];
 };
 
@@ -83,9 +89,14 @@ static struct pool *pool_create(size_t segments, unsigned shift)
     p->end = p->base + segments * seg_bytes;
     p->shift = shift;
     p->nseg = (unsigned)segments;
-    p->redzone = pools.watched ? UMEM_REDZONE : 0;
-    umem_tell_pool(pools.heap, p->base, segments * seg_bytes);
     p->cur = &p->seg[0];
+    p->told = NULL;
+    if (pools.watched) {
+        p->never.base = p->never.bump = p->never.end = NULL;
+        p->told = p->cur;
+        p->cur = &p->never;
+        umem_tell_pool(pools.heap, p->base, segments * seg_bytes);
+    }
     for (size_t i = 0; i < segments; i++) {
         struct pool_segment *s = &p->seg[i];
         s->base = s->bump = p->base + i * seg_bytes;
@@ -154,61 +165,111 @@ static void pool_destroy(struct pool *p)
     umem_free(pools.heap, p);
 }
 
-/* The current segment is full: move to the next drained one, if any.
- * A need of 0 (n was 0, or so large that rounding wrapped) or of more
- * than a segment never fits. */
-static void *pool_alloc_slow(struct pool *p, size_t need)
+/* The first drained segment after `from`, made empty, with need bytes
+ * taken from its start; NULL if none. */
+static struct pool_segment *segment_next(struct pool *p, struct pool_segment *from, size_t need)
 {
-    if (need - 1 >= ((size_t)1 << p->shift))
-        return NULL;
-    unsigned now = (unsigned)(p->cur - p->seg);
+    unsigned now = (unsigned)(from - p->seg);
     for (unsigned k = 1; k <= p->nseg; k++) {
         struct pool_segment *s = &p->seg[(now + k) % p->nseg];
         if (!segment_drained(s))
             continue;
         if (s->bump != s->base)
             segment_reset(s);
-        p->cur = s;
         s->bump += need;
         s->allocs++;
         mine.counts.pool_hits++;
-        return s->base;
+        return s;
     }
     return NULL;
 }
 
-/* A block carved from a pool, for the tool that watches the heap; n is
- * what was asked for, and need - n bytes after it stay no-access. */
-static void *pool_told(struct pool *p, void *r, size_t n)
+/* umalloc on a pool a tool watches: n bytes and a red zone after them,
+ * announced to the tool. */
+static void *pool_alloc_told(struct pool *p, size_t need, size_t n)
 {
-    if (r)
-        umem_tell_alloc(pools.heap, p->base, r, n);
+    need += UMEM_REDZONE;
+    if (need - 1 >= ((size_t)1 << p->shift))
+        return NULL;
+    struct pool_segment *s = p->told;
+    void *r = s->bump;
+    if (need - 1 < (size_t)(s->end - s->bump)) {
+        s->bump += need;
+        s->allocs++;
+        mine.counts.pool_hits++;
+    } else if ((s = segment_next(p, s, need)) != NULL) {
+        p->told = s;
+        r = s->base;
+    } else {
+        return NULL;
+    }
+    umem_tell_alloc(pools.heap, p->base, r, n);
     return r;
+}
+
+/* The current segment is full: move to the next drained one, if any.
+ * A need of 0 (n was 0, or so large that rounding wrapped) or of more
+ * than a segment never fits. */
+static void *pool_alloc_slow(struct pool *p, size_t need, size_t n)
+{
+    if (need - 1 >= ((size_t)1 << p->shift))
+        return NULL;
+    if (p->told)
+        return pool_alloc_told(p, need, n);
+    struct pool_segment *s = segment_next(p, p->cur, need);
+    if (!s)
+        return NULL;
+    p->cur = s;
+    return s->base;
+}
+
+/* The segment of c, a block of p's, off the fast path (out of line, so
+ * that ufree stays small enough to inline): on a pool a tool watches,
+ * every free comes here, and is told. */
+static __attribute__((noinline)) struct pool_segment *segment_freed(struct pool *p, char *c)
+{
+    struct pool_segment *s = segment_of(p, c);
+    if (UMEM_UNLIKELY(p->told != NULL))
+        umem_tell_free(pools.heap, p->base, c, (size_t)(s->end - c));
+    return s;
+}
+
+/* The heap, for what the pools do not serve.  umalloc and ufree are
+ * always inlined into the hasher's loops, so what they rarely do (the
+ * heap, a watched pool) stays out of line. */
+static __attribute__((noinline)) void *heap_alloc(size_t n)
+{
+    mine.counts.pool_fallbacks++;
+    return umem_alloc(pools.heap, n);
+}
+
+static __attribute__((noinline)) void heap_free(void *p)
+{
+    umem_free(pools.heap, p);
 }
 
 /* Counts pool_hits and pool_fallbacks; umallocs is their sum, filled in
  * when the thread's work ends, off the hot path. */
-static inline void *umalloc(size_t n)
+static inline __attribute__((always_inline)) void *umalloc(size_t n)
 {
     struct pool *p = mine.pool;
     if (p) {
         /* need - 1 wraps for n == 0, and for an n so large that need
          * wrapped to 0: neither fits, both go to the heap. */
-        size_t need = ((n + 15) & ~(size_t)15) + p->redzone;
+        size_t need = (n + 15) & ~(size_t)15;
         struct pool_segment *s = p->cur;
         if (need - 1 < (size_t)(s->end - s->bump)) {
             void *r = s->bump;
             s->bump += need;
             s->allocs++;
             mine.counts.pool_hits++;
-            return UMEM_UNLIKELY(p->redzone) ? pool_told(p, r, n) : r;
+            return r;
         }
-        void *r = pool_alloc_slow(p, need);
+        void *r = pool_alloc_slow(p, need, n);
         if (r)
-            return UMEM_UNLIKELY(p->redzone) ? pool_told(p, r, n) : r;
+            return r;
     }
-    mine.counts.pool_fallbacks++;
-    return umem_alloc(pools.heap, n);
+    return heap_alloc(n);
 }
 
 static struct pool *pool_of(const char *c)
@@ -222,7 +283,7 @@ static struct pool *pool_of(const char *c)
     return NULL;
 }
 
-static inline void ufree(void *ptr)
+static inline __attribute__((always_inline)) void ufree(void *ptr)
 {
     if (!ptr)
         return;
@@ -234,26 +295,22 @@ static inline void ufree(void *ptr)
     struct pool_segment *s = p ? p->cur : NULL;
     if (s && (uintptr_t)c - (uintptr_t)s->base >= ((uintptr_t)1 << p->shift))
         s = (uintptr_t)c - (uintptr_t)p->base < (uintptr_t)(p->end - p->base)
-                ? segment_of(p, c)
+                ? segment_freed(p, c)
                 : NULL;
     if (s) {
-        if (UMEM_UNLIKELY(pools.watched))
-            umem_tell_free(pools.heap, p->base, ptr, (size_t)(s->end - c));
         if (++s->local_frees == s->allocs)
             segment_rewind(s);
         return;
     }
     struct pool *owner = pool_of(c);
     if (owner) {
-        s = segment_of(owner, c);
-        if (UMEM_UNLIKELY(pools.watched))
-            umem_tell_free(pools.heap, owner->base, ptr, (size_t)(s->end - c));
+        s = segment_freed(owner, c);
         HANDOFF_SEND(s);
         atomic_fetch_add_explicit(&s->remote_frees, 1, memory_order_release);
         mine.counts.remote_frees++;
         return;
     }
-    umem_free(pools.heap, ptr);
+    heap_free(ptr);
 }
 
 /* Four power-of-two segments from --pool: as large as fit. */

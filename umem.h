@@ -1916,7 +1916,7 @@ static inline void umem__keep_map(umem_t *h, struct umem_span *s)
 /* A large block for n bytes aligned to `align` in a mapping of its own,
  * cached or fresh: its header, or NULL (the caller then tries the heap).
  * Takes the lock itself; *bytes is the mapping's size. */
-static inline char *umem__alloc_large(umem_t *h, size_t n, size_t align, size_t *bytes)
+static UMEM_NOINLINE char *umem__alloc_large(umem_t *h, size_t n, size_t align, size_t *bytes)
 {
     size_t want = umem__large_bytes(h, n, align);
     if (want == 0)
@@ -3190,7 +3190,8 @@ static UMEM_NOINLINE void *umem__alloc_locked(umem_t *h, size_t n)
     return b + UMEM_HEADER;
 }
 
-static inline void *umem__alloc(umem_t *h, size_t n)
+/* umem_alloc with no tool watching (the debugging layer's own). */
+static UMEM_HOT_INLINE void *umem__alloc(umem_t *h, size_t n)
 {
     if (n == 0)
         return NULL;
@@ -3224,7 +3225,8 @@ static UMEM_NOINLINE void umem__free_locked(umem_t *h, void *p, int moved)
     umem__unlock(h);
 }
 
-static inline void umem__free(umem_t *h, void *p)
+/* umem_free with no tool watching (the debugging layer's own). */
+static UMEM_HOT_INLINE void umem__free(umem_t *h, void *p)
 {
     if (!p)
         return;
