@@ -22,9 +22,11 @@
  *              UMEM_GROW    `bytes` is only the starting size: the heap maps
  *                           more when nothing fits (see GROWTH);
  *              UMEM_CACHED  a pool of pages per thread in front of the
- *                           lock (see POOLS).
+ *                           lock (see POOLS);
+ *              UMEM_DEBUG   guards, a quarantine and leak reports, with
+ *                           no tool (see DEBUGGING).
  *       UMEM_GROW and UMEM_CACHED combine with each other and GROW with
- *       NOLOCK.  Refused with EINVAL: SHARED with NOLOCK, with GROW (a
+ *       NOLOCK; UMEM_DEBUG with every flag.  Refused with EINVAL: SHARED with NOLOCK, with GROW (a
  *       mapping added after fork() would exist in one process only) or
  *       with CACHED (a pool lives in one process's memory); NOLOCK with
  *       CACHED (one thread needs no pool in front of a lock it lacks).
@@ -64,6 +66,11 @@
  *       returns -1.
  *   void umem_get_stats(umem_t *h, umem_stats_t *out);
  *       A snapshot of the counters in umem_stats_t.
+ *   int umem_watched(const umem_t *h);
+ *   void umem_tell_pool(h, pool, bytes), umem_tell_alloc(h, pool, p, n),
+ *        umem_tell_free(h, pool, p, room), umem_tell_pool_gone(h, pool, bytes);
+ *       For a program that carves its own pieces from a umem block: tell
+ *       valgrind or AddressSanitizer about them (see DEBUGGING).
  *
  * THE POLICY: SEGREGATED FIRST FIT
  *   Free blocks of up to UMEM_SMALL_MAX (1,056) bytes sit on one list per
@@ -316,12 +323,22 @@
  *   seen (slots have no header), unless it spoils a free neighbour's tag.
  *
  * DEBUGGING
- *   Under valgrind's memcheck every block is announced (client requests)
- *   and the rest of the heap is no-access; built with AddressSanitizer,
- *   or with the flag UMEM_DEBUG, each block carries a record and guards,
- *   freed blocks wait in a quarantine filled with a pattern, misuse is
- *   reported on one line with abort(), and umem_destroy lists the blocks
- *   still allocated.  See the section of that name below and umem(3).
+ *   Under valgrind's memcheck (where <valgrind/memcheck.h> was found at
+ *   build time, and unless UMEM_VALGRIND=0 is in the environment) every
+ *   block is announced with client requests and the rest of the heap is
+ *   no-access; umem's own work runs with memcheck's reports off.  Built
+ *   with AddressSanitizer (unless UMEM_ASAN is defined to 0), or with the
+ *   flag UMEM_DEBUG, each block carries a record before it (its size, the
+ *   calls that allocated it, a seal and a left guard) and guard bytes
+ *   after it, freed blocks wait in a quarantine (UMEM_QUARANTINE_BLOCKS,
+ *   UMEM_QUARANTINE_BYTES) filled with a pattern, misuse is reported on
+ *   one line with abort(), and umem_destroy lists the blocks still
+ *   allocated; under AddressSanitizer the guards and the held blocks are
+ *   poisoned too.  On a watched heap umem_realloc always moves the block
+ *   and umem_usable_size returns the size asked for; a held block counts
+ *   as in use (held_blocks).  A UMEM_SHARED heap gets UMEM_DEBUG's alone.
+ *   With none of these, a call pays one test of the heap's flags.  See
+ *   the section of that name below and umem(3).
  *
  * SETTINGS
  *   Each of these may be defined before the include: UMEM_LARGE,
