@@ -3128,7 +3128,8 @@ static inline void umem_destroy(umem_t *h)
     if (!h)
         return;
     UMEM__VG_QUIET(h);
-    if (h->flags & UMEM__KEEP)
+    /* A shared heap's blocks are listed by its creator alone. */
+    if (h->flags & UMEM__KEEP && (!(h->flags & UMEM_SHARED) || h->creator == getpid()))
         umem__keep_final(h);
     if (umem__forked_heap(h)) {
         sigset_t old;
@@ -3691,11 +3692,17 @@ static inline void *umem__keep_alloc(umem_t *h, size_t align, size_t n, void *co
     size_t head = sizeof(struct umem_rec), total = SIZE_MAX; /* SIZE_MAX fits nowhere */
     if (align > UMEM_ALIGN)
         head = align <= PTRDIFF_MAX / 4 ? (head + align - 1) & ~(align - 1) : SIZE_MAX / 2;
-    if (n <= PTRDIFF_MAX / 4 && head <= PTRDIFF_MAX / 4)
+    if (n <= PTRDIFF_MAX / 4 && head <= UINT32_MAX)
         total = head + n + UMEM__GUARD;
+    int saved = errno;
     char *q = align <= UMEM_ALIGN ? (char *)umem__alloc(h, total) : (char *)umem__memalign(h, align, total);
-    if (!q && total != SIZE_MAX && umem__keep_flush(h))
+    if (!q && total != SIZE_MAX && umem__keep_flush(h)) {
+        /* Room held back by the quarantine: it goes back, and the heap is
+         * asked again (failed_allocs counts the first attempt). */
         q = align <= UMEM_ALIGN ? (char *)umem__alloc(h, total) : (char *)umem__memalign(h, align, total);
+        if (q)
+            errno = saved;
+    }
     if (!q)
         return NULL;
     char *user = q + head;

@@ -1375,6 +1375,151 @@ static void errno_kept_by_free_and_realloc(void)
 }
 
 /* Every test above, in order. */
+/* ---- UMEM_DEBUG ---- */
+
+/* Random allocs, reallocs, aligned allocs and frees on a heap made with
+ * `flags` and UMEM_DEBUG: the contents survive, each block's usable size
+ * is what was asked for, a realloc moves the block, umem_check passes, and
+ * allocs - frees counts the live blocks and those held back. */
+static void debug_model_run(unsigned flags)
+{
+    enum { SLOTS = 256, OPS = 12000 };
+    static unsigned char *ptr[SLOTS];
+    static size_t len[SLOTS];
+    static unsigned tag[SLOTS];
+    unsigned long long seed = 0xdeb60000u + flags;
+    umem_t *h = umem_create(flags & UMEM_GROW ? 4096 : 8 << 20, flags | UMEM_DEBUG);
+    CHECK(h != NULL);
+    if (!h)
+        return;
+    uint64_t live = 0;
+    for (int op = 0; op < OPS; op++) {
+        unsigned s = (unsigned)(check_rand(&seed) % SLOTS);
+        unsigned long long r = check_rand(&seed);
+        if (ptr[s] && r % 4 == 0) {
+            size_t n = 1 + (r >> 8) % (8 << 10);
+            unsigned char *q = umem_realloc(h, ptr[s], n);
+            if (!q) {
+                CHECK(errno == ENOMEM);
+                continue;
+            }
+            CHECK(q != ptr[s] && umem_usable_size(h, q) == n);
+            CHECK(intact(q, len[s] < n ? len[s] : n, tag[s]));
+            ptr[s] = q;
+            len[s] = n;
+            fill(q, n, tag[s]);
+        } else if (ptr[s]) {
+            CHECK(intact(ptr[s], len[s], tag[s]));
+            umem_free(h, ptr[s]);
+            ptr[s] = NULL;
+            live--;
+        } else {
+            size_t n = flags & UMEM_GROW && r % 200 == 0 ? (size_t)3 << 20 : 1 + (r >> 8) % (16 << 10);
+            size_t align = r % 7 == 0 ? (size_t)16 << (r >> 40) % 9 : 0;
+            ptr[s] = align ? umem_memalign(h, align, n) : umem_alloc(h, n);
+            if (!ptr[s]) {
+                CHECK(errno == ENOMEM && !(flags & UMEM_GROW));
+                continue;
+            }
+            CHECK((uintptr_t)ptr[s] % (align ? align : 16) == 0);
+            CHECK(umem_usable_size(h, ptr[s]) == n);
+            len[s] = n;
+            tag[s] = (unsigned)op;
+            fill(ptr[s], n, tag[s]);
+            live++;
+        }
+        if (op % 500 == 0)
+            CHECK(umem_check(h) == 0);
+    }
+    umem_stats_t st;
+    umem_get_stats(h, &st);
+    CHECK(st.held_blocks > 0 && st.allocs - st.frees == live + st.held_blocks);
+    if (st.allocs - st.frees != live + st.held_blocks)
+        fprintf(stderr, "  flags %#x: allocs %llu frees %llu live %llu held %llu\n", flags,
+                (unsigned long long)st.allocs, (unsigned long long)st.frees,
+                (unsigned long long)live, (unsigned long long)st.held_blocks);
+    for (unsigned s = 0; s < SLOTS; s++)
+        if (ptr[s]) {
+            CHECK(intact(ptr[s], len[s], tag[s]));
+            umem_free(h, ptr[s]);
+            ptr[s] = NULL;
+        }
+    CHECK(umem_check(h) == 0);
+    umem_destroy(h); /* nothing left to list */
+}
+
+static void debug_every_flag_combination(void)
+{
+    for (unsigned i = 0; i < EVERY_FLAGS; i++)
+        debug_model_run(every_flags[i]);
+}
+
+/* umem_check finds a guard byte overwritten, and passes once it is put
+ * back. */
+static void debug_check_finds_overrun(void)
+{
+    umem_t *h = umem_create(1 << 20, UMEM_DEBUG);
+    unsigned char *p = umem_alloc(h, 100);
+    CHECK(umem_check(h) == 0);
+    fprintf(stderr, "(the next umem_check message is expected)\n");
+    unsigned char was = p[100];
+    p[100] = (unsigned char)~was;
+    CHECK(umem_check(h) == -1);
+    p[100] = was;
+    CHECK(umem_check(h) == 0);
+    umem_free(h, p);
+    umem_destroy(h);
+}
+
+/* A write after free is found when the block leaves the quarantine,
+ * pushed out by the frees after it. */
+static void write_after_free_leaves_quarantine(umem_t *h, char *t)
+{
+    char *p = umem_alloc(h, 40);
+    snprintf(t, 64, "%p", (void *)p);
+    umem_free(h, p);
+    p[7] = 1;
+    for (unsigned i = 0; i < UMEM_QUARANTINE_BLOCKS + 10; i++)
+        umem_free(h, umem_alloc(h, 16));
+}
+
+static void death_debug_write_after_free(void)
+{
+    expect_death_on(UMEM_DEBUG, write_after_free_leaves_quarantine, "was written after its free");
+}
+
+static void death_debug_cached_write_after_free(void)
+{
+    expect_death_on(UMEM_DEBUG | UMEM_CACHED, write_after_free_leaves_quarantine,
+                    "was written after its free");
+}
+
+/* UMEM_DEBUG on a shared heap: a block the parent allocated is freed by
+ * the child, and the parent's heap holds it back, its record whole. */
+static void debug_shared_heap_across_fork(void)
+{
+    umem_t *h = umem_create(1 << 20, UMEM_SHARED | UMEM_DEBUG);
+    CHECK(h != NULL);
+    if (!h)
+        return;
+    char *p = umem_alloc(h, 300);
+    memset(p, 'x', 300);
+    pid_t pid = fork();
+    if (pid == 0) {
+        umem_free(h, p);
+        umem_free(h, umem_alloc(h, 50));
+        _exit(umem_check(h) == 0 ? 0 : 1);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    umem_stats_t st;
+    umem_get_stats(h, &st);
+    CHECK(st.held_blocks == 2 && st.allocs - st.frees == 2);
+    CHECK(umem_check(h) == 0);
+    umem_destroy(h);
+}
+
 static int run_all(void)
 {
     RUN(model_every_flag_combination);
@@ -1425,6 +1570,11 @@ static int run_all(void)
     RUN(errno_kept_by_free_and_realloc);
     RUN(shared_heap_across_fork);
     RUN(lock_owner_killed);
+    RUN(debug_every_flag_combination);
+    RUN(debug_check_finds_overrun);
+    RUN(death_debug_write_after_free);
+    RUN(death_debug_cached_write_after_free);
+    RUN(debug_shared_heap_across_fork);
     return CHECK_EXIT_STATUS();
 }
 
