@@ -412,11 +412,13 @@ __attribute__((destructor)) static void lu_debug_exit(void)
     umem_t *h = lu_get();
     if (!h || !(h->flags & UMEM_DEBUG))
         return;
+    UMEM__VG_QUIET(h);
     int r = umem__lock(h, UMEM_LEND); /* threads may still run */
     if (r >= 0)
         umem__keep_leaks(h, "still allocated at exit");
     if (r == 0)
         umem__unlock(h);
+    UMEM__VG_LOUD(h);
 }
 
 __attribute__((destructor)) static void lu_stats_print(void)

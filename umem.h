@@ -725,6 +725,9 @@ struct umem {
      * each list is circular through its sentinel. */
     struct umem_rec live, held;
     uint64_t held_blocks, held_bytes;
+    /* Blocks freed while a fork held the lock, for its next holder to
+     * hold back (linked through frames[0], no lock). */
+    _Atomic(struct umem_rec *) late;
 };
 
 #define UMEM_CONTROL_BYTES \
@@ -1892,6 +1895,7 @@ static inline struct umem_span *umem__reuse_map(umem_t *h, size_t bytes, size_t 
         h->mapped_bytes += bytes - have;
         h->map_cache_bytes += bytes - have;
         s = h->map_cache[i] = (struct umem_span *)moved;
+        UMEM__VG_HIDE(h, s, bytes);
         umem__set_header(h, s, bytes | UMEM_MAPPED);
         have = bytes;
 #else
@@ -2995,6 +2999,8 @@ static inline void *umem__pool_aligned(umem_t *h, size_t align, size_t n)
 
 static inline uint64_t umem__keep_leaks(umem_t *h, const char *what);
 static inline void umem__keep_final(umem_t *h);
+static inline void umem__unpoison_all(umem_t *h);
+static inline void umem_get_stats(umem_t *h, umem_stats_t *out);
 
 /* The tools that watch a new heap (see DEBUGGING): UMEM_DEBUG's records,
  * AddressSanitizer's in a build with it, memcheck when the program runs
@@ -3008,6 +3014,16 @@ static inline unsigned umem__tools(unsigned flags)
         return tools;
 #ifdef UMEM__ASAN
     tools |= UMEM__KEEP | UMEM__POISONS;
+#endif
+#ifdef UMEM__BACKTRACE
+    /* backtrace() loads its unwinder, which allocates, on its first use:
+     * here, rather than inside the heap's first allocation. */
+    if (tools & UMEM__KEEP && !umem__tls.tracing) {
+        void *frame[1];
+        umem__tls.tracing = 1;
+        (void)backtrace(frame, 1);
+        umem__tls.tracing = 0;
+    }
 #endif
 #ifdef UMEM__VALGRIND
     if (RUNNING_ON_VALGRIND) {
@@ -3123,14 +3139,33 @@ static inline umem_t *umem_create(size_t bytes, unsigned flags)
     return h;
 }
 
+/* A mapping of a heap being destroyed, unmapped; or, for `keep`, left as
+ * address space with no memory: memcheck still counts the blocks the
+ * program left there, to report them as leaked at exit, and a mapping
+ * made later at that address would overlap them. */
+static inline void umem__drop(void *p, size_t bytes, int keep)
+{
+    if (!keep || mmap(p, bytes, PROT_NONE, MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                      -1, 0) == MAP_FAILED)
+        munmap(p, bytes);
+}
+
 static inline void umem_destroy(umem_t *h)
 {
     if (!h)
         return;
     UMEM__VG_QUIET(h);
+    int keep_space = 0;
+    if (h->flags & UMEM__VG) {
+        umem_stats_t st;
+        umem_get_stats(h, &st);
+        keep_space = st.allocs - st.frees > st.held_blocks; /* memcheck holds blocks here */
+    }
     /* A shared heap's blocks are listed by its creator alone. */
     if (h->flags & UMEM__KEEP && (!(h->flags & UMEM_SHARED) || h->creator == getpid()))
         umem__keep_final(h);
+    if (h->flags & UMEM__POISONS)
+        umem__unpoison_all(h);
     if (umem__forked_heap(h)) {
         sigset_t old;
         umem__forks_take(&old);
@@ -3170,12 +3205,12 @@ static inline void umem_destroy(umem_t *h)
         size_t bytes = umem__size(s);
         struct umem_node **path[UMEM_PATH] = {&h->spans};
         umem__tree_delete(path, 1);
-        munmap(s, bytes);
+        umem__drop(s, bytes, keep_space);
     }
     if (owner && !(h->flags & UMEM_NOLOCK))
         pthread_mutex_destroy(&h->lock);
     UMEM__VG_LOUD(h);
-    munmap(h, h->map_bytes);
+    umem__drop(h, h->map_bytes, keep_space);
 }
 
 /* Any allocation the pools do not serve (lock taken here). */
@@ -3537,8 +3572,7 @@ static inline void *umem__memalign(umem_t *h, size_t align, size_t n)
 #define UMEM__LIVE       0x4c495645u /* handed out, on the live list */
 #define UMEM__ALONE      0x414c4f4eu /* handed out while a fork held the lock: on no list */
 #define UMEM__HELD       0x48454c44u /* freed, held back */
-#define UMEM__LATE       0x4c415445u /* freed while a fork held the lock: left on the live
-                                        list, never reused (the lists need the lock) */
+#define UMEM__LATE ((void *)(uintptr_t)0x4c415445u) /* frames[1] of a block on h->late */
 #define UMEM__NEW_BYTE   0xaa /* a new block's payload */
 #define UMEM__GUARD_BYTE 0xfd /* the guards */
 #define UMEM__FREED_BYTE 0xdd /* a freed block held back */
@@ -3549,10 +3583,13 @@ static inline void *umem__memalign(umem_t *h, size_t align, size_t n)
 void *__asan_region_is_poisoned(void *beg, size_t size);
 #endif
 
+/* The seal covers every field but the frames: an underrun that reaches
+ * the record, even its links, breaks it before a list is followed. */
 static inline size_t umem__rec_seal(const umem_t *h, const struct umem_rec *r)
 {
     return h->secret ^ (size_t)(uintptr_t)r ^ (size_t)(r->size * 0x9E3779B97F4A7C15ull) ^
-           (r->room << 1) ^ ((size_t)r->shift * 65537u) ^ r->state;
+           (r->room << 1) ^ ((size_t)r->shift * 65537u) ^ r->state ^
+           ((size_t)(uintptr_t)r->next * 31u) ^ ((size_t)(uintptr_t)r->prev * 17u);
 }
 
 /* The offset of the first byte of p[0..n) other than c, or n.  It reads
@@ -3606,25 +3643,70 @@ static UMEM_HOT_INLINE void umem__trace(void **frames)
 #endif
 }
 
-static inline void umem__rec_link(struct umem_rec *list, struct umem_rec *r)
+/* r's links changed: its seal follows (a sentinel's is never read). */
+static inline void umem__rec_reseal(const umem_t *h, struct umem_rec *r)
 {
-    r->prev = list->prev;
-    r->next = list;
-    list->prev->next = r;
-    list->prev = r;
+    r->check = umem__rec_seal(h, r);
 }
 
-static inline void umem__rec_unlink(struct umem_rec *r)
+/* r at the end of a list, its state set (lock held). */
+static inline void umem__rec_link(const umem_t *h, struct umem_rec *list, struct umem_rec *r)
 {
-    r->prev->next = r->next;
-    r->next->prev = r->prev;
+    struct umem_rec *last = list->prev;
+    r->prev = last;
+    r->next = list;
+    last->next = r;
+    list->prev = r;
+    umem__rec_reseal(h, r);
+    umem__rec_reseal(h, last);
+    umem__rec_reseal(h, list);
+}
+
+static inline void umem__rec_unlink(const umem_t *h, struct umem_rec *r)
+{
+    struct umem_rec *prev = r->prev, *next = r->next;
+    prev->next = next;
+    next->prev = prev;
+    umem__rec_reseal(h, prev);
+    umem__rec_reseal(h, next);
+}
+
+/* A live block, freed: filled with the pattern and held back (lock held). */
+static inline void umem__keep_hold(umem_t *h, struct umem_rec *r)
+{
+    char *user = (char *)(r + 1);
+    UMEM__UNPOISON(user, r->room);
+    memset(user, UMEM__FREED_BYTE, r->room);
+    UMEM__POISON(user, r->room);
+    r->state = UMEM__HELD;
+    umem__rec_link(h, &h->held, r);
+    h->held_blocks++;
+    h->held_bytes += r->room;
+}
+
+/* The blocks freed while a fork held the lock, off the live list and held
+ * back (lock held). */
+static UMEM_RARE void umem__keep_settle(umem_t *h)
+{
+    struct umem_rec *r = atomic_exchange_explicit(&h->late, NULL, memory_order_acquire);
+    while (r) {
+        struct umem_rec *next = (struct umem_rec *)r->frames[0];
+        r->frames[0] = r->frames[1] = NULL;
+        umem__rec_unlink(h, r);
+        umem__keep_hold(h, r);
+        r = next;
+    }
 }
 
 /* The lists' lock: 0 when taken, 1 when a fork holds it (or a process
  * died holding a shared heap's): the caller does without the lists. */
 static inline int umem__keep_lock(umem_t *h)
 {
-    return umem__lock(h, UMEM_LEND | UMEM_QUIET) != 0;
+    if (umem__lock(h, UMEM_LEND | UMEM_QUIET) != 0)
+        return 1;
+    if (UMEM_UNLIKELY(atomic_load_explicit(&h->late, memory_order_relaxed) != NULL))
+        umem__keep_settle(h);
+    return 0;
 }
 
 /* Whether c lies in one of the heap's mappings (lock held). */
@@ -3644,7 +3726,7 @@ static inline unsigned umem__keep_evict(umem_t *h, struct umem_rec **out, unsign
            (all || h->held_blocks > UMEM_QUARANTINE_BLOCKS ||
             h->held_bytes > UMEM_QUARANTINE_BYTES)) {
         struct umem_rec *r = h->held.next;
-        umem__rec_unlink(r);
+        umem__rec_unlink(h, r);
         h->held_blocks--;
         h->held_bytes -= r->room;
         out[k++] = r;
@@ -3716,11 +3798,11 @@ static inline void *umem__keep_alloc(umem_t *h, size_t align, size_t n, void *co
     memset(user + n, UMEM__GUARD_BYTE, r->room - n);
     int alone = umem__keep_lock(h);
     r->state = alone ? UMEM__ALONE : UMEM__LIVE;
-    r->check = umem__rec_seal(h, r);
     if (alone) {
         r->next = r->prev = r;
+        umem__rec_reseal(h, r);
     } else {
-        umem__rec_link(&h->live, r);
+        umem__rec_link(h, &h->live, r);
         umem__unlock(h);
     }
     UMEM__POISON(r->guard, sizeof r->guard);
@@ -3739,12 +3821,12 @@ static inline struct umem_rec *umem__keep_open(umem_t *h, const void *p, const c
     struct umem_rec *r = (struct umem_rec *)p - 1;
     if (!*alone && !umem__owns(h, (const char *)r))
         umem__report("%s of %p: outside the heap, not a block from umem_alloc", call, p);
-    if (r->check != umem__rec_seal(h, r) || (r->state != UMEM__LIVE && r->state != UMEM__ALONE &&
-                                              r->state != UMEM__HELD && r->state != UMEM__LATE))
+    if (r->check != umem__rec_seal(h, r) ||
+        (r->state != UMEM__LIVE && r->state != UMEM__ALONE && r->state != UMEM__HELD))
         umem__report("%s of %p: not a block from umem_alloc, freed long ago, or an underrun "
                      "overwrote its record",
                      call, p);
-    if (r->state == UMEM__HELD || r->state == UMEM__LATE)
+    if (r->state == UMEM__HELD || r->frames[1] == UMEM__LATE)
         umem__report("%s of %p (%zu bytes): freed already (double free)", call, p, r->size);
     size_t bad = umem__first_not(r->guard, sizeof r->guard, UMEM__GUARD_BYTE);
     if (bad < sizeof r->guard)
@@ -3765,12 +3847,17 @@ static inline void umem__keep_free(umem_t *h, void *p)
     int alone;
     struct umem_rec *r = umem__keep_open(h, p, "free", &alone);
     if (alone && r->state == UMEM__LIVE) {
-        r->state = UMEM__LATE;
-        r->check = umem__rec_seal(h, r);
+        /* On the live list, which needs the lock: left for its next holder. */
+        struct umem_rec *head = atomic_load_explicit(&h->late, memory_order_relaxed);
+        r->frames[1] = UMEM__LATE;
+        do
+            r->frames[0] = head;
+        while (!atomic_compare_exchange_weak_explicit(&h->late, &head, r, memory_order_release,
+                                                      memory_order_relaxed));
         return;
     }
     if (r->state == UMEM__LIVE)
-        umem__rec_unlink(r);
+        umem__rec_unlink(h, r);
     if (alone || r->state == UMEM__ALONE) {
         if (!alone)
             umem__unlock(h);
@@ -3779,14 +3866,7 @@ static inline void umem__keep_free(umem_t *h, void *p)
         umem__free(h, (char *)p - r->shift);
         return;
     }
-    UMEM__UNPOISON(p, r->room);
-    memset(p, UMEM__FREED_BYTE, r->room);
-    UMEM__POISON(p, r->room);
-    r->state = UMEM__HELD;
-    r->check = umem__rec_seal(h, r);
-    umem__rec_link(&h->held, r);
-    h->held_blocks++;
-    h->held_bytes += r->room;
+    umem__keep_hold(h, r);
     struct umem_rec *out[8];
     unsigned k = umem__keep_evict(h, out, 8, 0);
     umem__unlock(h);
@@ -3804,11 +3884,8 @@ static inline const char *umem__keep_check(umem_t *h, const void **at)
         for (struct umem_rec *r = head->next; r != head; r = r->next) {
             const unsigned char *user = (const unsigned char *)(r + 1);
             *at = user;
-            if (r->check != umem__rec_seal(h, r) ||
-                (r->state != state && !(!list && r->state == UMEM__LATE)))
+            if (r->check != umem__rec_seal(h, r) || r->state != state)
                 return "a block's record was overwritten (an underrun?)";
-            if (r->state == UMEM__LATE)
-                continue;
             if (umem__first_not(r->guard, sizeof r->guard, UMEM__GUARD_BYTE) < sizeof r->guard)
                 return "a block was written before its start (underrun)";
             if (list && umem__first_not(user, r->room, UMEM__FREED_BYTE) < r->room)
@@ -3829,8 +3906,6 @@ static inline uint64_t umem__keep_leaks(umem_t *h, const char *what)
     uint64_t blocks = 0, bytes = 0;
     char line[200];
     for (struct umem_rec *r = h->live.next; r != &h->live; r = r->next) {
-        if (r->state == UMEM__LATE)
-            continue;
         blocks++;
         bytes += r->size;
         if (blocks > UMEM__LEAKS_SHOWN)
@@ -3859,6 +3934,7 @@ static inline uint64_t umem__keep_leaks(umem_t *h, const char *what)
  * free is reported), and the blocks still allocated are listed. */
 static inline void umem__keep_final(umem_t *h)
 {
+    umem__keep_settle(h);
     for (struct umem_rec *r = h->held.next; r != &h->held; r = r->next) {
         const unsigned char *user = (const unsigned char *)(r + 1);
         size_t bad = umem__first_not(user, r->room, UMEM__FREED_BYTE);
@@ -3867,6 +3943,27 @@ static inline void umem__keep_final(umem_t *h)
                          (const void *)user, r->size, bad);
     }
     umem__keep_leaks(h, "leak");
+}
+
+/* At umem_destroy under AddressSanitizer: the marks on every byte of the
+ * heap's mappings go (guards, held blocks, a program's pools), since the
+ * sanitizer keeps them on memory unmapped and mapped again. */
+static inline void umem__unpoison_all(umem_t *h)
+{
+    char *end = atomic_load_explicit(&h->end, memory_order_relaxed) + UMEM_HEADER;
+    UMEM__UNPOISON(h, (size_t)(end - (char *)h));
+    struct umem_node *stack[UMEM_PATH];
+    unsigned depth = 0;
+    if (h->spans)
+        stack[depth++] = h->spans;
+    while (depth > 0) {
+        struct umem_node *x = stack[--depth];
+        UMEM__UNPOISON(x, umem__size(x));
+        if (x->left && depth < UMEM_PATH)
+            stack[depth++] = x->left;
+        if (x->right && depth < UMEM_PATH)
+            stack[depth++] = x->right;
+    }
 }
 
 /* The bytes the caller may use at p: what it asked for. */
@@ -4394,19 +4491,22 @@ static inline int umem_check(umem_t *h)
         fprintf(stderr, "umem_check: not a heap (at %p)\n", (void *)h);
         return -1;
     }
-    /* A heap whose lock a fork holds is still: it is checked as it is. */
+    /* A heap whose lock a fork holds is still: it is checked as it is.
+     * The lock's holder may settle blocks freed meanwhile: memcheck is
+     * told nothing of umem's own reads from here. */
+    UMEM__VG_QUIET(h);
     int r = umem__lock(h, UMEM_LEND);
     if (r < 0) {
+        UMEM__VG_LOUD(h);
         fprintf(stderr, "umem_check: %s\n",
                 errno == EOWNERDEAD ? "a process died holding the heap's lock"
                                     : strerror(errno));
         return -1;
     }
-    UMEM__VG_QUIET(h);
     int broken = umem__check_all(h);
-    UMEM__VG_LOUD(h);
     if (r == 0)
         umem__unlock(h);
+    UMEM__VG_LOUD(h);
     return broken;
 }
 
@@ -4471,8 +4571,8 @@ static inline void umem__pages_used(umem_t *h, uint64_t *slots, uint64_t *bytes)
 static inline void umem_get_stats(umem_t *h, umem_stats_t *out)
 {
     memset(out, 0, sizeof *out);
-    int locked = umem__lock(h, UMEM_LEND) == 0; /* lent to a fork: read as it is */
     UMEM__VG_QUIET(h);
+    int locked = umem__lock(h, UMEM_LEND) == 0; /* lent to a fork: read as it is */
     uint64_t allocs = h->gone_allocs, moves = h->gone_moves, remote = h->gone_remote;
     uint64_t remote_bytes = h->gone_remote_bytes, collected = h->gone_collected;
     uint64_t collected_bytes = h->gone_collected_bytes, slots = 0, slot_bytes = 0;
@@ -4519,9 +4619,9 @@ static inline void umem_get_stats(umem_t *h, umem_stats_t *out)
     out->map_reuses = h->map_reuses;
     out->lent_calls = h->lent_calls;
     out->held_blocks = h->held_blocks;
-    UMEM__VG_LOUD(h);
     if (locked)
         umem__unlock(h);
+    UMEM__VG_LOUD(h);
 }
 
 #endif /* UMEM_H */
