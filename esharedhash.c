@@ -25,6 +25,15 @@
  * + remote_frees.  No allocation is then live in it, so no further foreign
  * free can arrive for it and zeroing the counter is safe.  The atomics are
  * lock-free, so they work the same in MAP_SHARED memory across processes.
+ *
+ * Under valgrind's memcheck or in an AddressSanitizer build (umem_watched:
+ * not with -m, whose heap is shared), each pool tells the tool about the
+ * blocks it carves and takes back (umem.h's umem_tell_*), and leaves a
+ * red zone after each, so that the seed's
+ *     valgrind --leak-check=full ./esharedhash FILE -t
+ * sees an overrun, a use after free or a leaked tree node as it would on
+ * malloc's blocks.  Those calls take the slow path; the fast path is the
+ * same with or without a tool.
  */
 #define BLOCKSIG_POOLS 1
 #include "blocksig.h"

@@ -35,6 +35,11 @@
  *   take the heap's lock, and the heap's lock is held across fork() so
  *   that the child finds the heap whole.
  *
+ * UMEM_DEBUG
+ *   With UMEM_DEBUG set to anything but "" or "0", the heap is made with
+ *   UMEM_DEBUG (guards, a quarantine, one-line reports: see umem.h), and
+ *   the blocks still allocated at exit are listed on standard error.
+ *
  * UMEM_STATS
  *   With UMEM_STATS set to anything but "" or "0" when the program
  *   starts, the heap's figures go to standard error when it exits, one
