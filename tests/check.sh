@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make check: the tests again under AddressSanitizer + UndefinedBehavior-
 # Sanitizer and under ThreadSanitizer, valgrind memcheck in every mode,
-# helgrind and DRD on -t, and a short libFuzzer run on umem.h.  A tool
+# helgrind and DRD on -t, the planted bugs of tests/debug_bugs.c under
+# memcheck and AddressSanitizer, and a short libFuzzer run on umem.h.  A tool
 # that is missing is a skip (a failure under CI=true: .ci/run installs
 # them); ends with "N passed, N failed", counted as tests/run.sh counts.
 set -u
