@@ -26,10 +26,11 @@
  *              UMEM_DEBUG   guards, a quarantine and leak reports, with
  *                           no tool (see DEBUGGING).
  *       UMEM_GROW and UMEM_CACHED combine with each other and GROW with
- *       NOLOCK; UMEM_DEBUG with every flag.  Refused with EINVAL: SHARED with NOLOCK, with GROW (a
- *       mapping added after fork() would exist in one process only) or
- *       with CACHED (a pool lives in one process's memory); NOLOCK with
- *       CACHED (one thread needs no pool in front of a lock it lacks).
+ *       NOLOCK; UMEM_DEBUG with every flag.  Refused with EINVAL: SHARED
+ *       with NOLOCK, with GROW (a mapping added after fork() would exist
+ *       in one process only) or with CACHED (a pool lives in one
+ *       process's memory); NOLOCK with CACHED (one thread needs no pool
+ *       in front of a lock it lacks).
  *       NULL with errno = EINVAL for those, unknown flags or a size too
  *       small for the control block and one block; ENOMEM when the mapping
  *       fails (or the size could not be mapped in any address space).
@@ -233,8 +234,9 @@
  *     holds: a fork() from a signal handler that interrupted such a call
  *     does not wait for that lock; the call finishes, in the parent and
  *     in the child (where the lock is made anew and held again for it),
- *     and the handler's own calls on that heap do without it.  The same holds for a fork() from a
- *     handler that interrupted another fork() between its handlers.  As
+ *     and the handler's own calls on that heap do without it.  The same
+ *     holds for a fork() from a handler that interrupted another fork()
+ *     between its handlers.  As
  *     with glibc, this is for a process with one thread: with several, a
  *     fork() by another thread at that moment waits for the interrupted
  *     call, which waits for it.
@@ -3010,10 +3012,9 @@ static inline void umem_get_stats(umem_t *h, umem_stats_t *out);
 static inline unsigned umem__tools(unsigned flags)
 {
     unsigned tools = flags & UMEM_DEBUG ? UMEM__KEEP : 0;
-    if (flags & UMEM_SHARED)
-        return tools;
 #ifdef UMEM__ASAN
-    tools |= UMEM__KEEP | UMEM__POISONS;
+    if (!(flags & UMEM_SHARED))
+        tools |= UMEM__KEEP | UMEM__POISONS;
 #endif
 #ifdef UMEM__BACKTRACE
     /* backtrace() loads its unwinder, which allocates, on its first use:
@@ -3026,7 +3027,7 @@ static inline unsigned umem__tools(unsigned flags)
     }
 #endif
 #ifdef UMEM__VALGRIND
-    if (RUNNING_ON_VALGRIND) {
+    if (!(flags & UMEM_SHARED) && RUNNING_ON_VALGRIND) {
         const char *off = getenv("UMEM_VALGRIND");
         unsigned char probe = 0, vbits = 0;
         /* Only memcheck answers this request (helgrind and DRD do not). */
@@ -3734,18 +3735,25 @@ static inline unsigned umem__keep_evict(umem_t *h, struct umem_rec **out, unsign
     return k;
 }
 
+/* A held block's pattern, checked: a write after its free is reported. */
+static inline void umem__keep_verify(const struct umem_rec *r)
+{
+    const unsigned char *user = (const unsigned char *)(r + 1);
+    size_t bad = umem__first_not(user, r->room, UMEM__FREED_BYTE);
+    if (bad < r->room)
+        umem__report("block %p (%zu bytes) was written after its free, at byte %zu",
+                     (const void *)user, r->size, bad);
+}
+
 /* A held block back to the heap for good, once its pattern is checked
  * (no lock: it is on no list). */
 static inline void umem__keep_release(umem_t *h, struct umem_rec *r)
 {
-    unsigned char *user = (unsigned char *)(r + 1);
-    size_t bad = umem__first_not(user, r->room, UMEM__FREED_BYTE);
-    if (bad < r->room)
-        umem__report("block %p (%zu bytes) was written after its free, at byte %zu", (void *)user,
-                     r->size, bad);
+    char *user = (char *)(r + 1);
+    umem__keep_verify(r);
     UMEM__UNPOISON(r->guard, sizeof r->guard + r->room);
     r->check = 0; /* a later free of it finds no record */
-    umem__free(h, (char *)user - r->shift);
+    umem__free(h, user - r->shift);
 }
 
 /* Every held block back to the heap: 1 if there was any. */
@@ -3777,11 +3785,11 @@ static inline void *umem__keep_alloc(umem_t *h, size_t align, size_t n, void *co
     if (n <= PTRDIFF_MAX / 4 && head <= UINT32_MAX)
         total = head + n + UMEM__GUARD;
     int saved = errno;
-    char *q = align <= UMEM_ALIGN ? (char *)umem__alloc(h, total) : (char *)umem__memalign(h, align, total);
+    char *q = umem__memalign(h, align, total);
     if (!q && total != SIZE_MAX && umem__keep_flush(h)) {
         /* Room held back by the quarantine: it goes back, and the heap is
          * asked again (failed_allocs counts the first attempt). */
-        q = align <= UMEM_ALIGN ? (char *)umem__alloc(h, total) : (char *)umem__memalign(h, align, total);
+        q = umem__memalign(h, align, total);
         if (q)
             errno = saved;
     }
@@ -3813,7 +3821,8 @@ static inline void *umem__keep_alloc(umem_t *h, size_t align, size_t n, void *co
 /* The record of p, a block handed out, checked with its guards; the
  * lists' lock is held on return unless *alone (see umem__keep_lock).
  * Any misuse is reported, naming the call. */
-static inline struct umem_rec *umem__keep_open(umem_t *h, const void *p, const char *call, int *alone)
+static inline struct umem_rec *umem__keep_open(umem_t *h, const void *p, const char *call,
+                                                int *alone)
 {
     if ((uintptr_t)p % UMEM_ALIGN != 0)
         umem__report("%s of %p: misaligned, not a block from umem_alloc", call, p);
@@ -3935,13 +3944,8 @@ static inline uint64_t umem__keep_leaks(umem_t *h, const char *what)
 static inline void umem__keep_final(umem_t *h)
 {
     umem__keep_settle(h);
-    for (struct umem_rec *r = h->held.next; r != &h->held; r = r->next) {
-        const unsigned char *user = (const unsigned char *)(r + 1);
-        size_t bad = umem__first_not(user, r->room, UMEM__FREED_BYTE);
-        if (bad < r->room)
-            umem__report("block %p (%zu bytes) was written after its free, at byte %zu",
-                         (const void *)user, r->size, bad);
-    }
+    for (struct umem_rec *r = h->held.next; r != &h->held; r = r->next)
+        umem__keep_verify(r);
     umem__keep_leaks(h, "leak");
 }
 
@@ -4001,7 +4005,7 @@ static UMEM_NOINLINE void *umem__debug_alloc(umem_t *h, size_t align, size_t n)
     if (h->flags & UMEM__KEEP)
         p = umem__keep_alloc(h, align, n, frames);
     else
-        p = align <= UMEM_ALIGN ? umem__alloc(h, n) : umem__memalign(h, align, n);
+        p = umem__memalign(h, align, n);
     UMEM__VG_LOUD(h);
 #ifdef UMEM__VALGRIND
     if (p && h->flags & UMEM__VG)
