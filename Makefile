@@ -15,6 +15,10 @@ MANDIR = $(PREFIX)/share/man
 PROGRAMS = sharedhash esharedhash
 # blocksig.h and the parts it includes
 BLOCKSIG = blocksig.h signature.h cmdline.h inout.h workers.h run.h
+# umem.h and the parts it includes
+UMEM_PARTS = platform layout tree lock heap regions large locate pages pools calls debug api \
+	check hooks
+UMEM = umem.h $(UMEM_PARTS:%=umem/%.h)
 TESTS = tests/test_umem tests/test_umem_regions tests/test_umem_files tests/test_fuzz_corpus \
 	tests/faults.so tests/libumem_prog tests/libumem_boot.so tests/forks tests/debug_bugs
 
@@ -25,22 +29,22 @@ LIBUMEM_FLAGS = -shared -fPIC -fvisibility=hidden -ftls-model=initial-exec \
 
 all: $(PROGRAMS) libumem.so
 
-libumem.so: libumem.c umem.h
+libumem.so: libumem.c $(UMEM)
 	$(CC) $(CFLAGS) $(LIBUMEM_FLAGS) $(PTHREAD) -o $@ libumem.c $(LDFLAGS)
 
-%: %.c umem.h $(BLOCKSIG)
+%: %.c $(UMEM) $(BLOCKSIG)
 	$(CC) $(CFLAGS) $(PTHREAD) -o $@ $< $(LDFLAGS)
 
-tests/test_%: tests/test_%.c tests/check.h umem.h
+tests/test_%: tests/test_%.c tests/check.h $(UMEM)
 	$(CC) $(CFLAGS) $(PTHREAD) -o $@ $< $(LDFLAGS)
 
-tests/test_umem_regions: tests/test_umem_regions.c tests/test_umem.c tests/check.h umem.h
+tests/test_umem_regions: tests/test_umem_regions.c tests/test_umem.c tests/check.h $(UMEM)
 	$(CC) $(CFLAGS) $(PTHREAD) -o $@ tests/test_umem_regions.c $(LDFLAGS)
 
-tests/test_umem_files: tests/test_umem_files.c tests/umem_other_file.c tests/check.h umem.h
+tests/test_umem_files: tests/test_umem_files.c tests/umem_other_file.c tests/check.h $(UMEM)
 	$(CC) $(CFLAGS) $(PTHREAD) -o $@ tests/test_umem_files.c tests/umem_other_file.c $(LDFLAGS)
 
-tests/test_fuzz_corpus: tests/fuzz_umem.c umem.h
+tests/test_fuzz_corpus: tests/fuzz_umem.c $(UMEM)
 	$(CC) $(CFLAGS) $(PTHREAD) -DFUZZ_STANDALONE -o $@ $< $(LDFLAGS)
 
 tests/faults.so: tests/faults.c
@@ -57,7 +61,7 @@ tests/forks: tests/forks.c tests/check.h
 
 # -rdynamic: a leak report's backtrace names the allocating function; no
 # sibling calls: each bug's own line stays on the stack the tools print.
-tests/debug_bugs: tests/debug_bugs.c umem.h esharedhash.c $(BLOCKSIG)
+tests/debug_bugs: tests/debug_bugs.c $(UMEM) esharedhash.c $(BLOCKSIG)
 	$(CC) $(CFLAGS) -rdynamic -fno-optimize-sibling-calls $(PTHREAD) -o $@ $< $(LDFLAGS)
 
 tests/libumem_boot.so: tests/libumem_boot.c
@@ -71,11 +75,12 @@ check: all $(TESTS)
 	tests/check.sh
 
 install: all
-	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(LIBDIR) \
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(INCLUDEDIR)/umem $(DESTDIR)$(LIBDIR) \
 		$(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man3
 	install -m 755 $(PROGRAMS) $(DESTDIR)$(BINDIR)/
 	install -m 755 libumem.so $(DESTDIR)$(LIBDIR)/
 	install -m 644 umem.h $(DESTDIR)$(INCLUDEDIR)/
+	install -m 644 $(UMEM_PARTS:%=umem/%.h) $(DESTDIR)$(INCLUDEDIR)/umem/
 	install -m 644 man/sharedhash.1 man/esharedhash.1 $(DESTDIR)$(MANDIR)/man1/
 	install -m 644 man/umem.3 man/libumem.3 $(DESTDIR)$(MANDIR)/man3/
 
@@ -83,7 +88,9 @@ uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/sharedhash $(DESTDIR)$(BINDIR)/esharedhash \
 		$(DESTDIR)$(INCLUDEDIR)/umem.h $(DESTDIR)$(LIBDIR)/libumem.so \
 		$(DESTDIR)$(MANDIR)/man1/sharedhash.1 $(DESTDIR)$(MANDIR)/man1/esharedhash.1 \
-		$(DESTDIR)$(MANDIR)/man3/umem.3 $(DESTDIR)$(MANDIR)/man3/libumem.3
+		$(DESTDIR)$(MANDIR)/man3/umem.3 $(DESTDIR)$(MANDIR)/man3/libumem.3 \
+		$(UMEM_PARTS:%=$(DESTDIR)$(INCLUDEDIR)/umem/%.h)
+	-rmdir $(DESTDIR)$(INCLUDEDIR)/umem 2> /dev/null
 
 clean:
 	rm -rf $(PROGRAMS) libumem.so $(TESTS) build

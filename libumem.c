@@ -130,6 +130,8 @@ static LU_SLOW void *lu_boot_alloc(size_t n, size_t align)
 
 /* ---- the heap ---- */
 
+static int lu_debug; /* UMEM_DEBUG: list the blocks left at exit */
+
 static LU_SLOW umem_t *lu_create(void)
 {
     pthread_mutex_lock(&lu_init_lock);
@@ -139,7 +141,8 @@ static LU_SLOW umem_t *lu_create(void)
         lu_creating = 1;
         const char *debug = getenv("UMEM_DEBUG");
         unsigned flags = UMEM_GROW | UMEM_CACHED;
-        if (debug && *debug && strcmp(debug, "0") != 0)
+        lu_debug = debug && *debug && strcmp(debug, "0") != 0;
+        if (lu_debug)
             flags |= UMEM_DEBUG;
         h = umem_create(LU_INITIAL, flags);
         lu_creating = 0;
@@ -234,10 +237,7 @@ static inline int lu_fresh(umem_t *h, const char *p, size_t n)
 {
     if (lu_boot_owns(p))
         return 1;
-    if (n < UMEM_LARGE || !h || h->flags & UMEM__WATCHED) /* a watched heap fills its blocks */
-        return 0;
-    size_t word = umem__word(p - UMEM_HEADER);
-    return (word & UMEM_MAPPED) && !(word & UMEM_REUSED);
+    return h && umem__fresh(h, p, n);
 }
 
 static inline int lu_mul_overflows(size_t a, size_t b, size_t *product)
@@ -415,15 +415,8 @@ static uint64_t lu_minor_faults(void)
 __attribute__((destructor)) static void lu_debug_exit(void)
 {
     umem_t *h = lu_get();
-    if (!h || !(h->flags & UMEM_DEBUG))
-        return;
-    UMEM__VG_QUIET(h);
-    int r = umem__lock(h, UMEM_LEND); /* threads may still run */
-    if (r >= 0)
-        umem__keep_leaks(h, "still allocated at exit");
-    if (r == 0)
-        umem__unlock(h);
-    UMEM__VG_LOUD(h);
+    if (h && lu_debug)
+        umem__list_live(h, "still allocated at exit"); /* threads may still run */
 }
 
 __attribute__((destructor)) static void lu_stats_print(void)

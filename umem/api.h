@@ -1,0 +1,259 @@
+/*
+ * umem/api.h - the public calls: umem_create, umem_destroy and the wrappers that pick a plain or a watched path (a part of umem.h).
+ */
+#ifndef UMEM_H
+#error "umem/api.h is a part of umem.h: include umem.h instead"
+#endif
+
+
+/* The tools that watch a new heap (see DEBUGGING): UMEM_DEBUG's records,
+ * AddressSanitizer's in a build with it, memcheck when the program runs
+ * under it (unless UMEM_VALGRIND=0 is in the environment).  A UMEM_SHARED
+ * heap gets UMEM_DEBUG's alone: a tool sees one process's memory, and
+ * that heap's blocks pass between processes. */
+static inline unsigned umem__tools(unsigned flags)
+{
+    unsigned tools = flags & UMEM_DEBUG ? UMEM__KEEP : 0;
+#ifdef UMEM__ASAN
+    if (!(flags & UMEM_SHARED))
+        tools |= UMEM__KEEP | UMEM__POISONS;
+#endif
+#ifdef UMEM__BACKTRACE
+    /* backtrace() loads its unwinder, which allocates, on its first use:
+     * here, rather than inside the heap's first allocation. */
+    if (tools & UMEM__KEEP && !umem__tls.tracing) {
+        void *frame[1];
+        umem__tls.tracing = 1;
+        (void)backtrace(frame, 1);
+        umem__tls.tracing = 0;
+    }
+#endif
+#ifdef UMEM__VALGRIND
+    if (!(flags & UMEM_SHARED) && RUNNING_ON_VALGRIND) {
+        const char *off = getenv("UMEM_VALGRIND");
+        unsigned char probe = 0, vbits = 0;
+        /* Only memcheck answers this request (helgrind and DRD do not). */
+        if (!(off && strcmp(off, "0") == 0) && VALGRIND_GET_VBITS(&probe, &vbits, 1) == 1)
+            tools |= UMEM__VG;
+    }
+#endif
+    return tools;
+}
+
+static inline umem_t *umem_create(size_t bytes, unsigned flags)
+{
+    unsigned known = UMEM_SHARED | UMEM_NOLOCK | UMEM_GROW | UMEM_CACHED | UMEM_DEBUG;
+    if (flags & ~known || (flags & UMEM_SHARED && flags & (UMEM_NOLOCK | UMEM_GROW | UMEM_CACHED)) ||
+        (flags & UMEM_NOLOCK && flags & UMEM_CACHED)) {
+        errno = EINVAL;
+        return NULL;
+    }
+    long page_size = sysconf(_SC_PAGESIZE);
+    size_t page = page_size > 0 ? (size_t)page_size : 4096;
+    size_t least = UMEM_CONTROL_BYTES + UMEM_MIN_BLOCK + UMEM_HEADER;
+    if (bytes < least) {
+        errno = EINVAL;
+        return NULL;
+    }
+    if (bytes > PTRDIFF_MAX - page) {
+        errno = ENOMEM; /* more than any address space */
+        return NULL;
+    }
+    size_t commit = (bytes + page - 1) / page * page;
+    size_t map_bytes = commit;
+    void *base;
+    if (flags & UMEM_GROW) {
+        /* Address space set aside, committed as the heap grows; where
+         * the system refuses that much, as much as it allows. */
+        size_t reserve = UMEM_RESERVE > commit ? UMEM_RESERVE : commit;
+        for (base = NULL; !base && reserve >= commit; reserve /= 2) {
+            base = umem__map(reserve, PROT_NONE, MAP_PRIVATE | MAP_NORESERVE);
+            map_bytes = reserve;
+        }
+        if (!base)
+            base = umem__map(map_bytes = commit, PROT_NONE, MAP_PRIVATE | MAP_NORESERVE);
+        if (base && mprotect(base, commit, PROT_READ | PROT_WRITE) != 0) {
+            munmap(base, map_bytes);
+            base = NULL;
+        }
+    } else {
+        base = umem__map(commit, PROT_READ | PROT_WRITE,
+                         flags & UMEM_SHARED ? MAP_SHARED : MAP_PRIVATE);
+    }
+    if (!base) {
+        errno = ENOMEM;
+        return NULL;
+    }
+
+    umem_t *h = (umem_t *)base;
+    h->magic = UMEM_MAGIC;
+    h->map_bytes = map_bytes;
+    h->flags = flags | umem__tools(flags);
+    h->live.next = h->live.prev = &h->live;
+    h->held.next = h->held.prev = &h->held;
+    h->creator = getpid();
+    h->page = page;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    static _Atomic size_t heaps_made;
+    size_t seed = (size_t)(uintptr_t)base ^ (size_t)ts.tv_nsec ^ ((size_t)ts.tv_sec << 20) ^
+                  (size_t)h->creator ^ (size_t)((uint64_t)atomic_fetch_add(&heaps_made, 1) << 40);
+    h->secret = (size_t)(seed * 0x9E3779B97F4A7C15ull) | 1u;
+
+    if (!(flags & UMEM_NOLOCK)) {
+        int r = umem__lock_init(h);
+        if (r == 0 && flags & UMEM_CACHED) {
+            r = umem__units_init(&h->umap[0], (uintptr_t)base, (uintptr_t)base + map_bytes);
+            if (r == 0 && (r = pthread_key_create(&h->key, umem__pool_exit)) != 0)
+                munmap((void *)h->umap[0].map, h->umap[0].count);
+            if (r == 0)
+                atomic_store_explicit(&h->umaps, 1, memory_order_release);
+            if (r != 0)
+                pthread_mutex_destroy(&h->lock);
+        }
+        if (r != 0) {
+            munmap(base, map_bytes);
+            errno = r;
+            return NULL;
+        }
+    }
+
+    /* Blocks span [first, end); the span is a multiple of 16. */
+    h->first = (char *)base + UMEM_CONTROL_BYTES;
+    size_t span = (commit - UMEM_CONTROL_BYTES - UMEM_HEADER) & ~(size_t)(UMEM_ALIGN - 1);
+    char *end = h->first + span;
+    atomic_init(&h->end, end);
+    h->reserve_end = (char *)base + map_bytes;
+    h->heap_bytes = span;
+    h->mapped_bytes = commit;
+    umem__set_header(h, end, 0 | UMEM_USED);
+    umem__set_header(h, h->first, span | UMEM_USED);
+    umem__merge_free(h, h->first, h->first);
+    UMEM__VG_HIDE(h, h->first, commit - UMEM_CONTROL_BYTES);
+
+    if (umem__forked_heap(h)) {
+        umem__forks_register();
+        sigset_t old;
+        umem__forks_take(&old);
+        h->fork_next = umem__forks;
+        umem__forks = h;
+        umem__forks_drop(&old);
+    }
+    return h;
+}
+
+/* A mapping of a heap being destroyed, unmapped; or, for `keep`, left as
+ * address space with no memory: memcheck still counts the blocks the
+ * program left there, to report them as leaked at exit, and a mapping
+ * made later at that address would overlap them. */
+static inline void umem__drop(void *p, size_t bytes, int keep)
+{
+    if (!keep || mmap(p, bytes, PROT_NONE, MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                      -1, 0) == MAP_FAILED)
+        munmap(p, bytes);
+}
+
+static inline void umem_destroy(umem_t *h)
+{
+    if (!h)
+        return;
+    UMEM__VG_QUIET(h);
+    int keep_space = 0;
+    if (h->flags & UMEM__VG) {
+        umem_stats_t st;
+        umem_get_stats(h, &st);
+        keep_space = st.allocs - st.frees > st.held_blocks; /* memcheck holds blocks here */
+    }
+    /* A shared heap's blocks are listed by its creator alone. */
+    if (h->flags & UMEM__KEEP && (!(h->flags & UMEM_SHARED) || h->creator == getpid()))
+        umem__keep_final(h);
+    if (h->flags & UMEM__POISONS)
+        umem__unpoison_all(h);
+    if (umem__forked_heap(h)) {
+        sigset_t old;
+        umem__forks_take(&old);
+        for (umem_t **link = &umem__forks; *link; link = &(*link)->fork_next)
+            if (*link == h) {
+                *link = h->fork_next;
+                break;
+            }
+        umem__forks_drop(&old);
+    }
+    int owner = !(h->flags & UMEM_SHARED) || h->creator == getpid();
+    if (h->flags & UMEM_CACHED) {
+        pthread_key_delete(h->key);
+        struct umem_pool *lists[2] = {h->pools, h->spare_pools};
+        for (int i = 0; i < 2; i++)
+            while (lists[i]) {
+                struct umem_pool *pool = lists[i];
+                lists[i] = pool->next;
+                munmap(pool, umem__pool_bytes(h));
+            }
+        for (unsigned i = 0; i < atomic_load_explicit(&h->umaps, memory_order_relaxed); i++)
+            munmap((void *)h->umap[i].map, h->umap[i].count);
+        if (umem__tls.heap == h)
+            umem__tls.heap = NULL;
+    }
+    while (h->map_cached > 0)
+        umem__unmap_cached(h, 0);
+    /* Blocks mapped while a fork held the lock, and never settled. */
+    struct umem_span *lent = atomic_load_explicit(&h->lent_maps, memory_order_acquire);
+    while (lent) {
+        struct umem_span *next = (struct umem_span *)lent->node.left;
+        munmap(lent, (size_t)(lent->end - (char *)lent));
+        lent = next;
+    }
+    while (h->spans) {
+        struct umem_span *s = (struct umem_span *)h->spans;
+        size_t bytes = umem__size(s);
+        struct umem_node **path[UMEM_PATH] = {&h->spans};
+        umem__tree_delete(path, 1);
+        umem__drop(s, bytes, keep_space);
+    }
+    if (owner && !(h->flags & UMEM_NOLOCK))
+        pthread_mutex_destroy(&h->lock);
+    UMEM__VG_LOUD(h);
+    umem__drop(h, h->map_bytes, keep_space);
+}
+
+/* ---- the interface ---- */
+
+static inline void *umem_alloc(umem_t *h, size_t n)
+{
+    if (UMEM_UNLIKELY(h->flags & UMEM__WATCHED))
+        return umem__debug_alloc(h, UMEM_ALIGN, n);
+    return umem__alloc(h, n);
+}
+
+static inline void umem_free(umem_t *h, void *p)
+{
+    if (UMEM_UNLIKELY(h->flags & UMEM__WATCHED))
+        umem__debug_free(h, p);
+    else
+        umem__free(h, p);
+}
+
+static inline void *umem_realloc(umem_t *h, void *p, size_t n)
+{
+    if (UMEM_UNLIKELY(h->flags & UMEM__WATCHED))
+        return umem__debug_realloc(h, p, n);
+    return umem__realloc(h, p, n);
+}
+
+static inline void *umem_memalign(umem_t *h, size_t align, size_t n)
+{
+    if (align == 0 || (align & (align - 1)) != 0) {
+        errno = EINVAL;
+        return NULL;
+    }
+    if (UMEM_UNLIKELY(h->flags & UMEM__WATCHED))
+        return umem__debug_alloc(h, align, n);
+    return umem__memalign(h, align, n);
+}
+
+static inline size_t umem_usable_size(umem_t *h, const void *p)
+{
+    if (UMEM_UNLIKELY(h->flags & UMEM__WATCHED))
+        return umem__debug_usable(h, p, "usable size");
+    return umem__usable_size(h, p);
+}

@@ -1,0 +1,498 @@
+/*
+ * umem/check.h - umem_check and statistics (a part of umem.h).
+ *
+ * INVARIANTS (each checked by umem_check)
+ *   I1 block sizes, walked from each region's first block, add up exactly
+ *      to its end mark; every header's check matches.
+ *   I2 each block's UMEM_PREV_FREE tells whether the block before it is
+ *      free; a free block's footer equals its size.
+ *   I3 no two free blocks are adjacent (frees merge at once).
+ *   I4 every free block of up to UMEM_SMALL_MAX bytes is on the list of
+ *      its size and every larger one in the free tree, once each, and
+ *      nothing else is; the lists' links agree and the map of non-empty
+ *      lists is right.
+ *   I5 the free tree is in address order, and each node's height and
+ *      largest size below are right, its subtrees' heights differing by
+ *      at most one.
+ *   I6 the same holds for the span tree; each region walks as in I1 and
+ *      each large block's header matches its mapping.
+ *   I7 allocs + pages carved - frees - pages given back = used blocks;
+ *      bytes_in_use (heap view, pages whole) = their total size;
+ *      peak_bytes_in_use >= bytes_in_use.
+ *   I8 every unit map marks exactly the units of pages: each is a used
+ *      block of its units, its header (class, slot size, layout) right;
+ *      the pages and their bytes are those counted.
+ *   I9 the pages of ended threads, and the calling thread's own, sit on
+ *      the list their header names, with the owner it names; each free
+ *      list holds tagged slots handed out before, clear in the page's map
+ *      (remote ones set until collected), and free, untouched and used
+ *      slots add up to the capacity, used ones to the map's bits.
+ *
+ */
+#ifndef UMEM_H
+#error "umem/check.h is a part of umem.h: include umem.h instead"
+#endif
+
+/* ---- umem_check and statistics ---- */
+
+static inline int umem__fail(const char *what, const void *where)
+{
+    fprintf(stderr, "umem_check: %s (at %p)\n", what, where);
+    return -1;
+}
+
+struct umem_tally {
+    uint64_t nodes, bytes;
+    const char *last; /* the previous node in address order */
+    const char *broken;
+    const void *at;
+};
+
+/* I5 (I6 for spans): checks the subtree under x, in address order. */
+static inline size_t umem__check_tree(const umem_t *h, const struct umem_node *x,
+                                      struct umem_tally *t, unsigned depth, int free_tree)
+{
+    if (!x || t->broken)
+        return 0;
+    if (depth >= UMEM_PATH || (uintptr_t)x % UMEM_ALIGN != 0 || !umem__header_ok(h, x)) {
+        t->broken = "I5: a tree link points to a non-block (or a cycle)";
+        t->at = x;
+        return 0;
+    }
+    size_t hl = umem__check_tree(h, x->left, t, depth + 1, free_tree);
+    if (t->broken)
+        return 0;
+    if ((const char *)x <= t->last) {
+        t->broken = free_tree ? "I5: free tree out of address order" : "I6: span tree out of order";
+        t->at = x;
+        return 0;
+    }
+    t->last = (const char *)x;
+    t->nodes++;
+    t->bytes += umem__size(x);
+    size_t hr = umem__check_tree(h, x->right, t, depth + 1, free_tree);
+    if (t->broken)
+        return 0;
+    size_t m = umem__size(x), ml = umem__max_of(x->left), mr = umem__max_of(x->right);
+    m = m > ml ? (m > mr ? m : mr) : (ml > mr ? ml : mr);
+    size_t height = 1 + (hl > hr ? hl : hr);
+    if (x->height != height || hl > hr + 1 || hr > hl + 1 || x->max != m) {
+        t->broken = "I5: a tree node's height, balance or largest size is wrong";
+        t->at = x;
+        return 0;
+    }
+    size_t word = umem__word(x);
+    if (free_tree ? (word & UMEM_USED) != 0 || umem__size(x) <= UMEM_SMALL_MAX
+                  : !(word & UMEM_MAPPED)) {
+        t->broken = free_tree ? "I4: a used or small block in the free tree" : "I6: a span without its mark";
+        t->at = x;
+    }
+    return height;
+}
+
+struct umem_walk {
+    uint64_t used_blocks, used_bytes;
+    uint64_t small_blocks, small_bytes; /* free, on the lists */
+    uint64_t large_blocks, large_bytes; /* free, in the tree */
+};
+
+/* I1, I2, I3 and the tree half of I4 for one region. */
+static inline const char *umem__check_region(umem_t *h, char *first, char *end,
+                                             struct umem_walk *w, const void **at)
+{
+    int prev_free = 0;
+    char *b = first;
+    while (b < end) {
+        *at = b;
+        if (!umem__header_ok(h, b))
+            return "I1: header check does not match";
+        size_t word = umem__word(b);
+        size_t size = word & ~UMEM_FLAGS;
+        if (size < UMEM_MIN_BLOCK || size % UMEM_ALIGN != 0 || size > (size_t)(end - b) ||
+            word & UMEM_MAPPED)
+            return "I1: block size out of range";
+        if (!!(word & UMEM_PREV_FREE) != prev_free)
+            return "I2: UMEM_PREV_FREE disagrees with the block before";
+        if (word & UMEM_USED) {
+            w->used_blocks++;
+            w->used_bytes += size;
+            prev_free = 0;
+            b += size;
+            continue;
+        }
+        if (umem__footer_before(b + size) != size)
+            return "I2: free block footer differs from its size";
+        if (prev_free)
+            return "I3: two adjacent free blocks";
+        if (size <= UMEM_SMALL_MAX) {
+            w->small_blocks++;
+            w->small_bytes += size;
+        } else {
+            struct umem_node **path[UMEM_PATH];
+            if (umem__tree_path(&h->root, (struct umem_node *)b, path) == 0)
+                return "I4: a large free block missing from the free tree";
+            w->large_blocks++;
+            w->large_bytes += size;
+        }
+        prev_free = 1;
+        b += size;
+    }
+    *at = b;
+    if (b != end || !umem__header_ok(h, end) || umem__size(end) != 0 ||
+        !(umem__word(end) & UMEM_USED))
+        return "I1: block sizes do not end at the end mark";
+    if (!!(umem__word(end) & UMEM_PREV_FREE) != prev_free)
+        return "I2: UMEM_PREV_FREE of the end mark is wrong";
+    return NULL;
+}
+
+/* I4 for the lists: each holds free blocks of its size only, linked both
+ * ways, its bit in binmap set when it is not empty. */
+static inline const char *umem__check_bins(umem_t *h, struct umem_walk *w, const void **at)
+{
+    uint64_t blocks = 0, bytes = 0;
+    for (unsigned i = 0; i < UMEM_BINS; i++) {
+        size_t size = umem__bin_size(i);
+        struct umem_free *prev = NULL;
+        *at = &h->bin[i];
+        if (!!h->bin[i] != !!(h->binmap & (uint64_t)1 << i))
+            return "I4: binmap disagrees with a list";
+        for (struct umem_free *f = h->bin[i]; f; prev = f, f = f->next) {
+            *at = f;
+            if ((uintptr_t)f % UMEM_ALIGN != 0 || !umem__header_ok(h, f) ||
+                umem__word(f) != size)
+                return "I4: a list holds something other than a free block of its size";
+            if (prev && f->prev != prev)
+                return "I4: a list's prev link is wrong";
+            if (++blocks > w->small_blocks)
+                return "I4: the lists hold more blocks than are free (a cycle?)";
+            bytes += size;
+        }
+    }
+    if (blocks != w->small_blocks || bytes != w->small_bytes)
+        return "I4: the lists and the small free blocks differ";
+    return NULL;
+}
+
+/* Every other mapping, in order: regions walked, large blocks checked. */
+static inline const char *umem__check_spans(umem_t *h, struct umem_node *x, struct umem_walk *w,
+                                            uint64_t *large, const void **at)
+{
+    for (; x; x = x->right) {
+        const char *broken = umem__check_spans(h, x->left, w, large, at);
+        if (broken)
+            return broken;
+        struct umem_span *s = (struct umem_span *)x;
+        *at = s;
+        if (s->is_region) {
+            if (s->first != (char *)s + UMEM_SPAN_BYTES || s->end <= s->first ||
+                s->end > (char *)s + umem__size(s))
+                return "I6: a region's bounds are wrong";
+            broken = umem__check_region(h, s->first, s->end, w, at);
+            if (broken)
+                return broken;
+        } else {
+            size_t bytes = umem__size(s);
+            if (!umem__header_ok(h, s->first) ||
+                (((struct umem_block *)s->first)->word & ~UMEM_REUSED) !=
+                    ((size_t)(s->end - s->first) | UMEM_USED | UMEM_MAPPED) ||
+                s->end != (char *)s + bytes)
+                return "I6: a large block's header is wrong";
+            (*large)++;
+            w->used_bytes += bytes;
+        }
+    }
+    return NULL;
+}
+
+/* I8: every page the unit map marks, through what was fixed when it was
+ * carved (what its owner changes without the lock is I9's). */
+static inline const char *umem__check_page(umem_t *h, const struct umem_page *pg)
+{
+    const char *b = umem__page_block(pg);
+    size_t bytes = (size_t)pg->units << UMEM_UNIT_SHIFT;
+    if (pg->magic != umem__page_magic(h, pg) || pg->cls >= UMEM_CLASSES ||
+        pg->slot != umem__class_size(pg->cls) || pg->units != umem__page_units(pg->slot))
+        return "I8: a unit the map marks is not a page's";
+    if (!umem__header_ok(h, b) || !(umem__word(b) & UMEM_USED) ||
+        umem__size(b) < bytes || umem__word(b) & UMEM_MAPPED)
+        return "I8: a page's block is not a used block of its size";
+    size_t head = umem__page_head(pg->slot, pg->units);
+    if (pg->start != (const char *)pg + head ||
+        pg->capacity != umem__page_capacity(pg, pg->slot, pg->units, head) ||
+        pg->span != (size_t)pg->capacity * pg->slot || pg->limit != pg->start + pg->span ||
+        pg->recip != ((uint64_t)1 << 40) / pg->slot + 1u)
+        return "I8: a page's slots are laid out wrong";
+    return NULL;
+}
+
+static inline const char *umem__check_map(umem_t *h, const struct umem_units *m, uint64_t *pages,
+                                          uint64_t *bytes, const void **at)
+{
+    size_t count = umem__units_used(h, m);
+    for (size_t u = 0; u < count;) {
+        unsigned k = atomic_load_explicit(&m->map[u], memory_order_relaxed);
+        if (k == 0) {
+            u++;
+            continue;
+        }
+        const struct umem_page *pg = umem__page_at(m->base + (u << UMEM_UNIT_SHIFT));
+        *at = pg;
+        if (k != 1)
+            return "I8: the unit map marks a unit past a page's first without it";
+        if ((uintptr_t)umem__page_block(pg) < m->lo)
+            return "I8: a unit the map marks lies outside its region";
+        const char *broken = umem__check_page(h, pg);
+        if (broken)
+            return broken;
+        for (unsigned j = 1; j < pg->units; j++)
+            if (u + j >= count ||
+                atomic_load_explicit(&m->map[u + j], memory_order_relaxed) != j + 1u)
+                return "I8: the unit map does not mark all of a page's units";
+        (*pages)++;
+        *bytes += umem__size(umem__page_block(pg));
+        u += pg->units;
+    }
+    return NULL;
+}
+
+/* I8 over every unit map, against the pages counted. */
+static inline const char *umem__check_units(umem_t *h, const void **at)
+{
+    uint64_t pages = 0, bytes = 0;
+    unsigned n = atomic_load_explicit(&h->umaps, memory_order_relaxed);
+    for (unsigned i = 0; i < n; i++) {
+        const char *broken = umem__check_map(h, &h->umap[i], &pages, &bytes, at);
+        if (broken)
+            return broken;
+    }
+    *at = h;
+    if (pages != h->pages || bytes != h->page_bytes)
+        return "I8: the pages the unit map marks differ from the pages counted";
+    return NULL;
+}
+
+/* I9 for one page its owner (the caller) or nobody may change: its free
+ * and remote lists hold slots handed out before, tagged, and with the
+ * slots never handed out and those in use they make up its capacity. */
+static inline const char *umem__check_slots(umem_t *h, const struct umem_page *pg)
+{
+    if (pg->bump < pg->start || pg->bump > pg->limit ||
+        (size_t)(pg->bump - pg->start) % pg->slot != 0 || umem__used(pg) > pg->capacity)
+        return "I9: a page's bump pointer or count of blocks in use is wrong";
+    /* Remote frees count as in use until their owner collects them. */
+    uint64_t n[2] = {(uint64_t)(pg->limit - pg->bump) / pg->slot + umem__used(pg), 0};
+    uint64_t most[2] = {pg->capacity, umem__used(pg)};
+    void **lists[2] = {pg->free,
+                       (void **)(atomic_load_explicit(&pg->remote, memory_order_acquire) &
+                                 ~UMEM_WATCH)};
+    for (int i = 0; i < 2; i++)
+        for (void **p = lists[i]; p; p = (void **)p[0]) {
+            size_t rel = (size_t)((char *)p - pg->start);
+            if ((char *)p < pg->start || (char *)p >= pg->bump || rel % pg->slot != 0)
+                return "I9: a page's free list holds something other than its slots";
+            if (!umem__tagged(h, p))
+                return "I9: a free slot is not tagged (written after its free?)";
+            if (++n[i] > most[i])
+                return "I9: a page's free lists run past its slots (a cycle?)";
+            /* In use to the owner until it collects a remote free. */
+            size_t k = rel / pg->slot;
+            if (!!(umem__bits(pg)[k / 8] & (1u << (k % 8))) != (i == 1))
+                return "I9: a page's map of slots in use disagrees with its free lists";
+        }
+    if (n[0] != pg->capacity)
+        return "I9: a page's free, untouched and used slots do not add up";
+    uint64_t set = 0;
+    for (size_t k = 0; k < pg->capacity; k++)
+        set += (umem__bits(pg)[k / 8] >> (k % 8)) & 1u;
+    if (set != umem__used(pg))
+        return "I9: a page's map of slots in use disagrees with its count";
+    return NULL;
+}
+
+/* I9 for one list of pages of class cls: its links, and each page's
+ * owner, list and class, then its slots. */
+static inline const char *umem__check_list(umem_t *h, struct umem_page *head,
+                                           const struct umem_pool *owner, unsigned cls,
+                                           unsigned list, const void **at)
+{
+    const struct umem_page *prev = NULL;
+    uint64_t n = 0;
+    for (struct umem_page *pg = head; pg; prev = pg, pg = pg->next) {
+        *at = pg;
+        if (umem__page_of(h, (char *)pg + UMEM_PAGE_HEAD) != pg || ++n > h->pages)
+            return "I9: a page list holds something other than a page (or a cycle)";
+        if (pg->prev != prev || pg->list != list || pg->cls != cls ||
+            atomic_load_explicit(&pg->owner, memory_order_relaxed) != owner)
+            return "I9: a page's links, list, class or owner disagree with its list";
+        const char *broken = umem__check_slots(h, pg);
+        if (broken)
+            return broken;
+    }
+    return NULL;
+}
+
+/* I9: the pages of threads that ended, and the calling thread's own. */
+static inline const char *umem__check_pools(umem_t *h, const void **at)
+{
+    if (!(h->flags & UMEM_CACHED))
+        return NULL;
+    const char *broken = umem__check_units(h, at);
+    struct umem_pool *own = umem__tls.heap == h && umem__tls.secret == h->secret ? umem__tls.pool : NULL;
+    uint64_t abandoned = 0;
+    for (unsigned cls = 0; cls < UMEM_CLASSES && !broken; cls++) {
+        broken = umem__check_list(h, h->abandoned[cls], NULL, cls, UMEM_LIST_ABANDONED, at);
+        for (struct umem_page *pg = h->abandoned[cls]; pg && !broken; pg = pg->next)
+            abandoned++;
+        if (own && !broken)
+            broken = umem__check_list(h, own->avail[cls], own, cls, UMEM_LIST_AVAIL, at);
+        if (own && !broken)
+            broken = umem__check_list(h, own->full[cls], own, cls, UMEM_LIST_FULL, at);
+    }
+    if (!broken && abandoned != h->abandoned_pages) {
+        *at = h;
+        broken = "I9: the abandoned pages listed differ from those counted";
+    }
+    return broken;
+}
+
+static inline int umem__check_all(umem_t *h);
+
+static inline int umem_check(umem_t *h)
+{
+    if (!h || h->magic != UMEM_MAGIC) {
+        fprintf(stderr, "umem_check: not a heap (at %p)\n", (void *)h);
+        return -1;
+    }
+    /* A heap whose lock a fork holds is still: it is checked as it is.
+     * The lock's holder may settle blocks freed meanwhile: memcheck is
+     * told nothing of umem's own reads from here. */
+    UMEM__VG_QUIET(h);
+    int r = umem__lock(h, UMEM_LEND);
+    if (r < 0) {
+        UMEM__VG_LOUD(h);
+        fprintf(stderr, "umem_check: %s\n",
+                errno == EOWNERDEAD ? "a process died holding the heap's lock"
+                                    : strerror(errno));
+        return -1;
+    }
+    int broken = umem__check_all(h);
+    if (r == 0)
+        umem__unlock(h);
+    UMEM__VG_LOUD(h);
+    return broken;
+}
+
+/* umem_check's walk (lock held, or lent to a fork): 0, or -1 after
+ * printing the first broken invariant. */
+static inline int umem__check_all(umem_t *h)
+{
+    struct umem_tally free_tree = {0}, span_tree = {0};
+    umem__check_tree(h, h->root, &free_tree, 0, 1);
+    if (free_tree.broken)
+        return umem__fail(free_tree.broken, free_tree.at);
+    umem__check_tree(h, h->spans, &span_tree, 0, 0);
+    if (span_tree.broken)
+        return umem__fail(span_tree.broken, span_tree.at);
+
+    struct umem_walk w = {0};
+    uint64_t large = 0;
+    const void *at = h;
+    char *end = atomic_load_explicit(&h->end, memory_order_relaxed);
+    const char *broken = umem__check_region(h, h->first, end, &w, &at);
+    if (!broken)
+        broken = umem__check_spans(h, h->spans, &w, &large, &at);
+    if (!broken)
+        broken = umem__check_bins(h, &w, &at);
+    if (!broken)
+        broken = umem__check_pools(h, &at);
+    if (broken)
+        return umem__fail(broken, at);
+    if (w.large_blocks != free_tree.nodes || w.large_bytes != free_tree.bytes)
+        return umem__fail("I4: the free tree and the large free blocks differ", h->root);
+    if (large != h->large_blocks)
+        return umem__fail("I6: large blocks counted and found differ", h);
+    if (h->allocs + h->pages_made - h->frees - h->pages_freed != w.used_blocks + large)
+        return umem__fail("I7: allocs - frees differs from the used blocks", h);
+    if (h->bytes_in_use != w.used_bytes)
+        return umem__fail("I7: bytes_in_use differs from the used blocks", h);
+    if (h->peak_bytes_in_use < h->bytes_in_use)
+        return umem__fail("I7: peak_bytes_in_use below bytes_in_use", h);
+    if (h->flags & UMEM__KEEP && (broken = umem__keep_check(h, &at)) != NULL)
+        return umem__fail(broken, at);
+    return 0;
+}
+
+/* The slots the pages count in use and their bytes (lock held: no page
+ * is carved or given back meanwhile), remote frees not collected included. */
+static inline void umem__pages_used(umem_t *h, uint64_t *slots, uint64_t *bytes)
+{
+    unsigned n = atomic_load_explicit(&h->umaps, memory_order_relaxed);
+    for (unsigned i = 0; i < n; i++) {
+        const struct umem_units *m = &h->umap[i];
+        size_t count = umem__units_used(h, m);
+        for (size_t u = 0; u < count; u++) {
+            if (atomic_load_explicit(&m->map[u], memory_order_relaxed) != 1)
+                continue;
+            const struct umem_page *pg = umem__page_at(m->base + (u << UMEM_UNIT_SHIFT));
+            *slots += umem__used(pg);
+            *bytes += (uint64_t)umem__used(pg) * pg->slot;
+        }
+    }
+}
+
+static inline void umem_get_stats(umem_t *h, umem_stats_t *out)
+{
+    memset(out, 0, sizeof *out);
+    UMEM__VG_QUIET(h);
+    int locked = umem__lock(h, UMEM_LEND) == 0; /* lent to a fork: read as it is */
+    uint64_t allocs = h->gone_allocs, moves = h->gone_moves, remote = h->gone_remote;
+    uint64_t remote_bytes = h->gone_remote_bytes, collected = h->gone_collected;
+    uint64_t collected_bytes = h->gone_collected_bytes, slots = 0, slot_bytes = 0;
+    for (struct umem_pool *pool = locked ? h->pools : NULL; pool; pool = pool->next) {
+        allocs += umem__get(&pool->allocs);
+        moves += umem__get(&pool->moves);
+        remote += umem__get(&pool->remote_frees);
+        remote_bytes += umem__get(&pool->remote_bytes);
+        collected += umem__get(&pool->collected);
+        collected_bytes += umem__get(&pool->collected_bytes);
+    }
+    remote += umem__get(&h->orphan_frees);
+    remote_bytes += umem__get(&h->orphan_bytes);
+    moves += umem__get(&h->orphan_moves);
+    if (locked)
+        umem__pages_used(h, &slots, &slot_bytes);
+    /* Remote frees not collected yet are free, though their pages still
+     * count them. */
+    uint64_t pending = remote - collected, pending_bytes = remote_bytes - collected_bytes;
+    slots = slots > pending ? slots - pending : 0; /* counters read a moment apart */
+    slot_bytes = slot_bytes > pending_bytes ? slot_bytes - pending_bytes : 0;
+    out->lock_count = h->lock_count;
+    out->lock_contended = h->lock_contended;
+    out->allocs = h->allocs + allocs - moves;
+    uint64_t pool_frees = allocs > slots ? allocs - slots : 0;
+    out->frees = h->frees + pool_frees - moves;
+    out->failed_allocs = h->failed_allocs + atomic_load_explicit(&h->lent_failed, memory_order_relaxed);
+    out->bytes_in_use = h->bytes_in_use - h->page_bytes + slot_bytes;
+    out->peak_bytes_in_use = h->peak_bytes_in_use;
+    out->heap_bytes = h->heap_bytes;
+    out->owner_died = h->owner_died;
+    out->cache_hits = allocs;
+    out->cache_frees = pool_frees;
+    out->cache_refills = h->pages_made;
+    out->cache_flushes = h->pages_freed;
+    out->cached_bytes = h->page_bytes - slot_bytes;
+    out->mapped_bytes = h->mapped_bytes;
+    out->large_blocks = h->large_blocks;
+    out->released_bytes = h->released_bytes;
+    out->remote_frees = remote;
+    out->pool_pages = h->pages;
+    out->abandoned_pages = h->abandoned_pages;
+    out->purges = h->purges;
+    out->map_reuses = h->map_reuses;
+    out->lent_calls = h->lent_calls;
+    out->held_blocks = h->held_blocks;
+    if (locked)
+        umem__unlock(h);
+    UMEM__VG_LOUD(h);
+}

@@ -1,0 +1,57 @@
+/*
+ * umem/hooks.h - the test hooks (a part of umem.h).
+ *
+ * The tests reach the heap's insides through these alone: each either
+ * reads one thing a test cannot see through the calls, or damages one
+ * thing on purpose, to show that umem_check or a misuse check finds it.
+ * Their contracts are with their prototypes, in umem.h.
+ */
+#ifndef UMEM_H
+#error "umem/hooks.h is a part of umem.h: include umem.h instead"
+#endif
+
+static inline char *umem__hook_page_limit(umem_t *h, const void *p)
+{
+    return umem__page_of(h, p)->limit;
+}
+
+static inline size_t umem__hook_replace_free(umem_t *h, void *block, void *by, size_t size)
+{
+    char *b = (char *)block - UMEM_HEADER, *y = (char *)by - UMEM_HEADER;
+    size = size ? size : umem__size(b);
+    if (size <= UMEM_SMALL_MAX) {
+        struct umem_free **head = &h->bin[umem__bin_of(size)], *f = (struct umem_free *)b;
+        struct umem_free *g = (struct umem_free *)y;
+        if (*head != f)
+            return 0;
+        g->next = f->next;
+        g->prev = NULL;
+        *head = g;
+        return size;
+    }
+    struct umem_node **path[UMEM_PATH], *x = (struct umem_node *)b, *z = (struct umem_node *)y;
+    unsigned depth = umem__tree_path(&h->root, x, path);
+    if (depth == 0)
+        return 0;
+    z->left = x->left;
+    z->right = x->right;
+    z->max = x->max;
+    z->height = x->height;
+    *path[depth - 1] = z;
+    return size;
+}
+
+static inline void umem__hook_hold_lock(umem_t *h)
+{
+    umem__lock(h, UMEM_COUNTED);
+}
+
+static inline size_t umem__hook_count(const struct umem_node *x)
+{
+    return x ? 1 + umem__hook_count(x->left) + umem__hook_count(x->right) : 0;
+}
+
+static inline size_t umem__hook_spans(umem_t *h)
+{
+    return umem__hook_count(h->spans);
+}

@@ -1,0 +1,353 @@
+/*
+ * umem/layout.h - the layout: settings, blocks and their headers, the heap's control block, pages and pools (a part of umem.h).
+ *
+ * BLOCK LAYOUT
+ *   region:  [struct umem | pad] [block] [block] ... [block] [end mark]
+ *   block:   [header: word, check][payload ..................]
+ *            `word` = block size (header included, a multiple of 16, at
+ *            least UMEM_MIN_BLOCK) | UMEM_USED | UMEM_PREV_FREE (the block
+ *            before is free) | UMEM_MAPPED (a large block's own mapping)
+ *            | UMEM_REUSED (a large block whose mapping served another);
+ *            `check` = word without UMEM_PREV_FREE ^ header address ^ the
+ *            heap's secret.
+ *   free block: its last 8 bytes (the footer) repeat its size; a small
+ *            one's payload starts with its list links (next, prev), a
+ *            large one's with its tree node (left, right, largest size
+ *            below, height, the range that may be resident and its age).
+ *   page:    a used block whose payload starts on a unit boundary:
+ *            [header | map of slots in use | slot slot ... slot | rest];
+ *            a free slot starts with its list's link and a tag, the
+ *            heap's secret ^ its address, that marks it free.
+ *   end mark: a header of size 0 marked used, so the last block never
+ *            merges past the region.
+ *   Other regions and large blocks start with a span, a node of a second
+ *   AVL tree of the heap's mappings by address.  umem_alloc returns
+ *   header + 16, so payloads are 16-byte aligned.
+ *
+ */
+#ifndef UMEM_H
+#error "umem/layout.h is a part of umem.h: include umem.h instead"
+#endif
+
+/* Flags umem_create adds to a heap's own (never passed to it). */
+#define UMEM__VG      (1u << 16) /* memcheck watches: blocks are announced to it */
+#define UMEM__KEEP    (1u << 17) /* blocks carry a record and guards; frees wait (quarantine) */
+#define UMEM__POISONS (1u << 18) /* AddressSanitizer: guards and freed blocks are poisoned */
+#define UMEM__WATCHED (UMEM__VG | UMEM__KEEP)
+
+/* What a block carries before its payload on a heap with UMEM__KEEP:
+ * the payload handed out follows it at once.  `check` seals the record
+ * (an underrun that reaches it, or a pointer that is no block, breaks
+ * it); guard[] is the left guard, poisoned under AddressSanitizer. */
+#define UMEM_DEBUG_FRAMES 3
+struct umem_rec {
+    struct umem_rec *next, *prev; /* the heap's live blocks, or its quarantine */
+    void *frames[UMEM_DEBUG_FRAMES]; /* the allocating calls, innermost first */
+    size_t size;  /* what was asked for */
+    size_t room;  /* bytes from the payload to the end of umem's block */
+    uint32_t shift, state; /* payload less umem's block; UMEM__LIVE, ... */
+    size_t check;
+    unsigned char guard[8];
+};
+_Static_assert(sizeof(struct umem_rec) % 16 == 0, "a record keeps payloads 16-byte aligned");
+
+#define UMEM_ALIGN     16u
+#define UMEM_HEADER    16u
+#define UMEM_MIN_BLOCK 48u /* header + two links + footer, rounded to 16 */
+#define UMEM_USED      ((size_t)1)
+#define UMEM_PREV_FREE ((size_t)2) /* the block before this one is free */
+#define UMEM_MAPPED    ((size_t)4) /* a large block's own mapping, or a region */
+#define UMEM_REUSED    ((size_t)8) /* a large block's mapping served another block before */
+#define UMEM_FLAGS     ((size_t)15)
+#define UMEM_MAGIC     0x756d656d68656170ull /* "umemheap" */
+#define UMEM_PATH      128 /* deeper than any AVL tree in 64-bit memory */
+#define UMEM_BINS      64u /* exact sizes 48, 64, ... 1056 */
+#define UMEM_SMALL_MAX (UMEM_MIN_BLOCK + 16u * (UMEM_BINS - 1))
+
+#ifndef UMEM_LARGE
+#define UMEM_LARGE ((size_t)1 << 20) /* UMEM_GROW: a mapping of its own from here */
+#endif
+#ifndef UMEM_RESERVE
+/* UMEM_GROW: address space set aside; 64 GiB (256 MiB in 32-bit memory) */
+#define UMEM_RESERVE (((size_t)64 << 20) * (SIZE_MAX > 0xFFFFFFFFu ? 1024u : 4u))
+#endif
+#ifndef UMEM_PURGE_MIN
+#define UMEM_PURGE_MIN ((size_t)4 << 20) /* UMEM_GROW: freed bytes that make an emptied heap purge */
+#endif
+#ifndef UMEM_PURGE_DELAY_MS
+#define UMEM_PURGE_DELAY_MS 1000 /* UMEM_GROW: free pages go back after this long unused */
+#endif
+#ifndef UMEM_MAP_CACHE
+#define UMEM_MAP_CACHE 8u /* UMEM_GROW: freed large mappings kept for reuse */
+#endif
+#define UMEM_UNIT_SHIFT 16u /* UMEM_CACHED: pages are whole 64 KiB units, aligned */
+#define UMEM_UNIT       ((size_t)1 << UMEM_UNIT_SHIFT)
+#define UMEM_CLASSES    44u /* 16, 32, ... 128, then four per doubling to 64 KiB */
+#define UMEM_POOL_MAX   ((size_t)64 << 10) /* the largest request a pool serves */
+#define UMEM_PAGE_HEAD  128u /* a page's own header, before its first slot */
+#define UMEM_COLOURS    16u  /* a page's header lies 0 to 15 x 128 bytes into its unit */
+#define UMEM_PAGE_SLOTS 7u   /* a page holds at least this many slots */
+#define UMEM_EXTEND_BYTES 4096u /* slots a page's free list takes from its fresh end at a time */
+#define UMEM_WATCH      ((uintptr_t)1) /* in a page's remote list: its owner waits for a free */
+#define UMEM_UNIT_MAPS  17u /* UMEM_CACHED: regions that may hold pages, the first included */
+
+/* A block header.  `word` is read without the lock by a thread freeing
+ * a large block while the lock holder may flip UMEM_PREV_FREE in it, so
+ * it is atomic (relaxed: a plain load or store) and the check leaves that
+ * flag out. */
+struct umem_block {
+    _Atomic size_t word; /* size | flags */
+    size_t check;
+};
+
+/* A small free block, on the list of its exact size. */
+struct umem_free {
+    _Atomic size_t word;
+    size_t check;
+    struct umem_free *next, *prev;
+};
+
+/* A large free block, a node of the free tree; also a span's node. */
+struct umem_node {
+    _Atomic size_t word;
+    size_t check;
+    struct umem_node *left, *right;
+    size_t max;     /* the largest block size in this subtree */
+    size_t height;  /* a leaf is 1 */
+    /* The free tree: the bytes that may be resident (none when lo == hi)
+     * and the purge epoch in which that range last grew. */
+    char *dirty_lo, *dirty_hi;
+    uint64_t stamp;
+};
+
+/* A mapping other than the first: a region of blocks, or one large block.
+ * It lives at the start of its mapping and is a node of the span tree,
+ * keyed by address; its word is the mapping's size | UMEM_MAPPED. */
+struct umem_span {
+    struct umem_node node;
+    char *first; /* a region: its first block; a large block: its header */
+    char *end;   /* a region: its end mark; a large block: the mapping's end */
+    int is_region;
+};
+
+struct umem_pool;
+
+/* A page of a pool (UMEM_CACHED): a used block of a region with a unit map,
+ * whose payload starts on a unit boundary and holds this header, then
+ * `capacity` slots of one size class.  The first cache line is the owner
+ * thread's; the second is read by every thread that frees into the page
+ * and written by those of other threads (the remote list). */
+struct umem_page {
+    /* The first cache line: what a free reads to place a slot, and what
+     * the owner changes on every call. */
+    void **free;                     /* owner: freed slots (and fresh ones), linked */
+    char *bump;                      /* owner: the first slot never handed out */
+    char *start;                     /* the first slot */
+    uint64_t recip;                  /* 2^40 / slot + 1: an offset's index, no division */
+    struct umem_pool *_Atomic owner; /* NULL: abandoned by a thread that ended */
+    struct umem_page *prev;          /* in its list (NULL: the first, which serves) */
+    uint32_t span;                   /* capacity * slot */
+    uint32_t slot;                   /* the slots' size */
+    _Atomic uint32_t used;           /* owner (statistics read it): slots out, remote frees
+                                        not yet collected */
+    uint8_t list;                    /* owner: which list holds it (UMEM_LIST_...) */
+    uint8_t cls, units;              /* size class; length in units */
+    /* The second: written by the frees of other threads; the rest is read
+     * on slow paths only. */
+    _Alignas(64) _Atomic uintptr_t remote; /* slots freed by other threads | UMEM_WATCH */
+    size_t magic;                          /* umem__page_magic while it is a page */
+    struct umem_page *next;                /* in its list */
+    char *limit;                           /* the end of the last slot */
+    uint32_t capacity;
+};
+
+enum { UMEM_LIST_AVAIL, UMEM_LIST_FULL, UMEM_LIST_ABANDONED };
+_Static_assert(sizeof(struct umem_page) <= UMEM_PAGE_HEAD, "a page header fits before its map");
+
+/* A thread's pool for one heap: for each size class, the pages with room
+ * (the first one serves) and the full ones, watched for remote frees.
+ * Mapped once, never unmapped before umem_destroy: a thread that frees
+ * into a page may still write its owner's `hint` after the owner ended
+ * (a pool whose thread ended waits on the heap's spare list for another). */
+struct umem_pool {
+    struct umem_page *avail[UMEM_CLASSES];
+    struct umem_page *full[UMEM_CLASSES];
+    umem_t *heap;
+    struct umem_pool *next, *prev; /* the heap's pools (or its spares), under its lock */
+    unsigned sweeps;               /* slow paths taken, to sweep the full lists now and then */
+    uint64_t full_freed;           /* bit c: the owner freed into a full page of class c */
+    /* Counters written by this pool's thread only: a load and a store, no
+     * read-modify-write.  A free by the owner counts nothing: frees are
+     * allocations less the slots the pages hold (umem_get_stats). */
+    _Atomic uint64_t allocs, moves;         /* slots handed out; reallocs that moved */
+    _Atomic uint64_t remote_frees, remote_bytes; /* frees into other threads' pages */
+    _Atomic uint64_t collected, collected_bytes; /* remote frees taken back by this pool */
+    /* hint[c]: another thread freed into a watched page of class c. */
+    _Alignas(64) _Atomic unsigned char hint[UMEM_CLASSES];
+};
+
+/* A region's unit map (UMEM_CACHED): one byte per unit from `base`, 0 for
+ * a unit no page covers, k + 1 for the k-th unit of a page. */
+struct umem_units {
+    uintptr_t lo, hi; /* the region's mapping */
+    uintptr_t base;   /* lo rounded down to a unit */
+    size_t count;     /* units from base to hi */
+    _Atomic unsigned char *map;
+};
+
+/* The fields read on every call and never written after umem_create sit
+ * on their own cache line, apart from what the lock holder writes, so
+ * that threads on other cores keep reading them from their own caches. */
+struct umem {
+    uint64_t magic;
+    size_t map_bytes; /* the first mapping, reserved or not */
+    unsigned flags;
+    pid_t creator;
+    size_t secret;
+    size_t page;
+    char *first;         /* first block header of the first region */
+    char *reserve_end;   /* UMEM_GROW: end of the address space set aside */
+    _Atomic(char *) end; /* end mark of the first region; grows, never shrinks */
+    pthread_key_t key;   /* UMEM_CACHED: each thread's pool */
+    umem_t *fork_next;   /* private locked heaps, for fork() */
+    /* UMEM_CACHED: the unit maps of the first region and of the next
+     * regions, each set once under the lock, then published by umaps. */
+    struct umem_units umap[UMEM_UNIT_MAPS];
+    _Atomic unsigned umaps;
+    _Alignas(64) pthread_mutex_t lock;
+    _Atomic int forking; /* a private heap's: a fork() holds the lock (see FORK) */
+    int fork_held; /* the thread in fork() took the lock */
+    /* Left by calls that found the lock lent to a fork, for its next
+     * holder: blocks mapped on their own (linked through node.left), and
+     * blocks freed (| 1: moved by realloc; linked through their payload). */
+    _Atomic(struct umem_span *) lent_maps;
+    _Atomic uintptr_t lent_frees;
+    _Atomic uint64_t lent_failed; /* allocations of those calls that failed */
+    uint64_t lent_calls;          /* calls that did without the lock, settled */
+    int owner_died;
+    uint64_t binmap;               /* bit i: bin[i] is not empty */
+    struct umem_free *bin[UMEM_BINS]; /* small free blocks by exact size */
+    struct umem_node *root;        /* large free blocks, by address */
+    struct umem_node *spans;       /* other mappings, by address */
+    struct umem_pool *pools;       /* UMEM_CACHED: the pools of running threads */
+    struct umem_pool *spare_pools; /* ... and of threads that ended, for reuse */
+    struct umem_page *abandoned[UMEM_CLASSES]; /* pages of threads that ended */
+    uint64_t lock_count, lock_contended, allocs, frees, failed_allocs;
+    uint64_t bytes_in_use, peak_bytes_in_use, heap_bytes, mapped_bytes;
+    uint64_t large_blocks, released_bytes, purges;
+    uint64_t pages, page_bytes, abandoned_pages; /* pool pages out now (heap view) */
+    uint64_t pages_made, pages_freed;            /* carved, given back */
+    /* The counters of pools whose threads ended. */
+    uint64_t gone_allocs, gone_moves, gone_remote, gone_remote_bytes, gone_collected,
+        gone_collected_bytes;
+    /* Remote frees and moves by a thread with no pool (it is ending). */
+    _Atomic uint64_t orphan_frees, orphan_bytes, orphan_moves;
+    /* Giving memory back on a delay (UMEM_GROW). */
+    uint64_t epoch;         /* advances each half delay, on calls that find it due */
+    uint64_t tick_at;       /* CLOCK_MONOTONIC ns at which the epoch advances */
+    uint64_t unpurged;      /* bytes freed into large free blocks since the last purge */
+    unsigned purge_calls;   /* calls since the clock was last read */
+    unsigned map_cached;    /* mappings in map_cache */
+    struct umem_span *map_cache[UMEM_MAP_CACHE]; /* freed large mappings, oldest first */
+    uint64_t map_cache_bytes, map_reuses;
+    /* UMEM__KEEP (UMEM_DEBUG, AddressSanitizer), under the lock: the
+     * blocks handed out, and those freed but held back, oldest first;
+     * each list is circular through its sentinel. */
+    struct umem_rec live, held;
+    uint64_t held_blocks, held_bytes;
+    /* Blocks freed while a fork held the lock, for its next holder to
+     * hold back (linked through frames[0], no lock). */
+    _Atomic(struct umem_rec *) late;
+};
+
+#define UMEM_CONTROL_BYTES \
+    ((sizeof(struct umem) + UMEM_ALIGN - 1) & ~(size_t)(UMEM_ALIGN - 1))
+#define UMEM_SPAN_BYTES \
+    ((sizeof(struct umem_span) + UMEM_ALIGN - 1) & ~(size_t)(UMEM_ALIGN - 1))
+
+/* ---- headers and misuse ---- */
+
+static inline size_t umem__word(const void *b)
+{
+    return atomic_load_explicit(&((struct umem_block *)b)->word, memory_order_relaxed);
+}
+
+static inline size_t umem__check_of(const umem_t *h, const void *b, size_t word)
+{
+    return (word & ~UMEM_PREV_FREE) ^ (size_t)(uintptr_t)b ^ h->secret;
+}
+
+static inline void umem__set_header(const umem_t *h, void *b, size_t word)
+{
+    struct umem_block *blk = (struct umem_block *)b;
+    atomic_store_explicit(&blk->word, word, memory_order_relaxed);
+    blk->check = umem__check_of(h, b, word);
+}
+
+static inline int umem__header_ok(const umem_t *h, const void *b)
+{
+    const struct umem_block *blk = (const struct umem_block *)b;
+    return blk->check == umem__check_of(h, b, umem__word(b));
+}
+
+static inline size_t umem__size(const void *b)
+{
+    return umem__word(b) & ~UMEM_FLAGS;
+}
+
+/* Sets or clears UMEM_PREV_FREE in the header at b (the check is unchanged). */
+static inline void umem__set_prev_free(void *b, int prev_free)
+{
+    size_t word = umem__word(b);
+    word = prev_free ? word | UMEM_PREV_FREE : word & ~UMEM_PREV_FREE;
+    atomic_store_explicit(&((struct umem_block *)b)->word, word, memory_order_relaxed);
+}
+
+static inline void umem__set_footer(void *b, size_t size)
+{
+    memcpy((char *)b + size - sizeof(size_t), &size, sizeof size);
+}
+
+static inline size_t umem__footer_before(const void *b)
+{
+    size_t size;
+    memcpy(&size, (const char *)b - sizeof(size_t), sizeof size);
+    return size;
+}
+
+
+/* bytes more in use (lock held): the peak follows. */
+static inline void umem__grew(umem_t *h, size_t bytes)
+{
+    h->bytes_in_use += bytes;
+    if (h->bytes_in_use > h->peak_bytes_in_use)
+        h->peak_bytes_in_use = h->bytes_in_use;
+}
+
+static inline void umem__count_alloc(umem_t *h, size_t bytes)
+{
+    h->allocs++;
+    umem__grew(h, bytes);
+}
+
+/* The list of free blocks of `size` bytes (at most UMEM_SMALL_MAX): one
+ * per exact size, 48, 64, ... bytes. */
+static inline unsigned umem__bin_of(size_t size)
+{
+    return (unsigned)((size - UMEM_MIN_BLOCK) >> 4);
+}
+
+/* The size of the blocks on list i. */
+static inline size_t umem__bin_size(unsigned i)
+{
+    return UMEM_MIN_BLOCK + 16u * i;
+}
+
+/* The block size for n bytes, or 0 when n cannot fit in any address space. */
+static inline size_t umem__need(size_t n)
+{
+    if (n > PTRDIFF_MAX / 2)
+        return 0;
+    size_t need = (n + UMEM_HEADER + UMEM_ALIGN - 1) & ~(size_t)(UMEM_ALIGN - 1);
+    return need < UMEM_MIN_BLOCK ? UMEM_MIN_BLOCK : need;
+}

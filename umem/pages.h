@@ -1,0 +1,440 @@
+/*
+ * umem/pages.h - pages of a pool: slots, their free lists and remote frees (a part of umem.h).
+ *
+ * POOLS (UMEM_CACHED): PAGES OWNED BY A THREAD
+ *   The design is mimalloc's free list sharding (Leijen, Zorn and de
+ *   Moura, 2019) in front of the first-fit heap; chosen over magazines
+ *   and a depot (Bonwick and Adams, 2001) because a free from another
+ *   thread then costs one compare-and-swap and never the lock, and over
+ *   snmalloc's message queues because a page's own list needs no batching
+ *   to be cheap.
+ *   - A request of up to UMEM_POOL_MAX (64 KiB) has a size class: 16-byte
+ *     steps to 128, then four classes per doubling (at most a quarter
+ *     lost to rounding).  Each thread has a pool per heap: for each class,
+ *     a list of pages with room, the first of which serves, and a list of
+ *     full ones.
+ *   - A page is a used block of the heap, cut where its payload starts on
+ *     a 64 KiB unit boundary, one unit long (several for classes over
+ *     8 KiB: seven slots at least).  It holds a header, a map of its slots
+ *     in use (one bit each, the owner's), then slots of its class with no
+ *     header of their own: a slot's page is found from its address
+ *     through the heap's unit map (one byte per unit), with no lock.
+ *   - The owner allocates by popping its first page's free list, which
+ *     takes fresh slots from the page's end 4 KiB at a time; it frees by
+ *     pushing onto the page's list and clearing the slot's bit.  No lock,
+ *     no atomic read-modify-write; a free never reads the block itself.
+ *   - Another thread's free pushes the slot onto the page's remote list
+ *     with one compare-and-swap.  The owner takes that list whole when
+ *     the page runs dry; a full page is marked watched, and a free into it
+ *     sets a hint that sends its owner to sweep its full pages.
+ *   - When a class runs dry, the pool takes, under the lock, a page a
+ *     thread that ended left behind (adopted), else carves a new one.  A
+ *     page its owner's free empties goes back to the heap under the lock,
+ *     but a class keeps one empty page to serve; a page other threads'
+ *     frees empty waits until its owner takes them back or ends.  A
+ *     fixed-size heap keeps half its room for blocks with headers.
+ *   - When a thread exits (a pthread key destructor), its empty pages go
+ *     back to the heap and the others wait, abandoned, for a thread that
+ *     needs a page of their class; those other threads' frees empty go
+ *     back at the next thread exit, purge epoch or allocation that finds
+ *     no room.  Its pool waits for a new thread (pools
+ *     are never unmapped before umem_destroy, since a late remote free
+ *     may write its hint).  Allocations the thread makes later take the
+ *     lock; its frees of pooled blocks are remote frees.
+ *   - Larger requests, aligned ones over UMEM_PAGE_HEAD (128) bytes, and
+ *     requests a pool cannot place (its heap is out of room for a page,
+ *     or the page would lie in a region past the first UMEM_UNIT_MAPS)
+ *     get blocks with headers, under the lock.
+ *   Statistics: cache_hits and cache_frees count the blocks the pools hand
+ *   out and take back (realloc's moves included, which allocs and frees
+ *   leave out), cache_refills and cache_flushes the pages carved and given
+ *   back, cached_bytes the room in pages not handed out, remote_frees the
+ *   frees into another thread's page; bytes_in_use counts a pooled block
+ *   as its slot.  Limits: one pthread key per heap (at most
+ *   PTHREAD_KEYS_MAX cached heaps at a time).
+ *
+ */
+#ifndef UMEM_H
+#error "umem/pages.h is a part of umem.h: include umem.h instead"
+#endif
+
+/* ---- pools of pages (UMEM_CACHED) ----
+ * A thread's pool holds, per size class, pages carved from the heap.  The
+ * owner allocates from a page's free list, else by bumping its pointer,
+ * and frees onto the page's free list: plain code, no lock, no atomic.
+ * Another thread's free is one compare-and-swap onto the page's remote
+ * list, which the owner takes whole when the page runs dry.  The lock is
+ * taken per page (carved, adopted, given back), never per block. */
+
+
+#define UMEM_POOL_GONE ((void *)1) /* the thread is exiting: no new pool */
+
+/* A freed slot's second word: marks it free, so a second free is caught. */
+static inline size_t umem__tag(const umem_t *h, const void *p)
+{
+    return h->secret ^ (size_t)(uintptr_t)p ^ 0xCAC4Eu;
+}
+
+/* A slot's free tag set, and cleared as it is handed out. */
+static inline void umem__tag_free(const umem_t *h, void **slot)
+{
+    slot[1] = (void *)umem__tag(h, slot);
+}
+
+static inline int umem__tagged(const umem_t *h, void *const *slot)
+{
+    return (size_t)(uintptr_t)slot[1] == umem__tag(h, slot);
+}
+
+static inline void umem__untag(void **slot)
+{
+    slot[1] = NULL;
+}
+
+static inline size_t umem__page_magic(const umem_t *h, const void *pg)
+{
+    return h->secret ^ (size_t)(uintptr_t)pg ^ 0x9A6E5u;
+}
+
+static inline uint64_t umem__get(_Atomic uint64_t *v)
+{
+    return atomic_load_explicit(v, memory_order_relaxed);
+}
+
+/* Owner-only counters: a load and a store, no read-modify-write. */
+static inline void umem__add(_Atomic uint64_t *v, uint64_t d)
+{
+    atomic_store_explicit(v, atomic_load_explicit(v, memory_order_relaxed) + d,
+                          memory_order_relaxed);
+}
+
+/* A page's slots in use: written by its owner only, read by statistics. */
+static inline uint32_t umem__used(const struct umem_page *pg)
+{
+    return atomic_load_explicit(&((struct umem_page *)pg)->used, memory_order_relaxed);
+}
+
+static inline void umem__set_used(struct umem_page *pg, uint32_t used)
+{
+    atomic_store_explicit(&pg->used, used, memory_order_relaxed);
+}
+
+/* The size class of a request of 1 to UMEM_POOL_MAX bytes: 16-byte steps
+ * to 128, then four classes per doubling (at most 25% lost to rounding). */
+static const unsigned char umem__small_class[64] = { /* for n up to 1024, by (n - 1) / 16 */
+    0, 1, 2, 3, 4, 5, 6, 7, 8, 8, 9, 9, 10, 10, 11, 11,
+    12, 12, 12, 12, 13, 13, 13, 13, 14, 14, 14, 14, 15, 15, 15, 15,
+    16, 16, 16, 16, 16, 16, 16, 16, 17, 17, 17, 17, 17, 17, 17, 17,
+    18, 18, 18, 18, 18, 18, 18, 18, 19, 19, 19, 19, 19, 19, 19, 19,
+};
+
+static inline unsigned umem__class(size_t n)
+{
+    if (n <= 1024)
+        return umem__small_class[(n - 1) >> 4];
+#if defined(__GNUC__)
+    unsigned b = 63u - (unsigned)__builtin_clzll((unsigned long long)(n - 1));
+#else
+    unsigned b = 7;
+    while ((n - 1) >> (b + 1))
+        b++;
+#endif
+    return 8u + (b - 7u) * 4u + (unsigned)((n - 1) >> (b - 2u)) - 4u;
+}
+
+static inline size_t umem__class_size(unsigned cls)
+{
+    if (cls < 8)
+        return 16u * (cls + 1u);
+    unsigned b = 7u + (cls - 8u) / 4u, k = (cls - 8u) % 4u + 1u;
+    return (size_t)(4u + k) << (b - 2u);
+}
+
+/* A page's header, in the page's first unit at a: not at a itself but
+ * 0 to UMEM_COLOURS - 1 times UMEM_PAGE_HEAD bytes in, by the unit's
+ * number, so that the headers of many pages do not all fall in the one
+ * set of the processor's caches that addresses 64 KiB apart share. */
+static inline uintptr_t umem__colour(uintptr_t a)
+{
+    return ((a >> UMEM_UNIT_SHIFT) % UMEM_COLOURS) * UMEM_PAGE_HEAD;
+}
+
+static inline struct umem_page *umem__page_at(uintptr_t a)
+{
+    return (struct umem_page *)(a + umem__colour(a));
+}
+
+/* The heap block a page is: its header lies just before the page's unit. */
+static inline char *umem__page_block(const struct umem_page *pg)
+{
+    return (char *)((uintptr_t)pg & ~(uintptr_t)(UMEM_UNIT - 1)) - UMEM_HEADER;
+}
+
+/* The slots a page of `units` holds, after its colour and its `head`. */
+static inline uint32_t umem__page_capacity(const struct umem_page *pg, size_t slot, unsigned units,
+                                           size_t head)
+{
+    size_t colour = umem__colour((uintptr_t)pg);
+    return (uint32_t)((((size_t)units << UMEM_UNIT_SHIFT) - UMEM_HEADER - colour - head) / slot);
+}
+
+/* A page's length in units: room for its header and UMEM_PAGE_SLOTS slots. */
+static inline unsigned umem__page_units(size_t slot)
+{
+    return (unsigned)((slot * UMEM_PAGE_SLOTS + UMEM_COLOURS * UMEM_PAGE_HEAD + UMEM_HEADER +
+                       UMEM_UNIT - 1) >>
+                      UMEM_UNIT_SHIFT);
+}
+
+static inline struct umem_page *umem__page_in(const struct umem_units *m, uintptr_t c)
+{
+    size_t unit = (c - m->base) >> UMEM_UNIT_SHIFT;
+    unsigned k = atomic_load_explicit(&m->map[unit], memory_order_relaxed);
+    if (k == 0)
+        return NULL;
+    return umem__page_at(m->base + ((unit - (k - 1u)) << UMEM_UNIT_SHIFT));
+}
+
+/* The page holding p, or NULL when p lies in none (any thread, no lock:
+ * a page p lies in stays one while p is in use). */
+static inline struct umem_page *umem__page_of(const umem_t *h, const void *p)
+{
+    uintptr_t c = (uintptr_t)p;
+    if (UMEM_LIKELY(c - h->umap[0].lo < h->umap[0].hi - h->umap[0].lo))
+        return umem__page_in(&h->umap[0], c);
+    unsigned n = atomic_load_explicit(&h->umaps, memory_order_acquire);
+    for (unsigned i = 1; i < n; i++)
+        if (c - h->umap[i].lo < h->umap[i].hi - h->umap[i].lo)
+            return umem__page_in(&h->umap[i], c);
+    return NULL;
+}
+
+/* The units of map m that may hold pages (lock held): the first region's
+ * up to its committed end, not its whole reservation. */
+static inline size_t umem__units_used(const umem_t *h, const struct umem_units *m)
+{
+    if (m != &h->umap[0])
+        return m->count;
+    uintptr_t end = (uintptr_t)atomic_load_explicit(&h->end, memory_order_relaxed);
+    size_t n = ((end - m->base) >> UMEM_UNIT_SHIFT) + 1;
+    return n < m->count ? n : m->count;
+}
+
+/* The unit map of the region holding address c (lock held), or NULL. */
+static inline struct umem_units *umem__units_of(umem_t *h, uintptr_t c)
+{
+    unsigned n = atomic_load_explicit(&h->umaps, memory_order_relaxed);
+    for (unsigned i = 0; i < n; i++)
+        if (c - h->umap[i].lo < h->umap[i].hi - h->umap[i].lo)
+            return &h->umap[i];
+    return NULL;
+}
+
+static inline void umem__set_units(struct umem_units *m, const struct umem_page *pg, int on)
+{
+    size_t unit = ((uintptr_t)pg - m->base) >> UMEM_UNIT_SHIFT;
+    for (unsigned k = 0; k < pg->units; k++)
+        atomic_store_explicit(&m->map[unit + k], (unsigned char)(on ? k + 1u : 0u),
+                              memory_order_relaxed);
+}
+
+/* The index of the slot starting at p; dies naming p when no slot does. */
+static inline size_t umem__slot_index(const struct umem_page *pg, const void *p, const char *call)
+{
+    size_t rel = (size_t)((const char *)p - pg->start), i = (size_t)((rel * pg->recip) >> 40);
+    if (UMEM_UNLIKELY(rel >= pg->span || i * pg->slot != rel))
+        umem__die_of(call, "bad %s (not from umem_alloc: not the start of a block):", p);
+    return i;
+}
+
+/* Checks that p is a slot's start and does not carry the free tag; dies
+ * naming p if not. */
+static inline void umem__slot_check(const umem_t *h, const struct umem_page *pg, const void *p,
+                                    const char *call)
+{
+    umem__slot_index(pg, p, call);
+    if (UMEM_UNLIKELY(umem__tagged(h, (void *const *)p)))
+        umem__die_of(call, "%s of a block freed already (double free):", p);
+}
+
+/* The owner's map of its slots in use, one bit each, after the header. */
+static inline unsigned char *umem__bits(const struct umem_page *pg)
+{
+    return (unsigned char *)pg + UMEM_PAGE_HEAD;
+}
+
+/* The bytes before a page's first slot: its header and its map of slots
+ * in use, rounded up to UMEM_PAGE_HEAD (aligned slots start aligned). */
+static inline size_t umem__page_head(size_t slot, unsigned units)
+{
+    size_t most = (((size_t)units << UMEM_UNIT_SHIFT) - UMEM_HEADER - UMEM_PAGE_HEAD) / slot;
+    return UMEM_PAGE_HEAD + (((most + 7) / 8 + UMEM_PAGE_HEAD - 1) & ~(size_t)(UMEM_PAGE_HEAD - 1));
+}
+
+static inline void umem__page_unlink(struct umem_page **head, struct umem_page *pg)
+{
+    if (pg->prev)
+        pg->prev->next = pg->next;
+    else
+        *head = pg->next;
+    if (pg->next)
+        pg->next->prev = pg->prev;
+}
+
+static inline void umem__page_push(struct umem_page **head, struct umem_page *pg, uint8_t list)
+{
+    pg->prev = NULL;
+    pg->next = *head;
+    if (*head)
+        (*head)->prev = pg;
+    *head = pg;
+    pg->list = list;
+}
+
+/* The page's owner, or the lock holder for an abandoned page: moves its
+ * remote frees to its free list; how many. */
+static inline unsigned umem__take_remote(struct umem_page *pg)
+{
+    if ((atomic_load_explicit(&pg->remote, memory_order_relaxed) & ~UMEM_WATCH) == 0)
+        return 0;
+    uintptr_t r = atomic_exchange_explicit(&pg->remote, 0, memory_order_acquire);
+    void **first = (void **)(r & ~UMEM_WATCH), **last = first;
+    unsigned n = 1;
+    for (;;) {
+        /* Each was in use, or the owner freed it too (a double free). */
+        size_t i = umem__slot_index(pg, last, "free");
+        unsigned char bit = (unsigned char)(1u << (i % 8));
+        if (!(umem__bits(pg)[i / 8] & bit))
+            umem__die("free of a block freed already (double free):", last);
+        umem__bits(pg)[i / 8] &= (unsigned char)~bit;
+        if (!last[0])
+            break;
+        last = (void **)last[0];
+        if (++n > umem__used(pg))
+            umem__die("heap corruption: a page's remote frees outnumber its blocks at", pg);
+    }
+    last[0] = pg->free;
+    pg->free = first;
+    umem__set_used(pg, umem__used(pg) - n);
+    return n;
+}
+
+/* Owner: umem__take_remote, counted in the pool. */
+static inline unsigned umem__collect(struct umem_pool *pool, struct umem_page *pg)
+{
+    unsigned n = umem__take_remote(pg);
+    if (n) {
+        umem__add(&pool->collected, n);
+        umem__add(&pool->collected_bytes, (uint64_t)n * pg->slot);
+    }
+    return n;
+}
+
+/* Owner: slots never handed out join the free list, UMEM_EXTEND_BYTES
+ * worth at a time (at least one), in address order; how many. */
+static inline unsigned umem__extend(const umem_t *h, struct umem_page *pg)
+{
+    size_t left = (size_t)(pg->limit - pg->bump) / pg->slot, want = UMEM_EXTEND_BYTES / pg->slot;
+    want = want > 0 ? want : 1;
+    unsigned n = (unsigned)(left < want ? left : want);
+    void **tail = NULL;
+    for (unsigned i = n; i > 0; i--) {
+        void **p = (void **)(pg->bump + (size_t)(i - 1) * pg->slot);
+        p[0] = tail;
+        umem__tag_free(h, p);
+        tail = p;
+    }
+    if (n > 0) {
+        ((void **)(pg->bump + (size_t)(n - 1) * pg->slot))[0] = pg->free;
+        pg->free = tail;
+        pg->bump += (size_t)n * pg->slot;
+    }
+    return n;
+}
+
+/* Owner: whether the page has a free slot, after taking its remote frees
+ * back, else slots never handed out (memory already touched first). */
+static inline int umem__page_refill(const umem_t *h, struct umem_pool *pool, struct umem_page *pg)
+{
+    return pg->free || umem__collect(pool, pg) || umem__extend(h, pg);
+}
+
+/* Owner: a slot from the page's free list, which is not empty. */
+static inline void *umem__page_pop(umem_t *h, struct umem_pool *pool, struct umem_page *pg)
+{
+    void **p = pg->free;
+    /* Still tagged: only who knows the heap's secret can forge the tag, so
+     * a write after free over the link cannot hand out an address of the
+     * writer's choosing. */
+    if (UMEM_UNLIKELY(!umem__tagged(h, p)))
+        umem__die("heap corruption: a block was written after its free:", p);
+    pg->free = (void **)p[0];
+    umem__untag(p);
+    size_t i = (size_t)(((uint64_t)((char *)p - pg->start) * pg->recip) >> 40);
+    umem__bits(pg)[i / 8] |= (unsigned char)(1u << (i % 8));
+    umem__set_used(pg, umem__used(pg) + 1);
+    umem__add(&pool->allocs, 1);
+    return p;
+}
+
+/* Owner: a page with no room goes to the full list, watched (a remote
+ * free into it sets the owner's hint); 0 when a remote free came first,
+ * collected, and the page has room after all. */
+static inline int umem__watch(struct umem_pool *pool, struct umem_page *pg)
+{
+    /* The mark may be left from an earlier time on the full list: a page
+     * that came back for its owner's frees keeps it (clearing it would
+     * cost an atomic read-modify-write on every such free). */
+    uintptr_t r = atomic_load_explicit(&pg->remote, memory_order_relaxed);
+    while (r != UMEM_WATCH) {
+        if (r & ~UMEM_WATCH) {
+            umem__collect(pool, pg);
+            return 0;
+        }
+        if (atomic_compare_exchange_weak_explicit(&pg->remote, &r, UMEM_WATCH,
+                                                  memory_order_relaxed, memory_order_relaxed))
+            break;
+    }
+    if (pg->list == UMEM_LIST_AVAIL)
+        umem__page_unlink(&pool->avail[pg->cls], pg);
+    umem__page_push(&pool->full[pg->cls], pg, UMEM_LIST_FULL);
+    return 1;
+}
+
+/* Owner: the full pages of a class that remote frees gave room go back
+ * among the pages with room. */
+static inline void umem__sweep(struct umem_pool *pool, unsigned cls)
+{
+    atomic_store_explicit(&pool->hint[cls], 0, memory_order_relaxed);
+    pool->full_freed &= ~((uint64_t)1 << cls);
+    struct umem_page *pg = pool->full[cls], *next;
+    for (; pg; pg = next) {
+        next = pg->next;
+        if (pg->free || umem__collect(pool, pg)) {
+            umem__page_unlink(&pool->full[cls], pg);
+            umem__page_push(&pool->avail[cls], pg, UMEM_LIST_AVAIL);
+        }
+    }
+}
+
+/* Owner: a page of the class with room, without the lock, or NULL. */
+static inline struct umem_page *umem__pool_find(umem_t *h, struct umem_pool *pool, unsigned cls)
+{
+    for (;;) {
+        struct umem_page *pg;
+        while ((pg = pool->avail[cls]) != NULL) {
+            if (umem__page_refill(h, pool, pg) || !umem__watch(pool, pg))
+                return pg;
+        }
+        /* The owner freed into a full page, or a hint says another thread
+         * did; once in 64 times the full pages are swept anyway, in case
+         * a hint went to a pool that gave the page up meanwhile. */
+        if (!(pool->full_freed >> cls & 1u) &&
+            !atomic_load_explicit(&pool->hint[cls], memory_order_relaxed) &&
+            (++pool->sweeps & 63u) != 0)
+            return NULL;
+        umem__sweep(pool, cls);
+        if (!pool->avail[cls])
+            return NULL;
+    }
+}

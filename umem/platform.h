@@ -1,0 +1,155 @@
+/*
+ * umem/platform.h - the platform: compiler attributes, the tools that watch the heap, misuse reports, the process-wide state, mappings and the clock (a part of umem.h).
+ */
+#ifndef UMEM_H
+#error "umem/platform.h is a part of umem.h: include umem.h instead"
+#endif
+
+/* ---- implementation ---------------------------------------------------- */
+
+/* ---- the tools that watch the heap (see DEBUGGING) ----
+ * valgrind's client requests, where <valgrind/memcheck.h> is installed
+ * (each costs a few instructions outside valgrind, and umem makes them
+ * only on a heap it found memcheck watching), and AddressSanitizer's
+ * poisoning, in a build with -fsanitize=address (UMEM_ASAN defined to 0
+ * before the include turns it off). */
+#if defined(__has_include)
+#if __has_include(<valgrind/memcheck.h>)
+#include <valgrind/memcheck.h>
+#define UMEM__VALGRIND 1
+#endif
+#if __has_include(<execinfo.h>)
+#include <execinfo.h>
+#define UMEM__BACKTRACE 1
+#endif
+#endif
+
+#if defined(__SANITIZE_ADDRESS__)
+#define UMEM__ASAN_BUILD 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define UMEM__ASAN_BUILD 1
+#endif
+#endif
+#if !defined(UMEM_ASAN) && defined(UMEM__ASAN_BUILD)
+#define UMEM_ASAN 1
+#endif
+#if defined(UMEM_ASAN) && UMEM_ASAN && defined(UMEM__ASAN_BUILD)
+#define UMEM__ASAN 1
+void __asan_poison_memory_region(void const volatile *addr, size_t size);
+void __asan_unpoison_memory_region(void const volatile *addr, size_t size);
+#define UMEM__POISON(p, n)   __asan_poison_memory_region((p), (n))
+#define UMEM__UNPOISON(p, n) __asan_unpoison_memory_region((p), (n))
+#else
+#define UMEM__POISON(p, n)   ((void)(p), (void)(n))
+#define UMEM__UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
+#ifdef UMEM__VALGRIND
+#define UMEM__VG_QUIET(h)                                     \
+    do {                                                      \
+        if ((h)->flags & UMEM__VG)                            \
+            VALGRIND_DISABLE_ERROR_REPORTING;                 \
+    } while (0)
+#define UMEM__VG_LOUD(h)                                      \
+    do {                                                      \
+        if ((h)->flags & UMEM__VG)                            \
+            VALGRIND_ENABLE_ERROR_REPORTING;                  \
+    } while (0)
+#define UMEM__VG_HIDE(h, p, n)                                \
+    do {                                                      \
+        if ((h)->flags & UMEM__VG)                            \
+            (void)VALGRIND_MAKE_MEM_NOACCESS((p), (n));       \
+    } while (0)
+#else
+#define UMEM__VG_QUIET(h)      ((void)(h))
+#define UMEM__VG_LOUD(h)       ((void)(h))
+#define UMEM__VG_HIDE(h, p, n) ((void)(h), (void)(p), (void)(n))
+#endif
+
+
+#if defined(__GNUC__)
+#define UMEM_COLD          __attribute__((cold, noinline, noreturn))
+#define UMEM_NOINLINE      __attribute__((noinline))
+#define UMEM_RARE          __attribute__((cold, noinline))
+#define UMEM_HOT_INLINE    __attribute__((always_inline)) inline
+#define UMEM_LIKELY(x)     __builtin_expect(!!(x), 1)
+#define UMEM_UNLIKELY(x)   __builtin_expect(!!(x), 0)
+#else
+#define UMEM_COLD
+#define UMEM_NOINLINE
+#define UMEM_RARE
+#define UMEM_HOT_INLINE  inline
+#define UMEM_LIKELY(x)   (x)
+#define UMEM_UNLIKELY(x) (x)
+#endif
+
+/* One line on stderr, then abort(): used for misuse and corruption. */
+static UMEM_COLD void umem__die(const char *what, const void *p)
+{
+    char line[160];
+    int len = snprintf(line, sizeof line, "umem: %s %p\n", what, p);
+    if (len > 0) {
+        ssize_t ignored = write(2, line, (size_t)len);
+        (void)ignored;
+    }
+    abort();
+}
+
+/* ---- what every heap in the process shares ----
+ * The state below is the process's, not a file's: where the compiler
+ * allows (gcc, clang), weak definitions make every file that includes
+ * this header share one copy; elsewhere, use the heap from one file. */
+#if defined(__GNUC__)
+#define UMEM_PROCESS_WIDE __attribute__((weak))
+#define UMEM_TLS          _Thread_local __attribute__((tls_model("initial-exec")))
+#else
+#define UMEM_PROCESS_WIDE static
+#define UMEM_TLS          _Thread_local
+#endif
+
+/* The calling thread's pool for the heap it used last: one thread-local
+ * variable, so that a shared library reaches it through one address.  Its
+ * address also names the thread, as the one in fork(). */
+struct umem_tls {
+    umem_t *heap;
+    size_t secret; /* the heap's: a new heap at a destroyed one's address differs */
+    struct umem_pool *pool;
+    int exiting; /* a pool of this thread's went back: it is ending, make no other */
+    /* The private heap whose lock this thread is taking or holds: set
+     * before the attempt and cleared after the unlock, so that a signal
+     * handler on this thread never waits for it (see FORK). */
+    umem_t *locking;
+    int tracing; /* in backtrace(), which may allocate (UMEM__KEEP) */
+};
+UMEM_PROCESS_WIDE UMEM_TLS struct umem_tls umem__tls;
+
+/* The private locked heaps, for fork(). */
+UMEM_PROCESS_WIDE pthread_mutex_t umem__forks_lock = PTHREAD_MUTEX_INITIALIZER;
+UMEM_PROCESS_WIDE umem_t *umem__forks; /* under umem__forks_lock */
+UMEM_PROCESS_WIDE _Atomic(const void *) umem__forks_owner; /* the thread in fork() */
+UMEM_PROCESS_WIDE int umem__forks_nested; /* a fork() inside its handlers, by the owner */
+UMEM_PROCESS_WIDE atomic_int umem__forks_registered;
+
+static inline const void *umem__me(void)
+{
+    return &umem__tls;
+}
+
+static inline void *umem__map(size_t bytes, int prot, int vis)
+{
+    void *p = mmap(NULL, bytes, prot, vis | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+
+#if defined(__linux__)
+#ifndef MREMAP_MAYMOVE
+/* Declared by <sys/mman.h> only under _GNU_SOURCE, which this header
+ * leaves to the program: the same prototype, and Linux's flag. */
+extern void *mremap(void *old_address, size_t old_size, size_t new_size, int flags, ...);
+#define UMEM_MREMAP_MAYMOVE 1
+#else
+#define UMEM_MREMAP_MAYMOVE MREMAP_MAYMOVE
+#endif
+#endif

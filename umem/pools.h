@@ -1,0 +1,480 @@
+/*
+ * umem/pools.h - pools: pages carved and given back under the lock, a thread's pool made and ended, its calls (a part of umem.h).
+ */
+#ifndef UMEM_H
+#error "umem/pools.h is a part of umem.h: include umem.h instead"
+#endif
+
+
+/* Files a piece of a large free block that was cut: a large piece keeps
+ * what of the block's dirty range lies in it, and its age. */
+static inline void umem__file_part(umem_t *h, char *b, size_t size, char *lo, char *hi,
+                                   uint64_t stamp)
+{
+    umem__file(h, b, size);
+    if (size <= UMEM_SMALL_MAX)
+        return;
+    struct umem_node *x = (struct umem_node *)b;
+    lo = lo > b ? lo : b;
+    hi = hi < b + size ? hi : b + size;
+    x->dirty_lo = lo < hi ? lo : NULL;
+    x->dirty_hi = lo < hi ? hi : NULL;
+    x->stamp = stamp;
+}
+
+/* Where a block of `need` bytes with its payload aligned to `align` fits
+ * in the free block x of `size` bytes: its header, or NULL.  What lies
+ * before it must be nothing or a block of its own. */
+static inline char *umem__window(struct umem_node *x, size_t size, size_t align, size_t need)
+{
+    uintptr_t f = (uintptr_t)x;
+    uintptr_t at = ((f + UMEM_HEADER + align - 1) & ~(uintptr_t)(align - 1)) - UMEM_HEADER;
+    if (at != f && at - f < UMEM_MIN_BLOCK)
+        at += align;
+    return at - f <= size && size - (at - f) >= need ? (char *)at : NULL;
+}
+
+/* The lowest-addressed large free block holding such a window: an
+ * in-order walk of the subtrees whose largest block is big enough. */
+static inline struct umem_node *umem__window_find(struct umem_node *x, size_t align, size_t need,
+                                                  char **at, unsigned depth)
+{
+    for (; x && x->max >= need && depth < UMEM_PATH; x = x->right, depth++) {
+        struct umem_node *y = umem__window_find(x->left, align, need, at, depth + 1);
+        if (y)
+            return y;
+        size_t size = umem__size(x);
+        if (size >= need && (*at = umem__window(x, size, align, need)) != NULL)
+            return x;
+    }
+    return NULL;
+}
+
+/* A block of *need bytes (more than UMEM_SMALL_MAX) whose payload is
+ * aligned to `align`, cut from the first large free block that holds one
+ * (lock held); the pieces before and after it stay free.  Grows the heap
+ * once when none does.  NULL when nothing fits. */
+static inline char *umem__take_window(umem_t *h, size_t align, size_t *need)
+{
+    char *b = NULL;
+    struct umem_node *x = umem__window_find(h->root, align, *need, &b, 0);
+    if (!x) {
+        if (!(h->flags & UMEM_GROW) || umem__grow(h, *need + align + UMEM_MIN_BLOCK) != 0)
+            return NULL;
+        x = umem__window_find(h->root, align, *need, &b, 0);
+        if (!x)
+            return NULL;
+    }
+    if (!umem__header_ok(h, x))
+        umem__die("heap corruption: free block header overwritten at", x);
+    size_t size = umem__size(x), lead = (size_t)(b - (char *)x);
+    size_t tail = size - lead - *need;
+    char *lo = x->dirty_lo, *hi = x->dirty_hi;
+    uint64_t stamp = x->stamp;
+    umem__unfile(h, (char *)x, size);
+    if (tail < UMEM_MIN_BLOCK) {
+        *need += tail;
+        tail = 0;
+        umem__set_prev_free(b + *need, 0);
+    }
+    umem__set_header(h, b, *need | UMEM_USED | (lead ? UMEM_PREV_FREE : 0));
+    if (lead)
+        umem__file_part(h, (char *)x, lead, lo, hi, stamp);
+    if (tail)
+        umem__file_part(h, b + *need, tail, lo, hi, stamp);
+    return b;
+}
+
+/* A page of the class carved from the heap for the pool (lock held), its
+ * payload on a unit boundary of a region with a unit map; NULL when none
+ * fits. */
+static inline struct umem_page *umem__page_carve(umem_t *h, struct umem_pool *pool, unsigned cls)
+{
+    size_t slot = umem__class_size(cls);
+    unsigned units = umem__page_units(slot);
+    size_t need = (size_t)units << UMEM_UNIT_SHIFT;
+    /* A heap that cannot grow keeps half its room for blocks with headers:
+     * mostly empty pages of many classes could take it all. */
+    if (!(h->flags & UMEM_GROW) && h->page_bytes + need > h->heap_bytes / 2)
+        return NULL;
+    char *b = umem__take_window(h, UMEM_UNIT, &need);
+    if (!b)
+        return NULL;
+    char *a = b + UMEM_HEADER;
+    struct umem_units *m = umem__units_of(h, (uintptr_t)a);
+    if (!m) {
+        /* In a region with no unit map (past UMEM_UNIT_MAPS): no pages. */
+        struct umem_span *s = umem__span_find(h, b);
+        umem__merge_free(h, b, s ? s->first : b);
+        return NULL;
+    }
+    struct umem_page *pg = umem__page_at((uintptr_t)a);
+    memset(pg, 0, sizeof *pg);
+    pg->magic = umem__page_magic(h, pg);
+    atomic_store_explicit(&pg->owner, pool, memory_order_relaxed);
+    atomic_store_explicit(&pg->remote, 0, memory_order_relaxed);
+    pg->slot = (uint32_t)slot;
+    pg->cls = (uint8_t)cls;
+    pg->units = (uint8_t)units;
+    size_t head = umem__page_head(slot, units);
+    memset(umem__bits(pg), 0, head - UMEM_PAGE_HEAD);
+    pg->start = (char *)pg + head;
+    pg->capacity = umem__page_capacity(pg, slot, units, head);
+    pg->span = (uint32_t)(pg->capacity * slot);
+    pg->bump = pg->start;
+    pg->limit = pg->start + pg->span;
+    pg->recip = ((uint64_t)1 << 40) / slot + 1u;
+    umem__set_units(m, pg, 1);
+    h->pages++;
+    h->pages_made++;
+    h->page_bytes += need;
+    umem__grew(h, need);
+    umem__page_push(&pool->avail[cls], pg, UMEM_LIST_AVAIL);
+    return pg;
+}
+
+/* An empty page goes back to the heap (lock held). */
+static inline void umem__page_release(umem_t *h, struct umem_page *pg)
+{
+    struct umem_units *m = umem__units_of(h, (uintptr_t)pg);
+    umem__set_units(m, pg, 0);
+    pg->magic = 0;
+    char *b = umem__page_block(pg);
+    size_t size = umem__size(b);
+    h->pages--;
+    h->pages_freed++;
+    h->page_bytes -= size;
+    h->bytes_in_use -= size;
+    h->unpurged += size;
+    struct umem_span *s = m == &h->umap[0] ? NULL : umem__span_find(h, b);
+    umem__merge_free(h, b, s ? s->first : h->first);
+}
+
+/* A page for the pool (lock held): one a thread that ended left behind,
+ * adopted, else a new one; NULL when the heap has no room. */
+static inline struct umem_page *umem__page_get(umem_t *h, struct umem_pool *pool, unsigned cls)
+{
+    struct umem_page *pg;
+    while ((pg = h->abandoned[cls]) != NULL) {
+        umem__page_unlink(&h->abandoned[cls], pg);
+        h->abandoned_pages--;
+        atomic_store_explicit(&pg->owner, pool, memory_order_relaxed);
+        umem__page_push(&pool->avail[cls], pg, UMEM_LIST_AVAIL);
+        if (umem__page_refill(h, pool, pg) || !umem__watch(pool, pg))
+            return pg;
+    }
+    return umem__page_carve(h, pool, cls);
+}
+
+/* The pool's pages on one list leave it (lock held): the empty ones go
+ * back to the heap, the others to the heap's abandoned pages. */
+static inline void umem__pool_drop(umem_t *h, struct umem_pool *pool, struct umem_page **head,
+                                   int keep_used)
+{
+    struct umem_page *pg = *head, *next;
+    for (; pg; pg = next) {
+        next = pg->next;
+        atomic_fetch_and_explicit(&pg->remote, ~UMEM_WATCH, memory_order_relaxed);
+        umem__collect(pool, pg);
+        if (umem__used(pg) != 0 && keep_used)
+            continue;
+        umem__page_unlink(head, pg);
+        if (umem__used(pg) == 0) {
+            umem__page_release(h, pg);
+            continue;
+        }
+        atomic_store_explicit(&pg->owner, NULL, memory_order_relaxed);
+        umem__page_push(&h->abandoned[pg->cls], pg, UMEM_LIST_ABANDONED);
+        h->abandoned_pages++;
+    }
+}
+
+/* Pages of threads that ended, emptied by other threads' frees, go back
+ * to the heap (lock held): no thread may ever need their class again. */
+static inline void umem__reclaim_abandoned(umem_t *h)
+{
+    for (unsigned cls = 0; cls < UMEM_CLASSES && h->abandoned_pages > 0; cls++) {
+        struct umem_page *pg = h->abandoned[cls], *next;
+        for (; pg; pg = next) {
+            next = pg->next;
+            unsigned n = umem__take_remote(pg);
+            h->gone_collected += n;
+            h->gone_collected_bytes += (uint64_t)n * pg->slot;
+            if (umem__used(pg) != 0)
+                continue;
+            umem__page_unlink(&h->abandoned[cls], pg);
+            h->abandoned_pages--;
+            umem__page_release(h, pg);
+        }
+    }
+}
+
+static inline void umem__unlock(umem_t *h);
+static UMEM_NOINLINE void *umem__alloc_locked(umem_t *h, size_t n);
+
+/* Owner: an allocation of class cls that its first page could not serve. */
+static UMEM_NOINLINE void *umem__pool_alloc(umem_t *h, struct umem_pool *pool, unsigned cls,
+                                            size_t n)
+{
+    struct umem_page *pg = umem__pool_find(h, pool, cls);
+    if (pg)
+        return umem__page_pop(h, pool, pg);
+    int r = umem__lock(h, UMEM_COUNTED | UMEM_LEND);
+    if (r == 1) /* lent to a fork; n == 0: the caller's to find */
+        return n ? umem__lent_alloc(h, n, UMEM_ALIGN) : NULL;
+    if (r != 0)
+        return NULL;
+    pg = umem__page_get(h, pool, cls);
+    if (!pg) {
+        /* Out of room: this thread's empty pages go back first, and those
+         * of ended threads that other threads' frees emptied. */
+        for (unsigned c = 0; c < UMEM_CLASSES; c++)
+            umem__pool_drop(h, pool, &pool->avail[c], 1);
+        umem__reclaim_abandoned(h);
+        pg = umem__page_carve(h, pool, cls);
+    }
+    umem__maybe_purge(h);
+    umem__unlock(h);
+    if (pg && umem__page_refill(h, pool, pg))
+        return umem__page_pop(h, pool, pg);
+    /* A block with a header instead, or NULL; n == 0: the caller's to find. */
+    return n ? umem__alloc_locked(h, n) : NULL;
+}
+
+/* Owner, after a free: a full page has room again, or a page that does
+ * not serve its class is empty and goes back to the heap. */
+static UMEM_NOINLINE void umem__page_changed(umem_t *h, struct umem_pool *pool,
+                                             struct umem_page *pg)
+{
+    unsigned cls = pg->cls;
+    if (pg->list == UMEM_LIST_FULL) {
+        /* It stays there, its frees found by the next sweep, unless it is
+         * empty now. */
+        pool->full_freed |= (uint64_t)1 << cls;
+        if (umem__used(pg) != 0)
+            return;
+        umem__page_unlink(&pool->full[cls], pg);
+    } else if (umem__used(pg) != 0 || pool->avail[cls] == pg) {
+        return;
+    } else {
+        umem__page_unlink(&pool->avail[cls], pg);
+    }
+    /* Empty, and off its list: the class keeps one empty page, which
+     * serves from now on (an allocation right after goes to it, not to
+     * the heap); a second goes back to the heap. */
+    struct umem_page *first = pool->avail[cls];
+    if (!first || umem__used(first) != 0 || umem__lock(h, UMEM_COUNTED | UMEM_LEND) != 0) {
+        umem__page_push(&pool->avail[cls], pg, UMEM_LIST_AVAIL);
+        return;
+    }
+    umem__page_release(h, pg);
+    umem__maybe_purge(h);
+    umem__unlock(h);
+}
+
+/* A free into a page another thread owns (or none): one compare-and-swap
+ * onto its remote list.  What the push needs of the page is read first:
+ * once pushed, the slot may be collected and the page given back. */
+static UMEM_NOINLINE void umem__remote_free(umem_t *h, struct umem_page *pg, void **q,
+                                            struct umem_pool *mine)
+{
+    struct umem_pool *owner = atomic_load_explicit(&pg->owner, memory_order_relaxed);
+    unsigned cls = pg->cls;
+    uint64_t slot = pg->slot;
+    uintptr_t old = atomic_load_explicit(&pg->remote, memory_order_relaxed);
+    do {
+        q[0] = (void *)(old & ~UMEM_WATCH);
+    } while (!atomic_compare_exchange_weak_explicit(&pg->remote, &old,
+                                                    (uintptr_t)q | (old & UMEM_WATCH),
+                                                    memory_order_release, memory_order_relaxed));
+    if (old & UMEM_WATCH && owner &&
+        !atomic_load_explicit(&owner->hint[cls], memory_order_relaxed))
+        atomic_store_explicit(&owner->hint[cls], 1, memory_order_relaxed);
+    if (mine) {
+        umem__add(&mine->remote_frees, 1);
+        umem__add(&mine->remote_bytes, slot);
+    } else {
+        atomic_fetch_add_explicit(&h->orphan_frees, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&h->orphan_bytes, slot, memory_order_relaxed);
+    }
+}
+
+/* The thread is ending: its pages go back or are left for others to
+ * adopt, and its pool waits for another thread. */
+static inline void umem__pool_exit(void *arg)
+{
+    umem__tls.exiting = 1;
+    if (arg == UMEM_POOL_GONE)
+        return;
+    struct umem_pool *pool = (struct umem_pool *)arg;
+    umem_t *h = pool->heap;
+    UMEM__VG_QUIET(h);
+    if (umem__lock(h, 0) == 0) {
+        for (unsigned cls = 0; cls < UMEM_CLASSES; cls++) {
+            umem__pool_drop(h, pool, &pool->avail[cls], 0);
+            umem__pool_drop(h, pool, &pool->full[cls], 0);
+        }
+        h->gone_allocs += umem__get(&pool->allocs);
+        h->gone_moves += umem__get(&pool->moves);
+        h->gone_remote += umem__get(&pool->remote_frees);
+        h->gone_remote_bytes += umem__get(&pool->remote_bytes);
+        h->gone_collected += umem__get(&pool->collected);
+        h->gone_collected_bytes += umem__get(&pool->collected_bytes);
+        if (pool->prev)
+            pool->prev->next = pool->next;
+        else
+            h->pools = pool->next;
+        if (pool->next)
+            pool->next->prev = pool->prev;
+        pool->next = h->spare_pools;
+        h->spare_pools = pool;
+        umem__reclaim_abandoned(h);
+        umem__maybe_purge(h);
+        umem__unlock(h);
+    }
+    UMEM__VG_LOUD(h);
+    pthread_setspecific(h->key, UMEM_POOL_GONE);
+    umem__tls.heap = h;
+    umem__tls.secret = h->secret;
+    umem__tls.pool = NULL;
+}
+
+static inline size_t umem__pool_bytes(const umem_t *h)
+{
+    return (sizeof(struct umem_pool) + h->page - 1) & ~(h->page - 1);
+}
+
+#define UMEM_POOL_LATER ((struct umem_pool *)2) /* the lock is lent to a fork: ask again */
+
+/* A pool for the calling thread (a spare one, or a new one), or NULL. */
+static inline struct umem_pool *umem__pool_new(umem_t *h)
+{
+    size_t bytes = umem__pool_bytes(h);
+    int r = umem__lock(h, UMEM_LEND);
+    if (r == 0 && !h->spare_pools) {
+        umem__unlock(h);
+        int saved = errno; /* a free may come here: it leaves errno alone */
+        struct umem_pool *fresh = (struct umem_pool *)umem__map(bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE);
+        errno = saved;
+        if (!fresh)
+            return NULL;
+        fresh->heap = h;
+        if ((r = umem__lock(h, UMEM_LEND)) != 0) {
+            umem__unmap(fresh, bytes);
+        } else {
+            fresh->next = h->spare_pools; /* a spare, taken below */
+            h->spare_pools = fresh;
+            h->mapped_bytes += bytes;
+        }
+    }
+    if (r != 0)
+        return r == 1 ? UMEM_POOL_LATER : NULL;
+    struct umem_pool *pool = h->spare_pools;
+    h->spare_pools = pool->next;
+    /* A spare's counters were added to the heap's; its hints may still be
+     * written by late remote frees, and are left alone. */
+    memset(pool->avail, 0, sizeof pool->avail);
+    memset(pool->full, 0, sizeof pool->full);
+    pool->sweeps = 0;
+    pool->full_freed = 0;
+    _Atomic uint64_t *counters[] = {&pool->allocs,       &pool->moves,     &pool->remote_frees,
+                                    &pool->remote_bytes, &pool->collected, &pool->collected_bytes};
+    for (size_t i = 0; i < sizeof counters / sizeof counters[0]; i++)
+        atomic_store_explicit(counters[i], 0, memory_order_relaxed);
+    pool->prev = NULL;
+    pool->next = h->pools;
+    if (pool->next)
+        pool->next->prev = pool;
+    h->pools = pool;
+    umem__unlock(h);
+    return pool;
+}
+
+/* The calling thread's pool for h, made on first use; NULL when the
+ * thread must go to the heap's lock instead. */
+static UMEM_NOINLINE struct umem_pool *umem__pool_attach(umem_t *h)
+{
+    void *v = pthread_getspecific(h->key);
+    /* A key's value is cleared before its destructor runs, and the
+     * destructors of other keys may allocate afterwards: a thread that is
+     * ending gets no new pool, which nothing would give back. */
+    if (umem__tls.exiting)
+        v = UMEM_POOL_GONE;
+    struct umem_pool *pool = v == UMEM_POOL_GONE ? NULL : (struct umem_pool *)v;
+    if (!pool && v != UMEM_POOL_GONE && (pool = umem__pool_new(h)) == UMEM_POOL_LATER)
+        return NULL; /* the heap's lock (lent) serves this call; no pool yet */
+    if (pool && !v) {
+        /* Known to this thread first: pthread_setspecific may allocate,
+         * and that allocation must find the pool, not make another. */
+        umem__tls.heap = h;
+        umem__tls.secret = h->secret;
+        umem__tls.pool = pool;
+        if (pthread_setspecific(h->key, pool) != 0)
+            umem__pool_exit(pool); /* no key, no exit: the lock it is */
+        return umem__tls.pool;
+    }
+    umem__tls.heap = h;
+    umem__tls.secret = h->secret;
+    umem__tls.pool = pool;
+    return pool;
+}
+
+static inline struct umem_pool *umem__pool(umem_t *h)
+{
+    if (UMEM_LIKELY(umem__tls.heap == h && umem__tls.secret == h->secret))
+        return umem__tls.pool;
+    return umem__pool_attach(h);
+}
+
+/* A free of a slot, by its owner or by any other thread. */
+static inline void umem__pool_free(umem_t *h, struct umem_page *pg, void *p)
+{
+    size_t i = umem__slot_index(pg, p, "free");
+    void **q = (void **)p;
+    struct umem_pool *mine = umem__pool(h);
+    if (UMEM_LIKELY(mine && atomic_load_explicit(&pg->owner, memory_order_relaxed) == mine)) {
+        /* The owner's map says whether the slot is in use: the block's
+         * own memory is written, never read (a load that would wait for
+         * a cache miss where the program left the block cold). */
+        unsigned char *bits = umem__bits(pg) + i / 8, bit = (unsigned char)(1u << (i % 8));
+        if (UMEM_UNLIKELY(!(*bits & bit))) {
+            if ((char *)p >= pg->bump)
+                umem__die("bad free (not from umem_alloc: never handed out):", p);
+            umem__die("free of a block freed already (double free):", p);
+        }
+        *bits &= (unsigned char)~bit;
+        umem__tag_free(h, q);
+        q[0] = pg->free;
+        pg->free = q;
+        uint32_t used = umem__used(pg) - 1;
+        umem__set_used(pg, used);
+        /* A page that serves its class (the first of its list: no prev)
+         * stays even when empty. */
+        if (UMEM_UNLIKELY((used == 0 && pg->prev) || pg->list != UMEM_LIST_AVAIL))
+            umem__page_changed(h, mine, pg);
+        return;
+    }
+    if (UMEM_UNLIKELY(umem__tagged(h, q)))
+        umem__die("free of a block freed already (double free):", p);
+    umem__tag_free(h, q);
+    umem__remote_free(h, pg, q, mine);
+}
+
+/* An allocation of n bytes aligned to `align` (at most UMEM_PAGE_HEAD) from
+ * the pools: the first class whose slots are all aligned (slots start on
+ * a UMEM_PAGE_HEAD boundary).  NULL when the thread has no pool. */
+static inline void *umem__pool_aligned(umem_t *h, size_t align, size_t n)
+{
+    struct umem_pool *pool = umem__pool(h);
+    if (!pool)
+        return NULL;
+    unsigned cls = umem__class(n);
+    while (cls < UMEM_CLASSES && umem__class_size(cls) % align != 0)
+        cls++;
+    if (cls == UMEM_CLASSES)
+        return NULL;
+    struct umem_page *pg = pool->avail[cls];
+    if (pg && pg->free)
+        return umem__page_pop(h, pool, pg);
+    return umem__pool_alloc(h, pool, cls, 0);
+}
