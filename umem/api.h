@@ -40,52 +40,118 @@ static inline unsigned umem__tools(unsigned flags)
     return tools;
 }
 
-static inline umem_t *umem_create(size_t bytes, unsigned flags)
+/* Whether `flags` name known flags in a combination umem_create takes. */
+static inline int umem__flags_ok(unsigned flags)
 {
     unsigned known = UMEM_SHARED | UMEM_NOLOCK | UMEM_GROW | UMEM_CACHED | UMEM_DEBUG;
-    if (flags & ~known || (flags & UMEM_SHARED && flags & (UMEM_NOLOCK | UMEM_GROW | UMEM_CACHED)) ||
-        (flags & UMEM_NOLOCK && flags & UMEM_CACHED)) {
-        errno = EINVAL;
-        return NULL;
+    return !(flags & ~known) &&
+           !(flags & UMEM_SHARED && flags & (UMEM_NOLOCK | UMEM_GROW | UMEM_CACHED)) &&
+           !(flags & UMEM_NOLOCK && flags & UMEM_CACHED);
+}
+
+/* A new heap's first mapping, `commit` bytes read-write: for UMEM_GROW at
+ * the start of UMEM_RESERVE of address space set aside (or as much as the
+ * system allows), whose size goes to *map_bytes.  NULL when it fails. */
+static inline void *umem__map_first(size_t commit, unsigned flags, size_t *map_bytes)
+{
+    *map_bytes = commit;
+    if (!(flags & UMEM_GROW))
+        return umem__map(commit, PROT_READ | PROT_WRITE,
+                         flags & UMEM_SHARED ? MAP_SHARED : MAP_PRIVATE);
+    void *base = NULL;
+    size_t reserve = UMEM_RESERVE > commit ? UMEM_RESERVE : commit;
+    for (; !base && reserve >= commit; reserve /= 2) {
+        base = umem__map(reserve, PROT_NONE, MAP_PRIVATE | MAP_NORESERVE);
+        *map_bytes = reserve;
     }
+    if (!base)
+        base = umem__map(*map_bytes = commit, PROT_NONE, MAP_PRIVATE | MAP_NORESERVE);
+    if (base && mprotect(base, commit, PROT_READ | PROT_WRITE) != 0) {
+        munmap(base, *map_bytes);
+        base = NULL;
+    }
+    return base;
+}
+
+/* A secret no two heaps share: the key of every header's check. */
+static inline size_t umem__new_secret(const umem_t *h)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    static _Atomic size_t heaps_made;
+    size_t seed = (size_t)(uintptr_t)h ^ (size_t)ts.tv_nsec ^ ((size_t)ts.tv_sec << 20) ^
+                  (size_t)h->creator ^ (size_t)((uint64_t)atomic_fetch_add(&heaps_made, 1) << 40);
+    return (size_t)(seed * 0x9E3779B97F4A7C15ull) | 1u;
+}
+
+/* The lock, and for UMEM_CACHED the first unit map and the pthread key of
+ * the pools.  0, or an error number with nothing left made. */
+static inline int umem__sync_init(umem_t *h)
+{
+    if (h->flags & UMEM_NOLOCK)
+        return 0;
+    int r = umem__lock_init(h);
+    if (r == 0 && h->flags & UMEM_CACHED) {
+        uintptr_t base = (uintptr_t)h;
+        r = umem__units_init(&h->umap[0], base, base + h->map_bytes);
+        if (r == 0 && (r = pthread_key_create(&h->key, umem__pool_exit)) != 0)
+            munmap((void *)h->umap[0].map, h->umap[0].count);
+        if (r == 0)
+            atomic_store_explicit(&h->umaps, 1, memory_order_release);
+        if (r != 0)
+            pthread_mutex_destroy(&h->lock);
+    }
+    return r;
+}
+
+/* The first region's blocks: [first, end), a multiple of 16, one free
+ * block before the end mark. */
+static inline void umem__first_region(umem_t *h, size_t commit)
+{
+    h->first = (char *)h + UMEM_CONTROL_BYTES;
+    size_t span = (commit - UMEM_CONTROL_BYTES - UMEM_HEADER) & ~(size_t)(UMEM_ALIGN - 1);
+    char *end = h->first + span;
+    atomic_init(&h->end, end);
+    h->reserve_end = (char *)h + h->map_bytes;
+    h->heap_bytes = span;
+    h->mapped_bytes = commit;
+    umem__set_header(h, end, 0 | UMEM_USED);
+    umem__set_header(h, h->first, span | UMEM_USED);
+    umem__merge_free(h, h->first, h->first);
+    UMEM__VG_HIDE(h, h->first, commit - UMEM_CONTROL_BYTES);
+}
+
+/* A private locked heap joins the list whose locks fork() holds. */
+static inline void umem__forks_join(umem_t *h)
+{
+    if (!umem__forked_heap(h))
+        return;
+    umem__forks_register();
+    sigset_t old;
+    umem__forks_take(&old);
+    h->fork_next = umem__forks;
+    umem__forks = h;
+    umem__forks_drop(&old);
+}
+
+static inline umem_t *umem_create(size_t bytes, unsigned flags)
+{
     long page_size = sysconf(_SC_PAGESIZE);
     size_t page = page_size > 0 ? (size_t)page_size : 4096;
-    size_t least = UMEM_CONTROL_BYTES + UMEM_MIN_BLOCK + UMEM_HEADER;
-    if (bytes < least) {
+    if (!umem__flags_ok(flags) || bytes < UMEM_CONTROL_BYTES + UMEM_MIN_BLOCK + UMEM_HEADER) {
         errno = EINVAL;
         return NULL;
     }
-    if (bytes > PTRDIFF_MAX - page) {
-        errno = ENOMEM; /* more than any address space */
-        return NULL;
+    size_t commit = 0, map_bytes = 0;
+    umem_t *h = NULL;
+    if (bytes <= PTRDIFF_MAX - page) { /* else more than any address space */
+        commit = (bytes + page - 1) / page * page;
+        h = (umem_t *)umem__map_first(commit, flags, &map_bytes);
     }
-    size_t commit = (bytes + page - 1) / page * page;
-    size_t map_bytes = commit;
-    void *base;
-    if (flags & UMEM_GROW) {
-        /* Address space set aside, committed as the heap grows; where
-         * the system refuses that much, as much as it allows. */
-        size_t reserve = UMEM_RESERVE > commit ? UMEM_RESERVE : commit;
-        for (base = NULL; !base && reserve >= commit; reserve /= 2) {
-            base = umem__map(reserve, PROT_NONE, MAP_PRIVATE | MAP_NORESERVE);
-            map_bytes = reserve;
-        }
-        if (!base)
-            base = umem__map(map_bytes = commit, PROT_NONE, MAP_PRIVATE | MAP_NORESERVE);
-        if (base && mprotect(base, commit, PROT_READ | PROT_WRITE) != 0) {
-            munmap(base, map_bytes);
-            base = NULL;
-        }
-    } else {
-        base = umem__map(commit, PROT_READ | PROT_WRITE,
-                         flags & UMEM_SHARED ? MAP_SHARED : MAP_PRIVATE);
-    }
-    if (!base) {
+    if (!h) {
         errno = ENOMEM;
         return NULL;
     }
-
-    umem_t *h = (umem_t *)base;
     h->magic = UMEM_MAGIC;
     h->map_bytes = map_bytes;
     h->flags = flags | umem__tools(flags);
@@ -93,52 +159,15 @@ static inline umem_t *umem_create(size_t bytes, unsigned flags)
     h->held.next = h->held.prev = &h->held;
     h->creator = getpid();
     h->page = page;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    static _Atomic size_t heaps_made;
-    size_t seed = (size_t)(uintptr_t)base ^ (size_t)ts.tv_nsec ^ ((size_t)ts.tv_sec << 20) ^
-                  (size_t)h->creator ^ (size_t)((uint64_t)atomic_fetch_add(&heaps_made, 1) << 40);
-    h->secret = (size_t)(seed * 0x9E3779B97F4A7C15ull) | 1u;
-
-    if (!(flags & UMEM_NOLOCK)) {
-        int r = umem__lock_init(h);
-        if (r == 0 && flags & UMEM_CACHED) {
-            r = umem__units_init(&h->umap[0], (uintptr_t)base, (uintptr_t)base + map_bytes);
-            if (r == 0 && (r = pthread_key_create(&h->key, umem__pool_exit)) != 0)
-                munmap((void *)h->umap[0].map, h->umap[0].count);
-            if (r == 0)
-                atomic_store_explicit(&h->umaps, 1, memory_order_release);
-            if (r != 0)
-                pthread_mutex_destroy(&h->lock);
-        }
-        if (r != 0) {
-            munmap(base, map_bytes);
-            errno = r;
-            return NULL;
-        }
+    h->secret = umem__new_secret(h);
+    int r = umem__sync_init(h);
+    if (r != 0) {
+        munmap(h, map_bytes);
+        errno = r;
+        return NULL;
     }
-
-    /* Blocks span [first, end); the span is a multiple of 16. */
-    h->first = (char *)base + UMEM_CONTROL_BYTES;
-    size_t span = (commit - UMEM_CONTROL_BYTES - UMEM_HEADER) & ~(size_t)(UMEM_ALIGN - 1);
-    char *end = h->first + span;
-    atomic_init(&h->end, end);
-    h->reserve_end = (char *)base + map_bytes;
-    h->heap_bytes = span;
-    h->mapped_bytes = commit;
-    umem__set_header(h, end, 0 | UMEM_USED);
-    umem__set_header(h, h->first, span | UMEM_USED);
-    umem__merge_free(h, h->first, h->first);
-    UMEM__VG_HIDE(h, h->first, commit - UMEM_CONTROL_BYTES);
-
-    if (umem__forked_heap(h)) {
-        umem__forks_register();
-        sigset_t old;
-        umem__forks_take(&old);
-        h->fork_next = umem__forks;
-        umem__forks = h;
-        umem__forks_drop(&old);
-    }
+    umem__first_region(h, commit);
+    umem__forks_join(h);
     return h;
 }
 
@@ -153,50 +182,45 @@ static inline void umem__drop(void *p, size_t bytes, int keep)
         munmap(p, bytes);
 }
 
-static inline void umem_destroy(umem_t *h)
+/* A heap being destroyed leaves the list whose locks fork() holds. */
+static inline void umem__forks_leave(umem_t *h)
 {
-    if (!h)
+    if (!umem__forked_heap(h))
         return;
-    UMEM__VG_QUIET(h);
-    int keep_space = 0;
-    if (h->flags & UMEM__VG) {
-        umem_stats_t st;
-        umem_get_stats(h, &st);
-        keep_space = st.allocs - st.frees > st.held_blocks; /* memcheck holds blocks here */
-    }
-    /* A shared heap's blocks are listed by its creator alone. */
-    if (h->flags & UMEM__KEEP && (!(h->flags & UMEM_SHARED) || h->creator == getpid()))
-        umem__keep_final(h);
-    if (h->flags & UMEM__POISONS)
-        umem__unpoison_all(h);
-    if (umem__forked_heap(h)) {
-        sigset_t old;
-        umem__forks_take(&old);
-        for (umem_t **link = &umem__forks; *link; link = &(*link)->fork_next)
-            if (*link == h) {
-                *link = h->fork_next;
-                break;
-            }
-        umem__forks_drop(&old);
-    }
-    int owner = !(h->flags & UMEM_SHARED) || h->creator == getpid();
-    if (h->flags & UMEM_CACHED) {
-        pthread_key_delete(h->key);
-        struct umem_pool *lists[2] = {h->pools, h->spare_pools};
-        for (int i = 0; i < 2; i++)
-            while (lists[i]) {
-                struct umem_pool *pool = lists[i];
-                lists[i] = pool->next;
-                munmap(pool, umem__pool_bytes(h));
-            }
-        for (unsigned i = 0; i < atomic_load_explicit(&h->umaps, memory_order_relaxed); i++)
-            munmap((void *)h->umap[i].map, h->umap[i].count);
-        if (umem__tls.heap == h)
-            umem__tls.heap = NULL;
-    }
+    sigset_t old;
+    umem__forks_take(&old);
+    for (umem_t **link = &umem__forks; *link; link = &(*link)->fork_next)
+        if (*link == h) {
+            *link = h->fork_next;
+            break;
+        }
+    umem__forks_drop(&old);
+}
+
+/* UMEM_CACHED: the pools, of running threads and of ended ones, the
+ * pthread key and the unit maps go. */
+static inline void umem__pools_unmap(umem_t *h)
+{
+    pthread_key_delete(h->key);
+    struct umem_pool *lists[2] = {h->pools, h->spare_pools};
+    for (int i = 0; i < 2; i++)
+        while (lists[i]) {
+            struct umem_pool *pool = lists[i];
+            lists[i] = pool->next;
+            munmap(pool, umem__pool_bytes(h));
+        }
+    for (unsigned i = 0; i < atomic_load_explicit(&h->umaps, memory_order_relaxed); i++)
+        munmap((void *)h->umap[i].map, h->umap[i].count);
+    if (umem__tls.heap == h)
+        umem__tls.heap = NULL;
+}
+
+/* Every mapping but the first: cached ones, those of blocks mapped while
+ * a fork held the lock and never settled, regions and large blocks. */
+static inline void umem__spans_unmap(umem_t *h, int keep_space)
+{
     while (h->map_cached > 0)
         umem__unmap_cached(h, 0);
-    /* Blocks mapped while a fork held the lock, and never settled. */
     struct umem_span *lent = atomic_load_explicit(&h->lent_maps, memory_order_acquire);
     while (lent) {
         struct umem_span *next = (struct umem_span *)lent->node.left;
@@ -210,6 +234,29 @@ static inline void umem_destroy(umem_t *h)
         umem__tree_delete(path, 1);
         umem__drop(s, bytes, keep_space);
     }
+}
+
+static inline void umem_destroy(umem_t *h)
+{
+    if (!h)
+        return;
+    UMEM__VG_QUIET(h);
+    int keep_space = 0;
+    if (h->flags & UMEM__VG) {
+        umem_stats_t st;
+        umem_get_stats(h, &st);
+        keep_space = st.allocs - st.frees > st.held_blocks; /* memcheck holds blocks here */
+    }
+    int owner = !(h->flags & UMEM_SHARED) || h->creator == getpid();
+    /* A shared heap's blocks are listed by its creator alone. */
+    if (h->flags & UMEM__KEEP && owner)
+        umem__keep_final(h);
+    if (h->flags & UMEM__POISONS)
+        umem__unpoison_all(h);
+    umem__forks_leave(h);
+    if (h->flags & UMEM_CACHED)
+        umem__pools_unmap(h);
+    umem__spans_unmap(h, keep_space);
     if (owner && !(h->flags & UMEM_NOLOCK))
         pthread_mutex_destroy(&h->lock);
     UMEM__VG_LOUD(h);

@@ -127,6 +127,49 @@ static inline void umem__tree_resize(umem_t *h, struct umem_node *x, char *at, s
     umem__refresh(path, depth);
 }
 
+/* umem__merge_free's merge when a neighbour is large, in the tree: the
+ * block at b of `size`, the free one before it (prev, psize; psize 0:
+ * none) and the one after it (nsize bytes; 0: none) become one block
+ * that keeps a large neighbour's node.  What may be resident: the block,
+ * the small neighbours, and the large ones' own ranges (their clean
+ * pages stay clean).  The range's age is its oldest part's: a block
+ * freed next to pages unused for a while goes back with them, rather
+ * than keeping them for another delay. */
+static inline void umem__merge_large(umem_t *h, char *b, size_t size, char *prev, size_t psize,
+                                     size_t nsize)
+{
+    char *next = b + size, *lo = b, *hi = b + size;
+    size_t total = psize + size + nsize;
+    uint64_t stamp = h->epoch;
+    if (psize > UMEM_SMALL_MAX) {
+        struct umem_node *x = (struct umem_node *)prev;
+        if (x->dirty_lo != x->dirty_hi) {
+            lo = x->dirty_lo;
+            stamp = x->stamp;
+        }
+    } else if (psize) {
+        lo = prev;
+    }
+    if (nsize > UMEM_SMALL_MAX) {
+        struct umem_node *x = (struct umem_node *)next;
+        if (x->dirty_lo != x->dirty_hi) {
+            hi = x->dirty_hi;
+            stamp = x->stamp < stamp ? x->stamp : stamp;
+        }
+    } else if (nsize) {
+        hi = next + nsize;
+    }
+    if (psize > UMEM_SMALL_MAX) {
+        if (nsize)
+            umem__unfile(h, next, nsize);
+        umem__tree_resize(h, (struct umem_node *)prev, prev, total, lo, hi, stamp);
+    } else {
+        if (psize)
+            umem__unfile(h, prev, psize);
+        umem__tree_resize(h, (struct umem_node *)next, psize ? prev : b, total, lo, hi, stamp);
+    }
+}
+
 /* Frees the block at b, whose header holds its size and UMEM_PREV_FREE,
  * merging it with its free neighbours at once (boundary tags: a free
  * block's footer repeats its size).  `first` is its region's first block.
@@ -157,47 +200,14 @@ static inline void umem__merge_free(umem_t *h, char *b, const char *first)
     char *start = prev ? prev : b;
     size_t total = psize + size + nsize;
     if (psize > UMEM_SMALL_MAX || nsize > UMEM_SMALL_MAX) {
-        /* What may be resident: the block, the small neighbours, and the
-         * large ones' own ranges (their clean pages stay clean). */
-        char *lo = b, *hi = b + size;
-        uint64_t stamp = h->epoch;
-        if (psize > UMEM_SMALL_MAX) {
-            struct umem_node *x = (struct umem_node *)prev;
-            if (x->dirty_lo != x->dirty_hi) {
-                lo = x->dirty_lo;
-                stamp = x->stamp;
-            }
-        } else if (psize) {
-            lo = prev;
-        }
-        if (nsize > UMEM_SMALL_MAX) {
-            struct umem_node *x = (struct umem_node *)next;
-            if (x->dirty_lo != x->dirty_hi) {
-                hi = x->dirty_hi;
-                stamp = x->stamp < stamp ? x->stamp : stamp;
-            }
-        } else if (nsize) {
-            hi = next + nsize;
-        }
-        /* The range's age is its oldest part's: a block freed next to
-         * pages unused for a while goes back with them, rather than
-         * keeping them for another delay. */
-        if (psize > UMEM_SMALL_MAX) {
-            if (nsize)
-                umem__unfile(h, next, nsize);
-            umem__tree_resize(h, (struct umem_node *)prev, prev, total, lo, hi, stamp);
-        } else {
-            if (psize)
-                umem__unfile(h, prev, psize);
-            umem__tree_resize(h, (struct umem_node *)next, start, total, lo, hi, stamp);
-        }
-    } else {
-        if (psize)
-            umem__unfile(h, prev, psize);
-        if (nsize)
-            umem__unfile(h, next, nsize);
-        umem__file(h, start, total);
+        umem__merge_large(h, b, size, prev, psize, nsize);
+        return;
     }
+    if (psize)
+        umem__unfile(h, prev, psize);
+    if (nsize)
+        umem__unfile(h, next, nsize);
+    umem__file(h, start, total);
 }
 
 /* The lowest-addressed large free block of at least `need` bytes: its
@@ -223,6 +233,55 @@ static inline unsigned umem__first_fit(umem_t *h, size_t need, struct umem_node 
 
 static inline int umem__grow(umem_t *h, size_t need);
 
+/* The first block of the smallest non-empty list whose size fits `need`
+ * (at most UMEM_SMALL_MAX), taken off its list; NULL when none fits. */
+static UMEM_HOT_INLINE char *umem__take_small(umem_t *h, size_t need, size_t *size)
+{
+    unsigned i = umem__bin_of(need);
+    uint64_t fits = h->binmap >> i << i;
+    if (!fits)
+        return NULL;
+    unsigned j = umem__lowest_bit(fits);
+    struct umem_free *f = h->bin[j];
+    *size = umem__bin_size(j);
+    if (!umem__header_ok(h, f) || umem__word(f) != *size)
+        umem__die("heap corruption: free block header overwritten at", f);
+    h->bin[j] = f->next; /* the head: no prev to mend */
+    if (!f->next)
+        h->binmap &= ~((uint64_t)1 << j);
+    return (char *)f;
+}
+
+/* Carves `need` bytes from the low end of the large free block at the end
+ * of path, whose rest stays large (over UMEM_SMALL_MAX) and keeps its
+ * place in the tree, as nothing lies between: the rest (which may overlap
+ * the old node) keeps its age and what of its dirty range lies in it. */
+static inline char *umem__carve_large(umem_t *h, struct umem_node ***path, unsigned depth,
+                                      size_t need)
+{
+    struct umem_node *f = *path[depth - 1];
+    char *b = (char *)f;
+    size_t size = umem__size(f);
+    uint64_t stamp = f->stamp;
+    char *lo = f->dirty_lo, *hi = f->dirty_hi;
+    struct umem_node *r = (struct umem_node *)(b + need);
+    lo = lo < (char *)r ? (char *)r : lo;
+    hi = hi < lo ? lo : hi;
+    r->left = f->left;
+    r->right = f->right;
+    r->height = f->height;
+    r->max = f->max;
+    umem__set_header(h, r, size - need);
+    umem__set_footer(r, size - need);
+    r->dirty_lo = lo;
+    r->dirty_hi = hi;
+    r->stamp = stamp;
+    *path[depth - 1] = r;
+    umem__refresh(path, depth);
+    umem__set_header(h, b, need | UMEM_USED);
+    return b;
+}
+
 /* A block of *need bytes, marked used (lock held): from the smallest
  * non-empty list of a size that fits, else from the lowest-addressed
  * large block that fits (growing the heap, if `grow` and it may, when
@@ -231,21 +290,8 @@ static inline char *umem__take(umem_t *h, size_t *need, int grow)
 {
     char *b = NULL;
     size_t size = 0;
-    if (*need <= UMEM_SMALL_MAX) {
-        unsigned i = umem__bin_of(*need);
-        uint64_t fits = h->binmap >> i << i;
-        if (fits) {
-            unsigned j = umem__lowest_bit(fits);
-            struct umem_free *f = h->bin[j];
-            b = (char *)f;
-            size = umem__bin_size(j);
-            if (!umem__header_ok(h, b) || umem__word(b) != size)
-                umem__die("heap corruption: free block header overwritten at", b);
-            h->bin[j] = f->next; /* the head: no prev to mend */
-            if (!f->next)
-                h->binmap &= ~((uint64_t)1 << j);
-        }
-    }
+    if (*need <= UMEM_SMALL_MAX)
+        b = umem__take_small(h, *need, &size);
     if (!b) {
         struct umem_node **path[UMEM_PATH];
         unsigned depth = umem__first_fit(h, *need, path);
@@ -259,29 +305,8 @@ static inline char *umem__take(umem_t *h, size_t *need, int grow)
             umem__die("heap corruption: free block header overwritten at", f);
         b = (char *)f;
         size = umem__size(f);
-        if (size - *need > UMEM_SMALL_MAX) {
-            /* The rest stays large and keeps f's place: nothing lies between. */
-            /* r may overlap f: the rest keeps f's age and what of f's
-             * range lies in it. */
-            uint64_t stamp = f->stamp;
-            char *lo = f->dirty_lo, *hi = f->dirty_hi;
-            struct umem_node *r = (struct umem_node *)(b + *need);
-            lo = lo < (char *)r ? (char *)r : lo;
-            hi = hi < lo ? lo : hi;
-            r->left = f->left;
-            r->right = f->right;
-            r->height = f->height;
-            r->max = f->max;
-            umem__set_header(h, r, size - *need);
-            umem__set_footer(r, size - *need);
-            r->dirty_lo = lo;
-            r->dirty_hi = hi;
-            r->stamp = stamp;
-            *path[depth - 1] = r;
-            umem__refresh(path, depth);
-            umem__set_header(h, b, *need | UMEM_USED);
-            return b;
-        }
+        if (size - *need > UMEM_SMALL_MAX)
+            return umem__carve_large(h, path, depth, *need);
         umem__tree_delete(path, depth);
     }
     if (size - *need >= UMEM_MIN_BLOCK) {
