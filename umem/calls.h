@@ -13,23 +13,34 @@ static inline void umem__unpoison_all(umem_t *h);
 static inline void umem_get_stats(umem_t *h, umem_stats_t *out);
 
 
-/* Any allocation the pools do not serve (lock taken here). */
-static UMEM_NOINLINE void *umem__alloc_locked(umem_t *h, size_t n)
+/* How every allocation of a block with a header begins: a request of
+ * `span` bytes or more (UMEM_LARGE) on a growing heap tries a mapping of
+ * its own first; else the lock is taken.  0: the lock is held, go on.
+ * 1: the allocation is over and *out its result (a large block; one
+ * mapped while a fork holds the lock; NULL and errno). */
+static UMEM_HOT_INLINE int umem__alloc_begin(umem_t *h, size_t n, size_t align, size_t span,
+                                              void **out)
 {
-    size_t need = umem__need(n), bytes;
-    if (h->flags & UMEM_GROW && n >= UMEM_LARGE && need != 0) {
-        char *b = umem__alloc_large(h, n, UMEM_ALIGN, &bytes);
-        if (b)
-            return b + UMEM_HEADER;
+    size_t bytes;
+    if (h->flags & UMEM_GROW && span >= UMEM_LARGE && umem__need(n) != 0) {
+        char *b = umem__alloc_large(h, n, align, &bytes);
+        if (b) {
+            *out = b + UMEM_HEADER;
+            return 1;
+        }
     }
     int r = umem__lock(h, UMEM_COUNTED | UMEM_LEND);
-    if (r != 0)
-        return r == 1 ? umem__lent_alloc(h, n, UMEM_ALIGN) : NULL;
-    char *b = need != 0 ? umem__take(h, &need, 1) : NULL;
-    if (!b && need != 0 && h->abandoned_pages > 0) {
-        umem__reclaim_abandoned(h); /* ended threads' pages that emptied */
-        b = umem__take(h, &need, 1);
-    }
+    if (r == 0)
+        return 0;
+    *out = r == 1 ? umem__lent_alloc(h, n, align) : NULL;
+    return 1;
+}
+
+/* ... and how it ends (lock held): the block b of `need` bytes counted,
+ * or the failure (NULL b: ENOMEM); a purge if one is due; the lock let
+ * go.  The payload, or NULL. */
+static UMEM_HOT_INLINE void *umem__alloc_end(umem_t *h, char *b, size_t need)
+{
     if (b)
         umem__count_alloc(h, need);
     else
@@ -41,6 +52,21 @@ static UMEM_NOINLINE void *umem__alloc_locked(umem_t *h, size_t n)
         return NULL;
     }
     return b + UMEM_HEADER;
+}
+
+/* Any allocation the pools do not serve (lock taken here). */
+static UMEM_NOINLINE void *umem__alloc_locked(umem_t *h, size_t n)
+{
+    void *out;
+    if (umem__alloc_begin(h, n, UMEM_ALIGN, n, &out))
+        return out;
+    size_t need = umem__need(n);
+    char *b = need != 0 ? umem__take(h, &need, 1) : NULL;
+    if (!b && need != 0 && h->abandoned_pages > 0) {
+        umem__reclaim_abandoned(h); /* ended threads' pages that emptied */
+        b = umem__take(h, &need, 1);
+    }
+    return umem__alloc_end(h, b, need);
 }
 
 /* umem_alloc with no tool watching (the debugging layer's own). */
@@ -327,25 +353,10 @@ static inline void *umem__memalign(umem_t *h, size_t align, size_t n)
         if (p)
             return p;
     }
-    size_t need = umem__need(n), bytes;
-    if (h->flags & UMEM_GROW && need != 0 && n + align >= UMEM_LARGE) {
-        char *b = umem__alloc_large(h, n, align, &bytes);
-        if (b)
-            return b + UMEM_HEADER;
-    }
-    int r = umem__lock(h, UMEM_COUNTED | UMEM_LEND);
-    if (r != 0)
-        return r == 1 ? umem__lent_alloc(h, n, align) : NULL;
+    void *out;
+    if (umem__alloc_begin(h, n, align, n + align, &out))
+        return out;
+    size_t need = umem__need(n);
     char *b = need != 0 ? umem__take_aligned(h, align, &need) : NULL;
-    if (b)
-        umem__count_alloc(h, need);
-    else
-        h->failed_allocs++;
-    umem__maybe_purge(h);
-    umem__unlock(h);
-    if (!b) {
-        errno = ENOMEM;
-        return NULL;
-    }
-    return b + UMEM_HEADER;
+    return umem__alloc_end(h, b, need);
 }
