@@ -150,9 +150,9 @@ typedef struct umem_stats {
     uint64_t purges;            /* purges that gave free pages back */
     uint64_t map_reuses;        /* large blocks served by a mapping freed before */
     uint64_t lent_calls;        /* calls that found the lock held by fork() and did
-                                   without it (see FORK), once settled */
+                                   without it (umem(3), Fork), once settled */
     uint64_t held_blocks;       /* freed blocks held back from reuse, counted in use
-                                   (UMEM_DEBUG, AddressSanitizer: see DEBUGGING) */
+                                   (UMEM_DEBUG, AddressSanitizer: umem(3), DEBUGGING) */
 } umem_stats_t;
 
 /* ---- the calls (umem(3) has their whole contract) ---------------------- */
@@ -189,7 +189,7 @@ static inline void *umem_memalign(umem_t *h, size_t align, size_t n);
  * NULL. */
 static inline size_t umem_usable_size(umem_t *h, const void *p);
 
-/* 0 when every invariant holds (see INVARIANTS), else prints the first
+/* 0 when every invariant holds (INVARIANTS, above), else prints the first
  * one broken on stderr and returns -1. */
 static inline int umem_check(umem_t *h);
 

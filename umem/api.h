@@ -1,12 +1,18 @@
 /*
- * umem/api.h - the public calls: umem_create, umem_destroy and the wrappers that pick a plain or a watched path (a part of umem.h).
+ * umem/api.h - the public calls: umem_create, umem_destroy, and the
+ * wrappers that take the plain path or the watched one (a part of
+ * umem.h).
+ *
+ * Their contracts are with their prototypes in umem.h, in full in
+ * umem(3).  umem_create and umem_destroy are written as their steps:
+ * the first mapping, the secret, the lock and the pools' key, the first
+ * region, the list of heaps fork() holds.
  */
 #ifndef UMEM_H
 #error "umem/api.h is a part of umem.h: include umem.h instead"
 #endif
 
-
-/* The tools that watch a new heap (see DEBUGGING): UMEM_DEBUG's records,
+/* The tools that watch a new heap (umem/debug.h): UMEM_DEBUG's records,
  * AddressSanitizer's in a build with it, memcheck when the program runs
  * under it (unless UMEM_VALGRIND=0 is in the environment).  A UMEM_SHARED
  * heap gets UMEM_DEBUG's alone: a tool sees one process's memory, and

@@ -1,17 +1,21 @@
 /*
- * umem/calls.h - the plain calls: allocation, free, realloc and memalign on an unwatched heap (a part of umem.h).
+ * umem/calls.h - the plain path: allocation, free, realloc, memalign and
+ * usable size on a heap no tool watches (a part of umem.h).
+ *
+ * Each call tries the calling thread's pool first (UMEM_CACHED), then a
+ * block with a header under the lock.  Every allocation of a block with
+ * a header begins and ends the same way (umem__alloc_begin, _end): a
+ * large request's own mapping, the lock or a lent block; then the count,
+ * a purge if one is due, the unlock.
  */
 #ifndef UMEM_H
 #error "umem/calls.h is a part of umem.h: include umem.h instead"
 #endif
 
-/* ---- the interface ---- */
-
 static inline uint64_t umem__keep_leaks(umem_t *h, const char *what);
 static inline void umem__keep_final(umem_t *h);
 static inline void umem__unpoison_all(umem_t *h);
 static inline void umem_get_stats(umem_t *h, umem_stats_t *out);
-
 
 /* How every allocation of a block with a header begins: a request of
  * `span` bytes or more (UMEM_LARGE) on a growing heap tries a mapping of

@@ -1,39 +1,15 @@
 /*
- * umem/check.h - umem_check and statistics (a part of umem.h).
+ * umem/check.h - umem_check and the statistics (a part of umem.h).
  *
- * INVARIANTS (each checked by umem_check)
- *   I1 block sizes, walked from each region's first block, add up exactly
- *      to its end mark; every header's check matches.
- *   I2 each block's UMEM_PREV_FREE tells whether the block before it is
- *      free; a free block's footer equals its size.
- *   I3 no two free blocks are adjacent (frees merge at once).
- *   I4 every free block of up to UMEM_SMALL_MAX bytes is on the list of
- *      its size and every larger one in the free tree, once each, and
- *      nothing else is; the lists' links agree and the map of non-empty
- *      lists is right.
- *   I5 the free tree is in address order, and each node's height and
- *      largest size below are right, its subtrees' heights differing by
- *      at most one.
- *   I6 the same holds for the span tree; each region walks as in I1 and
- *      each large block's header matches its mapping.
- *   I7 allocs + pages carved - frees - pages given back = used blocks;
- *      bytes_in_use (heap view, pages whole) = their total size;
- *      peak_bytes_in_use >= bytes_in_use.
- *   I8 every unit map marks exactly the units of pages: each is a used
- *      block of its units, its header (class, slot size, layout) right;
- *      the pages and their bytes are those counted.
- *   I9 the pages of ended threads, and the calling thread's own, sit on
- *      the list their header names, with the owner it names; each free
- *      list holds tagged slots handed out before, clear in the page's map
- *      (remote ones set until collected), and free, untouched and used
- *      slots add up to the capacity, used ones to the map's bits.
- *
+ * umem_check walks every region, list, tree, span, unit map and the
+ * calling thread's pool, and checks the invariants I1 to I9 stated in
+ * umem.h; the first one broken is printed with its address.  The
+ * statistics are read under the lock, the pools' counters without
+ * stopping their threads (exact when those are quiet).
  */
 #ifndef UMEM_H
 #error "umem/check.h is a part of umem.h: include umem.h instead"
 #endif
-
-/* ---- umem_check and statistics ---- */
 
 static inline int umem__fail(const char *what, const void *where)
 {

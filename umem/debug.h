@@ -1,39 +1,23 @@
 /*
- * umem/debug.h - debugging: valgrind, AddressSanitizer and UMEM_DEBUG (a part of umem.h).
+ * umem/debug.h - the watched path: valgrind's memcheck, AddressSanitizer
+ * and UMEM_DEBUG, and a program's own pools (a part of umem.h).
  *
- * DEBUGGING
- *   Under valgrind's memcheck (where <valgrind/memcheck.h> was found at
- *   build time, and unless UMEM_VALGRIND=0 is in the environment) every
- *   block is announced with client requests and the rest of the heap is
- *   no-access; umem's own work runs with memcheck's reports off.  Built
- *   with AddressSanitizer (unless UMEM_ASAN is defined to 0), or with the
- *   flag UMEM_DEBUG, each block carries a record before it (its size, the
- *   calls that allocated it, a seal and a left guard) and guard bytes
- *   after it, freed blocks wait in a quarantine (UMEM_QUARANTINE_BLOCKS,
- *   UMEM_QUARANTINE_BYTES) filled with a pattern, misuse is reported on
- *   one line with abort(), and umem_destroy lists the blocks still
- *   allocated; under AddressSanitizer the guards and the held blocks are
- *   poisoned too.  On a watched heap umem_realloc always moves the block
- *   and umem_usable_size returns the size asked for; a held block counts
- *   as in use (held_blocks).  A UMEM_SHARED heap gets UMEM_DEBUG's alone.
- *   With none of these, a call pays one test of the heap's flags.  See
- *   the section of that name below and umem(3).
- *
+ * A heap that memcheck watches (UMEM__VG) announces each block it hands
+ * out and takes back, and keeps the rest of the heap no-access; umem's
+ * own work runs with memcheck's reports off, since it reads headers and
+ * free blocks that memcheck holds no-access.  A heap with UMEM__KEEP
+ * (UMEM_DEBUG, or an AddressSanitizer build) puts a record before each
+ * payload (struct umem_rec) and guard bytes after it up to the end of
+ * umem's block, checks both when the block is freed, and holds freed
+ * blocks back, filled with a pattern, until the quarantine overflows:
+ * the pattern is checked then.  Under AddressSanitizer the guards and
+ * the held blocks are poisoned as well.  With none of these a call pays
+ * one test of the heap's flags (umem/api.h).  What a user sees, and the
+ * messages: umem(3), DEBUGGING.
  */
 #ifndef UMEM_H
 #error "umem/debug.h is a part of umem.h: include umem.h instead"
 #endif
-
-/* ---- debugging: valgrind, AddressSanitizer and UMEM_DEBUG ----
- * A heap that memcheck watches (UMEM__VG) announces each block it hands
- * out and takes back; umem's own work runs with memcheck's reports off,
- * since it reads headers and free blocks that memcheck holds no-access.
- * A heap with UMEM__KEEP (UMEM_DEBUG, or an AddressSanitizer build) puts
- * a record before each payload and guard bytes after it up to the end of
- * umem's block, checks both when the block is freed, and holds freed
- * blocks back, filled with a pattern, until the quarantine overflows:
- * the pattern is checked then.  Under AddressSanitizer the guards and the
- * held blocks are poisoned as well. */
 
 #ifndef UMEM_QUARANTINE_BLOCKS
 #define UMEM_QUARANTINE_BLOCKS 1024u /* freed blocks held back from reuse, at most */
@@ -521,7 +505,6 @@ static UMEM_NOINLINE void *umem__debug_realloc(umem_t *h, void *p, size_t n)
     errno = saved;
     return q;
 }
-
 
 static inline void umem__list_live(umem_t *h, const char *what)
 {

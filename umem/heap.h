@@ -1,7 +1,8 @@
 /*
- * umem/heap.h - the heap's free blocks: a list per small size, the tree for large ones (a part of umem.h).
+ * umem/heap.h - the heap's free blocks: a list per small size, the tree
+ * for large ones, merging and first fit (a part of umem.h).
  *
- * THE POLICY: SEGREGATED FIRST FIT
+ * SEGREGATED FIRST FIT
  *   Free blocks of up to UMEM_SMALL_MAX (1,056) bytes sit on one list per
  *   exact size (48, 64, ... bytes; a block is its header plus the payload
  *   rounded up to 16).  A request takes the first block of the first
@@ -20,13 +21,10 @@
  *   call that starts a purge (UMEM_GROW, below), which walks the large
  *   free blocks of two pages or more: at most once per half purge delay,
  *   or once per UMEM_PURGE_MIN freed on a heap that has emptied.
- *
  */
 #ifndef UMEM_H
 #error "umem/heap.h is a part of umem.h: include umem.h instead"
 #endif
-
-/* ---- free blocks: a list per small size, the tree for large ones ---- */
 
 static inline unsigned umem__lowest_bit(uint64_t m)
 {

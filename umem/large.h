@@ -1,5 +1,6 @@
 /*
- * umem/large.h - large blocks: a mapping each, kept a while after their free (a part of umem.h).
+ * umem/large.h - large blocks: a mapping each, kept a while after their
+ * free (a part of umem.h).
  *
  * LARGE BLOCKS (UMEM_GROW)
  *   Requests of UMEM_LARGE (1 MiB) or more (for umem_memalign, when the
@@ -13,20 +14,10 @@
  *   a large block with mremap instead of copying it.  A large block shrunk
  *   to half its size or less by umem_realloc moves (by mremap, or to a
  *   block of the new size), so that its pages go back.
- *
  */
 #ifndef UMEM_H
 #error "umem/large.h is a part of umem.h: include umem.h instead"
 #endif
-
-/* ---- large blocks: a mapping each, kept a while after their free ----
- * A request of UMEM_LARGE bytes or more on a UMEM_GROW heap gets a mapping
- * of its own.  A freed one waits in map_cache (at most UMEM_MAP_CACHE, the
- * oldest goes first) for the next large request, until it has stayed
- * unused for the purge delay; a request it fits takes it (trimmed when it
- * would waste over a quarter), and where Linux's mremap is there a
- * request larger than every cached mapping grows the largest. */
-
 
 /* The mapping's size for a large block of n bytes aligned to `align`, or 0
  * when no address space could hold it. */

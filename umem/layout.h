@@ -1,5 +1,6 @@
 /*
- * umem/layout.h - the layout: settings, blocks and their headers, the heap's control block, pages and pools (a part of umem.h).
+ * umem/layout.h - the settings, the block layout and the types of umem
+ * (a part of umem.h).
  *
  * BLOCK LAYOUT
  *   region:  [struct umem | pad] [block] [block] ... [block] [end mark]
@@ -24,6 +25,11 @@
  *   AVL tree of the heap's mappings by address.  umem_alloc returns
  *   header + 16, so payloads are 16-byte aligned.
  *
+ * The settings (umem(3), SETTINGS) that shape the layout have their
+ * defaults here, beside the constants they shape; the lock's are in
+ * umem/lock.h, the quarantine's in umem/debug.h.  The counters' helpers
+ * sit with the control block: umem__grew is the one place the peak of
+ * bytes in use is followed.
  */
 #ifndef UMEM_H
 #error "umem/layout.h is a part of umem.h: include umem.h instead"
@@ -215,7 +221,7 @@ struct umem {
     struct umem_units umap[UMEM_UNIT_MAPS];
     _Atomic unsigned umaps;
     _Alignas(64) pthread_mutex_t lock;
-    _Atomic int forking; /* a private heap's: a fork() holds the lock (see FORK) */
+    _Atomic int forking; /* a private heap's: a fork() holds the lock (umem/lock.h, FORK) */
     int fork_held; /* the thread in fork() took the lock */
     /* Left by calls that found the lock lent to a fork, for its next
      * holder: blocks mapped on their own (linked through node.left), and
@@ -314,7 +320,6 @@ static inline size_t umem__footer_before(const void *b)
     memcpy(&size, (const char *)b - sizeof(size_t), sizeof size);
     return size;
 }
-
 
 /* bytes more in use (lock held): the peak follows. */
 static inline void umem__grew(umem_t *h, size_t bytes)

@@ -1,5 +1,7 @@
 /*
- * umem/locate.h - a pointer handed back: its block found and checked, given back with the lock, or left for the lock's next holder while a fork holds it (a part of umem.h).
+ * umem/locate.h - a pointer handed back: its block found and checked,
+ * then given back with the lock, or, while a fork holds the lock, left
+ * for the lock's next holder (a part of umem.h).
  *
  * HOW A FREED POINTER IS CHECKED
  *   A block with a header: it must lie inside a region or be a large
@@ -25,7 +27,6 @@
  *   free over the link cannot hand out an address of the writer's
  *   choosing without the heap's secret.  A write past a slot's end is not
  *   seen (slots have no header), unless it spoils a free neighbour's tag.
- *
  */
 #ifndef UMEM_H
 #error "umem/locate.h is a part of umem.h: include umem.h instead"
@@ -125,7 +126,7 @@ static UMEM_HOT_INLINE void umem__release(umem_t *h, void *p, int moved)
     umem__give_back(h, &w);
 }
 
-/* ---- calls that find the lock lent to a fork (see FORK) ----
+/* ---- calls that find the lock lent to a fork (umem/lock.h, FORK) ----
  * They read nothing of the heap but the block they are given, whose
  * header only its owner changes (a neighbour's free flips its
  * UMEM_PREV_FREE, which the check leaves out), and leave what they did on

@@ -1,70 +1,44 @@
 /*
- * umem/lock.h - the lock, and fork(): a fork holds every private heap's lock, and lends it (a part of umem.h).
+ * umem/lock.h - the heap's lock, and fork(), which holds every private
+ * heap's lock and lends it (a part of umem.h).
  *
- * LOCKING AND STATISTICS
- *   Every umem_alloc, umem_free, umem_realloc and umem_memalign that the
- *   heap serves, not a pool, takes its lock once (none with UMEM_NOLOCK);
- *   a large
- *   block (UMEM_GROW) takes it twice when no freed mapping can serve it,
- *   once to look and once to add the new one.  A caller that finds the
- *   lock taken spins briefly, then naps UMEM_NAP_NS between attempts
- *   instead of queueing on the mutex: a lock taken for every allocation
- *   is best left with the thread that holds it for a burst of calls,
- *   since handing it (and the heap's cache lines) to another core on
- *   every call costs more than the calls.  On a UMEM_CACHED heap, whose
- *   lock is taken rarely and briefly, a caller that finds it taken queues
- *   on the mutex after its spins instead, to be woken as soon as it is
- *   free, looking up every UMEM_WAIT_NS (1 ms) for a fork that holds it
- *   (see FORK).  A realloc that moves a block to a large block of its own
- *   takes the lock three times.  lock_count counts the acquisitions by
- *   those calls (a page carved, adopted or given back is one), and
- *   lock_contended the ones that found the lock taken.  umem_check,
- *   umem_get_stats and umem_usable_size (of a block with a header) take
- *   the lock as well but are not counted, so that looking at the heap
- *   does not change what is seen; nor are those a thread's pool takes to
- *   be set up and given back.  The heap's counters
- *   live in the region and change only under the lock (but for the
- *   atomic counts of frees by threads with no pool), so they are exact
- *   across threads and, for UMEM_SHARED, across processes; the pools'
- *   are read without stopping their threads, exact when those are quiet.
- *
+ * THE LOCK
+ *   Every call the heap serves, not a pool, takes the lock (none with
+ *   UMEM_NOLOCK; for UMEM_SHARED a process-shared robust mutex).  A
+ *   caller that finds it taken spins briefly, then naps UMEM_NAP_NS
+ *   between attempts instead of queueing on the mutex: a lock taken for
+ *   every allocation is best left with the thread that holds it for a
+ *   burst of calls, since handing it (and the heap's cache lines) to
+ *   another core on every call costs more than the calls.  On a
+ *   UMEM_CACHED heap, whose lock is taken rarely and briefly, a caller
+ *   queues on the mutex after its spins instead, to be woken as soon as
+ *   it is free, looking up every UMEM_WAIT_NS for a fork that holds it.
+ *   The heap's counters live in the region and change only under the
+ *   lock, so they are exact across threads and, for UMEM_SHARED, across
+ *   processes.  Which calls take it how often, and what lock_count and
+ *   lock_contended count: umem(3), Locking.
  *
  * FORK
- *   pthread_atfork handlers, registered once per process (see LIMITS),
- *   hold the lock of every private locked heap across fork(), so a child
- *   of a threaded process finds each heap whole, with its lock made anew,
- *   and may allocate at once.  fork() never waits on a thread that waits
- *   for it:
- *   - While a fork() holds a heap's lock, the lock is lent: a call of
- *     umem_alloc, umem_free, umem_realloc, umem_memalign or
- *     umem_usable_size that finds it busy does not wait, since its thread
- *     may hold a lock that fork() takes after the handlers (glibc's list
- *     of streams, held by a thread in fflush(NULL) that waits for a
- *     stream whose thread is in getline(), and so in realloc).  It does
- *     without: an allocation gets a mapping of its own (even on a
- *     fixed-size heap), a free or a move waits on a list, checked as far
- *     as the block's own header allows, and the next holder of the lock
- *     settles both (the full checks of a free then run).  lent_calls
- *     counts them.  umem_check, umem_get_stats and a thread's exit wait.
- *   - Each thread notes the private heap whose lock it is taking or
- *     holds: a fork() from a signal handler that interrupted such a call
- *     does not wait for that lock; the call finishes, in the parent and
- *     in the child (where the lock is made anew and held again for it),
- *     and the handler's own calls on that heap do without it.  The same
- *     holds for a fork() from a handler that interrupted another fork()
- *     between its handlers.  As
- *     with glibc, this is for a process with one thread: with several, a
- *     fork() by another thread at that moment waits for the interrupted
- *     call, which waits for it.
- *   The pools of the parent's other threads stay in the child unused.
+ *   pthread_atfork handlers, registered once per process, hold the lock
+ *   of every private locked heap across fork(), so a child finds each
+ *   heap whole, with its lock made anew.  While a fork() holds a heap's
+ *   lock, the lock is lent: a call that finds it busy does not wait,
+ *   since its thread may hold a lock that fork() takes after the
+ *   handlers (glibc's list of streams, held by a thread in fflush(NULL)
+ *   that waits for a stream whose thread is in getline(), and so in
+ *   realloc).  It does without: an allocation gets a mapping of its own,
+ *   a free or a move waits on a list, and the next holder of the lock
+ *   settles both (umem/locate.h).  Each thread notes the private heap
+ *   whose lock it is taking or holds, so that a fork() from a signal
+ *   handler that interrupted such a call does not wait for that lock:
+ *   the call finishes, in the parent and in the child (where the lock
+ *   is made anew and held again for it).  Which calls lend and which
+ *   wait: umem(3), Fork.
  *
  * A PROCESS THAT DIES HOLDING THE LOCK (UMEM_SHARED)
  *   The mutex is robust: the next process to lock it is told the owner
- *   died.  The heap may have been left half-updated, so it is marked dead
- *   for good: from then on, in every process, umem_alloc returns NULL with
- *   errno = EOWNERDEAD, umem_free does nothing, umem_check returns -1 and
- *   umem_get_stats sets owner_died.  Nothing ever waits for the dead.
- *
+ *   died.  The heap may have been left half-updated, so it is marked
+ *   dead in the region, for good and for every process.
  */
 #ifndef UMEM_H
 #error "umem/lock.h is a part of umem.h: include umem.h instead"
@@ -160,7 +134,7 @@ static UMEM_RARE void umem__settle(umem_t *h);
 static UMEM_NOINLINE int umem__lock_slow(umem_t *h, int how, int r, const umem_t *outer)
 {
     int contended = 0;
-    /* Contended: a short spin, then naps (see LOCKING above); a lock
+    /* Contended: a short spin, then naps (THE LOCK, above); a lock
      * held by a fork is looked for once the spin is over. */
     for (unsigned attempt = 0; r == EBUSY; attempt++) {
         if ((attempt >= UMEM_SPIN || outer == h) && how & UMEM_LEND && umem__lent(h, outer))

@@ -1,5 +1,6 @@
 /*
- * umem/pages.h - pages of a pool: slots, their free lists and remote frees (a part of umem.h).
+ * umem/pages.h - the pages of a thread's pool: slots, their free lists,
+ * remote frees (a part of umem.h).
  *
  * POOLS (UMEM_CACHED): PAGES OWNED BY A THREAD
  *   The design is mimalloc's free list sharding (Leijen, Zorn and de
@@ -45,27 +46,10 @@
  *     requests a pool cannot place (its heap is out of room for a page,
  *     or the page would lie in a region past the first UMEM_UNIT_MAPS)
  *     get blocks with headers, under the lock.
- *   Statistics: cache_hits and cache_frees count the blocks the pools hand
- *   out and take back (realloc's moves included, which allocs and frees
- *   leave out), cache_refills and cache_flushes the pages carved and given
- *   back, cached_bytes the room in pages not handed out, remote_frees the
- *   frees into another thread's page; bytes_in_use counts a pooled block
- *   as its slot.  Limits: one pthread key per heap (at most
- *   PTHREAD_KEYS_MAX cached heaps at a time).
- *
  */
 #ifndef UMEM_H
 #error "umem/pages.h is a part of umem.h: include umem.h instead"
 #endif
-
-/* ---- pools of pages (UMEM_CACHED) ----
- * A thread's pool holds, per size class, pages carved from the heap.  The
- * owner allocates from a page's free list, else by bumping its pointer,
- * and frees onto the page's free list: plain code, no lock, no atomic.
- * Another thread's free is one compare-and-swap onto the page's remote
- * list, which the owner takes whole when the page runs dry.  The lock is
- * taken per page (carved, adopted, given back), never per block. */
-
 
 #define UMEM_POOL_GONE ((void *)1) /* the thread is exiting: no new pool */
 

@@ -1,13 +1,22 @@
 /*
- * umem/platform.h - the platform: compiler attributes, the tools that watch the heap, misuse reports, the process-wide state, mappings and the clock (a part of umem.h).
+ * umem/platform.h - what umem needs of the compiler, the tools and the
+ * system (a part of umem.h).
+ *
+ * Compiler attributes (cold, hot, noinline paths), valgrind's client
+ * requests and AddressSanitizer's poisoning where either is there, the
+ * one-line misuse report, the process-wide state, mmap and the clock.
+ *
+ * THE PROCESS-WIDE STATE is defined here and nowhere else: each thread's
+ * pool pointer (umem__tls) and the list of private locked heaps whose
+ * locks fork() holds (umem__forks...).  The rule for several files is
+ * in umem.h (PROCESS-WIDE STATE): weak symbols with gcc and clang, so
+ * every file that includes umem.h shares one copy.
  */
 #ifndef UMEM_H
 #error "umem/platform.h is a part of umem.h: include umem.h instead"
 #endif
 
-/* ---- implementation ---------------------------------------------------- */
-
-/* ---- the tools that watch the heap (see DEBUGGING) ----
+/* ---- the tools that watch the heap (umem/debug.h) ----
  * valgrind's client requests, where <valgrind/memcheck.h> is installed
  * (each costs a few instructions outside valgrind, and umem makes them
  * only on a heap it found memcheck watching), and AddressSanitizer's
@@ -67,7 +76,6 @@ void __asan_unpoison_memory_region(void const volatile *addr, size_t size);
 #define UMEM__VG_HIDE(h, p, n) ((void)(h), (void)(p), (void)(n))
 #endif
 
-
 #if defined(__GNUC__)
 #define UMEM_COLD          __attribute__((cold, noinline, noreturn))
 #define UMEM_NOINLINE      __attribute__((noinline))
@@ -118,7 +126,7 @@ struct umem_tls {
     int exiting; /* a pool of this thread's went back: it is ending, make no other */
     /* The private heap whose lock this thread is taking or holds: set
      * before the attempt and cleared after the unlock, so that a signal
-     * handler on this thread never waits for it (see FORK). */
+     * handler on this thread never waits for it (umem/lock.h, FORK). */
     umem_t *locking;
     int tracing; /* in backtrace(), which may allocate (UMEM__KEEP) */
 };
@@ -141,7 +149,6 @@ static inline void *umem__map(size_t bytes, int prot, int vis)
     void *p = mmap(NULL, bytes, prot, vis | MAP_ANONYMOUS, -1, 0);
     return p == MAP_FAILED ? NULL : p;
 }
-
 
 #if defined(__linux__)
 #ifndef MREMAP_MAYMOVE

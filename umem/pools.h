@@ -1,10 +1,16 @@
 /*
- * umem/pools.h - pools: pages carved and given back under the lock, a thread's pool made and ended, its calls (a part of umem.h).
+ * umem/pools.h - pools: pages carved and given back under the lock, a
+ * thread's pool made and ended, and the calls a pool serves (a part of
+ * umem.h).
+ *
+ * The design is in umem/pages.h.  Carving looks for a free block that
+ * holds a whole unit-aligned window (umem__take_window); a page its
+ * owner's free empties goes back under the lock; a thread's exit gives
+ * its empty pages back and abandons the rest for adoption.
  */
 #ifndef UMEM_H
 #error "umem/pools.h is a part of umem.h: include umem.h instead"
 #endif
-
 
 /* Files a piece of a large free block that was cut: a large piece keeps
  * what of the block's dirty range lies in it, and its age. */

@@ -1,5 +1,6 @@
 /*
- * umem/regions.h - regions: the first mapping, growth, and giving pages back on a delay (a part of umem.h).
+ * umem/regions.h - mappings: regions, growth, and free pages given back
+ * on a delay (a part of umem.h).
  *
  * GROWTH (UMEM_GROW)
  *   The heap sets aside UMEM_RESERVE (64 GiB) of address space, or as much
@@ -9,7 +10,6 @@
  *   where it is, whatever its size.  Nothing is ever unmapped but large
  *   blocks' mappings: the address space of a grown heap stays until
  *   umem_destroy.
- *
  *
  * GIVING MEMORY BACK, ON A DELAY (UMEM_GROW)
  *   Each large free block records the range of its bytes that may be
@@ -24,17 +24,13 @@
  *   once keeps its pages.  A heap that has emptied (an eighth of it in
  *   use, and UMEM_PURGE_MIN, 4 MiB, or more freed since the last purge)
  *   gives every free page and cached mapping back on the call that sees
- *   it, so that a
- *   program that frees its memory and goes idle shrinks with no call
- *   after.  released_bytes adds up every madvise; purges counts the
- *   purges that gave pages back.  Otherwise, a heap no call reaches keeps
- *   its pages.
- *
+ *   it, so that a program that frees its memory and goes idle shrinks
+ *   with no call after.  Otherwise, a heap no call reaches keeps its
+ *   pages.
  */
 #ifndef UMEM_H
 #error "umem/regions.h is a part of umem.h: include umem.h instead"
 #endif
-
 
 static inline size_t umem__round_page(const umem_t *h, size_t n)
 {
@@ -176,8 +172,6 @@ static inline void umem__maybe_purge(umem_t *h)
     }
     errno = saved;
 }
-
-
 
 /* Whether committing `add` bytes more of the reservation keeps the heap
  * within RLIMIT_AS: the system counted the whole reservation when it was

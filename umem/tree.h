@@ -1,16 +1,16 @@
 /*
- * umem/tree.h - the AVL trees: free blocks and spans (a part of umem.h).
+ * umem/tree.h - the AVL trees of free blocks and of mappings (a part of
+ * umem.h).
+ *
+ * Both are keyed by the node's address and keep, in each node, the
+ * largest block size below it: the free tree finds the lowest-addressed
+ * block that fits by going left whenever the left subtree holds one.
+ * Paths are kept as the links that lead to each node, root first, so
+ * that a rotation anywhere on the path can rewrite its parent's link.
  */
 #ifndef UMEM_H
 #error "umem/tree.h is a part of umem.h: include umem.h instead"
 #endif
-
-/* ---- the AVL trees: free blocks and spans --------------------------------
- * Both are keyed by the node's address and keep, in each node, the largest
- * block size below it: the free tree finds the lowest-addressed block that
- * fits by going left whenever the left subtree holds one.  Paths are kept
- * as the links that lead to each node, root first, so that a rotation
- * anywhere on the path can rewrite its parent's link. */
 
 static inline size_t umem__max_of(const struct umem_node *x)
 {
