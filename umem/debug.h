@@ -273,6 +273,24 @@ static inline void *umem__keep_alloc(umem_t *h, size_t align, size_t n, void *co
     return user;
 }
 
+/* The guards of a live block's record r, as umem_check and a free test
+ * them: how far before the payload the first written byte of the left
+ * guard lies (1 to 8), or 0 when it is whole. */
+static inline size_t umem__rec_under(const struct umem_rec *r)
+{
+    size_t bad = umem__first_not(r->guard, sizeof r->guard, UMEM__GUARD_BYTE);
+    return bad < sizeof r->guard ? sizeof r->guard - bad : 0;
+}
+
+/* ... and the offset from the payload of the first written byte past its
+ * end (at least the size asked for, so never 0), or 0 when none is. */
+static inline size_t umem__rec_over(const struct umem_rec *r)
+{
+    const unsigned char *tail = (const unsigned char *)(r + 1) + r->size;
+    size_t bad = umem__first_not(tail, r->room - r->size, UMEM__GUARD_BYTE);
+    return bad < r->room - r->size ? r->size + bad : 0;
+}
+
 /* The record of p, a block handed out, checked with its guards; the
  * lists' lock is held on return unless *alone (see umem__keep_lock).
  * Any misuse is reported, naming the call. */
@@ -292,15 +310,13 @@ static inline struct umem_rec *umem__keep_open(umem_t *h, const void *p, const c
                      call, p);
     if (r->state == UMEM__HELD || r->frames[1] == UMEM__LATE)
         umem__report("%s of %p (%zu bytes): freed already (double free)", call, p, r->size);
-    size_t bad = umem__first_not(r->guard, sizeof r->guard, UMEM__GUARD_BYTE);
-    if (bad < sizeof r->guard)
+    size_t at = umem__rec_under(r);
+    if (at)
         umem__report("%s of %p (%zu bytes): written before its start (underrun), at byte -%zu",
-                     call, p, r->size, sizeof r->guard - bad);
-    const unsigned char *tail = (const unsigned char *)p + r->size;
-    bad = umem__first_not(tail, r->room - r->size, UMEM__GUARD_BYTE);
-    if (bad < r->room - r->size)
+                     call, p, r->size, at);
+    if ((at = umem__rec_over(r)) != 0)
         umem__report("%s of %p (%zu bytes): written past its end (overrun), at byte %zu", call, p,
-                     r->size, r->size + bad);
+                     r->size, at);
     return r;
 }
 
@@ -350,12 +366,11 @@ static inline const char *umem__keep_check(umem_t *h, const void **at)
             *at = user;
             if (r->check != umem__rec_seal(h, r) || r->state != state)
                 return "a block's record was overwritten (an underrun?)";
-            if (umem__first_not(r->guard, sizeof r->guard, UMEM__GUARD_BYTE) < sizeof r->guard)
+            if (umem__rec_under(r))
                 return "a block was written before its start (underrun)";
             if (list && umem__first_not(user, r->room, UMEM__FREED_BYTE) < r->room)
                 return "a freed block was written after its free";
-            if (!list && umem__first_not(user + r->size, r->room - r->size, UMEM__GUARD_BYTE) <
-                             r->room - r->size)
+            if (!list && umem__rec_over(r))
                 return "a block was written past its end (overrun)";
         }
     }
