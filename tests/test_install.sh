@@ -17,6 +17,11 @@ for f in bin/sharedhash bin/esharedhash include/umem.h lib/libumem.so \
     share/man/man3/libumem.3; do
     check "installed $f" [ -f "$root/$f" ]
 done
+missing=
+for f in umem/*.h; do
+    [ -f "$root/include/$f" ] || missing="$missing $f"
+done
+check "installed every part of umem.h (include/umem/)" [ -z "$missing" ]
 for prog in sharedhash esharedhash; do
     run "$root/bin/$prog" -t samples/xs1M.bin
     check "installed $prog runs" [ "$out" = "$XS_SIG" ]
