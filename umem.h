@@ -206,7 +206,9 @@ static inline void umem_tell_alloc(umem_t *h, void *pool, void *p, size_t n);
 static inline void umem_tell_free(umem_t *h, void *pool, void *p, size_t room);
 
 /* ---- the internal interface: what libumem.c uses besides the calls ----
- * Nothing else of umem__ is meant for code outside this header. */
+ * These three, the settings and UMEM_TLS (an initial-exec thread-local,
+ * umem/platform.h); nothing else of umem's insides is meant for code
+ * outside this header. */
 
 /* One line on stderr, "umem: WHAT P", then abort(): misuse reports. */
 static void umem__die(const char *what, const void *p);
