@@ -2,9 +2,11 @@
 #include "../umem.h"
 #include "check.h"
 
+#include <ctype.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 
 /* Fill and verify a block with a pattern that depends on its identity, so
@@ -15,12 +17,38 @@ static void fill(unsigned char *p, size_t n, unsigned tag)
         p[i] = (unsigned char)(tag * 131u + i * 7u);
 }
 
-static int intact(const unsigned char *p, size_t n, unsigned tag)
+/* The offset of the first byte that is not the pattern's, n if none:
+ * CHECK_EQ(first_changed(p, n, tag), n) prints where a block went wrong. */
+static size_t first_changed(const unsigned char *p, size_t n, unsigned tag)
 {
     for (size_t i = 0; i < n; i++)
         if (p[i] != (unsigned char)(tag * 131u + i * 7u))
-            return 0;
-    return 1;
+            return i;
+    return n;
+}
+
+static int intact(const unsigned char *p, size_t n, unsigned tag)
+{
+    return first_changed(p, n, tag) == n;
+}
+
+/* The names of a heap's flags, "GROW|NOLOCK", for a failure's context. */
+static const char *flag_names(unsigned flags)
+{
+    static const char *const names[] = {"SHARED", "NOLOCK", "GROW", "CACHED", "DEBUG"};
+    static char text[64];
+    size_t n = 0;
+    text[0] = '\0';
+    for (unsigned bit = 0; bit < 5; bit++)
+        if (flags & 1u << bit)
+            n += (size_t)snprintf(text + n, sizeof text - n, "%s%s", n ? "|" : "", names[bit]);
+    return n ? text : "none";
+}
+
+/* Says which heap the checks that follow are about. */
+static void where_flags(unsigned flags)
+{
+    check_where("flags %#x %s", flags, flag_names(flags));
 }
 
 static const unsigned all_flags[] = {0, UMEM_SHARED, UMEM_NOLOCK};
@@ -35,94 +63,184 @@ static const unsigned every_flags[] = {0,
                                        UMEM_CACHED | UMEM_GROW};
 #define EVERY_FLAGS (sizeof every_flags / sizeof every_flags[0])
 
-/* Random allocs, reallocs, aligned allocs and frees against a model of
- * the live blocks, on a heap made with `flags`. */
-static void model_run(unsigned flags)
+/* ---- the randomized model ----
+ * Random allocs, reallocs, aligned allocs and frees against a model of
+ * the live blocks: for each slot, its block, the size asked for and the
+ * tag of its pattern.  Each operation draws two numbers from the seed,
+ * the slot and what to do with it. */
+enum { MODEL_SLOTS = 512, MODEL_OPS = 40000, MODEL_HEAP = 4 << 20 };
+struct model {
+    umem_t *h;
+    unsigned flags;       /* as umem_create was given them */
+    unsigned slots;       /* the slots in use, MODEL_SLOTS at most */
+    unsigned long long seed;
+    unsigned char *ptr[MODEL_SLOTS];
+    size_t len[MODEL_SLOTS];
+    unsigned tag[MODEL_SLOTS];
+    uint64_t allocs, frees, failed, calls; /* as umem_get_stats should count them */
+    uint64_t live;                         /* blocks in the slots */
+};
+
+/* The context of operation `op`: the heap's flags, what the operation
+ * does, its number, its slot and the size it asks for. */
+static void model_where(const struct model *m, const char *what, int op, unsigned s, size_t n)
 {
-    enum { SLOTS = 512, OPS = 40000, HEAP = 4 << 20 };
-    static unsigned char *ptr[SLOTS];
-    static size_t len[SLOTS];
-    static unsigned tag[SLOTS];
-    unsigned long long seed = 0x5eed0000u + flags;
-    umem_t *h = umem_create(flags & UMEM_GROW ? 4096 : HEAP, flags);
-    CHECK(h != NULL);
-    if (!h)
-        return;
-    uint64_t allocs = 0, frees = 0, failed = 0, calls = 0;
-    for (int op = 0; op < OPS; op++) {
-        unsigned s = (unsigned)(check_rand(&seed) % SLOTS);
-        unsigned long long r = check_rand(&seed);
-        if (ptr[s] && r % 4 == 0) {
-            /* realloc: the contents up to the smaller size survive */
-            size_t n = 1 + (r >> 8) % (8 << 10);
-            CHECK(intact(ptr[s], len[s], tag[s]));
-            unsigned char *q = umem_realloc(h, ptr[s], n);
-            calls++;
-            if (!q) {
-                CHECK(errno == ENOMEM);
-                failed++;
-                continue;
-            }
-            CHECK(intact(q, len[s] < n ? len[s] : n, tag[s]));
-            CHECK(umem_usable_size(h, q) >= n);
-            ptr[s] = q;
-            len[s] = n;
-            fill(ptr[s], n, tag[s]);
-        } else if (ptr[s]) {
-            CHECK(intact(ptr[s], len[s], tag[s]));
-            umem_free(h, ptr[s]);
-            ptr[s] = NULL;
-            frees++;
-            calls++;
-        } else {
-            size_t n = r % 100 == 0 ? HEAP - r % 4096 : 1 + (r >> 8) % (16 << 10);
-            size_t align = r % 7 == 0 ? (size_t)16 << (r >> 40) % 9 : 0;
-            ptr[s] = align ? umem_memalign(h, align, n) : umem_alloc(h, n);
-            calls++;
-            if (!ptr[s]) {
-                failed++;
-                CHECK(errno == ENOMEM);
-                continue;
-            }
-            allocs++;
-            CHECK((uintptr_t)ptr[s] % (align ? align : 16) == 0);
-            CHECK(umem_usable_size(h, ptr[s]) >= n);
-            len[s] = n;
-            tag[s] = (unsigned)op;
-            fill(ptr[s], n, tag[s]);
-        }
-        if (op % 500 == 0)
-            CHECK(umem_check(h) == 0);
+    check_where("flags %#x %s, op %s #%d, slot %u, %zu bytes", m->flags, flag_names(m->flags),
+                what, op, s, n);
+}
+
+/* A realloc: the contents up to the smaller size survive.  Returns 0
+ * when it failed, as it may near the heap's size. */
+static int model_realloc(struct model *m, int op, unsigned s, unsigned long long r)
+{
+    size_t n = 1 + (r >> 8) % (8 << 10);
+    model_where(m, "realloc", op, s, n);
+    CHECK_EQ(first_changed(m->ptr[s], m->len[s], m->tag[s]), m->len[s]);
+    unsigned char *q = umem_realloc(m->h, m->ptr[s], n);
+    m->calls++;
+    if (!q) {
+        CHECK_EQ(errno, ENOMEM);
+        m->failed++;
+        return 0;
     }
-    CHECK(umem_check(h) == 0);
+    size_t kept = m->len[s] < n ? m->len[s] : n;
+    CHECK_EQ(first_changed(q, kept, m->tag[s]), kept);
+    CHECK_GE(umem_usable_size(m->h, q), n);
+    m->ptr[s] = q;
+    m->len[s] = n;
+    fill(q, n, m->tag[s]);
+    return 1;
+}
+
+static void model_free(struct model *m, int op, unsigned s)
+{
+    model_where(m, "free", op, s, m->len[s]);
+    CHECK_EQ(first_changed(m->ptr[s], m->len[s], m->tag[s]), m->len[s]);
+    umem_free(m->h, m->ptr[s]);
+    m->ptr[s] = NULL;
+    m->frees++;
+    m->calls++;
+}
+
+/* An allocation, aligned one time in seven, of 1 B to 16 KiB, or one
+ * time in a hundred of nearly the whole heap.  Returns 0 when it failed. */
+static int model_alloc(struct model *m, int op, unsigned s, unsigned long long r)
+{
+    size_t n = r % 100 == 0 ? MODEL_HEAP - r % 4096 : 1 + (r >> 8) % (16 << 10);
+    size_t align = r % 7 == 0 ? (size_t)16 << (r >> 40) % 9 : 0;
+    model_where(m, align ? "memalign" : "alloc", op, s, n);
+    m->ptr[s] = align ? umem_memalign(m->h, align, n) : umem_alloc(m->h, n);
+    m->calls++;
+    if (!m->ptr[s]) {
+        m->failed++;
+        CHECK_EQ(errno, ENOMEM);
+        return 0;
+    }
+    m->allocs++;
+    CHECK_EQ((uintptr_t)m->ptr[s] % (align ? align : 16), 0);
+    CHECK_GE(umem_usable_size(m->h, m->ptr[s]), n);
+    m->len[s] = n;
+    m->tag[s] = (unsigned)op;
+    fill(m->ptr[s], n, m->tag[s]);
+    return 1;
+}
+
+/* One operation on a random slot: an occupied one is reallocated one
+ * time in four, else freed; an empty one gets a block.  Returns 0 when
+ * the operation failed. */
+static int model_step(struct model *m, int op)
+{
+    unsigned s = (unsigned)(check_rand(&m->seed) % m->slots);
+    unsigned long long r = check_rand(&m->seed);
+    if (m->ptr[s] && r % 4 == 0)
+        return model_realloc(m, op, s, r);
+    if (m->ptr[s]) {
+        model_free(m, op, s);
+        return 1;
+    }
+    return model_alloc(m, op, s, r);
+}
+
+/* umem_check every 500 operations, those that failed left out. */
+static void model_check_now(const struct model *m, int op)
+{
+    if (op % 500 != 0)
+        return;
+    check_where("flags %#x %s, umem_check after op #%d", m->flags, flag_names(m->flags), op);
+    CHECK_EQ(umem_check(m->h), 0);
+}
+
+/* After the run: the statistics count what the model did. */
+static void model_check_stats(const struct model *m)
+{
+    unsigned flags = m->flags;
+    check_where("flags %#x %s, after the run's %d ops", flags, flag_names(flags), MODEL_OPS);
+    CHECK_EQ(umem_check(m->h), 0);
     umem_stats_t st;
-    umem_get_stats(h, &st);
-    CHECK(st.allocs == allocs && st.frees == frees && st.failed_allocs == failed);
+    umem_get_stats(m->h, &st);
+    CHECK_EQ(st.allocs, m->allocs);
+    CHECK_EQ(st.frees, m->frees);
+    CHECK_EQ(st.failed_allocs, m->failed);
     /* A growing heap never runs out; a fixed one does, for the sizes
      * near its whole size. */
-    CHECK(flags & UMEM_GROW ? failed == 0 : failed > 0);
-    CHECK(allocs > 10000);
+    if (flags & UMEM_GROW)
+        CHECK_EQ(m->failed, 0);
+    else
+        CHECK_GT(m->failed, 0);
+    CHECK_GT(m->allocs, 10000);
     /* A large block takes the lock twice when no freed mapping is there
      * to reuse: once to look, once to add the new one. */
     if (!(flags & (UMEM_NOLOCK | UMEM_CACHED | UMEM_GROW)))
-        CHECK(st.lock_count == calls);
-    if ((flags & (UMEM_GROW | UMEM_NOLOCK | UMEM_CACHED)) == UMEM_GROW)
-        CHECK(st.lock_count >= calls && st.lock_count <= 2 * calls);
+        CHECK_EQ(st.lock_count, m->calls);
+    if ((flags & (UMEM_GROW | UMEM_NOLOCK | UMEM_CACHED)) == UMEM_GROW) {
+        CHECK_GE(st.lock_count, m->calls);
+        CHECK_LE(st.lock_count, 2 * m->calls);
+    }
     if (flags & UMEM_NOLOCK)
-        CHECK(st.lock_count == 0);
-    if (flags & UMEM_CACHED)
-        CHECK(st.cache_hits > 0 && st.cache_frees > 0 && st.lock_count < calls);
-    for (unsigned s = 0; s < SLOTS; s++) {
-        if (ptr[s]) {
-            CHECK(intact(ptr[s], len[s], tag[s]));
-            umem_free(h, ptr[s]);
-            ptr[s] = NULL;
+        CHECK_EQ(st.lock_count, 0);
+    if (flags & UMEM_CACHED) {
+        CHECK_GT(st.cache_hits, 0);
+        CHECK_GT(st.cache_frees, 0);
+        CHECK_LT(st.lock_count, m->calls);
+    }
+}
+
+/* Every block left in the model, verified and freed. */
+static void model_free_all(struct model *m)
+{
+    for (unsigned s = 0; s < m->slots; s++) {
+        if (m->ptr[s]) {
+            check_where("flags %#x %s, free at the end, slot %u, %zu bytes", m->flags,
+                        flag_names(m->flags), s, m->len[s]);
+            CHECK_EQ(first_changed(m->ptr[s], m->len[s], m->tag[s]), m->len[s]);
+            umem_free(m->h, m->ptr[s]);
+            m->ptr[s] = NULL;
         }
     }
-    umem_get_stats(h, &st);
-    CHECK(st.bytes_in_use == 0 && st.peak_bytes_in_use > 0);
-    CHECK(umem_check(h) == 0);
-    umem_destroy(h);
+}
+
+/* The model on a heap made with `flags`. */
+static void model_run(unsigned flags)
+{
+    static struct model m;
+    m = (struct model){.flags = flags, .slots = MODEL_SLOTS, .seed = 0x5eed0000u + flags};
+    where_flags(flags);
+    m.h = umem_create(flags & UMEM_GROW ? 4096 : MODEL_HEAP, flags);
+    CHECK_NE(m.h, NULL);
+    if (!m.h)
+        return;
+    for (int op = 0; op < MODEL_OPS; op++)
+        if (model_step(&m, op))
+            model_check_now(&m, op);
+    model_check_stats(&m);
+    model_free_all(&m);
+    where_flags(flags);
+    umem_stats_t st;
+    umem_get_stats(m.h, &st);
+    CHECK_EQ(st.bytes_in_use, 0);
+    CHECK_GT(st.peak_bytes_in_use, 0);
+    CHECK_EQ(umem_check(m.h), 0);
+    umem_destroy(m.h);
 }
 
 static void model_every_flag_combination(void)
@@ -235,49 +353,130 @@ static void full_coalescing(void)
     }
 }
 
-/* Runs `misuse` in a child; passes when the child aborts and its stderr
- * holds `expect` and the offending pointer. */
+/* ---- death tests ----
+ * A misuse runs in a child, which names the pointer it is about to
+ * misuse (its "%p" text) in memory it shares with the test, then makes
+ * the bad call.  The test passes when the child is killed by SIGABRT
+ * after one line on stderr that holds the expected words and names that
+ * pointer and no other.  A child whose misuse returns, or that names no
+ * pointer, fails the test. */
+enum { PTR_TEXT = 64 };
+
+static void name_pointer(char *ptr_text, const void *p)
+{
+    snprintf(ptr_text, PTR_TEXT, "%p", p);
+}
+
+/* Whether `line` names the pointer `ptr` and no other: each number in it
+ * written "0x..." is ptr, and there is one at least. */
+static int names_only_pointer(const char *line, const char *ptr)
+{
+    size_t want = strlen(ptr);
+    int named = 0, others = 0;
+    for (const char *c = line; (c = strstr(c, "0x")) != NULL;) {
+        size_t n = 2 + strspn(c + 2, "0123456789abcdefABCDEF");
+        if (n > 2 && (c == line || !isalnum((unsigned char)c[-1]))) {
+            if (n == want && strncmp(c, ptr, n) == 0)
+                named++;
+            else
+                others++;
+        }
+        c += n;
+    }
+    return named > 0 && others == 0;
+}
+
+/* Whether `text` is one line, its newline included. */
+static int one_line(const char *text)
+{
+    size_t n = strlen(text);
+    return n > 0 && strchr(text, '\n') == text + n - 1;
+}
+
+/* Reads fd to its end (the child's death), keeping its first size - 1
+ * bytes: a child that says more is never left blocked on a full pipe. */
+static void read_to_end(int fd, char *text, size_t size)
+{
+    size_t got = 0;
+    char rest[256];
+    for (;;) {
+        int keep = got < size - 1;
+        ssize_t r = read(fd, keep ? text + got : rest, keep ? size - 1 - got : sizeof rest);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        if (keep)
+            got += (size_t)r;
+    }
+    text[got] = '\0';
+}
+
+/* What a failed death test prints: what the child said and how it ended,
+ * and what was expected of it. */
+static void report_death(const char *err, const char *expect, const char *ptr_text, int status)
+{
+    size_t n = strlen(err);
+    fprintf(stderr, "  the child's message: %s%s", n ? err : "(none)",
+            n && err[n - 1] == '\n' ? "" : "\n");
+    fprintf(stderr, "  expected: one line holding \"%s\" and naming the pointer %s, then SIGABRT\n",
+            expect, ptr_text[0] ? ptr_text : "(none: the child named no pointer)");
+    if (WIFSIGNALED(status))
+        fprintf(stderr, "  the child was killed by signal %d (%s)\n", WTERMSIG(status),
+                strsignal(WTERMSIG(status)));
+    else if (WIFEXITED(status))
+        fprintf(stderr, "  the child exited with status %d%s\n", WEXITSTATUS(status),
+                WEXITSTATUS(status) == 0 ? ": its misuse returned, not caught" : "");
+}
+
+/* The child's message, its pointer and its end, checked. */
+static void judge_death(const char *err, const char *expect, const char *ptr_text, int status)
+{
+    int before = check_failures;
+    CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT);
+    CHECK(ptr_text[0] != '\0'); /* the child named its pointer */
+    CHECK(strstr(err, expect) != NULL);
+    CHECK(one_line(err));
+    CHECK(names_only_pointer(err, ptr_text));
+    if (check_failures != before)
+        report_death(err, expect, ptr_text, status);
+}
+
+/* Runs `misuse` in a child, on a heap made with `flags`, and judges its
+ * death. */
 static void expect_death_on(unsigned flags, void (*misuse)(umem_t *, char *ptr_text),
                             const char *expect)
 {
-    int fds[2];
-    CHECK(pipe(fds) == 0);
+    check_where("death test, flags %#x %s, expecting \"%s\"", flags, flag_names(flags), expect);
+    char *ptr_text =
+        mmap(NULL, PTR_TEXT, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     umem_t *h = umem_create(1 << 20, flags);
-    char ptr_text[64] = "";
-    /* The child tells the parent the pointer it will misuse. */
-    int ptr_pipe[2];
-    CHECK(pipe(ptr_pipe) == 0);
-    pid_t pid = fork();
+    int fds[2] = {-1, -1};
+    CHECK_NE(ptr_text, MAP_FAILED);
+    CHECK_NE(h, NULL);
+    CHECK_EQ(pipe(fds), 0);
+    pid_t pid = ptr_text != MAP_FAILED && h && fds[0] >= 0 ? check_fork() : -1;
     if (pid == 0) {
         dup2(fds[1], 2);
         close(fds[0]);
-        close(ptr_pipe[0]);
+        close(fds[1]);
         misuse(h, ptr_text);
-        ssize_t w = write(ptr_pipe[1], ptr_text, strlen(ptr_text));
-        (void)w;
-        close(ptr_pipe[1]);
-        _exit(0); /* misuse returned: not caught */
+        _exit(0); /* the misuse returned: not caught */
     }
-    close(fds[1]);
-    close(ptr_pipe[1]);
-    char err[512] = "";
-    size_t got = 0;
-    ssize_t r;
-    while (got < sizeof err - 1 &&
-           (r = read(fds[0], err + got, sizeof err - 1 - got)) > 0)
-        got += (size_t)r;
-    err[got] = '\0';
-    r = read(ptr_pipe[0], ptr_text, sizeof ptr_text - 1);
-    ptr_text[r > 0 ? r : 0] = '\0';
-    close(fds[0]);
-    close(ptr_pipe[0]);
-    int status = 0;
-    waitpid(pid, &status, 0);
-    CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT);
-    CHECK(strstr(err, expect) != NULL);
-    CHECK(strchr(err, '\n') == err + strlen(err) - 1); /* one line */
-    if (!strstr(err, expect))
-        fprintf(stderr, "  child said: %s", err);
+    CHECK_GT(pid, 0);
+    if (pid > 0) {
+        close(fds[1]);
+        char err[512];
+        read_to_end(fds[0], err, sizeof err);
+        int status = 0;
+        CHECK_EQ(check_wait(pid, &status), pid);
+        ptr_text[PTR_TEXT - 1] = '\0';
+        judge_death(err, expect, ptr_text, status);
+    }
+    if (fds[0] >= 0)
+        close(fds[0]);
+    if (ptr_text != MAP_FAILED)
+        munmap(ptr_text, PTR_TEXT);
     umem_destroy(h);
 }
 
@@ -286,25 +485,24 @@ static void expect_death(void (*misuse)(umem_t *, char *ptr_text), const char *e
     expect_death_on(0, misuse, expect);
 }
 
-/* Each misuse writes the pointer into ptr_text before the bad call, and
- * sends it only if the call returns: a surviving child is a failure. */
+/* Each misuse names its pointer just before the bad call. */
 static void free_foreign(umem_t *h, char *t)
 {
     static char not_ours[64] __attribute__((aligned(16)));
-    snprintf(t, 64, "%p", (void *)not_ours);
+    name_pointer(t, not_ours);
     umem_free(h, not_ours);
 }
 static void free_misaligned(umem_t *h, char *t)
 {
     char *p = umem_alloc(h, 100);
-    snprintf(t, 64, "%p", (void *)(p + 1));
+    name_pointer(t, p + 1);
     umem_free(h, p + 1);
 }
 static void free_interior(umem_t *h, char *t)
 {
     char *p = umem_alloc(h, 200);
     memset(p, 0xAB, 200);
-    snprintf(t, 64, "%p", (void *)(p + 64));
+    name_pointer(t, p + 64);
     umem_free(h, p + 64);
 }
 static void free_twice(umem_t *h, char *t)
@@ -312,7 +510,7 @@ static void free_twice(umem_t *h, char *t)
     char *p = umem_alloc(h, 100);
     umem_alloc(h, 100); /* keeps p from merging with the big free block */
     umem_free(h, p);
-    snprintf(t, 64, "%p", (void *)p);
+    name_pointer(t, p);
     umem_free(h, p);
 }
 static void overrun_then_free(umem_t *h, char *t)
@@ -323,7 +521,7 @@ static void overrun_then_free(umem_t *h, char *t)
     /* Overrun the lower block into the next one's header. */
     char *low = p < q ? p : q;
     memset(low, 0x5A, 64 + 16 + 8);
-    snprintf(t, 64, "%p", (void *)low);
+    name_pointer(t, low);
     umem_free(h, low);
 }
 
@@ -337,7 +535,7 @@ static void free_aligned_twice(umem_t *h, char *t)
         q = umem_alloc(h, 100);
     while (q && q < p);
     umem_free(h, p);
-    snprintf(t, 64, "%p", (void *)p);
+    name_pointer(t, p);
     umem_free(h, p);
 }
 static void realloc_freed(umem_t *h, char *t)
@@ -345,7 +543,7 @@ static void realloc_freed(umem_t *h, char *t)
     char *p = umem_alloc(h, 100);
     umem_alloc(h, 100);
     umem_free(h, p);
-    snprintf(t, 64, "%p", (void *)p);
+    name_pointer(t, p);
     umem_realloc(h, p, 200);
 }
 /* With UMEM_CACHED: the second free finds the block's cache tag. */
@@ -353,7 +551,7 @@ static void free_twice_cached(umem_t *h, char *t)
 {
     char *p = umem_alloc(h, 100);
     umem_free(h, p);
-    snprintf(t, 64, "%p", (void *)p);
+    name_pointer(t, p);
     umem_free(h, p);
 }
 /* With UMEM_CACHED: a block of a thread that has ended, freed twice by
@@ -371,7 +569,7 @@ static void free_twice_remote(umem_t *h, char *t)
         return;
     pthread_join(tid, NULL);
     umem_free(h, box);
-    snprintf(t, 64, "%p", box);
+    name_pointer(t, box);
     umem_free(h, box);
 }
 /* With UMEM_CACHED: a pointer inside a pooled block, and the start of a
@@ -379,14 +577,14 @@ static void free_twice_remote(umem_t *h, char *t)
 static void free_interior_pooled(umem_t *h, char *t)
 {
     char *p = umem_alloc(h, 200);
-    snprintf(t, 64, "%p", (void *)(p + 16));
+    name_pointer(t, p + 16);
     umem_free(h, p + 16);
 }
 static void free_never_handed_out(umem_t *h, char *t)
 {
     char *p = umem_alloc(h, 200);
     char *next = umem__page_of(h, p)->limit - umem_usable_size(h, p); /* its page's last */
-    snprintf(t, 64, "%p", (void *)next);
+    name_pointer(t, next);
     umem_free(h, next);
 }
 /* With UMEM_CACHED: a write after free over a cached block's link. */
@@ -397,7 +595,7 @@ static void forge_cache_link(umem_t *h, char *t)
     umem_free(h, p);
     *(void **)p = victim; /* the cache's link, overwritten */
     umem_alloc(h, 40);    /* p itself */
-    snprintf(t, 64, "%p", (void *)victim);
+    name_pointer(t, victim);
     umem_alloc(h, 40); /* would be victim */
 }
 static void death_foreign(void)
@@ -1378,74 +1576,97 @@ static void errno_kept_by_free_and_realloc(void)
 /* ---- UMEM_DEBUG ---- */
 
 /* Random allocs, reallocs, aligned allocs and frees on a heap made with
- * `flags` and UMEM_DEBUG: the contents survive, each block's usable size
- * is what was asked for, a realloc moves the block, umem_check passes, and
- * allocs - frees counts the live blocks and those held back. */
+ * `flags` and UMEM_DEBUG, on a model of fewer slots (struct model, its
+ * flags UMEM_DEBUG included): the contents survive, each block's usable
+ * size is what was asked for, a realloc moves the block, umem_check
+ * passes, and allocs - frees counts the live blocks and those held back. */
+enum { DEBUG_SLOTS = 256, DEBUG_OPS = 12000 };
+
+static int debug_model_realloc(struct model *m, int op, unsigned s, unsigned long long r)
+{
+    size_t n = 1 + (r >> 8) % (8 << 10);
+    model_where(m, "realloc", op, s, n);
+    unsigned char *q = umem_realloc(m->h, m->ptr[s], n);
+    if (!q) {
+        CHECK_EQ(errno, ENOMEM);
+        return 0;
+    }
+    CHECK_NE(q, m->ptr[s]);
+    CHECK_EQ(umem_usable_size(m->h, q), n);
+    size_t kept = m->len[s] < n ? m->len[s] : n;
+    CHECK_EQ(first_changed(q, kept, m->tag[s]), kept);
+    m->ptr[s] = q;
+    m->len[s] = n;
+    fill(q, n, m->tag[s]);
+    return 1;
+}
+
+/* Allocations as the model's, but for a growing heap's one time in two
+ * hundred of 3 MiB, and usable sizes exact. */
+static int debug_model_alloc(struct model *m, int op, unsigned s, unsigned long long r)
+{
+    int grow = (m->flags & UMEM_GROW) != 0;
+    size_t n = grow && r % 200 == 0 ? (size_t)3 << 20 : 1 + (r >> 8) % (16 << 10);
+    size_t align = r % 7 == 0 ? (size_t)16 << (r >> 40) % 9 : 0;
+    model_where(m, align ? "memalign" : "alloc", op, s, n);
+    m->ptr[s] = align ? umem_memalign(m->h, align, n) : umem_alloc(m->h, n);
+    if (!m->ptr[s]) {
+        CHECK_EQ(errno, ENOMEM);
+        CHECK_EQ(grow, 0); /* only a fixed heap runs out */
+        return 0;
+    }
+    CHECK_EQ((uintptr_t)m->ptr[s] % (align ? align : 16), 0);
+    CHECK_EQ(umem_usable_size(m->h, m->ptr[s]), n);
+    m->len[s] = n;
+    m->tag[s] = (unsigned)op;
+    fill(m->ptr[s], n, m->tag[s]);
+    m->live++;
+    return 1;
+}
+
+/* One operation, drawn as model_step draws it. */
+static int debug_model_step(struct model *m, int op)
+{
+    unsigned s = (unsigned)(check_rand(&m->seed) % m->slots);
+    unsigned long long r = check_rand(&m->seed);
+    if (m->ptr[s] && r % 4 == 0)
+        return debug_model_realloc(m, op, s, r);
+    if (m->ptr[s]) {
+        model_where(m, "free", op, s, m->len[s]);
+        CHECK_EQ(first_changed(m->ptr[s], m->len[s], m->tag[s]), m->len[s]);
+        umem_free(m->h, m->ptr[s]);
+        m->ptr[s] = NULL;
+        m->live--;
+        return 1;
+    }
+    return debug_model_alloc(m, op, s, r);
+}
+
 static void debug_model_run(unsigned flags)
 {
-    enum { SLOTS = 256, OPS = 12000 };
-    static unsigned char *ptr[SLOTS];
-    static size_t len[SLOTS];
-    static unsigned tag[SLOTS];
-    unsigned long long seed = 0xdeb60000u + flags;
-    umem_t *h = umem_create(flags & UMEM_GROW ? 4096 : 8 << 20, flags | UMEM_DEBUG);
-    CHECK(h != NULL);
-    if (!h)
+    static struct model m;
+    m = (struct model){
+        .flags = flags | UMEM_DEBUG, .slots = DEBUG_SLOTS, .seed = 0xdeb60000u + flags};
+    where_flags(m.flags);
+    m.h = umem_create(flags & UMEM_GROW ? 4096 : 8 << 20, m.flags);
+    CHECK_NE(m.h, NULL);
+    if (!m.h)
         return;
-    uint64_t live = 0;
-    for (int op = 0; op < OPS; op++) {
-        unsigned s = (unsigned)(check_rand(&seed) % SLOTS);
-        unsigned long long r = check_rand(&seed);
-        if (ptr[s] && r % 4 == 0) {
-            size_t n = 1 + (r >> 8) % (8 << 10);
-            unsigned char *q = umem_realloc(h, ptr[s], n);
-            if (!q) {
-                CHECK(errno == ENOMEM);
-                continue;
-            }
-            CHECK(q != ptr[s] && umem_usable_size(h, q) == n);
-            CHECK(intact(q, len[s] < n ? len[s] : n, tag[s]));
-            ptr[s] = q;
-            len[s] = n;
-            fill(q, n, tag[s]);
-        } else if (ptr[s]) {
-            CHECK(intact(ptr[s], len[s], tag[s]));
-            umem_free(h, ptr[s]);
-            ptr[s] = NULL;
-            live--;
-        } else {
-            size_t n = flags & UMEM_GROW && r % 200 == 0 ? (size_t)3 << 20 : 1 + (r >> 8) % (16 << 10);
-            size_t align = r % 7 == 0 ? (size_t)16 << (r >> 40) % 9 : 0;
-            ptr[s] = align ? umem_memalign(h, align, n) : umem_alloc(h, n);
-            if (!ptr[s]) {
-                CHECK(errno == ENOMEM && !(flags & UMEM_GROW));
-                continue;
-            }
-            CHECK((uintptr_t)ptr[s] % (align ? align : 16) == 0);
-            CHECK(umem_usable_size(h, ptr[s]) == n);
-            len[s] = n;
-            tag[s] = (unsigned)op;
-            fill(ptr[s], n, tag[s]);
-            live++;
-        }
-        if (op % 500 == 0)
-            CHECK(umem_check(h) == 0);
-    }
+    for (int op = 0; op < DEBUG_OPS; op++)
+        if (debug_model_step(&m, op))
+            model_check_now(&m, op);
+    check_where("flags %#x %s, after the run's %d ops", m.flags, flag_names(m.flags), DEBUG_OPS);
     umem_stats_t st;
-    umem_get_stats(h, &st);
-    CHECK(st.held_blocks > 0 && st.allocs - st.frees == live + st.held_blocks);
-    if (st.allocs - st.frees != live + st.held_blocks)
-        fprintf(stderr, "  flags %#x: allocs %llu frees %llu live %llu held %llu\n", flags,
+    umem_get_stats(m.h, &st);
+    CHECK_GT(st.held_blocks, 0);
+    if (!CHECK_EQ(st.allocs - st.frees, m.live + st.held_blocks))
+        fprintf(stderr, "  allocs %llu frees %llu live %llu held %llu\n",
                 (unsigned long long)st.allocs, (unsigned long long)st.frees,
-                (unsigned long long)live, (unsigned long long)st.held_blocks);
-    for (unsigned s = 0; s < SLOTS; s++)
-        if (ptr[s]) {
-            CHECK(intact(ptr[s], len[s], tag[s]));
-            umem_free(h, ptr[s]);
-            ptr[s] = NULL;
-        }
-    CHECK(umem_check(h) == 0);
-    umem_destroy(h); /* nothing left to list */
+                (unsigned long long)m.live, (unsigned long long)st.held_blocks);
+    model_free_all(&m);
+    where_flags(m.flags);
+    CHECK_EQ(umem_check(m.h), 0);
+    umem_destroy(m.h); /* nothing left to list */
 }
 
 static void debug_every_flag_combination(void)
@@ -1476,7 +1697,7 @@ static void debug_check_finds_overrun(void)
 static void write_after_free_leaves_quarantine(umem_t *h, char *t)
 {
     char *p = umem_alloc(h, 40);
-    snprintf(t, 64, "%p", (void *)p);
+    name_pointer(t, p);
     umem_free(h, p);
     p[7] = 1;
     for (unsigned i = 0; i < UMEM_QUARANTINE_BLOCKS + 10; i++)
