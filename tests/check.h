@@ -277,6 +277,24 @@ static inline pid_t check_wait(pid_t pid, int *status)
     return r;
 }
 
+/* How a child ended, for a failure's report. */
+static inline void check_describe_child(int status)
+{
+    if (WIFSIGNALED(status))
+        fprintf(stderr, "  the child was killed by signal %d (%s)\n", WTERMSIG(status),
+                strsignal(WTERMSIG(status)));
+    else if (WIFEXITED(status))
+        fprintf(stderr, "  the child exited with status %d\n", WEXITSTATUS(status));
+}
+
+/* A child's wait status: it exited with status 0, or how it ended is
+ * printed. */
+#define CHECK_EXITED_0(status)            \
+    do {                                  \
+        if (!CHECK_EQ(status, 0))         \
+            check_describe_child(status); \
+    } while (0)
+
 #define RUN(fn)                                                                  \
     do {                                                                         \
         check_failures = 0;                                                      \
