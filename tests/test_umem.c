@@ -1591,13 +1591,10 @@ static void fork_in_handler(int sig)
 {
     (void)sig;
     int saved = errno, status = 0;
-    pid_t pid = fork();
+    pid_t pid = check_fork();
     if (pid == 0)
         _exit(0);
-    pid_t r;
-    do
-        r = waitpid(pid, &status, 0);
-    while (r < 0 && errno == EINTR);
+    pid_t r = check_wait(pid, &status);
     if (pid < 0 || r != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
         handler_failures++;
     handler_forks++;
