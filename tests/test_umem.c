@@ -1601,6 +1601,17 @@ static void fork_in_handler(int sig)
     errno = saved;
 }
 
+/* The sender: SIGUSR1 to `me` every 500 us, until the test ends, or
+ * dies. */
+static void send_signals(pid_t me)
+{
+    while (getppid() == me) {
+        kill(me, SIGUSR1);
+        usleep(500);
+    }
+    _exit(0);
+}
+
 static void fork_from_signal_handler(void)
 {
     umem_t *heaps[2] = {umem_create(4 << 20, 0), umem_create(1 << 20, UMEM_CACHED | UMEM_GROW)};
@@ -1623,13 +1634,8 @@ static void fork_from_signal_handler(void)
     handler_forks = handler_failures = 0;
     pid_t me = getpid(), sender = check_fork();
     sigprocmask(SIG_UNBLOCK, &usr1, NULL);
-    if (sender == 0) {
-        while (getppid() == me) { /* until the test ends, or dies */
-            kill(me, SIGUSR1);
-            usleep(500);
-        }
-        _exit(0);
-    }
+    if (sender == 0)
+        send_signals(me);
     CHECK_GT(sender, 0);
     void *p[2][64] = {{0}};
     unsigned long long seed = 7;
@@ -1640,8 +1646,10 @@ static void fork_from_signal_handler(void)
         CHECK_NE(p[which][k], NULL);
     }
     sigprocmask(SIG_BLOCK, &usr1, NULL);
-    kill(sender, SIGKILL);
-    check_wait(sender, NULL);
+    if (sender > 0) { /* kill(-1) would be every process's end */
+        kill(sender, SIGKILL);
+        check_wait(sender, NULL);
+    }
     signal(SIGUSR1, SIG_IGN); /* one still pending goes */
     sigprocmask(SIG_UNBLOCK, &usr1, NULL);
     sigaction(SIGUSR1, &old, NULL);
