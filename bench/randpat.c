@@ -245,80 +245,94 @@ static unsigned long long parse_count(const char *s)
     return *end ? 0 : v;
 }
 
-int main(int argc, char **argv)
+/* What the command line asks for. */
+struct request {
+    const char *name; /* the backend, as given */
+    int backend;
+    unsigned long long live, threads, steps;
+};
+
+/* --list or --help: prints what is asked and returns 1; 0 for anything
+ * else. */
+static int answered_option(int argc, char **argv)
 {
     if (argc == 2 && strcmp(argv[1], "--list") == 0) {
         for (int b = B_MALLOC; b <= B_UMEM_CACHED; b++)
             if (b != B_UMEM_CACHED || HAVE_CACHED)
                 printf("%s\n", backend_names[b]);
-        return 0;
+        return 1;
     }
     if (argc == 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)) {
         usage(stdout);
-        return 0;
+        return 1;
     }
+    return 0;
+}
+
+/* BACKEND LIVE THREADS [STEPS] into *rq.  Returns 0, or the exit status
+ * after a message (usage_error exits itself). */
+static int parse_request(int argc, char **argv, struct request *rq)
+{
     if (argc < 4 || argc > 5) {
         usage(stderr);
         return 2;
     }
-    int backend = -1;
+    rq->name = argv[1];
+    rq->backend = -1;
     for (int b = B_MALLOC; b <= B_UMEM_CACHED; b++)
         if (strcmp(argv[1], backend_names[b]) == 0)
-            backend = b;
-    if (backend < 0)
+            rq->backend = b;
+    if (rq->backend < 0)
         usage_error("unknown backend", argv[1]);
-    if (backend == B_UMEM_CACHED && !HAVE_CACHED) {
+    if (rq->backend == B_UMEM_CACHED && !HAVE_CACHED) {
         fprintf(stderr, "randpat: umem-cached: this umem.h has no UMEM_CACHED\n");
         return 1;
     }
-    unsigned long long live = parse_count(argv[2]);
-    if (live == 0 || live > UINT32_MAX)
+    rq->live = parse_count(argv[2]);
+    if (rq->live == 0 || rq->live > UINT32_MAX)
         usage_error("live blocks must be 1 to 4294967295", argv[2]);
-    unsigned long long threads = parse_count(argv[3]);
-    if (threads == 0 || threads > MAX_THREADS)
+    rq->threads = parse_count(argv[3]);
+    if (rq->threads == 0 || rq->threads > MAX_THREADS)
         usage_error("threads must be 1 to 256", argv[3]);
-    unsigned long long steps = DEFAULT_TOTAL_STEPS / threads;
-    if (argc == 5 && (steps = parse_count(argv[4])) == 0)
+    rq->steps = DEFAULT_TOTAL_STEPS / rq->threads;
+    if (argc == 5 && (rq->steps = parse_count(argv[4])) == 0)
         usage_error("steps must be a positive count", argv[4]);
-    int nthreads = (int)threads;
+    return 0;
+}
 
-    struct worker *w = calloc((size_t)nthreads, sizeof *w);
-    pthread_t *tid = calloc((size_t)nthreads, sizeof *tid);
-    if (!w || !tid) {
-        fprintf(stderr, "randpat: out of memory for %d threads\n", nthreads);
-        return 1;
-    }
-    umem_t *shared = NULL;
-    if (backend == B_UMEM_LOCKED || backend == B_UMEM_CACHED) {
-        shared = heap_create(backend, (size_t)live * threads);
-        if (!shared) {
-            fprintf(stderr, "randpat: %s: umem_create: %s\n", argv[1], strerror(errno));
-            return 1;
-        }
-    }
-    pthread_barrier_t start, done;
-    pthread_barrier_init(&start, NULL, (unsigned)nthreads);
-    pthread_barrier_init(&done, NULL, (unsigned)nthreads);
-    for (int t = 0; t < nthreads; t++) {
+/* Each thread's heap, live set and barriers.  Returns 0, or 1 after a
+ * message. */
+static int set_up_workers(const struct request *rq, struct worker *w, umem_t *shared,
+                          pthread_barrier_t *start, pthread_barrier_t *done)
+{
+    for (int t = 0; t < (int)rq->threads; t++) {
         w[t].index = t;
-        w[t].live = (size_t)live;
-        w[t].steps = steps;
-        w[t].start = &start;
-        w[t].done = &done;
-        w[t].heap =
-            backend == B_UMEM_NOLOCK ? heap_create(backend, (size_t)live) : shared;
-        if (!w[t].heap && backend == B_UMEM_NOLOCK) {
-            fprintf(stderr, "randpat: %s: umem_create for thread %d: %s\n", argv[1], t,
+        w[t].live = (size_t)rq->live;
+        w[t].steps = rq->steps;
+        w[t].start = start;
+        w[t].done = done;
+        w[t].heap = rq->backend == B_UMEM_NOLOCK
+                        ? heap_create(rq->backend, (size_t)rq->live)
+                        : shared;
+        if (!w[t].heap && rq->backend == B_UMEM_NOLOCK) {
+            fprintf(stderr, "randpat: %s: umem_create for thread %d: %s\n", rq->name, t,
                     strerror(errno));
             return 1;
         }
-        w[t].slots = calloc((size_t)live, sizeof(struct slot));
+        w[t].slots = calloc((size_t)rq->live, sizeof(struct slot));
         if (!w[t].slots) {
             fprintf(stderr, "randpat: %s: no memory for thread %d's live set of %llu\n",
-                    argv[1], t, live);
+                    rq->name, t, rq->live);
             return 1;
         }
     }
+    return 0;
+}
+
+/* Threads 1 and up in threads of their own, thread 0 in this one, then
+ * every one joined.  Returns 0, or 1 after a message. */
+static int run_workers(struct worker *w, pthread_t *tid, int nthreads)
+{
     for (int t = 1; t < nthreads; t++) {
         int r = pthread_create(&tid[t], NULL, run_worker, &w[t]);
         if (r != 0) {
@@ -329,7 +343,14 @@ int main(int argc, char **argv)
     run_worker(&w[0]);
     for (int t = 1; t < nthreads; t++)
         pthread_join(tid[t], NULL);
+    return 0;
+}
 
+/* The result line, unless a thread's allocation failed or a tag byte
+ * changed.  Returns 0, or 1 after a message. */
+static int report(const struct request *rq, const struct worker *w)
+{
+    int nthreads = (int)rq->threads;
     int64_t first = INT64_MAX, last = INT64_MIN;
     uint64_t bad = 0;
     int status = 0;
@@ -343,7 +364,7 @@ int main(int argc, char **argv)
             fprintf(stderr,
                     "randpat: %s: thread %d: allocation of %zu bytes failed (live %llu, "
                     "threads %d)\n",
-                    argv[1], t, w[t].failed_size, live, nthreads);
+                    rq->name, t, w[t].failed_size, rq->live, nthreads);
             status = 1;
         }
     }
@@ -351,19 +372,49 @@ int main(int argc, char **argv)
         fprintf(stderr,
                 "randpat: %s: %llu tag bytes changed: the allocator handed out "
                 "overlapping blocks (live %llu, threads %d)\n",
-                argv[1], (unsigned long long)bad, live, nthreads);
+                rq->name, (unsigned long long)bad, rq->live, nthreads);
         status = 1;
     }
     if (status)
         return status;
-
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    printf("ns_per_step %.1f maxrss_kb %ld\n", (double)(last - first) / (double)steps,
+    printf("ns_per_step %.1f maxrss_kb %ld\n", (double)(last - first) / (double)rq->steps,
            ru.ru_maxrss);
+    return 0;
+}
 
+int main(int argc, char **argv)
+{
+    if (answered_option(argc, argv))
+        return 0;
+    struct request rq;
+    int status = parse_request(argc, argv, &rq);
+    if (status)
+        return status;
+    int nthreads = (int)rq.threads;
+    struct worker *w = calloc((size_t)nthreads, sizeof *w);
+    pthread_t *tid = calloc((size_t)nthreads, sizeof *tid);
+    if (!w || !tid) {
+        fprintf(stderr, "randpat: out of memory for %d threads\n", nthreads);
+        return 1;
+    }
+    umem_t *shared = NULL;
+    if (rq.backend == B_UMEM_LOCKED || rq.backend == B_UMEM_CACHED) {
+        shared = heap_create(rq.backend, (size_t)rq.live * rq.threads);
+        if (!shared) {
+            fprintf(stderr, "randpat: %s: umem_create: %s\n", rq.name, strerror(errno));
+            return 1;
+        }
+    }
+    pthread_barrier_t start, done;
+    pthread_barrier_init(&start, NULL, (unsigned)nthreads);
+    pthread_barrier_init(&done, NULL, (unsigned)nthreads);
+    if (set_up_workers(&rq, w, shared, &start, &done) || run_workers(w, tid, nthreads) ||
+        report(&rq, w))
+        return 1;
     for (int t = 0; t < nthreads; t++) {
-        if (backend == B_UMEM_NOLOCK)
+        if (rq.backend == B_UMEM_NOLOCK)
             umem_destroy(w[t].heap);
         free(w[t].slots);
     }

@@ -2,33 +2,227 @@
  * check.h - the smallest test harness that does the job.
  *
  * A test is a function; RUN(fn) runs it, under a time limit, and prints
- * "ok - fn" or "not ok - fn" (the format tests/run.sh counts), and CHECK
- * records a failed condition with its line without stopping the test.
+ * "ok - fn" or "not ok - fn" (the format tests/run.sh counts).  CHECK(cond)
+ * records a failed condition with its line without stopping the test;
+ * CHECK_EQ(a, b), CHECK_NE, CHECK_LT, CHECK_LE, CHECK_GT and CHECK_GE
+ * compare two integers or two pointers, each side evaluated once, and a
+ * failure prints both expressions and both values:
+ *
+ *     tests/test_umem.c:123: CHECK failed: st.allocs == allocs (41 vs 40) [flags 0x9]
+ *
+ * The part in brackets is the test's context, set by check_where("flags
+ * %#x", flags) (printf's format) to say what the test is doing: a heap's
+ * flags, an operation and its number.  Every failure prints it, plain
+ * CHECKs included, until the next check_where, check_where_clear or RUN.
+ *
+ * A program that runs the same tests again under other conditions
+ * defines CHECK_PREFIX, a string literal, before it includes this file:
+ * its lines then read "ok - PREFIXfn", so that the names stay unique
+ * across programs.
+ *
+ * A test that forks makes its children with check_fork and reaps them
+ * with check_wait: when the test's time runs out, the children it still
+ * waits for are killed with it, so that a hung child is never left behind.
  */
 #ifndef CHECK_H
 #define CHECK_H
 
+#include <errno.h>
 #include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#ifndef CHECK_PREFIX
+#define CHECK_PREFIX ""
+#endif
 
 static int check_failures; /* failed CHECKs in the running test */
 static int check_failed_tests;
 
+/* ---- the context a failure is reported in ---- */
+
+static char check_context[256];
+
+static inline void check_where(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
+static inline void check_where(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(check_context, sizeof check_context, fmt, ap);
+    va_end(ap);
+}
+
+static inline void check_where_clear(void)
+{
+    check_context[0] = '\0';
+}
+
+/* One failure: where, what, the values compared (empty for a plain
+ * CHECK) and the context. */
+static inline void check_failed(const char *file, int line, const char *what,
+                                const char *values)
+{
+    if (check_context[0])
+        fprintf(stderr, "%s:%d: CHECK failed: %s%s [%s]\n", file, line, what, values,
+                check_context);
+    else
+        fprintf(stderr, "%s:%d: CHECK failed: %s%s\n", file, line, what, values);
+    check_failures++;
+}
+
+#define CHECK(cond)                                      \
+    do {                                                 \
+        if (!(cond))                                     \
+            check_failed(__FILE__, __LINE__, #cond, ""); \
+    } while (0)
+
+/* ---- comparisons ----
+ * Each side becomes a check_value: a signed or an unsigned integer, or a
+ * pointer, chosen by its type.  The comparison is of the numbers the two
+ * sides hold (a negative value is below every unsigned one), and pointers
+ * compare by address. */
+
+struct check_value {
+    enum { CHECK_SIGNED, CHECK_UNSIGNED, CHECK_POINTER } kind;
+    long long s;          /* CHECK_SIGNED */
+    unsigned long long u; /* CHECK_UNSIGNED, and a pointer's address */
+};
+
+static inline struct check_value check_signed(long long v)
+{
+    return (struct check_value){.kind = CHECK_SIGNED, .s = v};
+}
+
+static inline struct check_value check_unsigned(unsigned long long v)
+{
+    return (struct check_value){.kind = CHECK_UNSIGNED, .u = v};
+}
+
+static inline struct check_value check_pointer(const volatile void *p)
+{
+    return (struct check_value){.kind = CHECK_POINTER, .u = (uintptr_t)p};
+}
+
+/* Only the function is chosen by type, then called: a pointer never
+ * reaches an integer's function, nor an integer a pointer's. */
+#define CHECK_VALUE(x)                      \
+    _Generic((x),                           \
+        _Bool: check_unsigned,              \
+        char: check_signed,                 \
+        signed char: check_signed,          \
+        short: check_signed,                \
+        int: check_signed,                  \
+        long: check_signed,                 \
+        long long: check_signed,            \
+        unsigned char: check_unsigned,      \
+        unsigned short: check_unsigned,     \
+        unsigned int: check_unsigned,       \
+        unsigned long: check_unsigned,      \
+        unsigned long long: check_unsigned, \
+        default: check_pointer)(x)
+
+enum check_op {
+    CHECK_OP_EQ,
+    CHECK_OP_NE,
+    CHECK_OP_LT,
+    CHECK_OP_LE,
+    CHECK_OP_GT,
+    CHECK_OP_GE
+};
+
+/* -1, 0 or 1 as a is below, equal to or above b. */
+static inline int check_order(struct check_value a, struct check_value b)
+{
+    int a_negative = a.kind == CHECK_SIGNED && a.s < 0;
+    int b_negative = b.kind == CHECK_SIGNED && b.s < 0;
+    if (a_negative != b_negative)
+        return a_negative ? -1 : 1;
+    if (a_negative)
+        return a.s < b.s ? -1 : a.s > b.s;
+    unsigned long long x = a.kind == CHECK_SIGNED ? (unsigned long long)a.s : a.u;
+    unsigned long long y = b.kind == CHECK_SIGNED ? (unsigned long long)b.s : b.u;
+    return x < y ? -1 : x > y;
+}
+
+static inline int check_value_text(char *to, size_t size, struct check_value v)
+{
+    if (v.kind == CHECK_SIGNED)
+        return snprintf(to, size, "%lld", v.s);
+    if (v.kind == CHECK_UNSIGNED)
+        return snprintf(to, size, "%llu", v.u);
+    return snprintf(to, size, "%p", (void *)(uintptr_t)v.u);
+}
+
+/* Whether `a op b` holds; a failure prints both sides and their values. */
+static inline int check_compare(const char *file, int line, const char *a_text,
+                                const char *b_text, enum check_op op,
+                                struct check_value a, struct check_value b)
+{
+    static const char *const op_text[] = {"==", "!=", "<", "<=", ">", ">="};
+    int order = check_order(a, b);
+    int holds = op == CHECK_OP_EQ   ? order == 0
+                : op == CHECK_OP_NE ? order != 0
+                : op == CHECK_OP_LT ? order < 0
+                : op == CHECK_OP_LE ? order <= 0
+                : op == CHECK_OP_GT ? order > 0
+                                    : order >= 0;
+    if (holds)
+        return 1;
+    char what[512], a_value[64], b_value[64], values[160];
+    snprintf(what, sizeof what, "%s %s %s", a_text, op_text[op], b_text);
+    check_value_text(a_value, sizeof a_value, a);
+    check_value_text(b_value, sizeof b_value, b);
+    snprintf(values, sizeof values, " (%s vs %s)", a_value, b_value);
+    check_failed(file, line, what, values);
+    return 0;
+}
+
+#define CHECK_CMP_(a, op, b) \
+    check_compare(__FILE__, __LINE__, #a, #b, op, CHECK_VALUE(a), CHECK_VALUE(b))
+#define CHECK_EQ(a, b) CHECK_CMP_(a, CHECK_OP_EQ, b)
+#define CHECK_NE(a, b) CHECK_CMP_(a, CHECK_OP_NE, b)
+#define CHECK_LT(a, b) CHECK_CMP_(a, CHECK_OP_LT, b)
+#define CHECK_LE(a, b) CHECK_CMP_(a, CHECK_OP_LE, b)
+#define CHECK_GT(a, b) CHECK_CMP_(a, CHECK_OP_GT, b)
+#define CHECK_GE(a, b) CHECK_CMP_(a, CHECK_OP_GE, b)
+
+/* ---- children, and the time limit ---- */
+
+/* The children the running test has made and not yet reaped. */
+enum { CHECK_CHILDREN = 64 };
+static _Atomic pid_t check_children[CHECK_CHILDREN];
+
+static inline void check_kill_children(void)
+{
+    for (int i = 0; i < CHECK_CHILDREN; i++) {
+        pid_t pid = atomic_load(&check_children[i]);
+        if (pid > 0)
+            kill(pid, SIGKILL);
+    }
+}
+
 /* Each test has a time limit, CHECK_TIME_LIMIT seconds (600 by default,
  * for valgrind's pace): a test that hangs is a "not ok" line naming it,
- * and the run goes on to the next program instead of hanging. */
+ * its children are killed, and the run goes on to the next program
+ * instead of hanging. */
 static const char *volatile check_running;
 static volatile pid_t check_runner; /* the process whose test is timed */
 
 static void check_timed_out(int sig)
 {
     (void)sig;
+    check_kill_children();
     if (getpid() != check_runner)
         _exit(1); /* a test's child: its test sees it fail */
-    static const char head[] = "not ok - ", tail[] = " (no result within its time limit: a hang?)\n";
+    static const char head[] = "not ok - ",
+                      tail[] = " (no result within its time limit: a hang?)\n";
     const char *name = check_running ? check_running : "?";
     ssize_t w = write(1, head, sizeof head - 1);
     w = write(1, name, strlen(name));
@@ -44,26 +238,76 @@ static inline unsigned check_time_limit(void)
     return s > 0 ? (unsigned)s : 600u;
 }
 
-#define CHECK(cond)                                                                  \
-    do {                                                                             \
-        if (!(cond)) {                                                               \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-            check_failures++;                                                        \
-        }                                                                            \
+/* fork(), the child remembered until check_wait reaps it.  SIGALRM waits
+ * until it is remembered, so that a time-out cannot miss it; the child
+ * starts with no children of its own to kill. */
+static inline pid_t check_fork(void)
+{
+    sigset_t alrm, old;
+    sigemptyset(&alrm);
+    sigaddset(&alrm, SIGALRM);
+    sigprocmask(SIG_BLOCK, &alrm, &old);
+    pid_t pid = fork();
+    if (pid == 0) {
+        for (int i = 0; i < CHECK_CHILDREN; i++)
+            atomic_store(&check_children[i], 0);
+    } else if (pid > 0) {
+        for (int i = 0; i < CHECK_CHILDREN; i++) {
+            pid_t none = 0;
+            if (atomic_compare_exchange_strong(&check_children[i], &none, pid))
+                break;
+        }
+    }
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    return pid;
+}
+
+/* waitpid() for a child of check_fork, through interruptions; the child
+ * is forgotten once reaped. */
+static inline pid_t check_wait(pid_t pid, int *status)
+{
+    pid_t r;
+    do
+        r = waitpid(pid, status, 0);
+    while (r < 0 && errno == EINTR);
+    for (int i = 0; i < CHECK_CHILDREN && pid > 0; i++) {
+        pid_t mine = pid;
+        atomic_compare_exchange_strong(&check_children[i], &mine, 0);
+    }
+    return r;
+}
+
+/* How a child ended, for a failure's report. */
+static inline void check_describe_child(int status)
+{
+    if (WIFSIGNALED(status))
+        fprintf(stderr, "  the child was killed by signal %d (%s)\n", WTERMSIG(status),
+                strsignal(WTERMSIG(status)));
+    else if (WIFEXITED(status))
+        fprintf(stderr, "  the child exited with status %d\n", WEXITSTATUS(status));
+}
+
+/* A child's wait status: it exited with status 0, or how it ended is
+ * printed. */
+#define CHECK_EXITED_0(status)            \
+    do {                                  \
+        if (!CHECK_EQ(status, 0))         \
+            check_describe_child(status); \
     } while (0)
 
-#define RUN(fn)                                                     \
-    do {                                                            \
-        check_failures = 0;                                         \
-        check_running = #fn;                                        \
-        check_runner = getpid();                                    \
-        signal(SIGALRM, check_timed_out);                           \
-        alarm(check_time_limit());                                  \
-        fn();                                                       \
-        alarm(0);                                                   \
-        printf("%s - %s\n", check_failures ? "not ok" : "ok", #fn); \
-        fflush(stdout);                                             \
-        check_failed_tests += check_failures != 0;                  \
+#define RUN(fn)                                                                  \
+    do {                                                                         \
+        check_failures = 0;                                                      \
+        check_where_clear();                                                     \
+        check_running = CHECK_PREFIX #fn;                                        \
+        check_runner = getpid();                                                 \
+        signal(SIGALRM, check_timed_out);                                        \
+        alarm(check_time_limit());                                               \
+        fn();                                                                    \
+        alarm(0);                                                                \
+        printf("%s - %s\n", check_failures ? "not ok" : "ok", CHECK_PREFIX #fn); \
+        fflush(stdout);                                                          \
+        check_failed_tests += check_failures != 0;                               \
     } while (0)
 
 #define CHECK_EXIT_STATUS() (check_failed_tests ? 1 : 0)

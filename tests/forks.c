@@ -52,14 +52,14 @@ static void *forker(void *arg)
 {
     (void)arg;
     while (!atomic_load(&readers_stop)) {
-        pid_t pid = fork();
+        pid_t pid = check_fork();
         if (pid == 0) {
             char *p = malloc(100); /* the child allocates at once */
             free(p);
             _exit(p ? 17 : 1);
         }
         int status = 0;
-        if (pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status) ||
+        if (pid < 0 || check_wait(pid, &status) != pid || !WIFEXITED(status) ||
             WEXITSTATUS(status) != 17)
             atomic_fetch_add(&forks_failed, 1);
         atomic_fetch_add(&forks_done, 1);
@@ -123,12 +123,10 @@ static void fork_in_handler(int sig)
 {
     (void)sig;
     int saved = errno, status = 0;
-    pid_t pid = fork(), r;
+    pid_t pid = check_fork(), r;
     if (pid == 0)
         _exit(0);
-    do
-        r = waitpid(pid, &status, 0);
-    while (r < 0 && errno == EINTR);
+    r = check_wait(pid, &status);
     if (pid < 0 || r != pid || status != 0)
         handler_failures++;
     handler_forks++;
@@ -150,7 +148,7 @@ static void fork_from_signal_handler(void)
     sigaddset(&usr1, SIGUSR1);
     sigprocmask(SIG_BLOCK, &usr1, NULL);
     CHECK(sigaction(SIGUSR1, &sa, NULL) == 0);
-    pid_t me = getpid(), sender = fork();
+    pid_t me = getpid(), sender = check_fork();
     sigprocmask(SIG_UNBLOCK, &usr1, NULL);
     if (sender == 0) {
         while (getppid() == me) { /* until the test ends, or dies */
@@ -173,7 +171,7 @@ static void fork_from_signal_handler(void)
     signal(SIGUSR1, SIG_IGN);
     if (sender > 0) {
         kill(sender, SIGKILL);
-        waitpid(sender, NULL, 0);
+        check_wait(sender, NULL);
     }
     for (int k = 0; k < SLOTS; k++)
         free(slots[k]);
@@ -297,7 +295,7 @@ static void *allocate_until_failure(void *arg)
 /* In a child, so that each function starts with the memory free. */
 static int fails_under_limit(int fn, size_t size, size_t align)
 {
-    pid_t pid = fork();
+    pid_t pid = check_fork();
     if (pid == 0) {
         oom_fn = fn, oom_size = size, oom_align = align;
         enum { THREADS = 4 };
@@ -316,7 +314,7 @@ static int fails_under_limit(int fn, size_t size, size_t align)
         _exit(atomic_load(&oom_errors) ? 4 : 0);
     }
     int status = 0;
-    if (pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status)) {
+    if (pid < 0 || check_wait(pid, &status) != pid || !WIFEXITED(status) || WEXITSTATUS(status)) {
         fprintf(stderr, "  %s of %zu bytes (alignment %zu) under RLIMIT_AS: status %#x\n",
                 fn_names[fn], size, align, (unsigned)status);
         return 0;

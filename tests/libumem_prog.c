@@ -579,14 +579,14 @@ static void fork_while_threads_allocate(void)
     int children_ok = 0;
     for (int i = 0; i < FORKS; i++) {
         fflush(NULL);
-        pid_t pid = fork();
+        pid_t pid = check_fork();
         if (pid == 0)
             exit(child_main(i));
         CHECK(pid > 0);
         if (pid < 0)
             continue;
         int status;
-        if (waitpid(pid, &status, 0) == pid && WIFEXITED(status) &&
+        if (check_wait(pid, &status) == pid && WIFEXITED(status) &&
             WEXITSTATUS(status) == 0)
             children_ok++;
         else

@@ -2,9 +2,11 @@
 #include "../umem.h"
 #include "check.h"
 
+#include <ctype.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 
 /* Fill and verify a block with a pattern that depends on its identity, so
@@ -15,12 +17,39 @@ static void fill(unsigned char *p, size_t n, unsigned tag)
         p[i] = (unsigned char)(tag * 131u + i * 7u);
 }
 
-static int intact(const unsigned char *p, size_t n, unsigned tag)
+/* The offset of the first byte that is not the pattern's, n if none:
+ * CHECK_EQ(first_changed(p, n, tag), n) prints where a block went wrong. */
+static size_t first_changed(const unsigned char *p, size_t n, unsigned tag)
 {
     for (size_t i = 0; i < n; i++)
         if (p[i] != (unsigned char)(tag * 131u + i * 7u))
-            return 0;
-    return 1;
+            return i;
+    return n;
+}
+
+static int intact(const unsigned char *p, size_t n, unsigned tag)
+{
+    return first_changed(p, n, tag) == n;
+}
+
+/* The names of a heap's flags, "GROW|NOLOCK", for a failure's context. */
+static const char *flag_names(unsigned flags)
+{
+    static const char *const names[] = {"SHARED", "NOLOCK", "GROW", "CACHED", "DEBUG"};
+    static char text[64];
+    size_t n = 0;
+    text[0] = '\0';
+    for (unsigned bit = 0; bit < 5; bit++)
+        if (flags & 1u << bit)
+            n += (size_t)snprintf(text + n, sizeof text - n, "%s%s", n ? "|" : "",
+                                  names[bit]);
+    return n ? text : "none";
+}
+
+/* Says which heap the checks that follow are about. */
+static void where_flags(unsigned flags)
+{
+    check_where("flags %#x %s", flags, flag_names(flags));
 }
 
 static const unsigned all_flags[] = {0, UMEM_SHARED, UMEM_NOLOCK};
@@ -35,94 +64,187 @@ static const unsigned every_flags[] = {0,
                                        UMEM_CACHED | UMEM_GROW};
 #define EVERY_FLAGS (sizeof every_flags / sizeof every_flags[0])
 
-/* Random allocs, reallocs, aligned allocs and frees against a model of
- * the live blocks, on a heap made with `flags`. */
-static void model_run(unsigned flags)
+/* ---- the randomized model ----
+ * Random allocs, reallocs, aligned allocs and frees against a model of
+ * the live blocks: for each slot, its block, the size asked for and the
+ * tag of its pattern.  Each operation draws two numbers from the seed,
+ * the slot and what to do with it. */
+enum { MODEL_SLOTS = 512, MODEL_OPS = 40000, MODEL_HEAP = 4 << 20 };
+struct model {
+    umem_t *h;
+    unsigned flags; /* as umem_create was given them */
+    unsigned slots; /* the slots in use, MODEL_SLOTS at most */
+    unsigned long long seed;
+    unsigned char *ptr[MODEL_SLOTS];
+    size_t len[MODEL_SLOTS];
+    unsigned tag[MODEL_SLOTS];
+    uint64_t allocs, frees, failed, calls; /* as umem_get_stats should count them */
+    uint64_t live;                         /* blocks in the slots */
+};
+
+/* The context of operation `op`: the heap's flags, what the operation
+ * does, its number, its slot and the size it asks for. */
+static void model_where(const struct model *m, const char *what, int op, unsigned s,
+                        size_t n)
 {
-    enum { SLOTS = 512, OPS = 40000, HEAP = 4 << 20 };
-    static unsigned char *ptr[SLOTS];
-    static size_t len[SLOTS];
-    static unsigned tag[SLOTS];
-    unsigned long long seed = 0x5eed0000u + flags;
-    umem_t *h = umem_create(flags & UMEM_GROW ? 4096 : HEAP, flags);
-    CHECK(h != NULL);
-    if (!h)
-        return;
-    uint64_t allocs = 0, frees = 0, failed = 0, calls = 0;
-    for (int op = 0; op < OPS; op++) {
-        unsigned s = (unsigned)(check_rand(&seed) % SLOTS);
-        unsigned long long r = check_rand(&seed);
-        if (ptr[s] && r % 4 == 0) {
-            /* realloc: the contents up to the smaller size survive */
-            size_t n = 1 + (r >> 8) % (8 << 10);
-            CHECK(intact(ptr[s], len[s], tag[s]));
-            unsigned char *q = umem_realloc(h, ptr[s], n);
-            calls++;
-            if (!q) {
-                CHECK(errno == ENOMEM);
-                failed++;
-                continue;
-            }
-            CHECK(intact(q, len[s] < n ? len[s] : n, tag[s]));
-            CHECK(umem_usable_size(h, q) >= n);
-            ptr[s] = q;
-            len[s] = n;
-            fill(ptr[s], n, tag[s]);
-        } else if (ptr[s]) {
-            CHECK(intact(ptr[s], len[s], tag[s]));
-            umem_free(h, ptr[s]);
-            ptr[s] = NULL;
-            frees++;
-            calls++;
-        } else {
-            size_t n = r % 100 == 0 ? HEAP - r % 4096 : 1 + (r >> 8) % (16 << 10);
-            size_t align = r % 7 == 0 ? (size_t)16 << (r >> 40) % 9 : 0;
-            ptr[s] = align ? umem_memalign(h, align, n) : umem_alloc(h, n);
-            calls++;
-            if (!ptr[s]) {
-                failed++;
-                CHECK(errno == ENOMEM);
-                continue;
-            }
-            allocs++;
-            CHECK((uintptr_t)ptr[s] % (align ? align : 16) == 0);
-            CHECK(umem_usable_size(h, ptr[s]) >= n);
-            len[s] = n;
-            tag[s] = (unsigned)op;
-            fill(ptr[s], n, tag[s]);
-        }
-        if (op % 500 == 0)
-            CHECK(umem_check(h) == 0);
+    check_where("flags %#x %s, op %s #%d, slot %u, %zu bytes", m->flags,
+                flag_names(m->flags), what, op, s, n);
+}
+
+/* A realloc: the contents up to the smaller size survive.  Returns 0
+ * when it failed, as it may near the heap's size. */
+static int model_realloc(struct model *m, int op, unsigned s, unsigned long long r)
+{
+    size_t n = 1 + (r >> 8) % (8 << 10);
+    model_where(m, "realloc", op, s, n);
+    CHECK_EQ(first_changed(m->ptr[s], m->len[s], m->tag[s]), m->len[s]);
+    unsigned char *q = umem_realloc(m->h, m->ptr[s], n);
+    m->calls++;
+    if (!q) {
+        CHECK_EQ(errno, ENOMEM);
+        m->failed++;
+        return 0;
     }
-    CHECK(umem_check(h) == 0);
+    size_t kept = m->len[s] < n ? m->len[s] : n;
+    CHECK_EQ(first_changed(q, kept, m->tag[s]), kept);
+    CHECK_GE(umem_usable_size(m->h, q), n);
+    m->ptr[s] = q;
+    m->len[s] = n;
+    fill(q, n, m->tag[s]);
+    return 1;
+}
+
+static void model_free(struct model *m, int op, unsigned s)
+{
+    model_where(m, "free", op, s, m->len[s]);
+    CHECK_EQ(first_changed(m->ptr[s], m->len[s], m->tag[s]), m->len[s]);
+    umem_free(m->h, m->ptr[s]);
+    m->ptr[s] = NULL;
+    m->frees++;
+    m->calls++;
+}
+
+/* An allocation, aligned one time in seven, of 1 B to 16 KiB, or one
+ * time in a hundred of nearly the whole heap.  Returns 0 when it failed. */
+static int model_alloc(struct model *m, int op, unsigned s, unsigned long long r)
+{
+    size_t n = r % 100 == 0 ? MODEL_HEAP - r % 4096 : 1 + (r >> 8) % (16 << 10);
+    size_t align = r % 7 == 0 ? (size_t)16 << (r >> 40) % 9 : 0;
+    model_where(m, align ? "memalign" : "alloc", op, s, n);
+    m->ptr[s] = align ? umem_memalign(m->h, align, n) : umem_alloc(m->h, n);
+    m->calls++;
+    if (!m->ptr[s]) {
+        m->failed++;
+        CHECK_EQ(errno, ENOMEM);
+        return 0;
+    }
+    m->allocs++;
+    CHECK_EQ((uintptr_t)m->ptr[s] % (align ? align : 16), 0);
+    CHECK_GE(umem_usable_size(m->h, m->ptr[s]), n);
+    m->len[s] = n;
+    m->tag[s] = (unsigned)op;
+    fill(m->ptr[s], n, m->tag[s]);
+    return 1;
+}
+
+/* One operation on a random slot: an occupied one is reallocated one
+ * time in four, else freed; an empty one gets a block.  Returns 0 when
+ * the operation failed. */
+static int model_step(struct model *m, int op)
+{
+    unsigned s = (unsigned)(check_rand(&m->seed) % m->slots);
+    unsigned long long r = check_rand(&m->seed);
+    if (m->ptr[s] && r % 4 == 0)
+        return model_realloc(m, op, s, r);
+    if (m->ptr[s]) {
+        model_free(m, op, s);
+        return 1;
+    }
+    return model_alloc(m, op, s, r);
+}
+
+/* umem_check every 500 operations, those that failed left out. */
+static void model_check_now(const struct model *m, int op)
+{
+    if (op % 500 != 0)
+        return;
+    check_where("flags %#x %s, umem_check after op #%d", m->flags, flag_names(m->flags),
+                op);
+    CHECK_EQ(umem_check(m->h), 0);
+}
+
+/* After the run: the statistics count what the model did. */
+static void model_check_stats(const struct model *m)
+{
+    unsigned flags = m->flags;
+    check_where("flags %#x %s, after the run's %d ops", flags, flag_names(flags),
+                MODEL_OPS);
+    CHECK_EQ(umem_check(m->h), 0);
     umem_stats_t st;
-    umem_get_stats(h, &st);
-    CHECK(st.allocs == allocs && st.frees == frees && st.failed_allocs == failed);
+    umem_get_stats(m->h, &st);
+    CHECK_EQ(st.allocs, m->allocs);
+    CHECK_EQ(st.frees, m->frees);
+    CHECK_EQ(st.failed_allocs, m->failed);
     /* A growing heap never runs out; a fixed one does, for the sizes
      * near its whole size. */
-    CHECK(flags & UMEM_GROW ? failed == 0 : failed > 0);
-    CHECK(allocs > 10000);
+    if (flags & UMEM_GROW)
+        CHECK_EQ(m->failed, 0);
+    else
+        CHECK_GT(m->failed, 0);
+    CHECK_GT(m->allocs, 10000);
     /* A large block takes the lock twice when no freed mapping is there
      * to reuse: once to look, once to add the new one. */
     if (!(flags & (UMEM_NOLOCK | UMEM_CACHED | UMEM_GROW)))
-        CHECK(st.lock_count == calls);
-    if ((flags & (UMEM_GROW | UMEM_NOLOCK | UMEM_CACHED)) == UMEM_GROW)
-        CHECK(st.lock_count >= calls && st.lock_count <= 2 * calls);
+        CHECK_EQ(st.lock_count, m->calls);
+    if ((flags & (UMEM_GROW | UMEM_NOLOCK | UMEM_CACHED)) == UMEM_GROW) {
+        CHECK_GE(st.lock_count, m->calls);
+        CHECK_LE(st.lock_count, 2 * m->calls);
+    }
     if (flags & UMEM_NOLOCK)
-        CHECK(st.lock_count == 0);
-    if (flags & UMEM_CACHED)
-        CHECK(st.cache_hits > 0 && st.cache_frees > 0 && st.lock_count < calls);
-    for (unsigned s = 0; s < SLOTS; s++) {
-        if (ptr[s]) {
-            CHECK(intact(ptr[s], len[s], tag[s]));
-            umem_free(h, ptr[s]);
-            ptr[s] = NULL;
+        CHECK_EQ(st.lock_count, 0);
+    if (flags & UMEM_CACHED) {
+        CHECK_GT(st.cache_hits, 0);
+        CHECK_GT(st.cache_frees, 0);
+        CHECK_LT(st.lock_count, m->calls);
+    }
+}
+
+/* Every block left in the model, verified and freed. */
+static void model_free_all(struct model *m)
+{
+    for (unsigned s = 0; s < m->slots; s++) {
+        if (m->ptr[s]) {
+            check_where("flags %#x %s, free at the end, slot %u, %zu bytes", m->flags,
+                        flag_names(m->flags), s, m->len[s]);
+            CHECK_EQ(first_changed(m->ptr[s], m->len[s], m->tag[s]), m->len[s]);
+            umem_free(m->h, m->ptr[s]);
+            m->ptr[s] = NULL;
         }
     }
-    umem_get_stats(h, &st);
-    CHECK(st.bytes_in_use == 0 && st.peak_bytes_in_use > 0);
-    CHECK(umem_check(h) == 0);
-    umem_destroy(h);
+}
+
+/* The model on a heap made with `flags`. */
+static void model_run(unsigned flags)
+{
+    static struct model m;
+    m = (struct model){.flags = flags, .slots = MODEL_SLOTS, .seed = 0x5eed0000u + flags};
+    where_flags(flags);
+    m.h = umem_create(flags & UMEM_GROW ? 4096 : MODEL_HEAP, flags);
+    CHECK_NE(m.h, NULL);
+    if (!m.h)
+        return;
+    for (int op = 0; op < MODEL_OPS; op++)
+        if (model_step(&m, op))
+            model_check_now(&m, op);
+    model_check_stats(&m);
+    model_free_all(&m);
+    where_flags(flags);
+    umem_stats_t st;
+    umem_get_stats(m.h, &st);
+    CHECK_EQ(st.bytes_in_use, 0);
+    CHECK_GT(st.peak_bytes_in_use, 0);
+    CHECK_EQ(umem_check(m.h), 0);
+    umem_destroy(m.h);
 }
 
 static void model_every_flag_combination(void)
@@ -131,24 +253,33 @@ static void model_every_flag_combination(void)
         model_run(every_flags[i]);
 }
 
+/* umem_create(size, flags) fails, and sets errno to `want`. */
+static void create_fails(size_t size, unsigned flags, int want)
+{
+    check_where("umem_create(%zu, %#x)", size, flags);
+    errno = 0;
+    umem_t *h = umem_create(size, flags);
+    int e = errno;
+    CHECK_EQ(h, NULL);
+    CHECK_EQ(e, want);
+    umem_destroy(h);
+}
+
 static void create_rejects_bad_arguments(void)
 {
-    errno = 0;
-    CHECK(umem_create(16, 0) == NULL && errno == EINVAL);
-    errno = 0;
-    CHECK(umem_create(SIZE_MAX, 0) == NULL && errno == ENOMEM);
-    errno = 0;
-    CHECK(umem_create(1 << 20, 64) == NULL && errno == EINVAL);
-    errno = 0;
-    CHECK(umem_create(1 << 20, UMEM_SHARED | UMEM_NOLOCK) == NULL && errno == EINVAL);
+    create_fails(16, 0, EINVAL);
+    create_fails(SIZE_MAX, 0, ENOMEM);
+    create_fails(1 << 20, 64, EINVAL);
+    create_fails(1 << 20, UMEM_SHARED | UMEM_NOLOCK, EINVAL);
     static const unsigned refused[] = {UMEM_SHARED | UMEM_GROW, UMEM_SHARED | UMEM_CACHED,
                                        UMEM_NOLOCK | UMEM_CACHED, 32};
-    for (unsigned i = 0; i < 4; i++) {
-        errno = 0;
-        CHECK(umem_create(1 << 20, refused[i]) == NULL && errno == EINVAL);
-    }
+    for (unsigned i = 0; i < 4; i++)
+        create_fails(1 << 20, refused[i], EINVAL);
+    check_where("umem_create(4096, 0)");
     umem_t *h = umem_create(4096, 0);
-    CHECK(h != NULL && umem_check(h) == 0);
+    CHECK_NE(h, NULL);
+    if (h)
+        CHECK_EQ(umem_check(h), 0);
     umem_destroy(h);
     umem_destroy(NULL);
 }
@@ -156,23 +287,28 @@ static void create_rejects_bad_arguments(void)
 static void alignment_and_zero(void)
 {
     for (unsigned i = 0; i < 3; i++) {
+        where_flags(all_flags[i]);
         umem_t *h = umem_create(1 << 20, all_flags[i]);
-        CHECK(h != NULL);
+        CHECK_NE(h, NULL);
         if (!h)
             continue;
         for (size_t n = 1; n <= 300; n++) {
+            check_where("flags %#x %s, umem_alloc(%zu)", all_flags[i],
+                        flag_names(all_flags[i]), n);
             void *p = umem_alloc(h, n);
-            CHECK(p != NULL && (uintptr_t)p % 16 == 0);
+            CHECK_NE(p, NULL);
+            CHECK_EQ((uintptr_t)p % 16, 0);
             if (n % 3)
                 umem_free(h, p);
         }
-        CHECK(umem_alloc(h, 0) == NULL);
-        CHECK(umem_alloc(h, SIZE_MAX) == NULL);
-        CHECK(umem_alloc(h, SIZE_MAX - 8) == NULL);
+        where_flags(all_flags[i]);
+        CHECK_EQ(umem_alloc(h, 0), NULL);
+        CHECK_EQ(umem_alloc(h, SIZE_MAX), NULL);
+        CHECK_EQ(umem_alloc(h, SIZE_MAX - 8), NULL);
         umem_stats_t st;
         umem_get_stats(h, &st);
-        CHECK(st.failed_allocs == 2); /* n == 0 is not a failure */
-        CHECK(umem_check(h) == 0);
+        CHECK_EQ(st.failed_allocs, 2); /* n == 0 is not a failure */
+        CHECK_EQ(umem_check(h), 0);
         umem_destroy(h);
     }
 }
@@ -180,32 +316,35 @@ static void alignment_and_zero(void)
 static void exhaustion_then_recovery(void)
 {
     umem_t *h = umem_create(64 << 10, 0);
-    CHECK(h != NULL);
+    CHECK_NE(h, NULL);
     if (!h)
         return;
     void *p[128];
     int n = 0;
     while (n < 128 && (p[n] = umem_alloc(h, 1000)) != NULL)
         n++;
-    CHECK(n > 10 && n < 128);
-    CHECK(errno == ENOMEM);
+    CHECK_GT(n, 10);
+    CHECK_LT(n, 128);
+    CHECK_EQ(errno, ENOMEM);
     umem_stats_t st;
     umem_get_stats(h, &st);
-    CHECK(st.failed_allocs == 1 && st.allocs == (uint64_t)n);
+    CHECK_EQ(st.failed_allocs, 1);
+    CHECK_EQ(st.allocs, n);
     umem_free(h, p[n / 2]);
     p[n / 2] = umem_alloc(h, 1000);
-    CHECK(p[n / 2] != NULL);
+    CHECK_NE(p[n / 2], NULL);
     for (int i = 0; i < n; i++)
         umem_free(h, p[i]);
-    CHECK(umem_check(h) == 0);
+    CHECK_EQ(umem_check(h), 0);
     umem_destroy(h);
 }
 
 static void full_coalescing(void)
 {
     for (unsigned i = 0; i < 3; i++) {
+        where_flags(all_flags[i]);
         umem_t *h = umem_create(1 << 20, all_flags[i]);
-        CHECK(h != NULL);
+        CHECK_NE(h, NULL);
         if (!h)
             continue;
         enum { N = 300 };
@@ -221,63 +360,152 @@ static void full_coalescing(void)
         }
         for (int k = 0; k < N; k++) {
             umem_free(h, p[k]);
-            if (k % 50 == 0)
-                CHECK(umem_check(h) == 0);
+            if (k % 50 == 0) {
+                check_where("flags %#x %s, umem_check after free #%d", all_flags[i],
+                            flag_names(all_flags[i]), k);
+                CHECK_EQ(umem_check(h), 0);
+            }
         }
+        where_flags(all_flags[i]);
         umem_stats_t st;
         umem_get_stats(h, &st);
         void *all = umem_alloc(h, st.heap_bytes - 16);
-        CHECK(all != NULL);
-        CHECK(umem_alloc(h, 1) == NULL);
+        CHECK_NE(all, NULL);
+        CHECK_EQ(umem_alloc(h, 1), NULL);
         umem_free(h, all);
-        CHECK(umem_check(h) == 0);
+        CHECK_EQ(umem_check(h), 0);
         umem_destroy(h);
     }
 }
 
-/* Runs `misuse` in a child; passes when the child aborts and its stderr
- * holds `expect` and the offending pointer. */
+/* ---- death tests ----
+ * A misuse runs in a child, which names the pointer it is about to
+ * misuse (its "%p" text) in memory it shares with the test, then makes
+ * the bad call.  The test passes when the child is killed by SIGABRT
+ * after one line on stderr that holds the expected words and names that
+ * pointer and no other.  A child whose misuse returns, or that names no
+ * pointer, fails the test. */
+enum { PTR_TEXT = 64 };
+
+static void name_pointer(char *ptr_text, const void *p)
+{
+    snprintf(ptr_text, PTR_TEXT, "%p", p);
+}
+
+/* Whether `line` names the pointer `ptr` and no other: each number in it
+ * written "0x..." is ptr, and there is one at least. */
+static int names_only_pointer(const char *line, const char *ptr)
+{
+    size_t want = strlen(ptr);
+    int named = 0, others = 0;
+    for (const char *c = line; (c = strstr(c, "0x")) != NULL;) {
+        size_t n = 2 + strspn(c + 2, "0123456789abcdefABCDEF");
+        if (n > 2 && (c == line || !isalnum((unsigned char)c[-1]))) {
+            if (n == want && strncmp(c, ptr, n) == 0)
+                named++;
+            else
+                others++;
+        }
+        c += n;
+    }
+    return named > 0 && others == 0;
+}
+
+/* Whether `text` is one line, its newline included. */
+static int one_line(const char *text)
+{
+    size_t n = strlen(text);
+    return n > 0 && strchr(text, '\n') == text + n - 1;
+}
+
+/* Reads fd to its end (the child's death), keeping its first size - 1
+ * bytes: a child that says more is never left blocked on a full pipe. */
+static void read_to_end(int fd, char *text, size_t size)
+{
+    size_t got = 0;
+    char rest[256];
+    for (;;) {
+        int keep = got < size - 1;
+        ssize_t r =
+            read(fd, keep ? text + got : rest, keep ? size - 1 - got : sizeof rest);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        if (keep)
+            got += (size_t)r;
+    }
+    text[got] = '\0';
+}
+
+/* What a failed death test prints: what the child said and how it ended,
+ * and what was expected of it. */
+static void report_death(const char *err, const char *expect, const char *ptr_text,
+                         int status)
+{
+    size_t n = strlen(err);
+    fprintf(stderr, "  the child's message: %s%s", n ? err : "(none)",
+            n && err[n - 1] == '\n' ? "" : "\n");
+    fprintf(
+        stderr,
+        "  expected: one line holding \"%s\" and naming the pointer %s, then SIGABRT\n",
+        expect, ptr_text[0] ? ptr_text : "(none: the child named no pointer)");
+    check_describe_child(status);
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+        fprintf(stderr, "  (its misuse returned: not caught)\n");
+}
+
+/* The child's message, its pointer and its end, checked. */
+static void judge_death(const char *err, const char *expect, const char *ptr_text,
+                        int status)
+{
+    int before = check_failures;
+    CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT);
+    CHECK(ptr_text[0] != '\0'); /* the child named its pointer */
+    CHECK(strstr(err, expect) != NULL);
+    CHECK(one_line(err));
+    CHECK(names_only_pointer(err, ptr_text));
+    if (check_failures != before)
+        report_death(err, expect, ptr_text, status);
+}
+
+/* Runs `misuse` in a child, on a heap made with `flags`, and judges its
+ * death. */
 static void expect_death_on(unsigned flags, void (*misuse)(umem_t *, char *ptr_text),
                             const char *expect)
 {
-    int fds[2];
-    CHECK(pipe(fds) == 0);
+    check_where("death test, flags %#x %s, expecting \"%s\"", flags, flag_names(flags),
+                expect);
+    char *ptr_text =
+        mmap(NULL, PTR_TEXT, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     umem_t *h = umem_create(1 << 20, flags);
-    char ptr_text[64] = "";
-    /* The child tells the parent the pointer it will misuse. */
-    int ptr_pipe[2];
-    CHECK(pipe(ptr_pipe) == 0);
-    pid_t pid = fork();
+    int fds[2] = {-1, -1};
+    CHECK_NE(ptr_text, MAP_FAILED);
+    CHECK_NE(h, NULL);
+    CHECK_EQ(pipe(fds), 0);
+    pid_t pid = ptr_text != MAP_FAILED && h && fds[0] >= 0 ? check_fork() : -1;
     if (pid == 0) {
         dup2(fds[1], 2);
         close(fds[0]);
-        close(ptr_pipe[0]);
+        close(fds[1]);
         misuse(h, ptr_text);
-        ssize_t w = write(ptr_pipe[1], ptr_text, strlen(ptr_text));
-        (void)w;
-        close(ptr_pipe[1]);
-        _exit(0); /* misuse returned: not caught */
+        _exit(0); /* the misuse returned: not caught */
     }
-    close(fds[1]);
-    close(ptr_pipe[1]);
-    char err[512] = "";
-    size_t got = 0;
-    ssize_t r;
-    while (got < sizeof err - 1 &&
-           (r = read(fds[0], err + got, sizeof err - 1 - got)) > 0)
-        got += (size_t)r;
-    err[got] = '\0';
-    r = read(ptr_pipe[0], ptr_text, sizeof ptr_text - 1);
-    ptr_text[r > 0 ? r : 0] = '\0';
-    close(fds[0]);
-    close(ptr_pipe[0]);
-    int status = 0;
-    waitpid(pid, &status, 0);
-    CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT);
-    CHECK(strstr(err, expect) != NULL);
-    CHECK(strchr(err, '\n') == err + strlen(err) - 1); /* one line */
-    if (!strstr(err, expect))
-        fprintf(stderr, "  child said: %s", err);
+    if (fds[1] >= 0)
+        close(fds[1]);
+    CHECK_GT(pid, 0);
+    if (pid > 0) {
+        char err[512];
+        read_to_end(fds[0], err, sizeof err);
+        int status = 0;
+        CHECK_EQ(check_wait(pid, &status), pid);
+        ptr_text[PTR_TEXT - 1] = '\0';
+        judge_death(err, expect, ptr_text, status);
+    }
+    if (fds[0] >= 0)
+        close(fds[0]);
+    if (ptr_text != MAP_FAILED)
+        munmap(ptr_text, PTR_TEXT);
     umem_destroy(h);
 }
 
@@ -286,25 +514,24 @@ static void expect_death(void (*misuse)(umem_t *, char *ptr_text), const char *e
     expect_death_on(0, misuse, expect);
 }
 
-/* Each misuse writes the pointer into ptr_text before the bad call, and
- * sends it only if the call returns: a surviving child is a failure. */
+/* Each misuse names its pointer just before the bad call. */
 static void free_foreign(umem_t *h, char *t)
 {
     static char not_ours[64] __attribute__((aligned(16)));
-    snprintf(t, 64, "%p", (void *)not_ours);
+    name_pointer(t, not_ours);
     umem_free(h, not_ours);
 }
 static void free_misaligned(umem_t *h, char *t)
 {
     char *p = umem_alloc(h, 100);
-    snprintf(t, 64, "%p", (void *)(p + 1));
+    name_pointer(t, p + 1);
     umem_free(h, p + 1);
 }
 static void free_interior(umem_t *h, char *t)
 {
     char *p = umem_alloc(h, 200);
     memset(p, 0xAB, 200);
-    snprintf(t, 64, "%p", (void *)(p + 64));
+    name_pointer(t, p + 64);
     umem_free(h, p + 64);
 }
 static void free_twice(umem_t *h, char *t)
@@ -312,7 +539,7 @@ static void free_twice(umem_t *h, char *t)
     char *p = umem_alloc(h, 100);
     umem_alloc(h, 100); /* keeps p from merging with the big free block */
     umem_free(h, p);
-    snprintf(t, 64, "%p", (void *)p);
+    name_pointer(t, p);
     umem_free(h, p);
 }
 static void overrun_then_free(umem_t *h, char *t)
@@ -323,7 +550,7 @@ static void overrun_then_free(umem_t *h, char *t)
     /* Overrun the lower block into the next one's header. */
     char *low = p < q ? p : q;
     memset(low, 0x5A, 64 + 16 + 8);
-    snprintf(t, 64, "%p", (void *)low);
+    name_pointer(t, low);
     umem_free(h, low);
 }
 
@@ -337,7 +564,7 @@ static void free_aligned_twice(umem_t *h, char *t)
         q = umem_alloc(h, 100);
     while (q && q < p);
     umem_free(h, p);
-    snprintf(t, 64, "%p", (void *)p);
+    name_pointer(t, p);
     umem_free(h, p);
 }
 static void realloc_freed(umem_t *h, char *t)
@@ -345,7 +572,7 @@ static void realloc_freed(umem_t *h, char *t)
     char *p = umem_alloc(h, 100);
     umem_alloc(h, 100);
     umem_free(h, p);
-    snprintf(t, 64, "%p", (void *)p);
+    name_pointer(t, p);
     umem_realloc(h, p, 200);
 }
 /* With UMEM_CACHED: the second free finds the block's cache tag. */
@@ -353,7 +580,7 @@ static void free_twice_cached(umem_t *h, char *t)
 {
     char *p = umem_alloc(h, 100);
     umem_free(h, p);
-    snprintf(t, 64, "%p", (void *)p);
+    name_pointer(t, p);
     umem_free(h, p);
 }
 /* With UMEM_CACHED: a block of a thread that has ended, freed twice by
@@ -371,7 +598,7 @@ static void free_twice_remote(umem_t *h, char *t)
         return;
     pthread_join(tid, NULL);
     umem_free(h, box);
-    snprintf(t, 64, "%p", box);
+    name_pointer(t, box);
     umem_free(h, box);
 }
 /* With UMEM_CACHED: a pointer inside a pooled block, and the start of a
@@ -379,14 +606,14 @@ static void free_twice_remote(umem_t *h, char *t)
 static void free_interior_pooled(umem_t *h, char *t)
 {
     char *p = umem_alloc(h, 200);
-    snprintf(t, 64, "%p", (void *)(p + 16));
+    name_pointer(t, p + 16);
     umem_free(h, p + 16);
 }
 static void free_never_handed_out(umem_t *h, char *t)
 {
     char *p = umem_alloc(h, 200);
     char *next = umem__page_of(h, p)->limit - umem_usable_size(h, p); /* its page's last */
-    snprintf(t, 64, "%p", (void *)next);
+    name_pointer(t, next);
     umem_free(h, next);
 }
 /* With UMEM_CACHED: a write after free over a cached block's link. */
@@ -397,7 +624,7 @@ static void forge_cache_link(umem_t *h, char *t)
     umem_free(h, p);
     *(void **)p = victim; /* the cache's link, overwritten */
     umem_alloc(h, 40);    /* p itself */
-    snprintf(t, 64, "%p", (void *)victim);
+    name_pointer(t, victim);
     umem_alloc(h, 40); /* would be victim */
 }
 static void death_foreign(void)
@@ -460,12 +687,12 @@ static void check_finds_overrun(void)
     char *p = umem_alloc(h, 64);
     char *q = umem_alloc(h, 64);
     char *low = p < q ? p : q;
-    CHECK(umem_check(h) == 0);
+    CHECK_EQ(umem_check(h), 0);
     fprintf(stderr, "(the next umem_check message is expected)\n");
     low[64 + 3] ^= 1; /* one bit of the next block's header */
-    CHECK(umem_check(h) == -1);
+    CHECK_EQ(umem_check(h), -1);
     low[64 + 3] ^= 1;
-    CHECK(umem_check(h) == 0);
+    CHECK_EQ(umem_check(h), 0);
     umem_destroy(h);
 }
 
@@ -476,21 +703,22 @@ static void check_finds_stale_header_on_list(void)
 {
     umem_t *h = umem_create(1 << 20, 0);
     char *a = umem_alloc(h, 64), *b = umem_alloc(h, 64), *c = umem_alloc(h, 64);
-    CHECK(a < b && b < c); /* carved from the low end, upwards */
+    CHECK_LT(a, b); /* carved from the low end, upwards */
+    CHECK_LT(b, c);
     umem_free(h, b);       /* b: free, on its list */
     umem_free(h, a);       /* a absorbs b; b's header is stale inside a */
-    CHECK(umem_check(h) == 0);
+    CHECK_EQ(umem_check(h), 0);
     struct umem_free *merged = (struct umem_free *)(a - UMEM_HEADER);
     struct umem_free *stale = (struct umem_free *)(b - UMEM_HEADER);
     unsigned i = (unsigned)((umem__size(merged) - UMEM_MIN_BLOCK) / 16);
-    CHECK(h->bin[i] == merged);
+    CHECK_EQ(h->bin[i], merged);
     stale->next = merged->next;
     stale->prev = NULL;
     h->bin[i] = stale;
     fprintf(stderr, "(the next umem_check message is expected)\n");
-    CHECK(umem_check(h) == -1);
+    CHECK_EQ(umem_check(h), -1);
     h->bin[i] = merged;
-    CHECK(umem_check(h) == 0);
+    CHECK_EQ(umem_check(h), 0);
     umem_destroy(h);
     (void)c;
 }
@@ -502,12 +730,12 @@ static void check_finds_stale_header_in_tree(void)
     char *a = umem_alloc(h, 3000), *b = umem_alloc(h, 3000), *c = umem_alloc(h, 64);
     umem_free(h, b);
     umem_free(h, a); /* a absorbs b */
-    CHECK(umem_check(h) == 0);
+    CHECK_EQ(umem_check(h), 0);
     struct umem_node *merged = (struct umem_node *)(a - UMEM_HEADER);
     struct umem_node *stale = (struct umem_node *)(b - UMEM_HEADER);
     struct umem_node **path[UMEM_PATH];
     unsigned depth = umem__tree_path(&h->root, merged, path);
-    CHECK(depth > 0);
+    CHECK_GT(depth, 0);
     if (depth > 0) {
         stale->left = merged->left;
         stale->right = merged->right;
@@ -515,9 +743,9 @@ static void check_finds_stale_header_in_tree(void)
         stale->height = merged->height;
         *path[depth - 1] = stale;
         fprintf(stderr, "(the next umem_check message is expected)\n");
-        CHECK(umem_check(h) == -1);
+        CHECK_EQ(umem_check(h), -1);
         *path[depth - 1] = merged;
-        CHECK(umem_check(h) == 0);
+        CHECK_EQ(umem_check(h), 0);
     }
     umem_destroy(h);
     (void)c;
@@ -567,78 +795,116 @@ static void *hammer_thread(void *arg)
 static void threads_hammer_one_heap(void)
 {
     umem_t *h = umem_create(2 << 20, 0);
-    CHECK(h != NULL);
+    CHECK_NE(h, NULL);
     if (!h)
         return;
     pthread_t tid[THREADS];
     struct hammer t[THREADS];
     for (unsigned i = 0; i < THREADS; i++) {
         t[i] = (struct hammer){.h = h, .id = i};
-        CHECK(pthread_create(&tid[i], NULL, hammer_thread, &t[i]) == 0);
+        CHECK_EQ(pthread_create(&tid[i], NULL, hammer_thread, &t[i]), 0);
     }
     uint64_t allocs = 0, frees = 0, failed = 0;
     for (unsigned i = 0; i < THREADS; i++) {
+        check_where("thread #%u", i);
         pthread_join(tid[i], NULL);
-        CHECK(t[i].bad == 0);
+        CHECK_EQ(t[i].bad, 0);
         allocs += t[i].allocs;
         frees += t[i].frees;
         failed += t[i].failed;
     }
-    CHECK(umem_check(h) == 0);
+    check_where("every thread joined");
+    CHECK_EQ(umem_check(h), 0);
     umem_stats_t st;
     umem_get_stats(h, &st);
-    CHECK(st.allocs == allocs && st.frees == frees && st.failed_allocs == failed);
-    CHECK(st.lock_count == allocs + frees + failed);
-    CHECK(st.lock_contended <= st.lock_count);
-    CHECK(st.bytes_in_use == 0);
+    CHECK_EQ(st.allocs, allocs);
+    CHECK_EQ(st.frees, frees);
+    CHECK_EQ(st.failed_allocs, failed);
+    CHECK_EQ(st.lock_count, allocs + frees + failed);
+    CHECK_LE(st.lock_contended, st.lock_count);
+    CHECK_EQ(st.bytes_in_use, 0);
+    umem_destroy(h);
+}
+
+/* umem_alloc(h, n) fails, and sets errno to `want`. */
+static void alloc_fails(umem_t *h, size_t n, int want)
+{
+    errno = 0;
+    void *p = umem_alloc(h, n);
+    int e = errno;
+    CHECK_EQ(p, NULL);
+    CHECK_EQ(e, want);
+}
+
+/* umem_memalign(h, align, 10) fails, and sets errno to `want`. */
+static void memalign_fails(umem_t *h, size_t align, int want)
+{
+    errno = 0;
+    void *p = umem_memalign(h, align, 10);
+    int e = errno;
+    CHECK_EQ(p, NULL);
+    CHECK_EQ(e, want);
+}
+
+/* realloc on a heap made with `flags`: NULL and 0, growth into the free
+ * block after, shrinking, a move, and refused alignments. */
+static void realloc_on(unsigned flags)
+{
+    where_flags(flags);
+    umem_t *h = umem_create(1 << 20, flags);
+    CHECK_NE(h, NULL);
+    if (!h)
+        return;
+    CHECK_EQ(umem_realloc(h, NULL, 0), NULL);
+    unsigned char *p = umem_realloc(h, NULL, 100); /* NULL: an allocation */
+    unsigned char *q = umem_memalign(h, 16, 100);
+    unsigned char *r = umem_memalign(h, 16, 100);
+    CHECK(p && q && r);
+    if (!p || !q || !r) {
+        umem_destroy(h);
+        return;
+    }
+    if (!(flags & UMEM_CACHED)) { /* carved upwards, first fit */
+        CHECK_LT(p, q);
+        CHECK_LT(q, r);
+    }
+    fill(p, 100, 1);
+    umem_free(h, q);
+    umem_free(h, r); /* in a cache, or merged with q */
+    umem_stats_t before, after;
+    umem_get_stats(h, &before);
+    if (!(flags & UMEM_CACHED))
+        CHECK_EQ(umem_realloc(h, p, 200), p); /* into the free block after it */
+    p = umem_realloc(h, p, 200);
+    if (CHECK_NE(p, NULL))
+        CHECK_EQ(first_changed(p, 100, 1), 100);
+    if (flags & UMEM_CACHED)
+        p = umem_realloc(h, p, 40); /* to a smaller size class */
+    else
+        CHECK_EQ(umem_realloc(h, p, 40), p); /* shrinks where it is */
+    if (CHECK_NE(p, NULL))
+        CHECK_EQ(first_changed(p, 40, 1), 40);
+    unsigned char *big = umem_realloc(h, p, 300000); /* moves */
+    if (CHECK_NE(big, NULL))
+        CHECK_EQ(first_changed(big, 40, 1), 40);
+    umem_get_stats(h, &after);
+    CHECK_EQ(after.allocs, before.allocs);
+    CHECK_EQ(after.frees, before.frees);
+    CHECK_EQ(umem_realloc(h, big, 0), NULL); /* frees */
+    umem_get_stats(h, &after);
+    CHECK_EQ(after.frees, before.frees + 1);
+    CHECK_EQ(after.bytes_in_use, 0);
+    memalign_fails(h, 0, EINVAL);
+    memalign_fails(h, 24, EINVAL);
+    CHECK_EQ(umem_usable_size(h, NULL), 0);
+    CHECK_EQ(umem_check(h), 0);
     umem_destroy(h);
 }
 
 static void realloc_in_place_and_moved(void)
 {
-    for (unsigned i = 0; i < EVERY_FLAGS; i++) {
-        umem_t *h = umem_create(1 << 20, every_flags[i]);
-        CHECK(h != NULL);
-        if (!h)
-            continue;
-        CHECK(umem_realloc(h, NULL, 0) == NULL);
-        unsigned char *p = umem_realloc(h, NULL, 100); /* NULL: an allocation */
-        unsigned char *q = umem_memalign(h, 16, 100);
-        unsigned char *r = umem_memalign(h, 16, 100);
-        CHECK(p && q && r);
-        if (!(every_flags[i] & UMEM_CACHED))
-            CHECK(p < q && q < r); /* carved upwards, first fit */
-        fill(p, 100, 1);
-        umem_free(h, q);
-        umem_free(h, r); /* in a cache, or merged with q */
-        umem_stats_t before, after;
-        umem_get_stats(h, &before);
-        if (!(every_flags[i] & UMEM_CACHED))
-            CHECK(umem_realloc(h, p, 200) == p); /* into the free block after it */
-        p = umem_realloc(h, p, 200);
-        CHECK(p && intact(p, 100, 1));
-        if (every_flags[i] & UMEM_CACHED) {
-            p = umem_realloc(h, p, 40); /* to a smaller size class */
-            CHECK(p != NULL);
-        } else {
-            CHECK(umem_realloc(h, p, 40) == p); /* shrinks where it is */
-        }
-        CHECK(intact(p, 40, 1));
-        unsigned char *big = umem_realloc(h, p, 300000); /* moves */
-        CHECK(big && intact(big, 40, 1));
-        umem_get_stats(h, &after);
-        CHECK(after.allocs == before.allocs && after.frees == before.frees);
-        CHECK(umem_realloc(h, big, 0) == NULL); /* frees */
-        umem_get_stats(h, &after);
-        CHECK(after.frees == before.frees + 1 && after.bytes_in_use == 0);
-        errno = 0;
-        CHECK(umem_memalign(h, 0, 10) == NULL && errno == EINVAL);
-        errno = 0;
-        CHECK(umem_memalign(h, 24, 10) == NULL && errno == EINVAL);
-        CHECK(umem_usable_size(h, NULL) == 0);
-        CHECK(umem_check(h) == 0);
-        umem_destroy(h);
-    }
+    for (unsigned i = 0; i < EVERY_FLAGS; i++)
+        realloc_on(every_flags[i]);
 }
 
 static long resident_kib(void)
@@ -664,58 +930,72 @@ static uint64_t monotonic_ms(void)
  * large blocks, then everything freed: the resident size stays while
  * half the heap is in use, for the purge delay at least, and falls back
  * as soon as the heap has emptied, with no call after. */
-static void grow_then_give_back(void)
+/* Blocks of `mib` MiB in all into p (room for `count`), each written
+ * to; returns how many. */
+static size_t grow_to(umem_t *h, unsigned char **p, size_t count, size_t mib)
 {
-    const char *env = getenv("UMEM_TEST_GROW_MIB");
-    size_t mib = env ? strtoul(env, NULL, 10) : 256;
-    uint64_t made = monotonic_ms();
-    umem_t *h = umem_create(4096, UMEM_GROW);
-    CHECK(h != NULL);
-    if (!h)
-        return;
-    size_t count = (mib << 20) / 1024;
-    unsigned char **p = calloc(count, sizeof *p);
-    long before = resident_kib();
     size_t total = 0, n = 0;
     unsigned long long seed = 7;
     while (total < (mib << 20) && n < count) {
         unsigned long long r = check_rand(&seed);
         size_t len = r % 512 == 0 ? (2 << 20) : r % 4 == 0 ? 4000 : 16 + r % 500;
+        check_where("growing to %zu MiB, block #%zu, %zu bytes", mib, n, len);
         p[n] = umem_alloc(h, len);
-        CHECK(p[n] != NULL);
+        CHECK_NE(p[n], NULL);
         if (!p[n])
             break;
         memset(p[n], 0xA5, len);
         total += len;
         n++;
     }
+    check_where("grown to %zu MiB in %zu blocks", mib, n);
+    return n;
+}
+
+static void grow_then_give_back(void)
+{
+    const char *env = getenv("UMEM_TEST_GROW_MIB");
+    size_t mib = env ? strtoul(env, NULL, 10) : 256;
+    uint64_t made = monotonic_ms();
+    umem_t *h = umem_create(4096, UMEM_GROW);
+    CHECK_NE(h, NULL);
+    if (!h)
+        return;
+    size_t count = (mib << 20) / 1024;
+    unsigned char **p = calloc(count, sizeof *p);
+    long before = resident_kib();
+    size_t n = grow_to(h, p, count, mib);
     umem_stats_t st;
     umem_get_stats(h, &st);
-    CHECK(st.heap_bytes > (mib << 20) / 8 && st.large_blocks > 0);
-    CHECK(umem_check(h) == 0);
+    CHECK_GT(st.heap_bytes, (mib << 20) / 8);
+    CHECK_GT(st.large_blocks, 0);
+    CHECK_EQ(umem_check(h), 0);
     long peak = resident_kib();
     for (size_t i = 0; i < n; i += 2) /* every other block, then the rest */
         umem_free(h, p[i]);
     /* Half the heap in use: nothing goes back before it has stayed free
      * for the delay. */
+    check_where("every other block freed");
     umem_get_stats(h, &st);
     if (monotonic_ms() - made < UMEM_PURGE_DELAY_MS)
-        CHECK(st.released_bytes == 0);
+        CHECK_EQ(st.released_bytes, 0);
     for (size_t i = 1; i < n; i += 2)
         umem_free(h, p[i]);
     /* Emptied, then idle: its pages went back, with no call after. */
     long after = resident_kib();
     umem_get_stats(h, &st);
-    CHECK(st.bytes_in_use == 0 && st.large_blocks == 0 && st.released_bytes > 0);
-    CHECK(before > 0 && peak - before > (long)(mib << 10) / 2);
-    CHECK(after - before < (peak - before) / 2);
-    if (!(after - before < (peak - before) / 2))
-        fprintf(stderr, "  resident KiB: %ld before, %ld at the peak, %ld after\n", before, peak,
-                after);
+    check_where("emptied; resident KiB: %ld before, %ld at the peak, %ld after", before,
+                peak, after);
+    CHECK_EQ(st.bytes_in_use, 0);
+    CHECK_EQ(st.large_blocks, 0);
+    CHECK_GT(st.released_bytes, 0);
+    CHECK_GT(before, 0);
+    CHECK_GT(peak - before, (long)(mib << 10) / 2);
+    CHECK_LT(after - before, (peak - before) / 2);
     void *again = umem_alloc(h, 1000); /* still usable */
-    CHECK(again != NULL);
+    CHECK_NE(again, NULL);
     umem_free(h, again);
-    CHECK(umem_check(h) == 0);
+    CHECK_EQ(umem_check(h), 0);
     free(p);
     umem_destroy(h);
 }
@@ -764,7 +1044,7 @@ static void *cross_thread(void *arg)
 static void cached_threads_free_each_others_blocks(void)
 {
     umem_t *h = umem_create(64 << 10, UMEM_CACHED | UMEM_GROW);
-    CHECK(h != NULL);
+    CHECK_NE(h, NULL);
     if (!h)
         return;
     static unsigned char *slot[CT_THREADS][CT_BLOCKS];
@@ -774,25 +1054,27 @@ static void cached_threads_free_each_others_blocks(void)
     struct cross c[CT_THREADS];
     for (unsigned i = 0; i < CT_THREADS; i++) {
         c[i] = (struct cross){.h = h, .bar = &bar, .id = i, .slot = slot};
-        CHECK(pthread_create(&tid[i], NULL, cross_thread, &c[i]) == 0);
+        CHECK_EQ(pthread_create(&tid[i], NULL, cross_thread, &c[i]), 0);
     }
     for (unsigned i = 0; i < CT_THREADS; i++) {
+        check_where("thread #%u", i);
         pthread_join(tid[i], NULL);
-        CHECK(c[i].bad == 0);
+        CHECK_EQ(c[i].bad, 0);
     }
+    check_where("every thread joined");
     pthread_barrier_destroy(&bar);
     /* Every thread has exited: its cache went back to the heap. */
-    CHECK(umem_check(h) == 0);
+    CHECK_EQ(umem_check(h), 0);
     umem_stats_t st;
     umem_get_stats(h, &st);
     uint64_t n = (uint64_t)CT_THREADS * CT_BLOCKS * CT_ROUNDS;
-    CHECK(st.allocs == n && st.frees == n);
-    CHECK(st.bytes_in_use == 0 && st.cached_bytes == 0);
-    CHECK(st.cache_hits > n / 2 && st.cache_frees > n / 2);
-    CHECK(st.lock_count < n / 4); /* the caches spared most of the locking */
-    if (st.lock_count >= n / 4)
-        fprintf(stderr, "  lock_count %llu for %llu allocations\n",
-                (unsigned long long)st.lock_count, (unsigned long long)n);
+    CHECK_EQ(st.allocs, n);
+    CHECK_EQ(st.frees, n);
+    CHECK_EQ(st.bytes_in_use, 0);
+    CHECK_EQ(st.cached_bytes, 0);
+    CHECK_GT(st.cache_hits, n / 2);
+    CHECK_GT(st.cache_frees, n / 2);
+    CHECK_LT(st.lock_count, n / 4); /* the caches spared most of the locking */
     umem_destroy(h);
 }
 
@@ -812,26 +1094,29 @@ static void *allocate_and_exit(void *arg)
 static void thread_exits_holding_blocks(void)
 {
     umem_t *h = umem_create(1 << 20, UMEM_CACHED);
-    CHECK(h != NULL);
+    CHECK_NE(h, NULL);
     if (!h)
         return;
     void *keep[200] = {h};
     for (int round = 0; round < 20; round++) {
+        check_where("round #%d", round);
         pthread_t tid;
-        CHECK(pthread_create(&tid, NULL, allocate_and_exit, keep) == 0);
+        CHECK_EQ(pthread_create(&tid, NULL, allocate_and_exit, keep), 0);
         pthread_join(tid, NULL);
         int bad = 0;
         for (unsigned k = 1; k < 200; k++) {
             bad += !keep[k] || !intact(keep[k], k * 5, k);
             umem_free(h, keep[k]);
         }
-        CHECK(bad == 0);
+        CHECK_EQ(bad, 0);
     }
-    CHECK(umem_check(h) == 0);
+    check_where("after the rounds");
+    CHECK_EQ(umem_check(h), 0);
     umem_stats_t st;
     umem_get_stats(h, &st);
-    CHECK(st.allocs == 20 * 199 && st.frees == 20 * 199);
-    CHECK(st.bytes_in_use == 0);
+    CHECK_EQ(st.allocs, 20 * 199);
+    CHECK_EQ(st.frees, 20 * 199);
+    CHECK_EQ(st.bytes_in_use, 0);
     umem_destroy(h);
 }
 
@@ -863,33 +1148,33 @@ static void *consume(void *arg)
 static void producer_consumer_takes_the_lock_per_page(void)
 {
     umem_t *h = umem_create(1 << 20, UMEM_CACHED | UMEM_GROW);
-    CHECK(h != NULL);
+    CHECK_NE(h, NULL);
     if (!h)
         return;
     static struct ring r;
     r = (struct ring){.h = h};
     pthread_t tid;
-    CHECK(pthread_create(&tid, NULL, consume, &r) == 0);
+    CHECK_EQ(pthread_create(&tid, NULL, consume, &r), 0);
     for (unsigned i = 0; i < PC_BLOCKS; i++) {
         while (i - atomic_load_explicit(&r.tail, memory_order_acquire) >= PC_RING)
             sched_yield();
         unsigned char *p = umem_alloc(h, 1 + i % 700);
-        CHECK(p != NULL);
+        CHECK_NE(p, NULL);
         fill(p, 1 + i % 700, i);
         r.slot[i % PC_RING] = p;
         atomic_store_explicit(&r.head, i + 1, memory_order_release);
     }
     pthread_join(tid, NULL);
-    CHECK(r.bad == 0);
-    CHECK(umem_check(h) == 0);
+    CHECK_EQ(r.bad, 0);
+    CHECK_EQ(umem_check(h), 0);
     umem_stats_t st;
     umem_get_stats(h, &st);
-    CHECK(st.allocs == PC_BLOCKS && st.frees == PC_BLOCKS && st.bytes_in_use == 0);
-    CHECK(st.remote_frees == PC_BLOCKS && st.cache_hits == PC_BLOCKS);
-    CHECK(st.lock_count < PC_BLOCKS / 64);
-    if (st.lock_count >= PC_BLOCKS / 64)
-        fprintf(stderr, "  lock_count %llu for %u allocations\n",
-                (unsigned long long)st.lock_count, PC_BLOCKS);
+    CHECK_EQ(st.allocs, PC_BLOCKS);
+    CHECK_EQ(st.frees, PC_BLOCKS);
+    CHECK_EQ(st.bytes_in_use, 0);
+    CHECK_EQ(st.remote_frees, PC_BLOCKS);
+    CHECK_EQ(st.cache_hits, PC_BLOCKS);
+    CHECK_LT(st.lock_count, PC_BLOCKS / 64);
     umem_destroy(h);
 }
 
@@ -912,8 +1197,10 @@ static void *allocate_again(void *arg)
     uint64_t carved = st.cache_refills;
     void *p = umem_alloc(h, 48);
     umem_get_stats(h, &st);
-    CHECK(p != NULL && st.abandoned_pages == 0 && st.cache_refills == carved);
-    CHECK(umem_check(h) == 0); /* this thread's own pages, the adopted one included */
+    CHECK_NE(p, NULL);
+    CHECK_EQ(st.abandoned_pages, 0);
+    CHECK_EQ(st.cache_refills, carved);
+    CHECK_EQ(umem_check(h), 0); /* this thread's own pages, the adopted one included */
     umem_free(h, p);
     return NULL;
 }
@@ -921,26 +1208,28 @@ static void *allocate_again(void *arg)
 static void ended_threads_pages_are_adopted(void)
 {
     umem_t *h = umem_create(1 << 20, UMEM_CACHED | UMEM_GROW);
-    CHECK(h != NULL);
+    CHECK_NE(h, NULL);
     if (!h)
         return;
     void *keep[100] = {h};
     pthread_t tid;
-    CHECK(pthread_create(&tid, NULL, allocate_one_size, keep) == 0);
+    CHECK_EQ(pthread_create(&tid, NULL, allocate_one_size, keep), 0);
     pthread_join(tid, NULL);
     umem_stats_t st;
     umem_get_stats(h, &st);
-    CHECK(st.abandoned_pages == 1 && st.pool_pages == 1);
+    CHECK_EQ(st.abandoned_pages, 1);
+    CHECK_EQ(st.pool_pages, 1);
     for (unsigned k = 1; k < 100; k += 2) /* remote frees into the abandoned page */
         umem_free(h, keep[k]);
-    CHECK(umem_check(h) == 0);
-    CHECK(pthread_create(&tid, NULL, allocate_again, h) == 0);
+    CHECK_EQ(umem_check(h), 0);
+    CHECK_EQ(pthread_create(&tid, NULL, allocate_again, h), 0);
     pthread_join(tid, NULL);
     for (unsigned k = 2; k < 100; k += 2)
         umem_free(h, keep[k]);
     umem_get_stats(h, &st);
-    CHECK(st.bytes_in_use == 0 && st.allocs == st.frees);
-    CHECK(umem_check(h) == 0);
+    CHECK_EQ(st.bytes_in_use, 0);
+    CHECK_EQ(st.allocs, st.frees);
+    CHECK_EQ(umem_check(h), 0);
     umem_destroy(h);
 }
 
@@ -948,17 +1237,17 @@ static void ended_threads_pages_are_adopted(void)
 static void check_finds_untagged_free_slot(void)
 {
     umem_t *h = umem_create(1 << 20, UMEM_CACHED);
-    CHECK(h != NULL);
+    CHECK_NE(h, NULL);
     if (!h)
         return;
     char *p = umem_alloc(h, 100), *q = umem_alloc(h, 100);
     umem_free(h, p);
-    CHECK(umem_check(h) == 0);
+    CHECK_EQ(umem_check(h), 0);
     fprintf(stderr, "(the next umem_check message is expected)\n");
     p[8] ^= 1; /* the free slot's tag */
-    CHECK(umem_check(h) == -1);
+    CHECK_EQ(umem_check(h), -1);
     p[8] ^= 1;
-    CHECK(umem_check(h) == 0);
+    CHECK_EQ(umem_check(h), 0);
     umem_free(h, q);
     umem_destroy(h);
 }
@@ -968,30 +1257,39 @@ static void check_finds_untagged_free_slot(void)
 static void large_mappings_are_reused(void)
 {
     umem_t *h = umem_create(1 << 20, UMEM_GROW);
-    CHECK(h != NULL);
+    CHECK_NE(h, NULL);
     if (!h)
         return;
     size_t big = (size_t)8 << 20;
     unsigned char *p = umem_alloc(h, big);
-    CHECK(p != NULL);
+    CHECK_NE(p, NULL);
     fill(p, 4096, 7);
     errno = 12345;
     umem_free(h, p);
-    CHECK(errno == 12345);
+    CHECK_EQ(errno, 12345);
     unsigned char *q = umem_alloc(h, big - 4096); /* the same mapping again */
     umem_stats_t st;
     umem_get_stats(h, &st);
-    CHECK(q != NULL && st.map_reuses == 1 && st.large_blocks == 1);
+    CHECK_NE(q, NULL);
+    CHECK_EQ(st.map_reuses, 1);
+    CHECK_EQ(st.large_blocks, 1);
     fill(q, big - 4096, 9);
     unsigned char *r = umem_realloc(h, q, 3 * big); /* grown, by mremap where there is one */
-    CHECK(r != NULL && intact(r, big - 4096, 9) && umem_usable_size(h, r) >= 3 * big);
+    if (CHECK_NE(r, NULL)) {
+        CHECK_EQ(first_changed(r, big - 4096, 9), big - 4096);
+        CHECK_GE(umem_usable_size(h, r), 3 * big);
+    }
     r = umem_realloc(h, r, big); /* shrunk */
-    CHECK(r != NULL && intact(r, big - 4096, 9));
-    CHECK(umem_check(h) == 0);
+    if (CHECK_NE(r, NULL))
+        CHECK_EQ(first_changed(r, big - 4096, 9), big - 4096);
+    CHECK_EQ(umem_check(h), 0);
     umem_free(h, r);
     umem_get_stats(h, &st);
-    CHECK(st.bytes_in_use == 0 && st.large_blocks == 0 && st.allocs == 2 && st.frees == 2);
-    CHECK(umem_check(h) == 0);
+    CHECK_EQ(st.bytes_in_use, 0);
+    CHECK_EQ(st.large_blocks, 0);
+    CHECK_EQ(st.allocs, 2);
+    CHECK_EQ(st.frees, 2);
+    CHECK_EQ(umem_check(h), 0);
     umem_destroy(h);
 }
 
@@ -1023,15 +1321,17 @@ static void fork_from_threads_child_allocates(void)
 {
     umem_t *locked = umem_create(1 << 20, 0);
     umem_t *cached = umem_create(1 << 20, UMEM_CACHED | UMEM_GROW);
-    CHECK(locked && cached);
+    CHECK_NE(locked, NULL);
+    CHECK_NE(cached, NULL);
     if (!locked || !cached)
         return;
     atomic_store(&fork_stop, 0);
     pthread_t tid[2];
-    CHECK(pthread_create(&tid[0], NULL, churn, locked) == 0);
-    CHECK(pthread_create(&tid[1], NULL, churn, cached) == 0);
+    CHECK_EQ(pthread_create(&tid[0], NULL, churn, locked), 0);
+    CHECK_EQ(pthread_create(&tid[1], NULL, churn, cached), 0);
     for (int i = 0; i < 20; i++) {
-        pid_t pid = fork();
+        check_where("fork #%d", i);
+        pid_t pid = check_fork();
         if (pid == 0) {
             alarm(10); /* a lock left held would hang here */
             int bad = 0;
@@ -1047,13 +1347,16 @@ static void fork_from_threads_child_allocates(void)
             _exit(bad ? 1 : 0);
         }
         int status = 0;
-        CHECK(pid > 0 && waitpid(pid, &status, 0) == pid);
-        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        if (CHECK_GT(pid, 0))
+            CHECK_EQ(check_wait(pid, &status), pid);
+        CHECK_EXITED_0(status);
     }
     atomic_store(&fork_stop, 1);
     pthread_join(tid[0], NULL);
     pthread_join(tid[1], NULL);
-    CHECK(umem_check(locked) == 0 && umem_check(cached) == 0);
+    check_where("after the forks");
+    CHECK_EQ(umem_check(locked), 0);
+    CHECK_EQ(umem_check(cached), 0);
     umem_destroy(locked);
     umem_destroy(cached);
 }
@@ -1062,7 +1365,7 @@ static void shared_heap_across_fork(void)
 {
     enum { CHILDREN = 4, EACH = 200, OWN = 300 };
     umem_t *h = umem_create(4 << 20, UMEM_SHARED);
-    CHECK(h != NULL);
+    CHECK_NE(h, NULL);
     if (!h)
         return;
     unsigned char *p[CHILDREN * EACH];
@@ -1072,7 +1375,7 @@ static void shared_heap_across_fork(void)
     }
     pid_t pid[CHILDREN];
     for (int c = 0; c < CHILDREN; c++) {
-        pid[c] = fork();
+        pid[c] = check_fork();
         if (pid[c] == 0) {
             int bad = 0;
             for (int i = c * EACH; i < (c + 1) * EACH; i++) {
@@ -1088,28 +1391,71 @@ static void shared_heap_across_fork(void)
         }
     }
     for (int c = 0; c < CHILDREN; c++) {
+        check_where("child #%d", c);
         int status = 0;
-        waitpid(pid[c], &status, 0);
-        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        if (CHECK_GT(pid[c], 0))
+            CHECK_EQ(check_wait(pid[c], &status), pid[c]);
+        CHECK_EXITED_0(status);
     }
-    CHECK(umem_check(h) == 0);
+    check_where("after the children");
+    CHECK_EQ(umem_check(h), 0);
     umem_stats_t st;
     umem_get_stats(h, &st);
     uint64_t allocs = CHILDREN * EACH + CHILDREN * OWN;
     uint64_t frees = CHILDREN * EACH + CHILDREN * (OWN / 2);
-    CHECK(st.allocs == allocs && st.frees == frees);
-    CHECK(st.lock_count == allocs + frees);
-    CHECK(st.bytes_in_use > 0 && st.owner_died == 0);
+    CHECK_EQ(st.allocs, allocs);
+    CHECK_EQ(st.frees, frees);
+    CHECK_EQ(st.lock_count, allocs + frees);
+    CHECK_GT(st.bytes_in_use, 0);
+    CHECK_EQ(st.owner_died, 0);
     umem_destroy(h);
 }
 
+/* In the judge of lock_owner_killed: a call that hangs ends it, and the
+ * holder with it. */
 static void sigalrm_exit(int sig)
 {
     (void)sig;
     static const char msg[] = "a heap call hung after the lock owner died\n";
     ssize_t w = write(2, msg, sizeof msg - 1);
     (void)w;
+    check_kill_children();
     _exit(3);
+}
+
+/* The judge: a child of the test kills a process that holds the heap's
+ * lock, then finds every call seeing the owner's death; its CHECKs print
+ * what failed, and its exit status says whether any did. */
+static void judge_owner_death(umem_t *h, void *kept)
+{
+    check_failures = 0;
+    signal(SIGALRM, sigalrm_exit);
+    alarm(5);
+    int ready[2];
+    if (pipe(ready) != 0)
+        _exit(4);
+    pid_t holder = check_fork();
+    if (holder == 0) {
+        umem__lock(h, 1); /* the internal lock: hold it and die */
+        ssize_t w = write(ready[1], "L", 1);
+        (void)w;
+        pause();
+        _exit(0);
+    }
+    char c;
+    if (read(ready[0], &c, 1) != 1)
+        _exit(5);
+    kill(holder, SIGKILL);
+    check_wait(holder, NULL);
+    alloc_fails(h, 10, EOWNERDEAD);
+    umem_free(h, kept); /* does nothing, and does not hang */
+    umem_stats_t st;
+    umem_get_stats(h, &st);
+    CHECK_EQ(st.owner_died, 1);
+    fprintf(stderr, "(the next umem_check message is expected)\n");
+    CHECK_EQ(umem_check(h), -1);
+    alloc_fails(h, 10, EOWNERDEAD);
+    _exit(check_failures ? 6 : 0);
 }
 
 /* The parent's calls after a lock holder is killed run in a child of the
@@ -1117,49 +1463,20 @@ static void sigalrm_exit(int sig)
 static void lock_owner_killed(void)
 {
     umem_t *h = umem_create(1 << 20, UMEM_SHARED);
-    CHECK(h != NULL);
+    CHECK_NE(h, NULL);
     if (!h)
         return;
     void *kept = umem_alloc(h, 100);
-    pid_t judge = fork();
-    if (judge == 0) {
-        signal(SIGALRM, sigalrm_exit);
-        alarm(5);
-        int ready[2];
-        if (pipe(ready) != 0)
-            _exit(4);
-        pid_t holder = fork();
-        if (holder == 0) {
-            umem__lock(h, 1); /* the internal lock: hold it and die */
-            ssize_t w = write(ready[1], "L", 1);
-            (void)w;
-            pause();
-            _exit(0);
-        }
-        char c;
-        if (read(ready[0], &c, 1) != 1)
-            _exit(5);
-        kill(holder, SIGKILL);
-        waitpid(holder, NULL, 0);
-        errno = 0;
-        void *p = umem_alloc(h, 10);
-        int fails = p != NULL || errno != EOWNERDEAD;
-        umem_free(h, kept); /* does nothing, and does not hang */
-        umem_stats_t st;
-        umem_get_stats(h, &st);
-        fails += st.owner_died != 1;
-        fprintf(stderr, "(the next umem_check message is expected)\n");
-        fails += umem_check(h) != -1;
-        errno = 0;
-        fails += umem_alloc(h, 10) != NULL || errno != EOWNERDEAD;
-        _exit(fails ? 6 : 0);
-    }
+    pid_t judge = check_fork();
+    if (judge == 0)
+        judge_owner_death(h, kept);
     int status = 0;
-    waitpid(judge, &status, 0);
-    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    if (CHECK_GT(judge, 0))
+        CHECK_EQ(check_wait(judge, &status), judge);
+    CHECK_EXITED_0(status);
     umem_stats_t st;
     umem_get_stats(h, &st); /* the death is seen by every process */
-    CHECK(st.owner_died == 1);
+    CHECK_EQ(st.owner_died, 1);
     umem_destroy(h);
 }
 
@@ -1222,15 +1539,17 @@ static void fork_waits_for_no_allocating_thread(void)
     /* Room for every block the threads hold (2 x 16 of up to 240 KB on
      * the fixed heap), so that the child's allocations cannot fail. */
     umem_t *heaps[2] = {umem_create(64 << 20, 0), umem_create(1 << 20, UMEM_CACHED | UMEM_GROW)};
-    CHECK(heaps[0] && heaps[1]);
+    CHECK_NE(heaps[0], NULL);
+    CHECK_NE(heaps[1], NULL);
     if (!heaps[0] || !heaps[1])
         return;
     atomic_store(&fork_stop, 0);
     pthread_t tid[4];
     for (int t = 0; t < 4; t++)
-        CHECK(pthread_create(&tid[t], NULL, hold_and_allocate, heaps[t % 2]) == 0);
+        CHECK_EQ(pthread_create(&tid[t], NULL, hold_and_allocate, heaps[t % 2]), 0);
     for (int i = 0; i < 40; i++) {
-        pid_t pid = fork();
+        check_where("fork #%d", i);
+        pid_t pid = check_fork();
         if (pid == 0) {
             int bad = 0;
             for (int k = 0; k < 2; k++) {
@@ -1243,17 +1562,21 @@ static void fork_waits_for_no_allocating_thread(void)
             _exit(bad ? 1 : 0);
         }
         int status = 0;
-        CHECK(pid > 0 && waitpid(pid, &status, 0) == pid);
-        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        if (CHECK_GT(pid, 0))
+            CHECK_EQ(check_wait(pid, &status), pid);
+        CHECK_EXITED_0(status);
     }
     atomic_store(&fork_stop, 1);
     for (int t = 0; t < 4; t++)
         pthread_join(tid[t], NULL);
     for (int k = 0; k < 2; k++) {
+        check_where("heap #%d, after the forks", k);
         umem_stats_t st;
         umem_get_stats(heaps[k], &st);
-        CHECK(umem_check(heaps[k]) == 0); /* what was done without the lock, settled */
-        CHECK(st.allocs == st.frees && st.bytes_in_use == 0 && st.large_blocks == 0);
+        CHECK_EQ(umem_check(heaps[k]), 0); /* what was done without the lock, settled */
+        CHECK_EQ(st.allocs, st.frees);
+        CHECK_EQ(st.bytes_in_use, 0);
+        CHECK_EQ(st.large_blocks, 0);
         umem_destroy(heaps[k]);
     }
 }
@@ -1269,23 +1592,32 @@ static void fork_in_handler(int sig)
 {
     (void)sig;
     int saved = errno, status = 0;
-    pid_t pid = fork();
+    pid_t pid = check_fork();
     if (pid == 0)
         _exit(0);
-    pid_t r;
-    do
-        r = waitpid(pid, &status, 0);
-    while (r < 0 && errno == EINTR);
+    pid_t r = check_wait(pid, &status);
     if (pid < 0 || r != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
         handler_failures++;
     handler_forks++;
     errno = saved;
 }
 
+/* The sender: SIGUSR1 to `me` every 500 us, until the test ends, or
+ * dies. */
+static void send_signals(pid_t me)
+{
+    while (getppid() == me) {
+        kill(me, SIGUSR1);
+        usleep(500);
+    }
+    _exit(0);
+}
+
 static void fork_from_signal_handler(void)
 {
     umem_t *heaps[2] = {umem_create(4 << 20, 0), umem_create(1 << 20, UMEM_CACHED | UMEM_GROW)};
-    CHECK(heaps[0] && heaps[1]);
+    CHECK_NE(heaps[0], NULL);
+    CHECK_NE(heaps[1], NULL);
     if (!heaps[0] || !heaps[1])
         return;
     struct sigaction sa = {0}, old;
@@ -1301,38 +1633,37 @@ static void fork_from_signal_handler(void)
     sigprocmask(SIG_BLOCK, &usr1, NULL);
     sigaction(SIGUSR1, &sa, &old);
     handler_forks = handler_failures = 0;
-    pid_t me = getpid(), sender = fork();
+    pid_t me = getpid(), sender = check_fork();
     sigprocmask(SIG_UNBLOCK, &usr1, NULL);
-    if (sender == 0) {
-        while (getppid() == me) { /* until the test ends, or dies */
-            kill(me, SIGUSR1);
-            usleep(500);
-        }
-        _exit(0);
-    }
-    CHECK(sender > 0);
+    if (sender == 0)
+        send_signals(me);
+    CHECK_GT(sender, 0);
     void *p[2][64] = {{0}};
     unsigned long long seed = 7;
     while (sender > 0 && handler_forks < 200) {
         unsigned k = (unsigned)(check_rand(&seed) % 64), which = k % 2;
         umem_free(heaps[which], p[which][k]);
         p[which][k] = umem_alloc(heaps[which], 1 + check_rand(&seed) % 100000);
-        CHECK(p[which][k] != NULL);
+        CHECK_NE(p[which][k], NULL);
     }
     sigprocmask(SIG_BLOCK, &usr1, NULL);
-    kill(sender, SIGKILL);
-    waitpid(sender, NULL, 0);
+    if (sender > 0) { /* kill(-1) would be every process's end */
+        kill(sender, SIGKILL);
+        check_wait(sender, NULL);
+    }
     signal(SIGUSR1, SIG_IGN); /* one still pending goes */
     sigprocmask(SIG_UNBLOCK, &usr1, NULL);
     sigaction(SIGUSR1, &old, NULL);
-    CHECK(handler_failures == 0);
+    CHECK_EQ(handler_failures, 0);
     for (int which = 0; which < 2; which++) {
+        check_where("heap #%d, after %d handler forks", which, (int)handler_forks);
         for (unsigned k = 0; k < 64; k++)
             umem_free(heaps[which], p[which][k]);
         umem_stats_t st;
         umem_get_stats(heaps[which], &st);
-        CHECK(umem_check(heaps[which]) == 0);
-        CHECK(st.allocs == st.frees && st.bytes_in_use == 0);
+        CHECK_EQ(umem_check(heaps[which]), 0);
+        CHECK_EQ(st.allocs, st.frees);
+        CHECK_EQ(st.bytes_in_use, 0);
         umem_destroy(heaps[which]);
     }
 }
@@ -1342,7 +1673,7 @@ static void fork_from_signal_handler(void)
 static void errno_kept_by_free_and_realloc(void)
 {
     umem_t *h = umem_create(1 << 20, UMEM_GROW);
-    CHECK(h != NULL);
+    CHECK_NE(h, NULL);
     if (!h)
         return;
     void *small[64];
@@ -1350,27 +1681,37 @@ static void errno_kept_by_free_and_realloc(void)
         small[i] = umem_alloc(h, 200000); /* 12 MiB inside the heap */
     char *huge = umem_alloc(h, (size_t)100 << 20); /* past the map cache's room */
     char *big = umem_alloc(h, (size_t)32 << 20);
-    CHECK(huge && big);
+    CHECK_NE(huge, NULL);
+    CHECK_NE(big, NULL);
     umem_stats_t st;
     umem_get_stats(h, &st);
     uint64_t purges = st.purges, mapped = st.mapped_bytes;
     errno = 1789;
     big = umem_realloc(h, big, (size_t)10 << 20); /* shrunk: mremap, or a move */
-    CHECK(big != NULL && errno == 1789);
+    int e = errno;
+    CHECK_NE(big, NULL);
+    CHECK_EQ(e, 1789);
     big = umem_realloc(h, big, (size_t)40 << 20); /* grown */
-    CHECK(big != NULL && errno == 1789);
+    e = errno;
+    CHECK_NE(big, NULL);
+    CHECK_EQ(e, 1789);
     umem_free(h, huge); /* unmapped at once */
     umem_get_stats(h, &st);
-    CHECK(errno == 1789 && st.mapped_bytes < mapped);
+    CHECK_EQ(errno, 1789);
+    CHECK_LT(st.mapped_bytes, mapped);
     umem_free(h, big);
     for (int i = 0; i < 64; i++)
         umem_free(h, small[i]); /* the heap empties: a purge */
     umem_get_stats(h, &st);
-    CHECK(errno == 1789 && st.purges > purges);
+    CHECK_EQ(errno, 1789);
+    CHECK_GT(st.purges, purges);
     umem_free(h, NULL);
-    CHECK(errno == 1789);
-    CHECK(umem_realloc(h, umem_alloc(h, 10), (size_t)1 << 62) == NULL && errno == ENOMEM);
-    CHECK(umem_check(h) == 0);
+    CHECK_EQ(errno, 1789);
+    void *kept = umem_realloc(h, umem_alloc(h, 10), (size_t)1 << 62);
+    e = errno;
+    CHECK_EQ(kept, NULL);
+    CHECK_EQ(e, ENOMEM);
+    CHECK_EQ(umem_check(h), 0);
     umem_destroy(h);
 }
 
@@ -1378,74 +1719,98 @@ static void errno_kept_by_free_and_realloc(void)
 /* ---- UMEM_DEBUG ---- */
 
 /* Random allocs, reallocs, aligned allocs and frees on a heap made with
- * `flags` and UMEM_DEBUG: the contents survive, each block's usable size
- * is what was asked for, a realloc moves the block, umem_check passes, and
- * allocs - frees counts the live blocks and those held back. */
+ * `flags` and UMEM_DEBUG, on a model of fewer slots (struct model, its
+ * flags UMEM_DEBUG included): the contents survive, each block's usable
+ * size is what was asked for, a realloc moves the block, umem_check
+ * passes, and allocs - frees counts the live blocks and those held back. */
+enum { DEBUG_SLOTS = 256, DEBUG_OPS = 12000 };
+
+static int debug_model_realloc(struct model *m, int op, unsigned s, unsigned long long r)
+{
+    size_t n = 1 + (r >> 8) % (8 << 10);
+    model_where(m, "realloc", op, s, n);
+    unsigned char *q = umem_realloc(m->h, m->ptr[s], n);
+    if (!q) {
+        CHECK_EQ(errno, ENOMEM);
+        return 0;
+    }
+    CHECK_NE(q, m->ptr[s]);
+    CHECK_EQ(umem_usable_size(m->h, q), n);
+    size_t kept = m->len[s] < n ? m->len[s] : n;
+    CHECK_EQ(first_changed(q, kept, m->tag[s]), kept);
+    m->ptr[s] = q;
+    m->len[s] = n;
+    fill(q, n, m->tag[s]);
+    return 1;
+}
+
+/* Allocations as the model's, but for a growing heap's one time in two
+ * hundred of 3 MiB, and usable sizes exact. */
+static int debug_model_alloc(struct model *m, int op, unsigned s, unsigned long long r)
+{
+    int grow = (m->flags & UMEM_GROW) != 0;
+    size_t n = grow && r % 200 == 0 ? (size_t)3 << 20 : 1 + (r >> 8) % (16 << 10);
+    size_t align = r % 7 == 0 ? (size_t)16 << (r >> 40) % 9 : 0;
+    model_where(m, align ? "memalign" : "alloc", op, s, n);
+    m->ptr[s] = align ? umem_memalign(m->h, align, n) : umem_alloc(m->h, n);
+    if (!m->ptr[s]) {
+        CHECK_EQ(errno, ENOMEM);
+        CHECK_EQ(grow, 0); /* only a fixed heap runs out */
+        return 0;
+    }
+    CHECK_EQ((uintptr_t)m->ptr[s] % (align ? align : 16), 0);
+    CHECK_EQ(umem_usable_size(m->h, m->ptr[s]), n);
+    m->len[s] = n;
+    m->tag[s] = (unsigned)op;
+    fill(m->ptr[s], n, m->tag[s]);
+    m->live++;
+    return 1;
+}
+
+/* One operation, drawn as model_step draws it. */
+static int debug_model_step(struct model *m, int op)
+{
+    unsigned s = (unsigned)(check_rand(&m->seed) % m->slots);
+    unsigned long long r = check_rand(&m->seed);
+    if (m->ptr[s] && r % 4 == 0)
+        return debug_model_realloc(m, op, s, r);
+    if (m->ptr[s]) {
+        model_where(m, "free", op, s, m->len[s]);
+        CHECK_EQ(first_changed(m->ptr[s], m->len[s], m->tag[s]), m->len[s]);
+        umem_free(m->h, m->ptr[s]);
+        m->ptr[s] = NULL;
+        m->live--;
+        return 1;
+    }
+    return debug_model_alloc(m, op, s, r);
+}
+
 static void debug_model_run(unsigned flags)
 {
-    enum { SLOTS = 256, OPS = 12000 };
-    static unsigned char *ptr[SLOTS];
-    static size_t len[SLOTS];
-    static unsigned tag[SLOTS];
-    unsigned long long seed = 0xdeb60000u + flags;
-    umem_t *h = umem_create(flags & UMEM_GROW ? 4096 : 8 << 20, flags | UMEM_DEBUG);
-    CHECK(h != NULL);
-    if (!h)
+    static struct model m;
+    m = (struct model){
+        .flags = flags | UMEM_DEBUG, .slots = DEBUG_SLOTS, .seed = 0xdeb60000u + flags};
+    where_flags(m.flags);
+    m.h = umem_create(flags & UMEM_GROW ? 4096 : 8 << 20, m.flags);
+    CHECK_NE(m.h, NULL);
+    if (!m.h)
         return;
-    uint64_t live = 0;
-    for (int op = 0; op < OPS; op++) {
-        unsigned s = (unsigned)(check_rand(&seed) % SLOTS);
-        unsigned long long r = check_rand(&seed);
-        if (ptr[s] && r % 4 == 0) {
-            size_t n = 1 + (r >> 8) % (8 << 10);
-            unsigned char *q = umem_realloc(h, ptr[s], n);
-            if (!q) {
-                CHECK(errno == ENOMEM);
-                continue;
-            }
-            CHECK(q != ptr[s] && umem_usable_size(h, q) == n);
-            CHECK(intact(q, len[s] < n ? len[s] : n, tag[s]));
-            ptr[s] = q;
-            len[s] = n;
-            fill(q, n, tag[s]);
-        } else if (ptr[s]) {
-            CHECK(intact(ptr[s], len[s], tag[s]));
-            umem_free(h, ptr[s]);
-            ptr[s] = NULL;
-            live--;
-        } else {
-            size_t n = flags & UMEM_GROW && r % 200 == 0 ? (size_t)3 << 20 : 1 + (r >> 8) % (16 << 10);
-            size_t align = r % 7 == 0 ? (size_t)16 << (r >> 40) % 9 : 0;
-            ptr[s] = align ? umem_memalign(h, align, n) : umem_alloc(h, n);
-            if (!ptr[s]) {
-                CHECK(errno == ENOMEM && !(flags & UMEM_GROW));
-                continue;
-            }
-            CHECK((uintptr_t)ptr[s] % (align ? align : 16) == 0);
-            CHECK(umem_usable_size(h, ptr[s]) == n);
-            len[s] = n;
-            tag[s] = (unsigned)op;
-            fill(ptr[s], n, tag[s]);
-            live++;
-        }
-        if (op % 500 == 0)
-            CHECK(umem_check(h) == 0);
-    }
+    for (int op = 0; op < DEBUG_OPS; op++)
+        if (debug_model_step(&m, op))
+            model_check_now(&m, op);
+    check_where("flags %#x %s, after the run's %d ops", m.flags, flag_names(m.flags),
+                DEBUG_OPS);
     umem_stats_t st;
-    umem_get_stats(h, &st);
-    CHECK(st.held_blocks > 0 && st.allocs - st.frees == live + st.held_blocks);
-    if (st.allocs - st.frees != live + st.held_blocks)
-        fprintf(stderr, "  flags %#x: allocs %llu frees %llu live %llu held %llu\n", flags,
+    umem_get_stats(m.h, &st);
+    CHECK_GT(st.held_blocks, 0);
+    if (!CHECK_EQ(st.allocs - st.frees, m.live + st.held_blocks))
+        fprintf(stderr, "  allocs %llu frees %llu live %llu held %llu\n",
                 (unsigned long long)st.allocs, (unsigned long long)st.frees,
-                (unsigned long long)live, (unsigned long long)st.held_blocks);
-    for (unsigned s = 0; s < SLOTS; s++)
-        if (ptr[s]) {
-            CHECK(intact(ptr[s], len[s], tag[s]));
-            umem_free(h, ptr[s]);
-            ptr[s] = NULL;
-        }
-    CHECK(umem_check(h) == 0);
-    umem_destroy(h); /* nothing left to list */
+                (unsigned long long)m.live, (unsigned long long)st.held_blocks);
+    model_free_all(&m);
+    where_flags(m.flags);
+    CHECK_EQ(umem_check(m.h), 0);
+    umem_destroy(m.h); /* nothing left to list */
 }
 
 static void debug_every_flag_combination(void)
@@ -1460,13 +1825,13 @@ static void debug_check_finds_overrun(void)
 {
     umem_t *h = umem_create(1 << 20, UMEM_DEBUG);
     unsigned char *p = umem_alloc(h, 100);
-    CHECK(umem_check(h) == 0);
+    CHECK_EQ(umem_check(h), 0);
     fprintf(stderr, "(the next umem_check message is expected)\n");
     unsigned char was = p[100];
     p[100] = (unsigned char)~was;
-    CHECK(umem_check(h) == -1);
+    CHECK_EQ(umem_check(h), -1);
     p[100] = was;
-    CHECK(umem_check(h) == 0);
+    CHECK_EQ(umem_check(h), 0);
     umem_free(h, p);
     umem_destroy(h);
 }
@@ -1476,7 +1841,7 @@ static void debug_check_finds_overrun(void)
 static void write_after_free_leaves_quarantine(umem_t *h, char *t)
 {
     char *p = umem_alloc(h, 40);
-    snprintf(t, 64, "%p", (void *)p);
+    name_pointer(t, p);
     umem_free(h, p);
     p[7] = 1;
     for (unsigned i = 0; i < UMEM_QUARANTINE_BLOCKS + 10; i++)
@@ -1499,24 +1864,26 @@ static void death_debug_cached_write_after_free(void)
 static void debug_shared_heap_across_fork(void)
 {
     umem_t *h = umem_create(1 << 20, UMEM_SHARED | UMEM_DEBUG);
-    CHECK(h != NULL);
+    CHECK_NE(h, NULL);
     if (!h)
         return;
     char *p = umem_alloc(h, 300);
     memset(p, 'x', 300);
-    pid_t pid = fork();
+    pid_t pid = check_fork();
     if (pid == 0) {
         umem_free(h, p);
         umem_free(h, umem_alloc(h, 50));
         _exit(umem_check(h) == 0 ? 0 : 1);
     }
     int status = 0;
-    waitpid(pid, &status, 0);
-    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    if (CHECK_GT(pid, 0))
+        CHECK_EQ(check_wait(pid, &status), pid);
+    CHECK_EXITED_0(status);
     umem_stats_t st;
     umem_get_stats(h, &st);
-    CHECK(st.held_blocks == 2 && st.allocs - st.frees == 2);
-    CHECK(umem_check(h) == 0);
+    CHECK_EQ(st.held_blocks, 2);
+    CHECK_EQ(st.allocs - st.frees, 2);
+    CHECK_EQ(umem_check(h), 0);
     umem_destroy(h);
 }
 

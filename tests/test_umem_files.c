@@ -14,31 +14,33 @@ void *other_alloc(umem_t *h, size_t n);
 void other_free(umem_t *h, void *p);
 void other_destroy(umem_t *h);
 
-static int child_ok(pid_t pid)
-{
-    int status = 0;
-    return pid > 0 && waitpid(pid, &status, 0) == pid && WIFEXITED(status) &&
-           WEXITSTATUS(status) == 0;
-}
+/* The child `pid`, made by check_fork, exits with status 0. */
+#define CHECK_CHILD_OK(pid)                          \
+    do {                                             \
+        int status = 0;                              \
+        if (CHECK_GT(pid, 0))                        \
+            CHECK_EQ(check_wait(pid, &status), pid); \
+        CHECK_EXITED_0(status);                      \
+    } while (0)
 
 /* A heap destroyed by the other file is gone from the fork() list too. */
 static void destroyed_in_other_file_then_fork(void)
 {
     umem_t *h = umem_create(1 << 20, 0);
-    CHECK(h != NULL);
+    CHECK_NE(h, NULL);
     if (!h)
         return;
     umem_free(h, umem_alloc(h, 100));
     other_destroy(h);
     umem_t *g = umem_create(1 << 20, 0); /* may reuse the address */
-    pid_t pid = fork();
+    pid_t pid = check_fork();
     if (pid == 0) {
         alarm(10);
         void *p = umem_alloc(g, 100);
         umem_free(g, p);
         _exit(p && umem_check(g) == 0 ? 0 : 1);
     }
-    CHECK(child_ok(pid));
+    CHECK_CHILD_OK(pid);
     umem_destroy(g);
 }
 
@@ -68,19 +70,22 @@ static void *both_files(void *arg)
 static void thread_cache_shared_by_files(void)
 {
     cached_heap = umem_create(1 << 20, UMEM_CACHED);
-    CHECK(cached_heap != NULL);
+    CHECK_NE(cached_heap, NULL);
     if (!cached_heap)
         return;
-    CHECK(pthread_key_create(&late_key, late_destructor) == 0);
+    CHECK_EQ(pthread_key_create(&late_key, late_destructor), 0);
     for (int i = 0; i < 8; i++) {
+        check_where("thread #%d", i);
         pthread_t tid;
-        CHECK(pthread_create(&tid, NULL, both_files, NULL) == 0);
+        CHECK_EQ(pthread_create(&tid, NULL, both_files, NULL), 0);
         pthread_join(tid, NULL);
     }
-    CHECK(umem_check(cached_heap) == 0);
+    check_where("every thread joined");
+    CHECK_EQ(umem_check(cached_heap), 0);
     umem_stats_t st;
     umem_get_stats(cached_heap, &st);
-    CHECK(st.allocs == st.frees && st.bytes_in_use == 0);
+    CHECK_EQ(st.allocs, st.frees);
+    CHECK_EQ(st.bytes_in_use, 0);
     pthread_key_delete(late_key);
     umem_destroy(cached_heap);
 }
@@ -94,15 +99,15 @@ static void child_allocates(void)
 
 static void handler_registered_first_allocates_in_child(void)
 {
-    CHECK(pthread_atfork(NULL, NULL, child_allocates) == 0);
+    CHECK_EQ(pthread_atfork(NULL, NULL, child_allocates), 0);
     atfork_heap = umem_create(1 << 20, 0);
-    CHECK(atfork_heap != NULL);
-    pid_t pid = fork();
+    CHECK_NE(atfork_heap, NULL);
+    pid_t pid = check_fork();
     if (pid == 0) {
         alarm(10); /* a heap lock still held would hang the handler */
         _exit(umem_check(atfork_heap) == 0 ? 0 : 1);
     }
-    CHECK(child_ok(pid));
+    CHECK_CHILD_OK(pid);
     umem_t *h = atfork_heap;
     atfork_heap = NULL;
     umem_destroy(h);

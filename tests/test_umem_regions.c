@@ -1,30 +1,39 @@
 /* The tests of umem.h again with UMEM_RESERVE at 1 MiB: a growing heap
  * soon maps regions of its own past its first, and every model, check
- * and count must hold across them. */
-#define UMEM_RESERVE ((size_t)1 << 20)
+ * and count must hold across them.  Each test's name starts "regions: ",
+ * so that none is the same as tests/test_umem's. */
+#define UMEM_RESERVE      ((size_t)1 << 20)
+#define CHECK_PREFIX      "regions: "
 #define TEST_UMEM_NO_MAIN 1
 #include "test_umem.c"
 
 static void grown_heap_has_regions(void)
 {
     umem_t *h = umem_create(4096, UMEM_GROW);
-    CHECK(h != NULL);
+    CHECK_NE(h, NULL);
     if (!h)
         return;
     void *p[64];
-    for (int i = 0; i < 64; i++) /* 64 x 200 KiB: far past the first MiB */
-        CHECK((p[i] = umem_alloc(h, 200 << 10)) != NULL);
-    CHECK(h->spans != NULL); /* regions of their own */
-    CHECK(umem_check(h) == 0);
+    for (int i = 0; i < 64; i++) { /* 64 x 200 KiB: far past the first MiB */
+        check_where("block #%d", i);
+        p[i] = umem_alloc(h, 200 << 10);
+        CHECK_NE(p[i], NULL);
+    }
+    check_where("64 blocks");
+    CHECK_NE(h->spans, NULL); /* regions of their own */
+    CHECK_EQ(umem_check(h), 0);
     for (int i = 0; i < 64; i += 2)
         umem_free(h, p[i]);
-    CHECK(umem_check(h) == 0);
+    check_where("the even blocks freed");
+    CHECK_EQ(umem_check(h), 0);
     for (int i = 1; i < 64; i += 2)
         umem_free(h, p[i]);
     umem_stats_t st;
     umem_get_stats(h, &st);
-    CHECK(st.bytes_in_use == 0 && st.heap_bytes > (size_t)64 * (200 << 10));
-    CHECK(umem_check(h) == 0);
+    check_where("every block freed");
+    CHECK_EQ(st.bytes_in_use, 0);
+    CHECK_GT(st.heap_bytes, (size_t)64 * (200 << 10));
+    CHECK_EQ(umem_check(h), 0);
     umem_destroy(h);
 }
 
