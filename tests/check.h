@@ -23,6 +23,12 @@
  * A test that forks makes its children with check_fork and reaps them
  * with check_wait: when the test's time runs out, the children it still
  * waits for are killed with it, so that a hung child is never left behind.
+ * A program whose children each do little defines CHECK_CHILD_SECONDS
+ * before it includes this file: each child then has that time limit of
+ * its own (CHECK_CHILD_LIMIT in the environment overrides it, for
+ * valgrind's pace), and a child that hangs (on a lock its heap never let
+ * go, say) prints one line naming its test and exits with status 124,
+ * so that its test fails within that time instead of at its own limit.
  */
 #ifndef CHECK_H
 #define CHECK_H
@@ -219,8 +225,18 @@ static void check_timed_out(int sig)
 {
     (void)sig;
     check_kill_children();
-    if (getpid() != check_runner)
-        _exit(1); /* a test's child: its test sees it fail */
+    if (getpid() != check_runner) {
+        /* A test's child: one line (on its stderr, which a death test
+         * reads), then a status its test sees fail. */
+        static const char head[] = "check: a child of ",
+                          tail[] = " got no result within its time limit (a hang?)\n";
+        const char *name = check_running ? check_running : "?";
+        ssize_t w = write(2, head, sizeof head - 1);
+        w = write(2, name, strlen(name));
+        w = write(2, tail, sizeof tail - 1);
+        (void)w;
+        _exit(124);
+    }
     static const char head[] = "not ok - ",
                       tail[] = " (no result within its time limit: a hang?)\n";
     const char *name = check_running ? check_running : "?";
@@ -238,6 +254,15 @@ static inline unsigned check_time_limit(void)
     return s > 0 ? (unsigned)s : 600u;
 }
 
+#ifdef CHECK_CHILD_SECONDS
+static inline unsigned check_child_limit(void)
+{
+    const char *v = getenv("CHECK_CHILD_LIMIT");
+    long s = v ? atol(v) : 0;
+    return s > 0 ? (unsigned)s : (unsigned)(CHECK_CHILD_SECONDS);
+}
+#endif
+
 /* fork(), the child remembered until check_wait reaps it.  SIGALRM waits
  * until it is remembered, so that a time-out cannot miss it; the child
  * starts with no children of its own to kill. */
@@ -251,6 +276,9 @@ static inline pid_t check_fork(void)
     if (pid == 0) {
         for (int i = 0; i < CHECK_CHILDREN; i++)
             atomic_store(&check_children[i], 0);
+#ifdef CHECK_CHILD_SECONDS
+        alarm(check_child_limit());
+#endif
     } else if (pid > 0) {
         for (int i = 0; i < CHECK_CHILDREN; i++) {
             pid_t none = 0;

@@ -7,6 +7,9 @@
 # them); ends with "N passed, N failed", counted as tests/run.sh counts.
 set -u
 . "$(dirname "$0")/lib.sh"
+# Under valgrind and the sanitizers a test's child takes longer than the
+# minute tests/test_umem.c gives it natively.
+export CHECK_CHILD_LIMIT=${CHECK_CHILD_LIMIT:-600}
 FUZZ_SECONDS=${FUZZ_SECONDS:-60}
 result() { # NAME STATUS: one ok or not ok line
     if [ "$2" -eq 0 ]; then echo "ok - $1"; else echo "not ok - $1"; fi

@@ -1,5 +1,8 @@
 /* Tests of umem.h: model, edge cases, misuse, threads and fork. */
 #include "../umem.h"
+/* Each child here does a few calls: one that hangs (a lock its heap never
+ * let go after fork(), say) fails its test within a minute. */
+#define CHECK_CHILD_SECONDS 60
 #include "check.h"
 
 #include <ctype.h>
