@@ -14,6 +14,11 @@ void *other_alloc(umem_t *h, size_t n);
 void other_free(umem_t *h, void *p);
 void other_destroy(umem_t *h);
 
+/* A child's time limit: a heap lock left held would hang it, and the
+ * alarm makes that a failure.  Generous, since on a loaded machine or
+ * under a sanitizer even a few calls may wait seconds for a CPU. */
+enum { CHILD_SECONDS = 60 };
+
 static int child_ok(pid_t pid)
 {
     int status = 0;
@@ -33,7 +38,7 @@ static void destroyed_in_other_file_then_fork(void)
     umem_t *g = umem_create(1 << 20, 0); /* may reuse the address */
     pid_t pid = fork();
     if (pid == 0) {
-        alarm(10);
+        alarm(CHILD_SECONDS);
         void *p = umem_alloc(g, 100);
         umem_free(g, p);
         _exit(p && umem_check(g) == 0 ? 0 : 1);
@@ -99,7 +104,7 @@ static void handler_registered_first_allocates_in_child(void)
     CHECK(atfork_heap != NULL);
     pid_t pid = fork();
     if (pid == 0) {
-        alarm(10); /* a heap lock still held would hang the handler */
+        alarm(CHILD_SECONDS); /* a heap lock still held would hang the handler */
         _exit(umem_check(atfork_heap) == 0 ? 0 : 1);
     }
     CHECK(child_ok(pid));
