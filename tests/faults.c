@@ -17,6 +17,10 @@
  *   FAULT=slow:MS              every read() or pread() of a regular file
  *                              takes MS milliseconds longer, as from a
  *                              slow disk
+ *   FAULT=hold:N:PATH          every read() or pread() of a regular file
+ *                              after the Nth waits until PATH exists, as
+ *                              from a disk that stalls until the test
+ *                              lets it go on
  *   FAULT=unmap-fails          every munmap(), madvise() and mremap()
  *                              fails with ENOMEM, as munmap does when a
  *                              process has as many mappings as it may
@@ -43,6 +47,8 @@ static long die_after;
 static const char *shrink_path, *grow_path;
 static int eio;
 static long slow_ms;
+static long hold_after;
+static const char *hold_path;
 static int unmap_fails;
 
 __attribute__((constructor)) static void faults_init(void)
@@ -61,6 +67,10 @@ __attribute__((constructor)) static void faults_init(void)
         eio = 1;
     else if (strncmp(f, "slow:", 5) == 0)
         slow_ms = atol(f + 5);
+    else if (strncmp(f, "hold:", 5) == 0 && strchr(f + 5, ':')) {
+        hold_after = atol(f + 5);
+        hold_path = strchr(f + 5, ':') + 1;
+    }
     else if (strcmp(f, "unmap-fails") == 0)
         unmap_fails = 1;
 }
@@ -136,8 +146,8 @@ int pthread_mutex_lock(pthread_mutex_t *m)
 }
 
 /* What read() and pread() share: the count of reads of regular files
- * (FAULT=eio) and the one change of size (FAULT=shrink or grow).  Worker
- * threads read at once, so both are atomic. */
+ * (FAULT=eio, FAULT=hold) and the one change of size (FAULT=shrink or
+ * grow).  Worker threads read at once, so both are atomic. */
 static atomic_int file_reads, resized;
 
 /* Before a read of fd: -1 when this read is to fail, else whether fd is
@@ -153,6 +163,11 @@ static int before_read(int fd, struct stat *st)
     if (eio && regular && atomic_fetch_add(&file_reads, 1) + 1 == 2) {
         errno = EIO;
         return -1;
+    }
+    if (hold_path && regular && atomic_fetch_add(&file_reads, 1) >= hold_after) {
+        struct timespec nap = {0, 10 * 1000000};
+        while (access(hold_path, F_OK) != 0)
+            nanosleep(&nap, NULL);
     }
     return regular;
 }

@@ -76,9 +76,10 @@ have() {
 
 # ---- running the programs ----------------------------------------------
 
-# run PROG ARGS...: sets $out, $err and $rc; never hangs past 60 s.
+# run PROG ARGS...: sets $out, $err and $rc; never hangs past
+# $RUN_LIMIT seconds (120 unless set), a limit only a hang comes near.
 run() {
-    timeout 60 "$@" > "$TMP/out" 2> "$TMP/err"
+    timeout "${RUN_LIMIT:-120}" "$@" > "$TMP/out" 2> "$TMP/err"
     rc=$?
     out=$(cat "$TMP/out")
     err=$(cat "$TMP/err")
@@ -141,24 +142,41 @@ c_examples() {
 
 # ---- processes ---------------------------------------------------------
 
+# How long a test waits for a state that comes at once on an idle
+# machine (a process started, a signal acted on) before it calls that a
+# failure.  Generous: a loaded machine may take seconds.  A test whose
+# input could end by itself within this time proves nothing by waiting,
+# so such inputs never end by themselves (a FIFO held open, or a file
+# read slowly enough to take far longer).
+LIMIT=60
+
 # wait_for SECONDS COMMAND...: runs COMMAND every 20 ms until it succeeds;
-# returns 1 if it has not within SECONDS.  Conditions are waited for, never
-# slept for: how long they take is up to the machine.
+# returns 1 if it has not within SECONDS, by the clock, however long each
+# try takes.  Conditions are waited for, never slept for: how long they
+# take is up to the machine.
 wait_for() {
-    local tries=$(($1 * 50))
+    local end=$((SECONDS + $1))
     shift
     until "$@"; do
-        tries=$((tries - 1))
-        [ $tries -gt 0 ] || return 1
+        [ $SECONDS -lt $end ] || return 1
         sleep 0.02
     done
 }
 
-children_of() { # the pids whose parent is $1, from /proc
-    local stat
+# The pids whose parent is $1, from /proc, read by the shell itself: a
+# process per /proc entry made one look take seconds on a busy machine,
+# longer than some of the states it looked for lasted.
+children_of() {
+    local stat line found=""
     for stat in /proc/[0-9]*/stat; do
-        awk -v p="$1" '{ sub(/.*\) /, ""); if ($2 == p) printf "%s ", FILENAME }' "$stat" 2> /dev/null
-    done | sed 's|/proc/||g; s|/stat||g'
+        { read -r line < "$stat"; } 2> /dev/null || continue
+        line=${line##*) } # the fields after the name: state, then ppid
+        line=${line#* }
+        [ "${line%% *}" = "$1" ] || continue
+        stat=${stat#/proc/}
+        found="$found ${stat%/stat}"
+    done
+    echo $found
 }
 
 # Processes whose command line names the file $1: a run's parent and its
@@ -197,22 +215,23 @@ start() {
 }
 
 # kill_a_worker NAME N: once $parent (see start) has its N worker
-# processes, kills the first with SIGKILL and gives the run 3 s to end.
-# Sets $kids and $rc and returns 0 once it has ended; if it has not,
-# reports NAME as failed, kills it all and returns 1.
+# processes, kills the first with SIGKILL and waits for the run to end;
+# its input must not end by itself meanwhile (see LIMIT).  Sets $kids and
+# $rc and returns 0 once it has ended; if it has not within $LIMIT
+# seconds, reports NAME as failed, kills it all and returns 1.
 kill_a_worker() {
     local name=$1 n=$2
-    if wait_for 10 has_children $parent $n; then
+    if wait_for $LIMIT has_children $parent $n; then
         kids=$(children_of $parent)
         kill -KILL ${kids%% *}
-        wait_for 3 ended $parent && {
+        wait_for $LIMIT ended $parent && {
             wait $parent
             rc=$?
             return 0
         }
-        not_ok "$name" "still running 3 s after a worker was killed"
+        not_ok "$name" "still running $LIMIT s after a worker was killed"
     else
-        not_ok "$name" "never had $n workers"
+        not_ok "$name" "never had $n workers (children: $(children_of $parent))"
     fi
     kill -KILL $parent $(children_of $parent) 2> /dev/null
     wait $parent

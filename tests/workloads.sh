@@ -341,7 +341,10 @@ wl_redis() {
             --io-threads 2 --io-threads-do-reads yes --enable-debug-command local \
             --dir "$dir" --logfile "$dir/redis.log" &
         redis_pid=$!
-        for i in $(seq 200); do
+        # Until it answers, for a minute by the clock: a busy machine may
+        # take seconds to start it.
+        local end=$((SECONDS + 60))
+        while [ $SECONDS -lt $end ]; do
             kill -0 "$redis_pid" 2> /dev/null || break
             redis-cli -p "$redis_port" info server 2> /dev/null | tr -d '\r' |
                 grep -qx "process_id:$redis_pid" && break 2
