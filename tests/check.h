@@ -221,30 +221,29 @@ static inline void check_kill_children(void)
 static const char *volatile check_running;
 static volatile pid_t check_runner; /* the process whose test is timed */
 
+/* Writes head, name and tail to fd with write(2) alone (a signal handler
+ * calls it). */
+static void check_say(int fd, const char *head, const char *name, const char *tail)
+{
+    ssize_t w = write(fd, head, strlen(head));
+    w = write(fd, name, strlen(name));
+    w = write(fd, tail, strlen(tail));
+    (void)w;
+}
+
 static void check_timed_out(int sig)
 {
     (void)sig;
     check_kill_children();
-    if (getpid() != check_runner) {
-        /* A test's child: one line (on its stderr, which a death test
-         * reads), then a status its test sees fail. */
-        static const char head[] = "check: a child of ",
-                          tail[] = " got no result within its time limit (a hang?)\n";
-        const char *name = check_running ? check_running : "?";
-        ssize_t w = write(2, head, sizeof head - 1);
-        w = write(2, name, strlen(name));
-        w = write(2, tail, sizeof tail - 1);
-        (void)w;
-        _exit(124);
-    }
-    static const char head[] = "not ok - ",
-                      tail[] = " (no result within its time limit: a hang?)\n";
+    /* A test's child says so on its stderr (which a death test reads) and
+     * ends with a status its test sees fail; the test itself is a "not ok"
+     * line. */
+    int child = getpid() != check_runner;
     const char *name = check_running ? check_running : "?";
-    ssize_t w = write(1, head, sizeof head - 1);
-    w = write(1, name, strlen(name));
-    w = write(1, tail, sizeof tail - 1);
-    (void)w;
-    _exit(1);
+    check_say(child ? 2 : 1, child ? "check: a child of " : "not ok - ", name,
+              child ? " got no result within its time limit (a hang?)\n"
+                    : " (no result within its time limit: a hang?)\n");
+    _exit(child ? 124 : 1);
 }
 
 static inline unsigned check_time_limit(void)
