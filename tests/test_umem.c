@@ -1520,6 +1520,83 @@ static void debug_shared_heap_across_fork(void)
     umem_destroy(h);
 }
 
+/* ---- exact cases of the policy, the counters and the checks ---- */
+
+/* Address-ordered first fit among the large free blocks: a request that
+ * the lowest of them fits exactly takes it, though the tree's root is a
+ * free block too small and the rest of the heap, above, would fit too. */
+static void first_fit_takes_the_lowest_exact_fit(void)
+{
+    for (unsigned i = 0; i < 3; i++) {
+        umem_t *h = umem_create(1 << 20, all_flags[i]);
+        CHECK(h != NULL);
+        if (!h)
+            continue;
+        char *a = umem_alloc(h, 3000), *s1 = umem_alloc(h, 64);
+        char *b = umem_alloc(h, 2000), *s2 = umem_alloc(h, 64);
+        CHECK(a && a < s1 && s1 < b && b < s2); /* carved upwards */
+        umem_free(h, b); /* the tree: b below the rest of the heap */
+        umem_free(h, a); /* a below b: the root is b, a its left */
+        CHECK(umem_check(h) == 0);
+        char *again = umem_alloc(h, 3000);
+        CHECK(again == a);
+        umem_free(h, again);
+        umem_free(h, s1);
+        umem_free(h, s2);
+        umem_stats_t st;
+        umem_get_stats(h, &st);
+        CHECK(st.bytes_in_use == 0 && umem_check(h) == 0);
+        umem_destroy(h);
+    }
+}
+
+/* An overrun that writes zeros over the next block's header: the header's
+ * UMEM_PREV_FREE bit stays clear, so only its check can find it. */
+static void overrun_zeros_then_free(umem_t *h, char *t)
+{
+    char *p = umem_alloc(h, 64), *q = umem_alloc(h, 64);
+    char *low = p < q ? p : q;
+    memset(low + 64, 0, UMEM_HEADER); /* a 64-byte block has no slack */
+    snprintf(t, 64, "%p", (void *)low);
+    umem_free(h, low);
+}
+
+static void death_overrun_of_zeros(void)
+{
+    expect_death(overrun_zeros_then_free, "write past the end");
+}
+
+/* realloc grows a block in place into the free block after it when the
+ * two make exactly the room needed, keeping the contents and the counts. */
+static void realloc_grows_into_an_exact_fit(void)
+{
+    for (unsigned i = 0; i < 3; i++) {
+        umem_t *h = umem_create(1 << 20, all_flags[i]);
+        CHECK(h != NULL);
+        if (!h)
+            continue;
+        /* Blocks of 128, 224 and 128 bytes, headers included. */
+        unsigned char *p = umem_alloc(h, 100), *q = umem_alloc(h, 200), *r = umem_alloc(h, 100);
+        CHECK(p && p < q && q < r);
+        fill(p, 100, 5);
+        umem_free(h, q);
+        umem_stats_t before, after;
+        umem_get_stats(h, &before);
+        /* 336 bytes need a block of 352: p's and q's exactly. */
+        unsigned char *grown = umem_realloc(h, p, 336);
+        CHECK(grown == p && intact(p, 100, 5));
+        CHECK(umem_usable_size(h, p) == 336);
+        umem_get_stats(h, &after);
+        CHECK(after.bytes_in_use == before.bytes_in_use + 224);
+        CHECK(after.allocs == before.allocs && after.frees == before.frees);
+        CHECK(umem_check(h) == 0);
+        umem_free(h, grown ? grown : p);
+        umem_free(h, r);
+        CHECK(umem_check(h) == 0);
+        umem_destroy(h);
+    }
+}
+
 static int run_all(void)
 {
     RUN(model_every_flag_combination);
@@ -1575,6 +1652,9 @@ static int run_all(void)
     RUN(death_debug_write_after_free);
     RUN(death_debug_cached_write_after_free);
     RUN(debug_shared_heap_across_fork);
+    RUN(first_fit_takes_the_lowest_exact_fit);
+    RUN(death_overrun_of_zeros);
+    RUN(realloc_grows_into_an_exact_fit);
     return CHECK_EXIT_STATUS();
 }
 
