@@ -1597,6 +1597,117 @@ static void realloc_grows_into_an_exact_fit(void)
     }
 }
 
+/* ---- a lock found busy ---- */
+
+#include <sys/syscall.h>
+
+struct waiter {
+    umem_t *h;
+    atomic_int tid; /* the thread's id, once it is about to allocate */
+    void *p;
+};
+
+static void *allocate_after_a_wait(void *arg)
+{
+    struct waiter *w = arg;
+    atomic_store(&w->tid, (int)syscall(SYS_gettid));
+    w->p = umem_alloc(w->h, 100);
+    return NULL;
+}
+
+/* The system call that thread `tid` of this process is blocked in; -1
+ * while it runs, -2 where the system does not tell. */
+static long blocked_in(int tid)
+{
+    char path[64], text[32] = "";
+    snprintf(path, sizeof path, "/proc/self/task/%d/syscall", tid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -2;
+    if (!fgets(text, sizeof text, f))
+        text[0] = '\0';
+    fclose(f);
+    if (strncmp(text, "running", 7) == 0)
+        return -1;
+    char *end;
+    long n = strtol(text, &end, 10);
+    return end == text ? -2 : n;
+}
+
+static int is_nap(long call)
+{
+#ifdef SYS_nanosleep
+    if (call == SYS_nanosleep)
+        return 1;
+#endif
+    return call == SYS_clock_nanosleep;
+}
+
+/* An allocation that finds the lock busy counts in lock_contended as well
+ * as in lock_count.  The lock is held here until the other thread naps
+ * between its attempts, which it does only once it has found the lock
+ * taken: no timing decides what is counted. */
+static void lock_contended_counts_a_busy_lock(void)
+{
+    umem_t *h = umem_create(1 << 20, 0);
+    CHECK(h != NULL);
+    if (!h)
+        return;
+    struct waiter w = {.h = h};
+    CHECK(umem__lock(h, 0) == 0); /* the internal lock, taken uncounted */
+    pthread_t tid;
+    CHECK(pthread_create(&tid, NULL, allocate_after_a_wait, &w) == 0);
+    long in = -1;
+    uint64_t since = monotonic_ms();
+    while (!is_nap(in) && in != -2 && monotonic_ms() - since < 60000) {
+        int t = atomic_load(&w.tid);
+        in = t ? blocked_in(t) : -1;
+        sched_yield();
+    }
+    umem__unlock(h);
+    pthread_join(tid, NULL);
+    if (in == -2) {
+        fprintf(stderr, "  no /proc/self/task/N/syscall here: lock_contended not checked\n");
+    } else {
+        CHECK(is_nap(in)); /* else it never waited within 60 s */
+        umem_stats_t st;
+        umem_get_stats(h, &st);
+        CHECK(w.p != NULL && st.allocs == 1);
+        CHECK(st.lock_count == 1 && st.lock_contended == 1);
+    }
+    umem_free(h, w.p);
+    CHECK(umem_check(h) == 0);
+    umem_destroy(h);
+}
+
+/* ---- the pools' figures ---- */
+
+/* A block handed out from a pool's page moves its slot from cached_bytes
+ * to bytes_in_use, and back when it is freed. */
+static void cached_bytes_follow_each_block(void)
+{
+    umem_t *h = umem_create(1 << 20, UMEM_CACHED);
+    CHECK(h != NULL);
+    if (!h)
+        return;
+    umem_stats_t st[4];
+    void *a = umem_alloc(h, 100); /* a slot of 112 bytes in a new page */
+    umem_get_stats(h, &st[0]);
+    void *b = umem_alloc(h, 100);
+    umem_get_stats(h, &st[1]);
+    umem_free(h, a);
+    umem_get_stats(h, &st[2]);
+    umem_free(h, b);
+    umem_get_stats(h, &st[3]);
+    CHECK(st[0].pool_pages == 1 && st[3].pool_pages == 1 && st[0].cached_bytes > 0);
+    CHECK(st[1].bytes_in_use == st[0].bytes_in_use + 112);
+    CHECK(st[1].cached_bytes == st[0].cached_bytes - 112);
+    CHECK(st[2].bytes_in_use == st[0].bytes_in_use && st[2].cached_bytes == st[0].cached_bytes);
+    CHECK(st[3].bytes_in_use == 0 && st[3].cached_bytes == st[0].cached_bytes + 112);
+    CHECK(umem_check(h) == 0);
+    umem_destroy(h);
+}
+
 static int run_all(void)
 {
     RUN(model_every_flag_combination);
@@ -1655,6 +1766,8 @@ static int run_all(void)
     RUN(first_fit_takes_the_lowest_exact_fit);
     RUN(death_overrun_of_zeros);
     RUN(realloc_grows_into_an_exact_fit);
+    RUN(lock_contended_counts_a_busy_lock);
+    RUN(cached_bytes_follow_each_block);
     return CHECK_EXIT_STATUS();
 }
 
