@@ -1584,13 +1584,15 @@ static void realloc_grows_into_an_exact_fit(void)
         umem_get_stats(h, &before);
         /* 336 bytes need a block of 352: p's and q's exactly. */
         unsigned char *grown = umem_realloc(h, p, 336);
-        CHECK(grown == p && intact(p, 100, 5));
-        CHECK(umem_usable_size(h, p) == 336);
+        CHECK(grown == p);
+        if (!grown)
+            grown = p;
+        CHECK(intact(grown, 100, 5) && umem_usable_size(h, grown) == 336);
         umem_get_stats(h, &after);
         CHECK(after.bytes_in_use == before.bytes_in_use + 224);
         CHECK(after.allocs == before.allocs && after.frees == before.frees);
         CHECK(umem_check(h) == 0);
-        umem_free(h, grown ? grown : p);
+        umem_free(h, grown);
         umem_free(h, r);
         CHECK(umem_check(h) == 0);
         umem_destroy(h);
@@ -1708,6 +1710,130 @@ static void cached_bytes_follow_each_block(void)
     umem_destroy(h);
 }
 
+/* A thread's pages of one class, emptied by its own frees: the class
+ * keeps one empty page to serve, and the others go back to the heap,
+ * whichever list held them. */
+static void owner_gives_back_emptied_pages(void)
+{
+    umem_t *h = umem_create(1 << 20, UMEM_CACHED | UMEM_GROW);
+    CHECK(h != NULL);
+    if (!h)
+        return;
+    enum { MOST = 1000 };
+    static void *p[MOST];
+    umem_stats_t st;
+    unsigned n = 0;
+    do { /* two pages filled, a third begun */
+        p[n++] = umem_alloc(h, 1000);
+        umem_get_stats(h, &st);
+    } while (n < MOST && st.pool_pages < 3);
+    for (unsigned k = 0; k < 5 && n < MOST; k++)
+        p[n++] = umem_alloc(h, 1000);
+    CHECK(st.pool_pages == 3 && st.cache_flushes == 0);
+    for (unsigned k = 0; k < n; k++) {
+        CHECK(p[k] != NULL);
+        umem_free(h, p[k]);
+    }
+    umem_get_stats(h, &st);
+    CHECK(st.pool_pages == 1 && st.cache_flushes == 2 && st.bytes_in_use == 0);
+    CHECK(umem_check(h) == 0);
+    umem_destroy(h);
+}
+
+/* A thread's page of one class, full, emptied by another thread's frees:
+ * the first free sets a hint, and the owner takes the page back the next
+ * time it needs room, instead of carving a new one.  The threads take
+ * turns (the other is joined before the owner goes on). */
+struct remote_batch {
+    umem_t *h;
+    void **p;
+    unsigned n;
+};
+
+static void *free_batch(void *arg)
+{
+    struct remote_batch *b = arg;
+    for (unsigned k = 0; k < b->n; k++)
+        umem_free(b->h, b->p[k]);
+    return NULL;
+}
+
+static void owner_takes_back_a_page_others_emptied(void)
+{
+    umem_t *h = umem_create(1 << 20, UMEM_CACHED | UMEM_GROW);
+    CHECK(h != NULL);
+    if (!h)
+        return;
+    enum { MOST = 1000 };
+    static void *p[MOST];
+    umem_stats_t st;
+    unsigned n = 0, first_page = 0;
+    do { /* the first page full and watched, a second begun */
+        p[n++] = umem_alloc(h, 1000);
+        umem_get_stats(h, &st);
+        if (st.pool_pages == 1)
+            first_page = n;
+    } while (n < MOST && st.pool_pages < 2);
+    pthread_t tid;
+    struct remote_batch b = {h, p, first_page};
+    CHECK(pthread_create(&tid, NULL, free_batch, &b) == 0);
+    pthread_join(tid, NULL);
+    unsigned second = n; /* the second page's blocks, and as many more */
+    while (n < MOST && n < second + first_page + 5) {
+        p[n] = umem_alloc(h, 1000);
+        CHECK(p[n] != NULL);
+        n++;
+    }
+    umem_get_stats(h, &st);
+    CHECK(st.cache_refills == 2 && st.pool_pages == 2);
+    CHECK(st.remote_frees == first_page);
+    for (unsigned k = first_page; k < n; k++)
+        umem_free(h, p[k]);
+    CHECK(umem_check(h) == 0);
+    umem_destroy(h);
+}
+
+/* A heap that empties (an eighth of it in use) gives every free page back
+ * on the call that sees it, those freed just before included; not before,
+ * while more than an eighth is in use. */
+static void emptied_heap_gives_back_every_free_page(void)
+{
+    umem_t *h = umem_create(4096, UMEM_GROW);
+    CHECK(h != NULL);
+    if (!h)
+        return;
+    enum { N = 10, BLOCK = 900 << 10 }; /* each under UMEM_LARGE: in the heap */
+    unsigned char *p[N];
+    for (unsigned i = 0; i < N; i++) {
+        p[i] = umem_alloc(h, BLOCK);
+        CHECK(p[i] != NULL);
+        if (p[i])
+            memset(p[i], 0x3c, BLOCK);
+    }
+    uint64_t began = monotonic_ms();
+    umem_stats_t st;
+    for (unsigned i = 0; i + 1 < N; i++) {
+        umem_free(h, p[i]);
+        umem_get_stats(h, &st);
+        /* Half the heap and more in use: only pages unused for the purge
+         * delay go back, and the frees began less than that ago. */
+        if (i < N / 2 && monotonic_ms() - began < UMEM_PURGE_DELAY_MS / 2)
+            CHECK(st.released_bytes == 0);
+    }
+    umem_get_stats(h, &st);
+    uint64_t free_bytes = st.heap_bytes - st.bytes_in_use;
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    /* Each free block keeps the page of its header and of its footer. */
+    if (monotonic_ms() - began < UMEM_PURGE_DELAY_MS / 2)
+        CHECK(st.purges >= 1 && st.released_bytes + 4 * page >= free_bytes);
+    if (st.released_bytes + 4 * page < free_bytes)
+        fprintf(stderr, "  %llu bytes free, %llu given back\n", (unsigned long long)free_bytes,
+                (unsigned long long)st.released_bytes);
+    umem_free(h, p[N - 1]);
+    CHECK(umem_check(h) == 0);
+    umem_destroy(h);
+}
+
 static int run_all(void)
 {
     RUN(model_every_flag_combination);
@@ -1768,6 +1894,9 @@ static int run_all(void)
     RUN(realloc_grows_into_an_exact_fit);
     RUN(lock_contended_counts_a_busy_lock);
     RUN(cached_bytes_follow_each_block);
+    RUN(owner_gives_back_emptied_pages);
+    RUN(owner_takes_back_a_page_others_emptied);
+    RUN(emptied_heap_gives_back_every_free_page);
     return CHECK_EXIT_STATUS();
 }
 
