@@ -3,6 +3,8 @@
 # make check      sanitizers, valgrind and fuzzing (a few minutes)
 # make install    PREFIX=/usr/local, DESTDIR for staging; make uninstall
 # make bench      the benchmark (never part of the tests)
+# make mutants    mutation testing: do the tests catch small bugs planted in
+#                 the allocator? (tests/mutants.sh; never part of make test)
 CC ?= cc
 CFLAGS ?= -O2 -g -Wall -Wextra
 PTHREAD = -pthread
@@ -103,3 +105,10 @@ bench: all
 	bench/run.sh
 
 .PHONY: bench
+
+# Each mutant of tests/mutants.txt in a copy of the tree of its own, built
+# and tested there: nothing here is built or changed.
+mutants:
+	tests/mutants.sh
+
+.PHONY: mutants

@@ -85,6 +85,13 @@ run() {
     err=$(cat "$TMP/err")
 }
 
+# reference COMMAND...: runs COMMAND, a test of glibc's malloc as the
+# reference for libumem's, unless REFERENCE=0 (tests/mutants.sh, whose
+# mutants cannot change glibc's behaviour).
+reference() {
+    [ "${REFERENCE:-1}" = 0 ] || "$@"
+}
+
 # expect_error NAME PATTERN COMMAND...: the command fails as every error
 # must: exit 1, nothing on stdout, one line on stderr, matching PATTERN.
 expect_error() {

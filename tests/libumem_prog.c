@@ -189,6 +189,41 @@ static void calloc_overflow_fails(void)
     CHECK(KEEP(calloc(huge / 2, 1)) == NULL && errno == ENOMEM);
 }
 
+/* Products that wrap to a size no smaller than either factor: an overflow
+ * test of the form a * b < a takes them for sizes that fit (16 times
+ * 2^60 + 1 wraps to 16). */
+static void calloc_overflow_that_wraps_small_fails(void)
+{
+    size_t big = ((size_t)1 << (sizeof(size_t) * 8 - 4)) + 1;
+    errno = 0;
+    CHECK(KEEP(calloc(opaque(16), big)) == NULL && errno == ENOMEM);
+    errno = 0;
+    CHECK(KEEP(calloc(big, opaque(16))) == NULL && errno == ENOMEM);
+    void *p = malloc(100);
+    CHECK(p != NULL);
+    errno = 0;
+    void *q = reallocarray(p, opaque(16), big);
+    CHECK(q == NULL && errno == ENOMEM);
+    free(q ? q : p); /* q: p moved or kept, wrongly */
+}
+
+/* Large blocks written and freed, then asked for again with calloc: a
+ * mapping that served another block is not fresh from the system. */
+static void calloc_zeroes_reused_mappings(void)
+{
+    static const size_t sizes[] = {(size_t)9 << 20, (size_t)16 << 20, (size_t)12 << 20};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        unsigned char *p = malloc(sizes[i]);
+        CHECK(p != NULL);
+        if (p)
+            memset(p, 0xa5, sizes[i]);
+        free(p);
+        unsigned char *z = calloc(sizes[i], 1);
+        CHECK(z != NULL && all_zero(z, sizes[i]));
+        free(z);
+    }
+}
+
 static void realloc_keeps_contents(void)
 {
     unsigned char *p = realloc(NULL, 10);
@@ -369,6 +404,8 @@ static int api(void)
     RUN(malloc_too_large_fails);
     RUN(calloc_zeroes_recycled_blocks);
     RUN(calloc_overflow_fails);
+    RUN(calloc_overflow_that_wraps_small_fails);
+    RUN(calloc_zeroes_reused_mappings);
     RUN(realloc_keeps_contents);
     RUN(realloc_shrinks_large_blocks);
     RUN(realloc_failure_keeps_block);

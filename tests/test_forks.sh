@@ -48,17 +48,17 @@ mode() {
 for run in 1 2 3; do
     mode "libumem, run $run" stdio "$TMP/line" -- LD_PRELOAD="$LIB"
 done
-mode glibc stdio "$TMP/line" --
+reference mode glibc stdio "$TMP/line" --
 for run in 1 2 3; do
     mode "libumem, run $run" signal -- LD_PRELOAD="$LIB"
 done
-mode glibc signal --
+reference mode glibc signal --
 # The same with UMEM_DEBUG=1: records, guards and the quarantine under the
 # heap's lock, which a fork lends.
 mode "libumem, UMEM_DEBUG=1" stdio "$TMP/line" -- LD_PRELOAD="$LIB" UMEM_DEBUG=1
 mode "libumem, UMEM_DEBUG=1" signal -- LD_PRELOAD="$LIB" UMEM_DEBUG=1
 mode libumem errno -- LD_PRELOAD="$LIB"
 mode "libumem, munmap, madvise and mremap failing" errno -- LD_PRELOAD="$LIB:$FAULTS" FAULT=unmap-fails
-mode glibc errno --
+reference mode glibc errno --
 mode libumem oom -- LD_PRELOAD="$LIB"
-mode glibc oom --
+reference mode glibc oom --

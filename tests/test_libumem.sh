@@ -73,12 +73,12 @@ suite() {
 
 suite libumem api LD_PRELOAD="$LIB" LIBUMEM=1
 [ -z "$PLAIN" ] || suite "libumem -O3 plain" api LD_PRELOAD="$PLAIN" LIBUMEM=1
-suite glibc api
+reference suite glibc api
 suite libumem threads LD_PRELOAD="$LIB" LIBUMEM=1
-suite glibc threads
+reference suite glibc threads
 suite libumem fork LD_PRELOAD="$LIB" LIBUMEM=1
 suite libumem destructors LD_PRELOAD="$LIB" LIBUMEM=1
-suite glibc destructors
+reference suite glibc destructors
 suite libumem rss LD_PRELOAD="$LIB" LIBUMEM=1
 
 # ---- a heap made after 40 pthread keys ----

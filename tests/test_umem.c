@@ -1880,6 +1880,320 @@ static void debug_shared_heap_across_fork(void)
     umem_destroy(h);
 }
 
+/* ---- exact cases of the policy, the counters and the checks ---- */
+
+/* Address-ordered first fit among the large free blocks: a request that
+ * the lowest of them fits exactly takes it, though the tree's root is a
+ * free block too small and the rest of the heap, above, would fit too. */
+static void first_fit_takes_the_lowest_exact_fit(void)
+{
+    for (unsigned i = 0; i < 3; i++) {
+        umem_t *h = umem_create(1 << 20, all_flags[i]);
+        CHECK(h != NULL);
+        if (!h)
+            continue;
+        char *a = umem_alloc(h, 3000), *s1 = umem_alloc(h, 64);
+        char *b = umem_alloc(h, 2000), *s2 = umem_alloc(h, 64);
+        CHECK(a && a < s1 && s1 < b && b < s2); /* carved upwards */
+        umem_free(h, b); /* the tree: b below the rest of the heap */
+        umem_free(h, a); /* a below b: the root is b, a its left */
+        CHECK(umem_check(h) == 0);
+        char *again = umem_alloc(h, 3000);
+        CHECK(again == a);
+        umem_free(h, again);
+        umem_free(h, s1);
+        umem_free(h, s2);
+        umem_stats_t st;
+        umem_get_stats(h, &st);
+        CHECK(st.bytes_in_use == 0 && umem_check(h) == 0);
+        umem_destroy(h);
+    }
+}
+
+/* An overrun that writes zeros over the next block's header: the header's
+ * UMEM_PREV_FREE bit stays clear, so only its check can find it. */
+static void overrun_zeros_then_free(umem_t *h, char *t)
+{
+    char *p = umem_alloc(h, 64), *q = umem_alloc(h, 64);
+    char *low = p < q ? p : q;
+    memset(low + 64, 0, UMEM_HEADER); /* a 64-byte block has no slack */
+    snprintf(t, 64, "%p", (void *)low);
+    umem_free(h, low);
+}
+
+static void death_overrun_of_zeros(void)
+{
+    expect_death(overrun_zeros_then_free, "write past the end");
+}
+
+/* realloc grows a block in place into the free block after it when the
+ * two make exactly the room needed, keeping the contents and the counts. */
+static void realloc_grows_into_an_exact_fit(void)
+{
+    for (unsigned i = 0; i < 3; i++) {
+        umem_t *h = umem_create(1 << 20, all_flags[i]);
+        CHECK(h != NULL);
+        if (!h)
+            continue;
+        /* Blocks of 128, 224 and 128 bytes, headers included. */
+        unsigned char *p = umem_alloc(h, 100), *q = umem_alloc(h, 200), *r = umem_alloc(h, 100);
+        CHECK(p && p < q && q < r);
+        fill(p, 100, 5);
+        umem_free(h, q);
+        umem_stats_t before, after;
+        umem_get_stats(h, &before);
+        /* 336 bytes need a block of 352: p's and q's exactly. */
+        unsigned char *grown = umem_realloc(h, p, 336);
+        CHECK(grown == p);
+        if (!grown)
+            grown = p;
+        CHECK(intact(grown, 100, 5) && umem_usable_size(h, grown) == 336);
+        umem_get_stats(h, &after);
+        CHECK(after.bytes_in_use == before.bytes_in_use + 224);
+        CHECK(after.allocs == before.allocs && after.frees == before.frees);
+        CHECK(umem_check(h) == 0);
+        umem_free(h, grown);
+        umem_free(h, r);
+        CHECK(umem_check(h) == 0);
+        umem_destroy(h);
+    }
+}
+
+/* ---- a lock found busy ---- */
+
+#include <sys/syscall.h>
+
+struct waiter {
+    umem_t *h;
+    atomic_int tid; /* the thread's id, once it is about to allocate */
+    void *p;
+};
+
+static void *allocate_after_a_wait(void *arg)
+{
+    struct waiter *w = arg;
+    atomic_store(&w->tid, (int)syscall(SYS_gettid));
+    w->p = umem_alloc(w->h, 100);
+    return NULL;
+}
+
+/* The system call that thread `tid` of this process is blocked in; -1
+ * while it runs, -2 where the system does not tell. */
+static long blocked_in(int tid)
+{
+    char path[64], text[32] = "";
+    snprintf(path, sizeof path, "/proc/self/task/%d/syscall", tid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -2;
+    if (!fgets(text, sizeof text, f))
+        text[0] = '\0';
+    fclose(f);
+    if (strncmp(text, "running", 7) == 0)
+        return -1;
+    char *end;
+    long n = strtol(text, &end, 10);
+    return end == text ? -2 : n;
+}
+
+static int is_nap(long call)
+{
+#ifdef SYS_nanosleep
+    if (call == SYS_nanosleep)
+        return 1;
+#endif
+    return call == SYS_clock_nanosleep;
+}
+
+/* An allocation that finds the lock busy counts in lock_contended as well
+ * as in lock_count.  The lock is held here until the other thread naps
+ * between its attempts, which it does only once it has found the lock
+ * taken: no timing decides what is counted. */
+static void lock_contended_counts_a_busy_lock(void)
+{
+    umem_t *h = umem_create(1 << 20, 0);
+    CHECK(h != NULL);
+    if (!h)
+        return;
+    struct waiter w = {.h = h};
+    CHECK(umem__lock(h, 0) == 0); /* the internal lock, taken uncounted */
+    pthread_t tid;
+    CHECK(pthread_create(&tid, NULL, allocate_after_a_wait, &w) == 0);
+    long in = -1;
+    uint64_t since = monotonic_ms();
+    while (!is_nap(in) && in != -2 && monotonic_ms() - since < 60000) {
+        int t = atomic_load(&w.tid);
+        in = t ? blocked_in(t) : -1;
+        sched_yield();
+    }
+    umem__unlock(h);
+    pthread_join(tid, NULL);
+    if (in == -2) {
+        fprintf(stderr, "  no /proc/self/task/N/syscall here: lock_contended not checked\n");
+    } else {
+        CHECK(is_nap(in)); /* else it never waited within 60 s */
+        umem_stats_t st;
+        umem_get_stats(h, &st);
+        CHECK(w.p != NULL && st.allocs == 1);
+        CHECK(st.lock_count == 1 && st.lock_contended == 1);
+    }
+    umem_free(h, w.p);
+    CHECK(umem_check(h) == 0);
+    umem_destroy(h);
+}
+
+/* ---- the pools' figures ---- */
+
+/* A block handed out from a pool's page moves its slot from cached_bytes
+ * to bytes_in_use, and back when it is freed. */
+static void cached_bytes_follow_each_block(void)
+{
+    umem_t *h = umem_create(1 << 20, UMEM_CACHED);
+    CHECK(h != NULL);
+    if (!h)
+        return;
+    umem_stats_t st[4];
+    void *a = umem_alloc(h, 100); /* a slot of 112 bytes in a new page */
+    umem_get_stats(h, &st[0]);
+    void *b = umem_alloc(h, 100);
+    umem_get_stats(h, &st[1]);
+    umem_free(h, a);
+    umem_get_stats(h, &st[2]);
+    umem_free(h, b);
+    umem_get_stats(h, &st[3]);
+    CHECK(st[0].pool_pages == 1 && st[3].pool_pages == 1 && st[0].cached_bytes > 0);
+    CHECK(st[1].bytes_in_use == st[0].bytes_in_use + 112);
+    CHECK(st[1].cached_bytes == st[0].cached_bytes - 112);
+    CHECK(st[2].bytes_in_use == st[0].bytes_in_use && st[2].cached_bytes == st[0].cached_bytes);
+    CHECK(st[3].bytes_in_use == 0 && st[3].cached_bytes == st[0].cached_bytes + 112);
+    CHECK(umem_check(h) == 0);
+    umem_destroy(h);
+}
+
+/* A thread's pages of one class, emptied by its own frees: the class
+ * keeps one empty page to serve, and the others go back to the heap,
+ * whichever list held them. */
+static void owner_gives_back_emptied_pages(void)
+{
+    umem_t *h = umem_create(1 << 20, UMEM_CACHED | UMEM_GROW);
+    CHECK(h != NULL);
+    if (!h)
+        return;
+    enum { MOST = 1000 };
+    static void *p[MOST];
+    umem_stats_t st;
+    unsigned n = 0;
+    do { /* two pages filled, a third begun */
+        p[n++] = umem_alloc(h, 1000);
+        umem_get_stats(h, &st);
+    } while (n < MOST && st.pool_pages < 3);
+    for (unsigned k = 0; k < 5 && n < MOST; k++)
+        p[n++] = umem_alloc(h, 1000);
+    CHECK(st.pool_pages == 3 && st.cache_flushes == 0);
+    for (unsigned k = 0; k < n; k++) {
+        CHECK(p[k] != NULL);
+        umem_free(h, p[k]);
+    }
+    umem_get_stats(h, &st);
+    CHECK(st.pool_pages == 1 && st.cache_flushes == 2 && st.bytes_in_use == 0);
+    CHECK(umem_check(h) == 0);
+    umem_destroy(h);
+}
+
+/* A thread's page of one class, full, emptied by another thread's frees:
+ * the first free sets a hint, and the owner takes the page back the next
+ * time it needs room, instead of carving a new one.  The threads take
+ * turns (the other is joined before the owner goes on). */
+struct remote_batch {
+    umem_t *h;
+    void **p;
+    unsigned n;
+};
+
+static void *free_batch(void *arg)
+{
+    struct remote_batch *b = arg;
+    for (unsigned k = 0; k < b->n; k++)
+        umem_free(b->h, b->p[k]);
+    return NULL;
+}
+
+static void owner_takes_back_a_page_others_emptied(void)
+{
+    umem_t *h = umem_create(1 << 20, UMEM_CACHED | UMEM_GROW);
+    CHECK(h != NULL);
+    if (!h)
+        return;
+    enum { MOST = 1000 };
+    static void *p[MOST];
+    umem_stats_t st;
+    unsigned n = 0, first_page = 0;
+    do { /* the first page full and watched, a second begun */
+        p[n++] = umem_alloc(h, 1000);
+        umem_get_stats(h, &st);
+        if (st.pool_pages == 1)
+            first_page = n;
+    } while (n < MOST && st.pool_pages < 2);
+    pthread_t tid;
+    struct remote_batch b = {h, p, first_page};
+    CHECK(pthread_create(&tid, NULL, free_batch, &b) == 0);
+    pthread_join(tid, NULL);
+    unsigned second = n; /* the second page's blocks, and as many more */
+    while (n < MOST && n < second + first_page + 5) {
+        p[n] = umem_alloc(h, 1000);
+        CHECK(p[n] != NULL);
+        n++;
+    }
+    umem_get_stats(h, &st);
+    CHECK(st.cache_refills == 2 && st.pool_pages == 2);
+    CHECK(st.remote_frees == first_page);
+    for (unsigned k = first_page; k < n; k++)
+        umem_free(h, p[k]);
+    CHECK(umem_check(h) == 0);
+    umem_destroy(h);
+}
+
+/* A heap that empties (an eighth of it in use) gives every free page back
+ * on the call that sees it, those freed just before included; not before,
+ * while more than an eighth is in use. */
+static void emptied_heap_gives_back_every_free_page(void)
+{
+    umem_t *h = umem_create(4096, UMEM_GROW);
+    CHECK(h != NULL);
+    if (!h)
+        return;
+    enum { N = 10, BLOCK = 900 << 10 }; /* each under UMEM_LARGE: in the heap */
+    unsigned char *p[N];
+    for (unsigned i = 0; i < N; i++) {
+        p[i] = umem_alloc(h, BLOCK);
+        CHECK(p[i] != NULL);
+        if (p[i])
+            memset(p[i], 0x3c, BLOCK);
+    }
+    uint64_t began = monotonic_ms();
+    umem_stats_t st;
+    for (unsigned i = 0; i + 1 < N; i++) {
+        umem_free(h, p[i]);
+        umem_get_stats(h, &st);
+        /* Half the heap and more in use: only pages unused for the purge
+         * delay go back, and the frees began less than that ago. */
+        if (i < N / 2 && monotonic_ms() - began < UMEM_PURGE_DELAY_MS / 2)
+            CHECK(st.released_bytes == 0);
+    }
+    umem_get_stats(h, &st);
+    uint64_t free_bytes = st.heap_bytes - st.bytes_in_use;
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    /* Each free block keeps the page of its header and of its footer. */
+    if (monotonic_ms() - began < UMEM_PURGE_DELAY_MS / 2)
+        CHECK(st.purges >= 1 && st.released_bytes + 4 * page >= free_bytes);
+    if (st.released_bytes + 4 * page < free_bytes)
+        fprintf(stderr, "  %llu bytes free, %llu given back\n", (unsigned long long)free_bytes,
+                (unsigned long long)st.released_bytes);
+    umem_free(h, p[N - 1]);
+    CHECK(umem_check(h) == 0);
+    umem_destroy(h);
+}
+
 static int run_all(void)
 {
     RUN(model_every_flag_combination);
@@ -1935,6 +2249,14 @@ static int run_all(void)
     RUN(death_debug_write_after_free);
     RUN(death_debug_cached_write_after_free);
     RUN(debug_shared_heap_across_fork);
+    RUN(first_fit_takes_the_lowest_exact_fit);
+    RUN(death_overrun_of_zeros);
+    RUN(realloc_grows_into_an_exact_fit);
+    RUN(lock_contended_counts_a_busy_lock);
+    RUN(cached_bytes_follow_each_block);
+    RUN(owner_gives_back_emptied_pages);
+    RUN(owner_takes_back_a_page_others_emptied);
+    RUN(emptied_heap_gives_back_every_free_page);
     return CHECK_EXIT_STATUS();
 }
 
