@@ -235,8 +235,10 @@ static inline char *umem__hook_page_limit(umem_t *h, const void *p);
  * with the two swapped and that size, it undoes itself. */
 static inline size_t umem__hook_replace_free(umem_t *h, void *block, void *by, size_t size);
 
-/* Takes h's lock, as umem's own calls do, and keeps it. */
+/* Takes h's lock as umem's own calls do, uncounted, and keeps it until
+ * umem__hook_drop_lock. */
 static inline void umem__hook_hold_lock(umem_t *h);
+static inline void umem__hook_drop_lock(umem_t *h);
 
 /* The mappings of h other than its first. */
 static inline size_t umem__hook_spans(umem_t *h);

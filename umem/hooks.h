@@ -43,7 +43,12 @@ static inline size_t umem__hook_replace_free(umem_t *h, void *block, void *by, s
 
 static inline void umem__hook_hold_lock(umem_t *h)
 {
-    umem__lock(h, UMEM_COUNTED);
+    umem__lock(h, 0);
+}
+
+static inline void umem__hook_drop_lock(umem_t *h)
+{
+    umem__unlock(h);
 }
 
 static inline size_t umem__hook_count(const struct umem_node *x)
