@@ -4,9 +4,9 @@
 # grows while it is read, read errors, far more workers than CPUs.  Faults
 # are injected by tests/faults.so (LD_PRELOAD), so the programs carry no
 # test code.  No check depends on how fast anything runs: each waits for
-# the state it needs (wait_for, up to $LIMIT s), and the inputs that must
-# not end by themselves are FIFOs held open, or files read so slowly that
-# they would take far longer than that.
+# the state it needs (wait_for, up to LIMIT, 60 s), and the inputs that
+# must not end by themselves are FIFOs held open, or files read so slowly
+# that they would take far longer than that.
 . "$(dirname "$0")/lib.sh"
 
 FAULTS=$PWD/tests/faults.so
@@ -72,7 +72,7 @@ for prog in sharedhash esharedhash; do
             check "$name" eval '[ $rc -eq 1 ] && grep -q "killed by signal 9" "$TMP/err"'
     else
         not_ok "$name" "the reader never waited in open() for the FIFO within $LIMIT s" \
-            "(wchan: '$(cat /proc/$parent/wchan 2> /dev/null)', stdout '$(cat "$TMP/out")')"
+            "(wchan '$(cat /proc/$parent/wchan 2> /dev/null)', stdout '$(cat "$TMP/out")')"
         kill -KILL $parent $(children_of $parent) 2> /dev/null
         wait $parent
     fi
@@ -131,8 +131,8 @@ done
 # a chunk; a sparse file of 1 GiB, 16384 chunks, would take them over 25
 # minutes, so it cannot end by itself while the test waits.  A reader
 # killed meanwhile leaves no worker process behind (they look at their
-# task sockets between chunks, and are given $LIMIT s to go), and a worker
-# process killed meanwhile ends the run at once with one line.
+# task sockets between chunks, and are given LIMIT, 60 s, to go), and a
+# worker process killed meanwhile ends the run at once with one line.
 for prog in sharedhash esharedhash; do
     for sig in TERM KILL; do
         input="$TMP/feed-$prog-$sig"
