@@ -1798,6 +1798,9 @@ static void owner_takes_back_a_page_others_emptied(void)
  * while more than an eighth is in use. */
 static void emptied_heap_gives_back_every_free_page(void)
 {
+    /* From before the heap: a range goes back for its age a whole delay
+     * after it was freed at the soonest, never sooner. */
+    uint64_t began = monotonic_ms();
     umem_t *h = umem_create(4096, UMEM_GROW);
     CHECK(h != NULL);
     if (!h)
@@ -1810,26 +1813,86 @@ static void emptied_heap_gives_back_every_free_page(void)
         if (p[i])
             memset(p[i], 0x3c, BLOCK);
     }
-    uint64_t began = monotonic_ms();
     umem_stats_t st;
     for (unsigned i = 0; i + 1 < N; i++) {
         umem_free(h, p[i]);
         umem_get_stats(h, &st);
         /* Half the heap and more in use: only pages unused for the purge
-         * delay go back, and the frees began less than that ago. */
+         * delay go back (no range is that old yet). */
         if (i < N / 2 && monotonic_ms() - began < UMEM_PURGE_DELAY_MS / 2)
             CHECK(st.released_bytes == 0);
     }
     umem_get_stats(h, &st);
     uint64_t free_bytes = st.heap_bytes - st.bytes_in_use;
     size_t page = (size_t)sysconf(_SC_PAGESIZE);
-    /* Each free block keeps the page of its header and of its footer. */
+    /* Each free block keeps the page of its header and of its footer.
+     * (A range that went back for its age would have left too little to
+     * purge when the heap emptied.) */
     if (monotonic_ms() - began < UMEM_PURGE_DELAY_MS / 2)
         CHECK(st.purges >= 1 && st.released_bytes + 4 * page >= free_bytes);
     if (st.released_bytes + 4 * page < free_bytes)
         fprintf(stderr, "  %llu bytes free, %llu given back\n", (unsigned long long)free_bytes,
                 (unsigned long long)st.released_bytes);
     umem_free(h, p[N - 1]);
+    CHECK(umem_check(h) == 0);
+    umem_destroy(h);
+}
+
+/* ---- a lock lent by a fork ---- */
+
+struct borrower {
+    umem_t *h;
+    atomic_int done;
+    int bad;
+};
+
+static void *allocate_while_forking(void *arg)
+{
+    struct borrower *b = arg;
+    unsigned char *p = umem_alloc(b->h, 100);
+    b->bad += p == NULL;
+    if (p) {
+        fill(p, 100, 8);
+        unsigned char *q = umem_realloc(b->h, p, 200000); /* moves */
+        b->bad += q == NULL || !intact(q, 100, 8);
+        p = q ? q : p;
+    }
+    umem_free(b->h, p);
+    atomic_store(&b->done, 1);
+    return NULL;
+}
+
+/* While a fork holds a heap's lock (between its prepare and its parent
+ * handler), a call that finds the lock busy does without it: allocations
+ * get mappings of their own, frees and moves wait on a list, and the next
+ * holder of the lock settles them.  The handlers are called here as
+ * fork() calls them, and the other thread's calls are waited for within
+ * a generous bound: a call that waited for the lock fails this test
+ * instead of hanging (the lock is let go either way). */
+static void fork_lends_the_lock_to_calls(void)
+{
+    umem_t *h = umem_create(1 << 20, 0);
+    CHECK(h != NULL);
+    if (!h)
+        return;
+    struct borrower b = {.h = h};
+    umem__fork_prepare();
+    pthread_t tid;
+    int made = pthread_create(&tid, NULL, allocate_while_forking, &b) == 0;
+    CHECK(made);
+    uint64_t since = monotonic_ms();
+    while (made && !atomic_load(&b.done) && monotonic_ms() - since < 60000)
+        sched_yield();
+    CHECK(atomic_load(&b.done)); /* else its calls waited for the fork */
+    umem__fork_parent();
+    if (made)
+        pthread_join(tid, NULL);
+    CHECK(b.bad == 0);
+    umem_stats_t st;
+    umem_get_stats(h, &st); /* takes the lock: settles what was lent */
+    /* Two mappings, a move and a free, each counted once settled. */
+    CHECK(st.lent_calls == 4 && st.allocs == 1 && st.frees == 1);
+    CHECK(st.bytes_in_use == 0 && st.large_blocks == 0);
     CHECK(umem_check(h) == 0);
     umem_destroy(h);
 }
@@ -1867,6 +1930,8 @@ static int run_all(void)
     RUN(check_finds_untagged_free_slot);
     RUN(large_mappings_are_reused);
     RUN(fork_from_threads_child_allocates);
+    /* Before the next: with a lock that is not lent, that one hangs. */
+    RUN(fork_lends_the_lock_to_calls);
     RUN(fork_waits_for_no_allocating_thread);
 #if !defined(__SANITIZE_THREAD__)
     /* ThreadSanitizer sees the handler's fork() take the list's lock
