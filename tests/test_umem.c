@@ -1838,6 +1838,46 @@ static void emptied_heap_gives_back_every_free_page(void)
     umem_destroy(h);
 }
 
+/* ---- fork() ---- */
+
+/* The child of fork() allocates at once from every private heap, locked
+ * or cached, each lock made anew and free.  The child must finish within
+ * a generous bound, so that a lock left held fails this test by name (the
+ * alarm ends the child: see check.h).  It runs first: the death tests fork
+ * children with no such bound, which would hang instead. */
+static void child_of_fork_allocates_at_once(void)
+{
+    umem_t *heaps[2] = {umem_create(1 << 20, 0), umem_create(1 << 20, UMEM_CACHED)};
+    CHECK(heaps[0] && heaps[1]);
+    if (!heaps[0] || !heaps[1]) {
+        umem_destroy(heaps[0]);
+        umem_destroy(heaps[1]);
+        return;
+    }
+    void *kept = umem_alloc(heaps[0], 100);
+    pid_t pid = fork();
+    if (pid == 0) {
+        alarm(30);
+        int bad = 0;
+        for (int k = 0; k < 2; k++) {
+            void *p = umem_alloc(heaps[k], 100), *q = umem_alloc(heaps[k], 5000);
+            bad += !p || !q;
+            umem_free(heaps[k], p);
+            umem_free(heaps[k], q);
+            bad += umem_check(heaps[k]) != 0;
+        }
+        umem_free(heaps[0], kept);
+        _exit(bad ? 1 : 0);
+    }
+    int status = 0;
+    CHECK(pid > 0 && waitpid(pid, &status, 0) == pid);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    umem_free(heaps[0], kept);
+    CHECK(umem_check(heaps[0]) == 0 && umem_check(heaps[1]) == 0);
+    umem_destroy(heaps[0]);
+    umem_destroy(heaps[1]);
+}
+
 /* ---- a lock lent by a fork ---- */
 
 struct borrower {
@@ -1899,6 +1939,9 @@ static void fork_lends_the_lock_to_calls(void)
 
 static int run_all(void)
 {
+    /* First: if a fork's child cannot allocate, every test below that
+     * forks hangs instead of failing. */
+    RUN(child_of_fork_allocates_at_once);
     RUN(model_every_flag_combination);
     RUN(create_rejects_bad_arguments);
     RUN(alignment_and_zero);
