@@ -334,15 +334,16 @@ case $mode in
         ;;
 esac
 
-# A snapshot of the sources: every file git knows of or would add, as
-# they are now, so that a long run is not changed by edits meanwhile.
-# Open to every user: tests/test_inputs.sh runs the programs as nobody.
+# The copies are open to every user: tests/test_inputs.sh runs the
+# programs as nobody.
 chmod 755 "$TMP"
 [ -z "${MUTANTS_LOGS:-}" ] || mkdir -p "$MUTANTS_LOGS"
 if [ "${MUTANTS_KEEP:-}" = 1 ]; then
     trap - EXIT
     echo "# the copies are kept in $TMP"
 fi
+# A snapshot of the sources: every file git knows of or would add, as
+# they are now, so that a long run is not changed by edits meanwhile.
 mkdir "$TMP/src"
 if git rev-parse --git-dir > /dev/null 2>&1; then
     git ls-files -z --cached --others --exclude-standard |
@@ -352,8 +353,7 @@ else
     cp -a . "$TMP/src" && make -s -C "$TMP/src" clean
 fi
 
-# Ctrl-C or a kill: the tests under way end too (timeout passes the
-# signal on to its command's process group).
+# Ctrl-C or a kill: the mutants under way stop, and their tests end.
 stop() {
     local p
     trap - INT TERM
