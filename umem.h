@@ -240,6 +240,11 @@ static inline size_t umem__hook_replace_free(umem_t *h, void *block, void *by, s
 static inline void umem__hook_hold_lock(umem_t *h);
 static inline void umem__hook_drop_lock(umem_t *h);
 
+/* The fork() handlers' prepare and parent halves, called as fork() calls
+ * them: between the two, every private heap's lock is held and lent. */
+static inline void umem__hook_fork_prepare(void);
+static inline void umem__hook_fork_parent(void);
+
 /* The mappings of h other than its first. */
 static inline size_t umem__hook_spans(umem_t *h);
 

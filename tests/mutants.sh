@@ -145,57 +145,62 @@ plant() {
 # ---- one mutant --------------------------------------------------------
 
 # verdict OUT RC: how one test's run ended.  Prints "pass", "hang WHAT"
-# or "fail WHAT".  A run is a hang when the bound ended it, or when every
-# not ok line it printed is a time limit's (check.h's watchdog, a
-# script's own timeout) or the "runs to the end" a script adds to one.
+# or "fail WHAT".  A failure is a not ok line other than a time limit's
+# (check.h's watchdog, a script's own timeout, and the "runs to the end"
+# a script adds to one), or a non-zero exit with no not ok line; a run
+# that the bound ended, or with time limits' not ok lines alone, is a
+# hang.
 verdict() {
     local out=$1 rc=$2 notok real
-    if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
-        echo "hang no result within $BOUND s"
-        return
-    fi
     notok=$(grep '^not ok - ' "$out")
-    if [ -z "$notok" ]; then
-        if [ "$rc" -eq 0 ]; then echo pass; else echo "fail exit status $rc"; fi
-        return
-    fi
     real=$(grep -v -e 'no result within its time limit' -e 'ends within [0-9]* s' \
         -e 'runs to the end' <<< "$notok")
-    if [ -z "$real" ] && ! grep -q -e 'no result within its time limit' -e 'ends within [0-9]* s' \
-        <<< "$notok"; then
+    if [ -n "$notok" ] && [ -z "$real" ] &&
+        ! grep -q -e 'no result within its time limit' -e 'ends within [0-9]* s' <<< "$notok"; then
         real=$notok # "runs to the end" alone: a crash, not a hang
     fi
     if [ -n "$real" ]; then
         echo "fail ${real%%$'\n'*}"
-    else
+    elif [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+        echo "hang no result within $BOUND s"
+    elif [ -n "$notok" ]; then
         echo "hang ${notok%%$'\n'*}"
+    elif [ "$rc" -ne 0 ]; then
+        echo "fail exit status $rc"
+    else
+        echo pass
     fi
 }
 
-# tree PID: PID and every process under it, from /proc.
-tree() {
-    cat /proc/[0-9]*/stat 2> /dev/null | awk -v root="$1" '
-        { line = $0; sub(/.*\) /, "", line); split(line, f, " "); parent[$1] = f[2] }
-        END {
-            list[1] = root; n = 1
-            for (i = 1; i <= n; i++)
-                for (p in parent)
-                    if (parent[p] == list[i]) list[++n] = p
-            for (i = 1; i <= n; i++) print list[i]
-        }'
+# session SID: the processes of session SID, from /proc (a test runs in
+# a session of its own, which its children keep when their parent ends).
+session() {
+    cat /proc/[0-9]*/stat 2> /dev/null |
+        awk -v sid="$1" '{ line = $0; sub(/.*\) /, "", line); split(line, f, " ") }
+            f[4] == sid { print $1 }'
 }
 
-# end PID: ends every process under PID, which then ends by itself (the
-# scripts run their tests under timeouts of their own, each in a process
-# group of its own: every one is named).
+# end SID: ends every process of the test's session: the test, and any
+# child it left behind (a child that hangs after a watchdog ended its
+# parent would hold the test's output open for ever).
 end() {
-    # shellcheck disable=SC2046 # one pid a word
-    kill -TERM $(tree "$1" | tail -n +2) 2> /dev/null
+    local pids
+    pids=$(session "$1")
+    [ -n "$pids" ] || return 0
+    # shellcheck disable=SC2086 # one pid a word
+    kill -TERM $pids 2> /dev/null
+    for _ in 1 2 3 4 5 6 7 8 9 10; do
+        pids=$(session "$1")
+        [ -n "$pids" ] || return 0
+        sleep 0.2
+    done
+    # shellcheck disable=SC2086
+    [ -z "$pids" ] || kill -KILL $pids 2> /dev/null
 }
 
-# watch PID: copies the output of the test PID runs, and ends it at its
-# first failure (a time limit's not ok line is no failure: the run goes on,
-# in case a failure follows).
+# watch PIDFILE: copies a test's output, and ends the test (its session,
+# named in PIDFILE) at its first failure; a time limit's not ok line is no
+# failure: the run goes on, in case a failure follows.
 watch() {
     local line
     while IFS= read -r line; do
@@ -203,12 +208,13 @@ watch() {
         case "$line" in
             *"no result within its time limit"* | *" ends within "* | *"runs to the end"*) ;;
             "not ok - "*)
-                end "$1"
+                until [ -s "$1" ]; do :; done
+                end "$(cat "$1")"
                 break
                 ;;
         esac
     done
-    timeout 60 cat > /dev/null # what it wrote while it ended
+    cat > /dev/null # what it wrote while it ended
 }
 
 # run_test DIR TEST: runs the test in the copy at DIR, within the bound;
@@ -220,19 +226,25 @@ run_test() {
     # The test's temporary files in the copy, which goes with them even
     # when a test is ended before it can remove its own.
     mkdir -p "$dir/tmp"
-    # In a shell of its own, which waits for it: a test killed by a signal
-    # makes that shell, not this one, print "Aborted" (to /dev/null).
+    rm -f "$dir/pid" "$dir/rc"
+    # The test in a session of its own (setsid: its pid is the session's
+    # id), under a shell that waits for it, then ends what it left: a test
+    # killed by a signal makes that shell, not this one, print "Aborted"
+    # (to /dev/null).
     {
-        (cd "$dir" && TMPDIR=$dir/tmp exec timeout -k 10 "$BOUND" "$2") > "$dir/fifo" 2> "$dir/err" &
+        (cd "$dir" && TMPDIR=$dir/tmp exec setsid timeout -k 10 "$BOUND" "$2") \
+            > "$dir/fifo" 2> "$dir/err" &
+        echo $! > "$dir/pid"
         wait $!
+        echo $? > "$dir/rc"
+        end "$(cat "$dir/pid")"
     } 2> /dev/null &
     pid=$!
-    echo $pid > "$dir/pid"
-    watch $pid < "$dir/fifo" > "$dir/out"
+    watch "$dir/pid" < "$dir/fifo" > "$dir/out"
     wait $pid
-    rc=$?
-    rm -f "$dir/pid" "$dir/fifo"
-    return $rc
+    rc=$(cat "$dir/rc")
+    rm -f "$dir/pid" "$dir/fifo" "$dir/rc"
+    return "$rc"
 }
 
 # result ID STATUS LINE: the mutant's line, and its status for the summary.
@@ -322,15 +334,16 @@ case $mode in
         ;;
 esac
 
-# A snapshot of the sources: every file git knows of or would add, as
-# they are now, so that a long run is not changed by edits meanwhile.
-# Open to every user: tests/test_inputs.sh runs the programs as nobody.
+# The copies are open to every user: tests/test_inputs.sh runs the
+# programs as nobody.
 chmod 755 "$TMP"
 [ -z "${MUTANTS_LOGS:-}" ] || mkdir -p "$MUTANTS_LOGS"
 if [ "${MUTANTS_KEEP:-}" = 1 ]; then
     trap - EXIT
     echo "# the copies are kept in $TMP"
 fi
+# A snapshot of the sources: every file git knows of or would add, as
+# they are now, so that a long run is not changed by edits meanwhile.
 mkdir "$TMP/src"
 if git rev-parse --git-dir > /dev/null 2>&1; then
     git ls-files -z --cached --others --exclude-standard |
@@ -340,8 +353,7 @@ else
     cp -a . "$TMP/src" && make -s -C "$TMP/src" clean
 fi
 
-# Ctrl-C or a kill: the tests under way end too (timeout passes the
-# signal on to its command's process group).
+# Ctrl-C or a kill: the mutants under way stop, and their tests end.
 stop() {
     local p
     trap - INT TERM

@@ -2176,6 +2176,9 @@ static void owner_takes_back_a_page_others_emptied(void)
  * while more than an eighth is in use. */
 static void emptied_heap_gives_back_every_free_page(void)
 {
+    /* From before the heap: a range goes back for its age a whole delay
+     * after it was freed at the soonest, never sooner. */
+    uint64_t began = monotonic_ms();
     umem_t *h = umem_create(4096, UMEM_GROW);
     CHECK_NE(h, NULL);
     if (!h)
@@ -2188,13 +2191,12 @@ static void emptied_heap_gives_back_every_free_page(void)
         if (p[i])
             memset(p[i], 0x3c, BLOCK);
     }
-    uint64_t began = monotonic_ms();
     umem_stats_t st;
     for (unsigned i = 0; i + 1 < N; i++) {
         umem_free(h, p[i]);
         umem_get_stats(h, &st);
         /* Half the heap and more in use: only pages unused for the purge
-         * delay go back, and the frees began less than that ago. */
+         * delay go back (no range is that old yet). */
         if (i < N / 2 && monotonic_ms() - began < UMEM_PURGE_DELAY_MS / 2)
             CHECK_EQ(st.released_bytes, 0);
     }
@@ -2203,7 +2205,8 @@ static void emptied_heap_gives_back_every_free_page(void)
     size_t page = (size_t)sysconf(_SC_PAGESIZE);
     /* Each free block keeps the page of its header and of its footer: two
      * such blocks at most in each region (the heap's first and the ones
-     * it mapped past its reservation). */
+     * it mapped past its reservation).  (A range that went back for its
+     * age would have left too little to purge when the heap emptied.) */
     uint64_t kept = 4 * page * (1 + umem__hook_spans(h));
     if (monotonic_ms() - began < UMEM_PURGE_DELAY_MS / 2) {
         CHECK_GE(st.purges, 1);
@@ -2217,11 +2220,119 @@ static void emptied_heap_gives_back_every_free_page(void)
     umem_destroy(h);
 }
 
+/* ---- fork() ---- */
+
+/* The child of fork() allocates at once from every private heap, locked
+ * or cached, each lock made anew and free.  The child has its time limit
+ * (CHECK_CHILD_SECONDS), so that a lock left held fails this test by name.
+ * It runs first, so that such a bug is named by the test about it rather
+ * than by the first death test whose child it hangs. */
+static void child_of_fork_allocates_at_once(void)
+{
+    umem_t *heaps[2] = {umem_create(1 << 20, 0), umem_create(1 << 20, UMEM_CACHED)};
+    CHECK(heaps[0]);
+    CHECK(heaps[1]);
+    if (!heaps[0] || !heaps[1]) {
+        umem_destroy(heaps[0]);
+        umem_destroy(heaps[1]);
+        return;
+    }
+    void *kept = umem_alloc(heaps[0], 100);
+    pid_t pid = check_fork();
+    if (pid == 0) {
+        int bad = 0;
+        for (int k = 0; k < 2; k++) {
+            void *p = umem_alloc(heaps[k], 100), *q = umem_alloc(heaps[k], 5000);
+            bad += !p || !q;
+            umem_free(heaps[k], p);
+            umem_free(heaps[k], q);
+            bad += umem_check(heaps[k]) != 0;
+        }
+        umem_free(heaps[0], kept);
+        _exit(bad ? 1 : 0);
+    }
+    int status = 0;
+    if (CHECK_GT(pid, 0))
+        CHECK_EQ(check_wait(pid, &status), pid);
+    CHECK_EXITED_0(status);
+    umem_free(heaps[0], kept);
+    CHECK_EQ(umem_check(heaps[0]), 0);
+    CHECK_EQ(umem_check(heaps[1]), 0);
+    umem_destroy(heaps[0]);
+    umem_destroy(heaps[1]);
+}
+
+/* ---- a lock lent by a fork ---- */
+
+struct borrower {
+    umem_t *h;
+    atomic_int done;
+    int bad;
+};
+
+static void *allocate_while_forking(void *arg)
+{
+    struct borrower *b = arg;
+    unsigned char *p = umem_alloc(b->h, 100);
+    b->bad += p == NULL;
+    if (p) {
+        fill(p, 100, 8);
+        unsigned char *q = umem_realloc(b->h, p, 200000); /* moves */
+        b->bad += q == NULL || !intact(q, 100, 8);
+        p = q ? q : p;
+    }
+    umem_free(b->h, p);
+    atomic_store(&b->done, 1);
+    return NULL;
+}
+
+/* While a fork holds a heap's lock (between its prepare and its parent
+ * handler), a call that finds the lock busy does without it: allocations
+ * get mappings of their own, frees and moves wait on a list, and the next
+ * holder of the lock settles them.  The handlers are called here as
+ * fork() calls them, and the other thread's calls are waited for within
+ * a generous bound: a call that waited for the lock fails this test
+ * instead of hanging (the lock is let go either way). */
+static void fork_lends_the_lock_to_calls(void)
+{
+    umem_t *h = umem_create(1 << 20, 0);
+    CHECK_NE(h, NULL);
+    if (!h)
+        return;
+    struct borrower b = {.h = h};
+    umem__hook_fork_prepare();
+    pthread_t tid;
+    int made = pthread_create(&tid, NULL, allocate_while_forking, &b) == 0;
+    CHECK(made);
+    uint64_t since = monotonic_ms();
+    while (made && !atomic_load(&b.done) && monotonic_ms() - since < 60000)
+        sched_yield();
+    CHECK(atomic_load(&b.done)); /* else its calls waited for the fork */
+    umem__hook_fork_parent();
+    if (made)
+        pthread_join(tid, NULL);
+    CHECK_EQ(b.bad, 0);
+    umem_stats_t st;
+    umem_get_stats(h, &st); /* takes the lock: settles what was lent */
+    /* Two mappings, a move and a free, each counted once settled. */
+    CHECK_EQ(st.lent_calls, 4);
+    CHECK_EQ(st.allocs, 1);
+    CHECK_EQ(st.frees, 1);
+    CHECK_EQ(st.bytes_in_use, 0);
+    CHECK_EQ(st.large_blocks, 0);
+    CHECK_EQ(umem_check(h), 0);
+    umem_destroy(h);
+}
+
+
 static int run_the_rest(void);
 
 /* The tests of single calls: the model, arguments, misuse. */
 static int run_all(void)
 {
+    /* First: if a fork's child cannot allocate, every test below that
+     * forks hangs instead of failing. */
+    RUN(child_of_fork_allocates_at_once);
     RUN(model_every_flag_combination);
     RUN(create_rejects_bad_arguments);
     RUN(alignment_and_zero);
@@ -2260,6 +2371,8 @@ static int run_the_rest(void)
     RUN(check_finds_untagged_free_slot);
     RUN(large_mappings_are_reused);
     RUN(fork_from_threads_child_allocates);
+    /* Before the next: with a lock that is not lent, that one hangs. */
+    RUN(fork_lends_the_lock_to_calls);
     RUN(fork_waits_for_no_allocating_thread);
 #if !defined(__SANITIZE_THREAD__)
     /* ThreadSanitizer sees the handler's fork() take the list's lock

@@ -60,3 +60,13 @@ static inline size_t umem__hook_spans(umem_t *h)
 {
     return umem__hook_count(h->spans);
 }
+
+static inline void umem__hook_fork_prepare(void)
+{
+    umem__fork_prepare();
+}
+
+static inline void umem__hook_fork_parent(void)
+{
+    umem__fork_parent();
+}
