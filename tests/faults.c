@@ -70,8 +70,7 @@ __attribute__((constructor)) static void faults_init(void)
     else if (strncmp(f, "hold:", 5) == 0 && strchr(f + 5, ':')) {
         hold_after = atol(f + 5);
         hold_path = strchr(f + 5, ':') + 1;
-    }
-    else if (strcmp(f, "unmap-fails") == 0)
+    } else if (strcmp(f, "unmap-fails") == 0)
         unmap_fails = 1;
 }
 
