@@ -1825,12 +1825,15 @@ static void emptied_heap_gives_back_every_free_page(void)
     umem_get_stats(h, &st);
     uint64_t free_bytes = st.heap_bytes - st.bytes_in_use;
     size_t page = (size_t)sysconf(_SC_PAGESIZE);
-    /* Each free block keeps the page of its header and of its footer.
+    /* Each free block keeps the pages of its header and of its footer (a
+     * heap of several regions has more free blocks than blocks freed):
+     * a few pages a block, where four blocks left resident are 3.6 MB.
      * (A range that went back for its age would have left too little to
      * purge when the heap emptied.) */
+    uint64_t kept = (uint64_t)8 * N * page;
     if (monotonic_ms() - began < UMEM_PURGE_DELAY_MS / 2)
-        CHECK(st.purges >= 1 && st.released_bytes + 4 * page >= free_bytes);
-    if (st.released_bytes + 4 * page < free_bytes)
+        CHECK(st.purges >= 1 && st.released_bytes + kept >= free_bytes);
+    if (st.released_bytes + kept < free_bytes)
         fprintf(stderr, "  %llu bytes free, %llu given back\n", (unsigned long long)free_bytes,
                 (unsigned long long)st.released_bytes);
     umem_free(h, p[N - 1]);
