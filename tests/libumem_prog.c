@@ -337,6 +337,24 @@ static void posix_memalign_aligns(void)
     }
 }
 
+/* aligned_alloc at every power of two from 32 bytes to 2 MiB, for small,
+ * medium and large sizes: two alignments alone may be met by chance. */
+static void aligned_alloc_aligns(void)
+{
+    static const size_t sizes[] = {1, 100, 5000, (1 << 20) + 1, 9 << 20};
+    for (size_t align = 32; align <= (2 << 20); align *= 2) {
+        for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+            unsigned char *p = aligned_alloc(align, sizes[i]);
+            CHECK(p != NULL && (uintptr_t)p % align == 0);
+            if (!p)
+                continue;
+            CHECK(malloc_usable_size(p) >= sizes[i]);
+            p[0] = p[sizes[i] - 1] = 1;
+            free(p);
+        }
+    }
+}
+
 static void other_aligned_allocators(void)
 {
     size_t page = page_size();
@@ -411,6 +429,7 @@ static int api(void)
     RUN(realloc_failure_keeps_block);
     RUN(posix_memalign_checks_alignment);
     RUN(posix_memalign_aligns);
+    RUN(aligned_alloc_aligns);
     RUN(other_aligned_allocators);
     if (libumem)
         RUN(aligned_alloc_refuses_bad_alignment);

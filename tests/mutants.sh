@@ -95,7 +95,8 @@ read_list() {
                 [ -n "$id" ] || fail_list $n "a line before the first mutant"
                 text=${line:2}
                 if [ "${line:0:1}" = - ]; then
-                    [ "${nrepl[$id]}" -eq 0 ] || fail_list $n "mutant $id: a snippet line after its replacement"
+                    [ "${nrepl[$id]}" -eq 0 ] ||
+                        fail_list $n "mutant $id: a snippet line after its replacement"
                     [ "${nsnip[$id]}" -eq 0 ] || text=$'\n'$text
                     snip[$id]+=$text
                     nsnip[$id]=$((nsnip[$id] + 1))
@@ -268,7 +269,8 @@ mutant() {
         [ "$scope" = umem ] && [ "$file" = libumem.c ] && continue
         # shellcheck disable=SC2086 # the targets are words
         if ! make -s -C "$dir" $targets > "$dir/build.log" 2>&1; then
-            result "$id" broken "BROKEN $id: does not build ($targets): $(grep -m1 -i error "$dir/build.log")"
+            result "$id" broken \
+                "BROKEN $id: does not build ($targets): $(grep -m1 -i error "$dir/build.log")"
             return
         fi
         run_test "$dir" "$t"
@@ -328,7 +330,12 @@ case $mode in
     check)
         status=0
         for id in "${selected[@]}"; do
-            if file=$(plant . "$id" dry); then echo "$id: $file"; else echo "BROKEN $file" && status=1; fi
+            if file=$(plant . "$id" dry); then
+                echo "$id: $file"
+            else
+                echo "BROKEN $file"
+                status=1
+            fi
         done
         exit $status
         ;;
@@ -394,7 +401,8 @@ for id in "${selected[@]}"; do
     esac
 done
 echo "# $((SECONDS / 60)) min $((SECONDS % 60)) s, $JOBS at a time"
-echo "${#selected[@]} mutants: $((killed + hung)) killed, $survived survived, $hung by hanging, $broken broken"
+echo "${#selected[@]} mutants: $((killed + hung)) killed, $survived survived," \
+    "$hung by hanging, $broken broken"
 if [ $baseline = 1 ] && [ "$(cat "$TMP/status.baseline" 2> /dev/null)" != survived ]; then
     echo "the tests fail on the tree unchanged: its kills are no proof" >&2
     exit 2
