@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Instructions per free and malloc of a small block by the thread that
+# owns it (bench/fastpath.c), counted by callgrind for libumem.so and the
+# allocators found: two runs of 100,000 and 1,100,000 steps each, the
+# difference over 1,000,000.  Instruction counts do not depend on the
+# machine's load, so one run of each is enough.  The loop's own work
+# (a random number, a call to each) is included, as in each allocator.
+#
+# Writes bench/fastpath.md; exit status 1 when valgrind is missing or a
+# run failed.
+set -u
+cd "$(dirname "$0")/.." || exit 1
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+if ! command -v valgrind > /dev/null; then
+    echo "bench/fastpath.sh: valgrind is not installed (apt-get install valgrind)" >&2
+    exit 1
+fi
+. bench/allocators.sh
+make -s libumem.so || exit 1
+CC=${CC:-cc}
+$CC -O2 -g -Wall -Wextra -fno-builtin -o "$work/fastpath" bench/fastpath.c || exit 1
+
+count() { # LD_PRELOAD steps: the instructions callgrind collected
+    LD_PRELOAD=$1 valgrind --tool=callgrind --callgrind-out-file=/dev/null \
+        "$work/fastpath" "$2" 2>&1 | sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
+}
+
+declare -A cost
+names=()
+status=0
+for a in umem glibc jemalloc mimalloc tcmalloc; do
+    if [ $a = umem ]; then lib=$PWD/libumem.so; else lib=${preload[$a]}; fi
+    if [ -n "$lib" ] && [ ! -e "$lib" ]; then
+        echo "bench/fastpath.sh: $a is not installed; left out" >&2
+        continue
+    fi
+    short=$(count "$lib" 100000)
+    long=$(count "$lib" 1100000)
+    if [ -z "$short" ] || [ -z "$long" ]; then
+        echo "bench/fastpath.sh: the run under $a failed" >&2
+        status=1
+        continue
+    fi
+    cost[$a]=$(awk -v s="$short" -v l="$long" 'BEGIN { printf "%.1f", (l - s) / 1000000 }')
+    names+=("$a")
+done
+best=""
+for a in "${names[@]}"; do
+    case $a in umem | glibc) continue ;; esac
+    if [ -z "$best" ] || awk -v x="${cost[$a]}" -v y="${cost[$best]}" 'BEGIN { exit !(x < y) }'; then
+        best=$a
+    fi
+done
+{
+    echo "# The fast path: instructions per free and malloc"
+    echo
+    echo "A thread frees one of its 64 live blocks and allocates 16 to 271 bytes"
+    echo "in its place (bench/fastpath.c), counted by callgrind (bench/fastpath.sh);"
+    echo "the loop's own work is included."
+    echo
+    echo "| allocator | instructions per free + malloc |"
+    echo "|---|---:|"
+    for a in "${names[@]}"; do echo "| $a | ${cost[$a]} |"; done
+    if [ -n "${cost[umem]:-}" ] && [ -n "$best" ]; then
+        echo
+        awk -v u="${cost[umem]}" -v b="${cost[$best]}" -v n="$best" \
+            'BEGIN { printf "umem / best peer (%s): %.2f; target: umem at most 80 instructions\n", n, u / b }'
+    fi
+} > bench/fastpath.md
+cat bench/fastpath.md
+exit $status
