@@ -55,7 +55,8 @@
  *   A large free block inside the heap gives its pages back after the
  *   purge delay.
  */
-#define UMEM_LARGE ((size_t)8 << 20)
+#define UMEM_LARGE    ((size_t)8 << 20)
+#define UMEM_ONE_HEAP 1 /* one heap, never destroyed: a thread's pool is its own */
 #include "umem.h"
 
 #include <fcntl.h>
@@ -66,10 +67,12 @@
 #if defined(__GNUC__)
 #define LU_EXPORT      __attribute__((visibility("default")))
 #define LU_SLOW        __attribute__((noinline, cold))
+#define LU_LIKELY(x)   __builtin_expect(!!(x), 1)
 #define LU_UNLIKELY(x) __builtin_expect(!!(x), 0)
 #else
 #define LU_EXPORT
 #define LU_SLOW
+#define LU_LIKELY(x)   (x)
 #define LU_UNLIKELY(x) (x)
 #endif
 
@@ -264,14 +267,24 @@ LU_EXPORT void *malloc(size_t n)
     return umem_alloc(h, n + (n == 0));
 }
 
+/* Whatever free's fast way did not take: NULL, an arena block, a block
+ * with a header, any block of a watched heap; or no heap yet. */
+static LU_SLOW void lu_free_rest(umem_t *h, void *p)
+{
+    if (!h || lu_boot_owns(p))
+        lu_free_slow(p);
+    else
+        umem_free(h, p);
+}
+
+/* A pooled slot first: the arena lies in no page, so it is looked for
+ * only after the page lookup failed. */
 LU_EXPORT void free(void *p)
 {
     umem_t *h = lu_get();
-    if (LU_UNLIKELY(!h || lu_boot_owns(p))) {
-        lu_free_slow(p);
+    if (LU_LIKELY(h != NULL) && LU_LIKELY(umem__free_pooled(h, p)))
         return;
-    }
-    umem_free(h, p);
+    lu_free_rest(h, p);
 }
 
 LU_EXPORT void *calloc(size_t count, size_t size)

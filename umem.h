@@ -206,7 +206,7 @@ static inline void umem_tell_alloc(umem_t *h, void *pool, void *p, size_t n);
 static inline void umem_tell_free(umem_t *h, void *pool, void *p, size_t room);
 
 /* ---- the internal interface: what libumem.c uses besides the calls ----
- * These three, the settings and UMEM_TLS (an initial-exec thread-local,
+ * These four, the settings and UMEM_TLS (an initial-exec thread-local,
  * umem/platform.h); nothing else of umem's insides is meant for code
  * outside this header. */
 
@@ -216,6 +216,11 @@ static void umem__die(const char *what, const void *p);
 /* Whether p, just allocated with n bytes, is known to hold zeros: a large
  * block in a mapping of its own fresh from mmap, on an unwatched heap. */
 static inline int umem__fresh(const umem_t *h, const void *p, size_t n);
+
+/* free(p) of a pooled slot on an unwatched heap with pools, the fast
+ * way: 1 when p was such a slot (and is free now), else 0 and nothing
+ * done (NULL, a block with a header, a pointer umem never gave). */
+static inline int umem__free_pooled(umem_t *h, void *p);
 
 /* UMEM_DEBUG: lists the blocks still allocated on stderr, headed `what`;
  * callable while other threads run, or while a fork holds the lock. */

@@ -73,21 +73,41 @@ static UMEM_NOINLINE void *umem__alloc_locked(umem_t *h, size_t n)
     return umem__alloc_end(h, b, need);
 }
 
-/* umem_alloc with no tool watching (the debugging layer's own). */
+/* umem_alloc of a request a pool may serve but not a small one, or
+ * with no pool at hand. */
+static UMEM_NOINLINE void *umem__alloc_pooled(umem_t *h, size_t n)
+{
+    struct umem_pool *pool = umem__pool(h);
+    if (!pool)
+        return umem__alloc_locked(h, n);
+    unsigned cls = umem__class(n);
+    struct umem_page *pg = pool->avail[cls];
+    if (pg && pg->free)
+        return umem__page_pop(h, pool, pg);
+    return umem__pool_alloc(h, pool, cls, n);
+}
+
+/* umem_alloc with no tool watching (the debugging layer's own).  A small
+ * request (1 to 1024 bytes) on a heap with pools takes the shortest way:
+ * the pool, the class by a table, the first page's free list. */
 static UMEM_HOT_INLINE void *umem__alloc(umem_t *h, size_t n)
 {
+    if (UMEM_LIKELY(h->flags & UMEM_CACHED)) {
+        if (UMEM_LIKELY(n - 1 < 1024)) {
+            struct umem_pool *pool = umem__pool_known(h);
+            if (UMEM_LIKELY(pool != NULL)) {
+                unsigned cls = umem__small_class[(n - 1) >> 4];
+                struct umem_page *pg = pool->avail[cls];
+                if (UMEM_LIKELY(pg && pg->free))
+                    return umem__page_pop(h, pool, pg);
+                return umem__pool_alloc(h, pool, cls, n);
+            }
+        }
+        if (n - 1 < UMEM_POOL_MAX)
+            return umem__alloc_pooled(h, n);
+    }
     if (n == 0)
         return NULL;
-    if (h->flags & UMEM_CACHED && n <= UMEM_POOL_MAX) {
-        struct umem_pool *pool = umem__pool(h);
-        if (UMEM_LIKELY(pool != NULL)) {
-            unsigned cls = umem__class(n);
-            struct umem_page *pg = pool->avail[cls];
-            if (UMEM_LIKELY(pg && pg->free))
-                return umem__page_pop(h, pool, pg);
-            return umem__pool_alloc(h, pool, cls, n);
-        }
-    }
     return umem__alloc_locked(h, n);
 }
 
@@ -108,19 +128,31 @@ static UMEM_NOINLINE void umem__free_locked(umem_t *h, void *p, int moved)
     umem__unlock(h);
 }
 
+/* A free of a pooled slot on a heap no tool watches: 1 when p was one
+ * (and is free now), else 0 and nothing done.  NULL is no slot. */
+static UMEM_HOT_INLINE int umem__free_pooled(umem_t *h, void *p)
+{
+    if ((h->flags & (UMEM__WATCHED | UMEM_CACHED)) != UMEM_CACHED)
+        return 0;
+    struct umem_page *pg = umem__page_of(h, p);
+    if (UMEM_UNLIKELY(pg == NULL))
+        return 0;
+    umem__pool_free(h, pg, p);
+    return 1;
+}
+
 /* umem_free with no tool watching (the debugging layer's own). */
 static UMEM_HOT_INLINE void umem__free(umem_t *h, void *p)
 {
-    if (!p)
-        return;
     if (h->flags & UMEM_CACHED) {
         struct umem_page *pg = umem__page_of(h, p);
-        if (pg) {
+        if (UMEM_LIKELY(pg != NULL)) {
             umem__pool_free(h, pg, p);
             return;
         }
     }
-    umem__free_locked(h, p, 0);
+    if (p)
+        umem__free_locked(h, p, 0);
 }
 
 static inline size_t umem__usable_size(umem_t *h, const void *p)

@@ -86,6 +86,9 @@ _Static_assert(sizeof(struct umem_rec) % 16 == 0, "a record keeps payloads 16-by
 #ifndef UMEM_MAP_CACHE
 #define UMEM_MAP_CACHE 8u /* UMEM_GROW: freed large mappings kept for reuse */
 #endif
+#ifndef UMEM_ONE_HEAP
+#define UMEM_ONE_HEAP 0 /* 1: the program makes one heap and never destroys it */
+#endif
 #define UMEM_UNIT_SHIFT 16u /* UMEM_CACHED: pages are whole 64 KiB units, aligned */
 #define UMEM_UNIT       ((size_t)1 << UMEM_UNIT_SHIFT)
 #define UMEM_CLASSES    44u /* 16, 32, ... 128, then four per doubling to 64 KiB */

@@ -176,7 +176,9 @@ static inline struct umem_page *umem__page_in(const struct umem_units *m, uintpt
     unsigned k = atomic_load_explicit(&m->map[unit], memory_order_relaxed);
     if (k == 0)
         return NULL;
-    return umem__page_at(m->base + ((unit - (k - 1u)) << UMEM_UNIT_SHIFT));
+    struct umem_page *pg = umem__page_at(m->base + ((unit - (k - 1u)) << UMEM_UNIT_SHIFT));
+    UMEM_ASSUME(pg != NULL);
+    return pg;
 }
 
 /* The page holding p, or NULL when p lies in none (any thread, no lock:
@@ -241,19 +243,6 @@ static inline void umem__slot_check(const umem_t *h, const struct umem_page *pg,
         umem__die_of(call, "%s of a block freed already (double free):", p);
 }
 
-/* The owner's map of its slots in use, one bit each, after the header. */
-static inline unsigned char *umem__bits(const struct umem_page *pg)
-{
-    return (unsigned char *)pg + UMEM_PAGE_HEAD;
-}
-
-/* The bytes before a page's first slot: its header and its map of slots
- * in use, rounded up to UMEM_PAGE_HEAD (aligned slots start aligned). */
-static inline size_t umem__page_head(size_t slot, unsigned units)
-{
-    size_t most = (((size_t)units << UMEM_UNIT_SHIFT) - UMEM_HEADER - UMEM_PAGE_HEAD) / slot;
-    return UMEM_PAGE_HEAD + (((most + 7) / 8 + UMEM_PAGE_HEAD - 1) & ~(size_t)(UMEM_PAGE_HEAD - 1));
-}
 
 static inline void umem__page_unlink(struct umem_page **head, struct umem_page *pg)
 {
@@ -285,12 +274,9 @@ static inline unsigned umem__take_remote(struct umem_page *pg)
     void **first = (void **)(r & ~UMEM_WATCH), **last = first;
     unsigned n = 1;
     for (;;) {
-        /* Each was in use, or the owner freed it too (a double free). */
-        size_t i = umem__slot_index(pg, last, "free");
-        unsigned char bit = (unsigned char)(1u << (i % 8));
-        if (!(umem__bits(pg)[i / 8] & bit))
-            umem__die("free of a block freed already (double free):", last);
-        umem__bits(pg)[i / 8] &= (unsigned char)~bit;
+        /* Each was checked as it was pushed: a link that names no slot
+         * was written over after that free. */
+        umem__slot_index(pg, last, "free");
         if (!last[0])
             break;
         last = (void **)last[0];
@@ -354,8 +340,6 @@ static inline void *umem__page_pop(umem_t *h, struct umem_pool *pool, struct ume
         umem__die("heap corruption: a block was written after its free:", p);
     pg->free = (void **)p[0];
     umem__untag(p);
-    size_t i = (size_t)(((uint64_t)((char *)p - pg->start) * pg->recip) >> 40);
-    umem__bits(pg)[i / 8] |= (unsigned char)(1u << (i % 8));
     umem__set_used(pg, umem__used(pg) + 1);
     umem__add(&pool->allocs, 1);
     return p;

@@ -81,6 +81,7 @@ void __asan_unpoison_memory_region(void const volatile *addr, size_t size);
 #define UMEM_NOINLINE      __attribute__((noinline))
 #define UMEM_RARE          __attribute__((cold, noinline))
 #define UMEM_HOT_INLINE    __attribute__((always_inline)) inline
+#define UMEM_ASSUME(c)     ((c) ? (void)0 : __builtin_unreachable())
 #define UMEM_LIKELY(x)     __builtin_expect(!!(x), 1)
 #define UMEM_UNLIKELY(x)   __builtin_expect(!!(x), 0)
 #else
@@ -88,6 +89,7 @@ void __asan_unpoison_memory_region(void const volatile *addr, size_t size);
 #define UMEM_NOINLINE
 #define UMEM_RARE
 #define UMEM_HOT_INLINE  inline
+#define UMEM_ASSUME(c)   ((void)0)
 #define UMEM_LIKELY(x)   (x)
 #define UMEM_UNLIKELY(x) (x)
 #endif

@@ -122,8 +122,7 @@ static inline struct umem_page *umem__page_carve(umem_t *h, struct umem_pool *po
     pg->slot = (uint32_t)slot;
     pg->cls = (uint8_t)cls;
     pg->units = (uint8_t)units;
-    size_t head = umem__page_head(slot, units);
-    memset(umem__bits(pg), 0, head - UMEM_PAGE_HEAD);
+    size_t head = UMEM_PAGE_HEAD;
     pg->start = (char *)pg + head;
     pg->capacity = umem__page_capacity(pg, slot, units, head);
     pg->span = (uint32_t)(pg->capacity * slot);
@@ -425,31 +424,61 @@ static UMEM_NOINLINE struct umem_pool *umem__pool_attach(umem_t *h)
     return pool;
 }
 
-static inline struct umem_pool *umem__pool(umem_t *h)
+/* The calling thread's pool for h.  A program of one heap that is never
+ * destroyed (UMEM_ONE_HEAP) knows a pool it has is h's; others check that
+ * the thread's pool is of h, and of this h, not of a destroyed heap that
+ * lay at the same address. */
+static UMEM_HOT_INLINE struct umem_pool *umem__pool_known(const umem_t *h)
 {
+#if UMEM_ONE_HEAP
+    (void)h;
+    return umem__tls.pool;
+#else
     if (UMEM_LIKELY(umem__tls.heap == h && umem__tls.secret == h->secret))
         return umem__tls.pool;
+    return NULL;
+#endif
+}
+
+/* ... made on first use (NULL: the thread must go to the heap's lock). */
+static inline struct umem_pool *umem__pool(umem_t *h)
+{
+    struct umem_pool *pool = umem__pool_known(h);
+    if (UMEM_LIKELY(pool != NULL))
+        return pool;
     return umem__pool_attach(h);
 }
 
-/* A free of a slot, by its owner or by any other thread. */
-static inline void umem__pool_free(umem_t *h, struct umem_page *pg, void *p)
+/* A free of a slot by a thread whose pool is not known yet, or is not
+ * the page's owner: the owner's path after all when the thread's pool,
+ * made now, owns the page; else a remote free. */
+static UMEM_NOINLINE void umem__foreign_free(umem_t *h, struct umem_page *pg, void *p);
+
+/* The owner's free of p failed its checks: which misuse it is. */
+static UMEM_COLD void umem__bad_owner_free(const struct umem_page *pg, void *p)
 {
-    size_t i = umem__slot_index(pg, p, "free");
+    umem__slot_index(pg, p, "free");
+    if ((char *)p >= pg->bump)
+        umem__die("bad free (not from umem_alloc: never handed out):", p);
+    umem__die("free of a block freed already (double free):", p);
+}
+
+/* A free of a slot, by its owner or by any other thread. */
+static UMEM_HOT_INLINE void umem__pool_free(umem_t *h, struct umem_page *pg, void *p)
+{
     void **q = (void **)p;
-    struct umem_pool *mine = umem__pool(h);
+    struct umem_pool *mine = umem__pool_known(h);
     if (UMEM_LIKELY(mine && atomic_load_explicit(&pg->owner, memory_order_relaxed) == mine)) {
-        /* The owner's map says whether the slot is in use: the block's
-         * own memory is written, never read (a load that would wait for
-         * a cache miss where the program left the block cold). */
-        unsigned char *bits = umem__bits(pg) + i / 8, bit = (unsigned char)(1u << (i % 8));
-        if (UMEM_UNLIKELY(!(*bits & bit))) {
-            if ((char *)p >= pg->bump)
-                umem__die("bad free (not from umem_alloc: never handed out):", p);
-            umem__die("free of a block freed already (double free):", p);
-        }
-        *bits &= (unsigned char)~bit;
-        umem__tag_free(h, q);
+        /* The start of a slot handed out (below the bump pointer), and
+         * not tagged free: the line is written below, so reading its tag
+         * costs no cache miss the write would not. */
+        size_t rel = (size_t)((char *)p - pg->start);
+        size_t tag = umem__tag(h, p);
+        if (UMEM_UNLIKELY(rel >= (size_t)(pg->bump - pg->start) ||
+                          ((rel * pg->recip) >> 40) * pg->slot != rel ||
+                          (size_t)(uintptr_t)q[1] == tag))
+            umem__bad_owner_free(pg, p);
+        q[1] = (void *)tag;
         q[0] = pg->free;
         pg->free = q;
         uint32_t used = umem__used(pg) - 1;
@@ -460,6 +489,18 @@ static inline void umem__pool_free(umem_t *h, struct umem_page *pg, void *p)
             umem__page_changed(h, mine, pg);
         return;
     }
+    umem__foreign_free(h, pg, p);
+}
+
+static UMEM_NOINLINE void umem__foreign_free(umem_t *h, struct umem_page *pg, void *p)
+{
+    void **q = (void **)p;
+    struct umem_pool *mine = umem__pool(h);
+    if (mine && atomic_load_explicit(&pg->owner, memory_order_relaxed) == mine) {
+        umem__pool_free(h, pg, p);
+        return;
+    }
+    umem__slot_index(pg, p, "free");
     if (UMEM_UNLIKELY(umem__tagged(h, q)))
         umem__die("free of a block freed already (double free):", p);
     umem__tag_free(h, q);
