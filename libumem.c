@@ -94,6 +94,10 @@ static size_t lu_boot_used; /* by the creating thread, under lu_init_lock */
 
 static int lu_stats_wanted;
 
+/* The heap again, once made, when it has pools and no tool watches it:
+ * malloc and free take their fast ways through it. */
+static umem_t *_Atomic lu_plain;
+
 static inline umem_t *lu_get(void)
 {
     return atomic_load_explicit(&lu_heap, memory_order_acquire);
@@ -150,6 +154,8 @@ static LU_SLOW umem_t *lu_create(void)
         h = umem_create(LU_INITIAL, flags);
         lu_creating = 0;
         if (h) {
+            if (umem__plain_pools(h))
+                atomic_store_explicit(&lu_plain, h, memory_order_release);
             atomic_store_explicit(&lu_heap, h, memory_order_release);
             errno = saved; /* a failed attempt on the way is no error */
         }
@@ -259,12 +265,21 @@ static inline size_t lu_page(void)
 
 /* ---- the malloc family ---- */
 
-LU_EXPORT void *malloc(size_t n)
+static LU_SLOW void *lu_malloc_rest(size_t n)
 {
     umem_t *h = lu_get();
     if (LU_UNLIKELY(!h))
         return lu_alloc_slow(n, 0);
     return umem_alloc(h, n + (n == 0));
+}
+
+/* A small request on the plain heap goes straight to its pool. */
+LU_EXPORT void *malloc(size_t n)
+{
+    umem_t *h = atomic_load_explicit(&lu_plain, memory_order_acquire);
+    if (LU_LIKELY(h != NULL) && LU_LIKELY(n - 1 < 1024))
+        return umem__alloc(h, n);
+    return lu_malloc_rest(n);
 }
 
 /* Whatever free's fast way did not take: NULL, an arena block, a block
@@ -281,10 +296,10 @@ static LU_SLOW void lu_free_rest(umem_t *h, void *p)
  * only after the page lookup failed. */
 LU_EXPORT void free(void *p)
 {
-    umem_t *h = lu_get();
+    umem_t *h = atomic_load_explicit(&lu_plain, memory_order_acquire);
     if (LU_LIKELY(h != NULL) && LU_LIKELY(umem__free_pooled(h, p)))
         return;
-    lu_free_rest(h, p);
+    lu_free_rest(lu_get(), p);
 }
 
 LU_EXPORT void *calloc(size_t count, size_t size)

@@ -206,7 +206,7 @@ static inline void umem_tell_alloc(umem_t *h, void *pool, void *p, size_t n);
 static inline void umem_tell_free(umem_t *h, void *pool, void *p, size_t room);
 
 /* ---- the internal interface: what libumem.c uses besides the calls ----
- * These four, the settings and UMEM_TLS (an initial-exec thread-local,
+ * These six, the settings and UMEM_TLS (an initial-exec thread-local,
  * umem/platform.h); nothing else of umem's insides is meant for code
  * outside this header. */
 
@@ -217,10 +217,17 @@ static void umem__die(const char *what, const void *p);
  * block in a mapping of its own fresh from mmap, on an unwatched heap. */
 static inline int umem__fresh(const umem_t *h, const void *p, size_t n);
 
-/* free(p) of a pooled slot on an unwatched heap with pools, the fast
- * way: 1 when p was such a slot (and is free now), else 0 and nothing
- * done (NULL, a block with a header, a pointer umem never gave). */
+/* The fast ways of umem_alloc and umem_free on a heap with pools
+ * (UMEM_CACHED) that no tool watches (umem_watched() is 0, and neither
+ * UMEM_DEBUG nor AddressSanitizer is on): umem__alloc is umem_alloc;
+ * umem__free_pooled frees p when it is a pooled slot and returns 1, else
+ * returns 0 and does nothing (NULL, a block with a header, a pointer
+ * umem never gave). */
+static inline void *umem__alloc(umem_t *h, size_t n);
 static inline int umem__free_pooled(umem_t *h, void *p);
+
+/* Whether h has pools and no tool watches it: the heap those two serve. */
+static inline int umem__plain_pools(const umem_t *h);
 
 /* UMEM_DEBUG: lists the blocks still allocated on stderr, headed `what`;
  * callable while other threads run, or while a fork holds the lock. */

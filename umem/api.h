@@ -166,6 +166,7 @@ static inline umem_t *umem_create(size_t bytes, unsigned flags)
     h->creator = getpid();
     h->page = page;
     h->secret = umem__new_secret(h);
+    h->tag_key = h->secret ^ 0xCAC4Eu;
     int r = umem__sync_init(h);
     if (r != 0) {
         munmap(h, map_bytes);

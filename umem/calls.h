@@ -92,20 +92,17 @@ static UMEM_NOINLINE void *umem__alloc_pooled(umem_t *h, size_t n)
  * the pool, the class by a table, the first page's free list. */
 static UMEM_HOT_INLINE void *umem__alloc(umem_t *h, size_t n)
 {
-    if (UMEM_LIKELY(h->flags & UMEM_CACHED)) {
-        if (UMEM_LIKELY(n - 1 < 1024)) {
-            struct umem_pool *pool = umem__pool_known(h);
-            if (UMEM_LIKELY(pool != NULL)) {
-                unsigned cls = umem__small_class[(n - 1) >> 4];
-                struct umem_page *pg = pool->avail[cls];
-                if (UMEM_LIKELY(pg && pg->free))
-                    return umem__page_pop(h, pool, pg);
-                return umem__pool_alloc(h, pool, cls, n);
-            }
-        }
-        if (n - 1 < UMEM_POOL_MAX)
-            return umem__alloc_pooled(h, n);
+    /* A thread with a pool known for h: h has pools. */
+    struct umem_pool *pool;
+    if (UMEM_LIKELY(n - 1 < 1024) && UMEM_LIKELY((pool = umem__pool_known(h)) != NULL)) {
+        unsigned cls = umem__small_class[(n - 1) >> 4];
+        struct umem_page *pg = pool->avail[cls];
+        if (UMEM_LIKELY(pg && pg->free))
+            return umem__page_pop(h, pool, pg);
+        return umem__pool_alloc(h, pool, cls, n);
     }
+    if (h->flags & UMEM_CACHED && n - 1 < UMEM_POOL_MAX)
+        return umem__alloc_pooled(h, n);
     if (n == 0)
         return NULL;
     return umem__alloc_locked(h, n);
@@ -128,12 +125,16 @@ static UMEM_NOINLINE void umem__free_locked(umem_t *h, void *p, int moved)
     umem__unlock(h);
 }
 
-/* A free of a pooled slot on a heap no tool watches: 1 when p was one
- * (and is free now), else 0 and nothing done.  NULL is no slot. */
+static inline int umem__plain_pools(const umem_t *h)
+{
+    return (h->flags & (UMEM__WATCHED | UMEM_CACHED)) == UMEM_CACHED;
+}
+
+/* A free on a heap with pools that no tool watches, of a pooled slot:
+ * 1 when p was one (and is free now), else 0 and nothing done.  NULL is
+ * no slot. */
 static UMEM_HOT_INLINE int umem__free_pooled(umem_t *h, void *p)
 {
-    if ((h->flags & (UMEM__WATCHED | UMEM_CACHED)) != UMEM_CACHED)
-        return 0;
     struct umem_page *pg = umem__page_of(h, p);
     if (UMEM_UNLIKELY(pg == NULL))
         return 0;

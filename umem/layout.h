@@ -200,6 +200,7 @@ struct umem_pool {
 struct umem_units {
     uintptr_t lo, hi; /* the region's mapping */
     uintptr_t base;   /* lo rounded down to a unit */
+    size_t span;      /* hi - base */
     size_t count;     /* units from base to hi */
     _Atomic unsigned char *map;
 };
@@ -213,6 +214,7 @@ struct umem {
     unsigned flags;
     pid_t creator;
     size_t secret;
+    size_t tag_key; /* secret ^ 0xCAC4E: a free slot's tag is tag_key ^ its address */
     size_t page;
     char *first;         /* first block header of the first region */
     char *reserve_end;   /* UMEM_GROW: end of the address space set aside */

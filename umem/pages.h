@@ -56,7 +56,7 @@
 /* A freed slot's second word: marks it free, so a second free is caught. */
 static inline size_t umem__tag(const umem_t *h, const void *p)
 {
-    return h->secret ^ (size_t)(uintptr_t)p ^ 0xCAC4Eu;
+    return h->tag_key ^ (size_t)(uintptr_t)p;
 }
 
 /* A slot's free tag set, and cleared as it is handed out. */
@@ -170,10 +170,19 @@ static inline unsigned umem__page_units(size_t slot)
                       UMEM_UNIT_SHIFT);
 }
 
-static inline struct umem_page *umem__page_in(const struct umem_units *m, uintptr_t c)
+/* The page holding address c, at `off` bytes from m's base (below its
+ * `span`), or NULL.  A page of one unit, the usual, is found from c
+ * alone; a longer one through its first unit. */
+static UMEM_HOT_INLINE struct umem_page *umem__page_in(const struct umem_units *m, uintptr_t c,
+                                                       size_t off)
 {
-    size_t unit = (c - m->base) >> UMEM_UNIT_SHIFT;
+    size_t unit = off >> UMEM_UNIT_SHIFT;
     unsigned k = atomic_load_explicit(&m->map[unit], memory_order_relaxed);
+    if (UMEM_LIKELY(k == 1)) {
+        struct umem_page *pg = umem__page_at(c & ~(uintptr_t)(UMEM_UNIT - 1));
+        UMEM_ASSUME(pg != NULL);
+        return pg;
+    }
     if (k == 0)
         return NULL;
     struct umem_page *pg = umem__page_at(m->base + ((unit - (k - 1u)) << UMEM_UNIT_SHIFT));
@@ -182,16 +191,20 @@ static inline struct umem_page *umem__page_in(const struct umem_units *m, uintpt
 }
 
 /* The page holding p, or NULL when p lies in none (any thread, no lock:
- * a page p lies in stays one while p is in use). */
-static inline struct umem_page *umem__page_of(const umem_t *h, const void *p)
+ * a page p lies in stays one while p is in use).  Addresses from a
+ * map's base to its region's start hold no page: their units are 0. */
+static UMEM_HOT_INLINE struct umem_page *umem__page_of(const umem_t *h, const void *p)
 {
     uintptr_t c = (uintptr_t)p;
-    if (UMEM_LIKELY(c - h->umap[0].lo < h->umap[0].hi - h->umap[0].lo))
-        return umem__page_in(&h->umap[0], c);
+    size_t off = c - h->umap[0].base;
+    if (UMEM_LIKELY(off < h->umap[0].span))
+        return umem__page_in(&h->umap[0], c, off);
     unsigned n = atomic_load_explicit(&h->umaps, memory_order_acquire);
-    for (unsigned i = 1; i < n; i++)
-        if (c - h->umap[i].lo < h->umap[i].hi - h->umap[i].lo)
-            return umem__page_in(&h->umap[i], c);
+    for (unsigned i = 1; i < n; i++) {
+        off = c - h->umap[i].base;
+        if (off < h->umap[i].span)
+            return umem__page_in(&h->umap[i], c, off);
+    }
     return NULL;
 }
 

@@ -44,6 +44,7 @@ static inline int umem__units_init(struct umem_units *m, uintptr_t lo, uintptr_t
     m->lo = lo;
     m->hi = hi;
     m->base = lo & ~(uintptr_t)(UMEM_UNIT - 1);
+    m->span = hi - m->base;
     m->count = (hi - m->base + UMEM_UNIT - 1) >> UMEM_UNIT_SHIFT;
     m->map = (_Atomic unsigned char *)umem__map(m->count, PROT_READ | PROT_WRITE,
                                                  MAP_PRIVATE | MAP_NORESERVE);
