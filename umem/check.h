@@ -253,11 +253,11 @@ static inline const char *umem__check_units(umem_t *h, const void **at)
  * slots never handed out and those in use they make up its capacity. */
 static inline const char *umem__check_slots(umem_t *h, const struct umem_page *pg)
 {
-    if (pg->bump < pg->start || pg->bump > pg->limit ||
-        (size_t)(pg->bump - pg->start) % pg->slot != 0 || umem__used(pg) > pg->capacity)
+    const char *bump = pg->start + pg->handed;
+    if (pg->handed > pg->span || pg->handed % pg->slot != 0 || umem__used(pg) > pg->capacity)
         return "I9: a page's bump pointer or count of blocks in use is wrong";
     /* Remote frees count as in use until their owner collects them. */
-    uint64_t n[2] = {(uint64_t)(pg->limit - pg->bump) / pg->slot + umem__used(pg), 0};
+    uint64_t n[2] = {(uint64_t)(pg->limit - bump) / pg->slot + umem__used(pg), 0};
     uint64_t most[2] = {pg->capacity, umem__used(pg)};
     void **lists[2] = {pg->free,
                        (void **)(atomic_load_explicit(&pg->remote, memory_order_acquire) &
@@ -265,7 +265,7 @@ static inline const char *umem__check_slots(umem_t *h, const struct umem_page *p
     for (int i = 0; i < 2; i++)
         for (void **p = lists[i]; p; p = (void **)p[0]) {
             size_t rel = (size_t)((char *)p - pg->start);
-            if ((char *)p < pg->start || (char *)p >= pg->bump || rel % pg->slot != 0)
+            if ((char *)p < pg->start || (char *)p >= bump || rel % pg->slot != 0)
                 return "I9: a page's free list holds something other than its slots";
             if (!umem__tagged(h, p))
                 return "I9: a free slot is not tagged (written after its free?)";

@@ -150,12 +150,12 @@ struct umem_page {
     /* The first cache line: what a free reads to place a slot, and what
      * the owner changes on every call. */
     void **free;                     /* owner: freed slots (and fresh ones), linked */
-    char *bump;                      /* owner: the first slot never handed out */
     char *start;                     /* the first slot */
     uint64_t recip;                  /* 2^40 / slot + 1: an offset's index, no division */
     struct umem_pool *_Atomic owner; /* NULL: abandoned by a thread that ended */
     struct umem_page *prev;          /* in its list (NULL: the first, which serves) */
-    uint32_t span;                   /* capacity * slot */
+    uint32_t handed;                 /* owner: bytes from start to the first slot never
+                                        handed out (the bump) */
     uint32_t slot;                   /* the slots' size */
     _Atomic uint32_t used;           /* owner (statistics read it): slots out, remote frees
                                         not yet collected */
@@ -168,6 +168,7 @@ struct umem_page {
     struct umem_page *next;                /* in its list */
     char *limit;                           /* the end of the last slot */
     uint32_t capacity;
+    uint32_t span; /* capacity * slot */
 };
 
 enum { UMEM_LIST_AVAIL, UMEM_LIST_FULL, UMEM_LIST_ABANDONED };

@@ -317,20 +317,21 @@ static inline unsigned umem__collect(struct umem_pool *pool, struct umem_page *p
  * worth at a time (at least one), in address order; how many. */
 static inline unsigned umem__extend(const umem_t *h, struct umem_page *pg)
 {
-    size_t left = (size_t)(pg->limit - pg->bump) / pg->slot, want = UMEM_EXTEND_BYTES / pg->slot;
+    char *bump = pg->start + pg->handed;
+    size_t left = (size_t)(pg->limit - bump) / pg->slot, want = UMEM_EXTEND_BYTES / pg->slot;
     want = want > 0 ? want : 1;
     unsigned n = (unsigned)(left < want ? left : want);
     void **tail = NULL;
     for (unsigned i = n; i > 0; i--) {
-        void **p = (void **)(pg->bump + (size_t)(i - 1) * pg->slot);
+        void **p = (void **)(bump + (size_t)(i - 1) * pg->slot);
         p[0] = tail;
         umem__tag_free(h, p);
         tail = p;
     }
     if (n > 0) {
-        ((void **)(pg->bump + (size_t)(n - 1) * pg->slot))[0] = pg->free;
+        ((void **)(bump + (size_t)(n - 1) * pg->slot))[0] = pg->free;
         pg->free = tail;
-        pg->bump += (size_t)n * pg->slot;
+        pg->handed += (uint32_t)(n * pg->slot);
     }
     return n;
 }

@@ -126,7 +126,7 @@ static inline struct umem_page *umem__page_carve(umem_t *h, struct umem_pool *po
     pg->start = (char *)pg + head;
     pg->capacity = umem__page_capacity(pg, slot, units, head);
     pg->span = (uint32_t)(pg->capacity * slot);
-    pg->bump = pg->start;
+    pg->handed = 0;
     pg->limit = pg->start + pg->span;
     pg->recip = ((uint64_t)1 << 40) / slot + 1u;
     umem__set_units(m, pg, 1);
@@ -458,7 +458,7 @@ static UMEM_NOINLINE void umem__foreign_free(umem_t *h, struct umem_page *pg, vo
 static UMEM_COLD void umem__bad_owner_free(const struct umem_page *pg, void *p)
 {
     umem__slot_index(pg, p, "free");
-    if ((char *)p >= pg->bump)
+    if ((char *)p >= pg->start + pg->handed)
         umem__die("bad free (not from umem_alloc: never handed out):", p);
     umem__die("free of a block freed already (double free):", p);
 }
@@ -469,12 +469,12 @@ static UMEM_HOT_INLINE void umem__pool_free(umem_t *h, struct umem_page *pg, voi
     void **q = (void **)p;
     struct umem_pool *mine = umem__pool_known(h);
     if (UMEM_LIKELY(mine && atomic_load_explicit(&pg->owner, memory_order_relaxed) == mine)) {
-        /* The start of a slot handed out (below the bump pointer), and
+        /* The start of a slot handed out (below the bump), and
          * not tagged free: the line is written below, so reading its tag
          * costs no cache miss the write would not. */
         size_t rel = (size_t)((char *)p - pg->start);
         size_t tag = umem__tag(h, p);
-        if (UMEM_UNLIKELY(rel >= (size_t)(pg->bump - pg->start) ||
+        if (UMEM_UNLIKELY(rel >= pg->handed ||
                           ((rel * pg->recip) >> 40) * pg->slot != rel ||
                           (size_t)(uintptr_t)q[1] == tag))
             umem__bad_owner_free(pg, p);
