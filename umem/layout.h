@@ -16,7 +16,7 @@
  *            large one's with its tree node (left, right, largest size
  *            below, height, the range that may be resident and its age).
  *   page:    a used block whose payload starts on a unit boundary:
- *            [header | map of slots in use | slot slot ... slot | rest];
+ *            [header | slot slot ... slot | rest];
  *            a free slot starts with its list's link and a tag, the
  *            heap's secret ^ its address, that marks it free.
  *   end mark: a header of size 0 marked used, so the last block never

@@ -16,13 +16,11 @@
  *   mapping the same address again): that block is then freed, as with
  *   any allocator that reuses memory.
  *   A slot of a pool's page: it must start a slot of the page (else: not
- *   from umem_alloc); for its owner, its bit in the page's map must be
- *   set (else: double free, or a slot never handed out); for another
- *   thread, it must not carry the free tag.  A slot freed by another
- *   thread, then by its owner before the owner took the remote list, is
- *   caught when the owner takes that list, if the slot was not handed out
- *   again meanwhile (then it may be reported as written after its free,
- *   or not at all).  A slot taken from a free list must
+ *   from umem_alloc); it must lie below its page's bump (else: a slot
+ *   never handed out) and must not carry the free tag (else: a double
+ *   free), whichever thread frees it.  Two threads that free the same
+ *   slot at the same moment may both find it untagged: such a race is
+ *   not caught.  A slot taken from a free list must
  *   still carry its tag, or the allocation stops there: a write after
  *   free over the link cannot hand out an address of the writer's
  *   choosing without the heap's secret.  A write past a slot's end is not

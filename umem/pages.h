@@ -16,14 +16,30 @@
  *     full ones.
  *   - A page is a used block of the heap, cut where its payload starts on
  *     a 64 KiB unit boundary, one unit long (several for classes over
- *     8 KiB: seven slots at least).  It holds a header, a map of its slots
- *     in use (one bit each, the owner's), then slots of its class with no
- *     header of their own: a slot's page is found from its address
- *     through the heap's unit map (one byte per unit), with no lock.
+ *     8 KiB: seven slots at least).  It holds a header, then slots of its
+ *     class with no header of their own: a slot's page is found from its
+ *     address through the heap's unit map (one byte per unit), with no
+ *     lock; a page of one unit, from the address's unit alone.
  *   - The owner allocates by popping its first page's free list, which
  *     takes fresh slots from the page's end 4 KiB at a time; it frees by
- *     pushing onto the page's list and clearing the slot's bit.  No lock,
- *     no atomic read-modify-write; a free never reads the block itself.
+ *     pushing onto the page's list.  No lock, no atomic read-modify-write.
+ *   - THE FAST PATH, instruction by instruction (bench/fastpath.sh counts
+ *     them: 106 for a free and a malloc under libumem.so, the caller's
+ *     loop included).  malloc: the heap (libumem's one load); the size
+ *     1 to 1024 (one compare); the thread's pool (a thread-local load;
+ *     other programs than libumem compare the heap and its secret too);
+ *     the class (a table); the first page and its free list (two loads,
+ *     two tests); the popped slot's tag (the misuse check that catches a
+ *     write after free: load, xor, compare); the pop and the untag; the
+ *     page's count of slots in use and the pool's count of allocations
+ *     (a load, an add and a store each: owner-only atomics, so that
+ *     statistics read them without a data race).  free: the page (the
+ *     unit map's span and byte, the unit and the header's colour); the
+ *     owner (a thread-local load, a compare); the checks that catch a bad
+ *     or double free: below the bump (one compare), the start of a slot
+ *     (two multiplies), not tagged (a compare, on the line the push
+ *     writes anyway); the tag, the push, the count; the page's list (a
+ *     page that emptied or was full leaves the fast path).
  *   - Another thread's free pushes the slot onto the page's remote list
  *     with one compare-and-swap.  The owner takes that list whole when
  *     the page runs dry; a full page is marked watched, and a free into it
