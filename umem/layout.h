@@ -186,6 +186,8 @@ struct umem_pool {
     struct umem_pool *next, *prev; /* the heap's pools (or its spares), under its lock */
     unsigned sweeps;               /* slow paths taken, to sweep the full lists now and then */
     uint64_t full_freed;           /* bit c: the owner freed into a full page of class c */
+    uint64_t classes;              /* bit c: the pool took a page of class c (since it was
+                                      made or last given back whole) */
     /* Counters written by this pool's thread only: a load and a store, no
      * read-modify-write.  A free by the owner counts nothing: frees are
      * allocations less the slots the pages hold (umem_get_stats). */
@@ -244,6 +246,7 @@ struct umem {
     struct umem_pool *pools;       /* UMEM_CACHED: the pools of running threads */
     struct umem_pool *spare_pools; /* ... and of threads that ended, for reuse */
     struct umem_page *abandoned[UMEM_CLASSES]; /* pages of threads that ended */
+    uint64_t abandoned_classes;                /* bit c: abandoned[c] may hold a page */
     uint64_t lock_count, lock_contended, allocs, frees, failed_allocs;
     uint64_t bytes_in_use, peak_bytes_in_use, heap_bytes, mapped_bytes;
     uint64_t large_blocks, released_bytes, purges;

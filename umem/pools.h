@@ -135,6 +135,7 @@ static inline struct umem_page *umem__page_carve(umem_t *h, struct umem_pool *po
     h->page_bytes += need;
     umem__grew(h, need);
     umem__page_push(&pool->avail[cls], pg, UMEM_LIST_AVAIL);
+    pool->classes |= (uint64_t)1 << cls;
     return pg;
 }
 
@@ -165,6 +166,7 @@ static inline struct umem_page *umem__page_get(umem_t *h, struct umem_pool *pool
         h->abandoned_pages--;
         atomic_store_explicit(&pg->owner, pool, memory_order_relaxed);
         umem__page_push(&pool->avail[cls], pg, UMEM_LIST_AVAIL);
+        pool->classes |= (uint64_t)1 << cls;
         if (umem__page_refill(h, pool, pg) || !umem__watch(pool, pg))
             return pg;
     }
@@ -190,6 +192,7 @@ static inline void umem__pool_drop(umem_t *h, struct umem_pool *pool, struct ume
         }
         atomic_store_explicit(&pg->owner, NULL, memory_order_relaxed);
         umem__page_push(&h->abandoned[pg->cls], pg, UMEM_LIST_ABANDONED);
+        h->abandoned_classes |= (uint64_t)1 << pg->cls;
         h->abandoned_pages++;
     }
 }
@@ -198,7 +201,8 @@ static inline void umem__pool_drop(umem_t *h, struct umem_pool *pool, struct ume
  * to the heap (lock held): no thread may ever need their class again. */
 static inline void umem__reclaim_abandoned(umem_t *h)
 {
-    for (unsigned cls = 0; cls < UMEM_CLASSES && h->abandoned_pages > 0; cls++) {
+    for (uint64_t left = h->abandoned_classes; left && h->abandoned_pages > 0; left &= left - 1) {
+        unsigned cls = umem__lowest_bit(left);
         struct umem_page *pg = h->abandoned[cls], *next;
         for (; pg; pg = next) {
             next = pg->next;
@@ -211,6 +215,8 @@ static inline void umem__reclaim_abandoned(umem_t *h)
             h->abandoned_pages--;
             umem__page_release(h, pg);
         }
+        if (!h->abandoned[cls])
+            h->abandoned_classes &= ~((uint64_t)1 << cls);
     }
 }
 
@@ -233,8 +239,8 @@ static UMEM_NOINLINE void *umem__pool_alloc(umem_t *h, struct umem_pool *pool, u
     if (!pg) {
         /* Out of room: this thread's empty pages go back first, and those
          * of ended threads that other threads' frees emptied. */
-        for (unsigned c = 0; c < UMEM_CLASSES; c++)
-            umem__pool_drop(h, pool, &pool->avail[c], 1);
+        for (uint64_t left = pool->classes; left; left &= left - 1)
+            umem__pool_drop(h, pool, &pool->avail[umem__lowest_bit(left)], 1);
         umem__reclaim_abandoned(h);
         pg = umem__page_carve(h, pool, cls);
     }
@@ -308,17 +314,19 @@ static UMEM_NOINLINE void umem__remote_free(umem_t *h, struct umem_page *pg, voi
  * adopt, and its pool waits for another thread. */
 static inline void umem__pool_exit(void *arg)
 {
+    /* The flag, not the key, tells later calls that the thread is ending:
+     * a key set again here would make the C library run every key's
+     * destructor once more. */
     umem__tls.exiting = 1;
-    if (arg == UMEM_POOL_GONE)
-        return;
     struct umem_pool *pool = (struct umem_pool *)arg;
     umem_t *h = pool->heap;
     UMEM__VG_QUIET(h);
     if (umem__lock(h, 0) == 0) {
-        for (unsigned cls = 0; cls < UMEM_CLASSES; cls++) {
-            umem__pool_drop(h, pool, &pool->avail[cls], 0);
-            umem__pool_drop(h, pool, &pool->full[cls], 0);
+        for (uint64_t left = pool->classes; left; left &= left - 1) {
+            umem__pool_drop(h, pool, &pool->avail[umem__lowest_bit(left)], 0);
+            umem__pool_drop(h, pool, &pool->full[umem__lowest_bit(left)], 0);
         }
+        pool->classes = 0;
         h->gone_allocs += umem__get(&pool->allocs);
         h->gone_moves += umem__get(&pool->moves);
         h->gone_remote += umem__get(&pool->remote_frees);
@@ -338,7 +346,6 @@ static inline void umem__pool_exit(void *arg)
         umem__unlock(h);
     }
     UMEM__VG_LOUD(h);
-    pthread_setspecific(h->key, UMEM_POOL_GONE);
     umem__tls.heap = h;
     umem__tls.secret = h->secret;
     umem__tls.pool = NULL;
@@ -382,6 +389,7 @@ static inline struct umem_pool *umem__pool_new(umem_t *h)
     memset(pool->full, 0, sizeof pool->full);
     pool->sweeps = 0;
     pool->full_freed = 0;
+    pool->classes = 0;
     _Atomic uint64_t *counters[] = {&pool->allocs,       &pool->moves,     &pool->remote_frees,
                                     &pool->remote_bytes, &pool->collected, &pool->collected_bytes};
     for (size_t i = 0; i < sizeof counters / sizeof counters[0]; i++)
