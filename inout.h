@@ -1,8 +1,9 @@
 /*
  * inout.h - input, output and progress (a part of blocksig.h): fatal
- * errors, whole reads and writes, the inputs, the progress line and the
- * result lines.  All of it runs in the main thread (the reader); workers
- * use only write_all and read_all.
+ * errors, whole reads and writes, the inputs, the progress line, the
+ * result lines, and for -c the lists read back, the verdicts and the
+ * summary.  All of it runs in the main thread (the reader); workers use
+ * only write_all and read_all.
  *
  * Two things here depend on the workers, which come later: fatal() must
  * stop them before it exits, and a reader waiting on a slow input must
@@ -497,6 +498,14 @@ static int list_next_line(struct list *l)
     l->line[n] = '\0';
     l->line_no += any;
     return any;
+}
+
+/* -w: the line just read is malformed. */
+static void list_warn_malformed(const struct list *l)
+{
+    progress_clear();
+    fprintf(stderr, "%s: %s: %llu: improperly formatted signature line\n", cmdline.prog,
+            l->name, (unsigned long long)l->line_no);
 }
 
 /* 0, or -1 and a message when the list could not be read to its end. */

@@ -1,7 +1,8 @@
 /*
  * run.h - the run (a part of blocksig.h): the heap and the policy set
  * up, each input hashed in its mode (README.md, "The run modes"), one
- * result line per input, --stats, blocksig_main.
+ * result line per input or, with -c, each list's files hashed in turn
+ * and checked, --stats, blocksig_main.
  *
  *   run_single   the main thread reads and hashes
  *   run_feed     -t or -m on a regular file: the workers read it
@@ -336,11 +337,8 @@ static void check_line(struct list *l, struct check_counts *c)
         return;
     if (kind == LINE_MALFORMED) {
         c->malformed++;
-        if (o->warn && !o->status) {
-            progress_clear();
-            fprintf(stderr, "%s: %s: %llu: improperly formatted signature line\n",
-                    cmdline.prog, l->name, (unsigned long long)l->line_no);
-        }
+        if (o->warn && !o->status)
+            list_warn_malformed(l);
         return;
     }
     c->signatures++;
