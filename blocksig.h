@@ -12,13 +12,14 @@
  *                tree, the hash of a block and of a chunk, the sum
  *   cmdline.h    the command line: options, usage, usage errors
  *   inout.h      input, output and progress: fatal errors, whole reads
- *                and writes, inputs, the progress line, result lines
+ *                and writes, inputs, the progress line, result lines,
+ *                the lists of -c read back, verdicts and summaries
  *   workers.h    the workers, threads (-t) or processes (-m): what a
  *                worker does, tasks and results, the shared feed of a
  *                file's chunks, and the one interface that starts, feeds,
  *                stops and kills them whichever they are
  *   run.h        the run: single mode, the reader of the worker modes,
- *                --stats, blocksig_main
+ *                the check of -c, --stats, blocksig_main
  *
  * The signature is defined in README.md ("The signature"); the run modes,
  * and how a reader and its workers talk, are described once, in README.md

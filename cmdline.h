@@ -20,6 +20,10 @@ struct options {
     int verbose, stats;
     size_t heap_bytes; /* 0: the default for the workers */
     size_t pool_bytes;
+    /* -c: each FILE is a list of signatures to check, and how much the
+     * check says (--quiet, --status), what it makes of a malformed line
+     * (--strict, -w) */
+    int check, quiet, status, strict, warn;
 };
 
 /* What the command line asks for besides a run. */
@@ -37,8 +41,11 @@ static void usage(FILE *to)
     fprintf(
         to,
         "usage: %s [options] FILE...\n"
+        "       %s -c [options] LIST...\n"
         "Prints the Huffman block signature of each FILE ('-' for standard input).\n"
         "With several files, each line ends with two spaces and the file's name.\n"
+        "With -c, checks the signatures that each LIST holds, lines as printed\n"
+        "for several files, and prints 'NAME: OK' or 'NAME: FAILED' for each.\n"
         "\n"
         "  -t            hash with a pool of worker threads\n"
         "  -m            hash with a pool of worker processes (shared heap)\n"
@@ -55,9 +62,17 @@ static void usage(FILE *to)
         "  -h, --help    print this help and exit\n"
         "  --version     print the version and exit\n"
         "\n"
-        "Exit status: 0 success, 1 an error (an input, the heap, a worker),\n"
+        "  -c, --check   read signatures from each LIST and check them\n"
+        "  --quiet       with -c: print only the files that failed\n"
+        "  --status      with -c: print nothing, the exit status tells\n"
+        "  --strict      with -c: a malformed line is an error\n"
+        "  -w, --warn    with -c: warn about each malformed line\n"
+        "\n"
+        "Exit status: 0 success (with -c: every file matched), 1 an error (an\n"
+        "input, the heap, a worker; with -c: a file that failed or could not be\n"
+        "read, a list without a signature line, a malformed line under --strict),\n"
         "2 a usage error.\n",
-        cmdline.prog, MAX_WORKERS);
+        cmdline.prog, cmdline.prog, MAX_WORKERS);
 }
 
 /* "prog: message" on one line of stderr. */
@@ -167,6 +182,30 @@ static void sized_option(struct options *o, const char *name, const char *v)
     }
 }
 
+/* Whether the option a, whose name is name_len long, is the name of a
+ * flag (IS), and then that it has no value (FLAG). */
+#define IS(name)   (name_len == strlen(name) && strncmp(a, name, name_len) == 0)
+#define FLAG(name) (IS(name) && no_value(name, inline_value))
+
+/* The options of -c: returns 0 if a is none of them. */
+static int check_option(struct options *o, const char *a, size_t name_len,
+                        const char *inline_value)
+{
+    if (IS("-c") || FLAG("--check"))
+        o->check = 1;
+    else if (FLAG("--quiet"))
+        o->quiet = 1;
+    else if (FLAG("--status"))
+        o->status = 1;
+    else if (FLAG("--strict"))
+        o->strict = 1;
+    else if (IS("-w") || FLAG("--warn"))
+        o->warn = 1;
+    else
+        return 0;
+    return 1;
+}
+
 /* One option, argv[*i] (which may take the next as its value): returns
  * what to do besides a run, if anything. */
 static enum cmdline_action parse_option(struct options *o, int argc, char **argv, int *i)
@@ -175,8 +214,8 @@ static enum cmdline_action parse_option(struct options *o, int argc, char **argv
     const char *eq = strchr(a, '=');
     size_t name_len = a[1] == '-' && eq ? (size_t)(eq - a) : strlen(a);
     const char *inline_value = a[1] == '-' && eq ? eq + 1 : NULL;
-#define IS(name)   (name_len == strlen(name) && strncmp(a, name, name_len) == 0)
-#define FLAG(name) (IS(name) && no_value(name, inline_value))
+    if (check_option(o, a, name_len, inline_value))
+        return CMDLINE_RUN;
     if (IS("-t"))
         set_mode(o, MODE_THREADS);
     else if (IS("-m"))
@@ -203,9 +242,25 @@ static enum cmdline_action parse_option(struct options *o, int argc, char **argv
 #endif
     else
         usage_error("unknown option '%s'", a);
+    return CMDLINE_RUN;
+}
+
 #undef IS
 #undef FLAG
-    return CMDLINE_RUN;
+
+/* The options of -c only with -c, as sha256sum wants them; -v prints
+ * nothing a check could use. */
+static void check_options_valid(const struct options *o)
+{
+    const char *only_check = o->quiet    ? "--quiet"
+                             : o->status ? "--status"
+                             : o->strict ? "--strict"
+                             : o->warn   ? "--warn"
+                                         : NULL;
+    if (!o->check && only_check)
+        usage_error("the %s option is meaningful only with -c", only_check);
+    if (o->check && o->verbose)
+        usage_error("-v and -c exclude each other");
 }
 
 /* Fills cmdline.opt from argv; returns at once for --help or --version.
@@ -233,7 +288,8 @@ static enum cmdline_action parse_options(int argc, char **argv, int private_memo
         }
     }
     if (o->npaths == 0)
-        usage_error("no input FILE given");
+        usage_error(o->check ? "no LIST given" : "no input FILE given");
+    check_options_valid(o);
     if (o->mode == MODE_PROCESSES && private_memory)
         usage_error("-m needs memory shared across processes, and this build's is not");
     return CMDLINE_RUN;

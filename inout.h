@@ -1,8 +1,9 @@
 /*
  * inout.h - input, output and progress (a part of blocksig.h): fatal
- * errors, whole reads and writes, the inputs, the progress line and the
- * result lines.  All of it runs in the main thread (the reader); workers
- * use only write_all and read_all.
+ * errors, whole reads and writes, the inputs, the progress line, the
+ * result lines, and for -c the lists read back, the verdicts and the
+ * summary.  All of it runs in the main thread (the reader); workers use
+ * only write_all and read_all.
  *
  * Two things here depend on the workers, which come later: fatal() must
  * stop them before it exits, and a reader waiting on a slow input must
@@ -28,6 +29,7 @@ static struct {
     int stdout_closed; /* fd 1 was closed at start: nothing can be written */
     int verbose;       /* -v: a line per block */
     int named;         /* several inputs: each result line names its file */
+    int silent;        /* -c --status: nothing is said of a file */
     /* Set by the workers when they start (workers.h). */
     void (*stop_workers)(void);  /* fatal() calls it before it exits */
     int wake_fd;                 /* readable once a worker may have failed; -1: none */
@@ -70,6 +72,7 @@ static void io_setup(const struct options *o)
 {
     io.verbose = o->verbose;
     io.named = o->npaths > 1;
+    io.silent = o->check && o->status;
     io.progress.tty = isatty(2);
     /* Per-block lines on the same terminal would tear the progress line. */
     int auto_on = io.progress.tty && !(o->verbose && isatty(1));
@@ -218,11 +221,13 @@ static _Noreturn void exit_after_stdout(void)
 
 /* ---- input -------------------------------------------------------------- */
 
-/* A problem with one input: reported, and the other inputs go on. */
+/* A problem with one input: reported (but under -c --status), and the
+ * other inputs go on. */
 static int input_error(const char *name, int err, const char *what)
 {
     progress_clear();
-    fprintf(stderr, "%s: %s: %s\n", cmdline.prog, name, what ? what : strerror(err));
+    if (!io.silent)
+        fprintf(stderr, "%s: %s: %s\n", cmdline.prog, name, what ? what : strerror(err));
     return -1;
 }
 
@@ -400,4 +405,223 @@ static void out_result(uint32_t signature, const char *name)
     char esc[2 * PATH_MAX + 1];
     int escaped = escape_name(esc, sizeof esc, name);
     out_line("%sFinal signature: %u  %s\n", escaped ? "\\" : "", signature, esc);
+}
+
+/* ---- lists of signatures (-c) -------------------------------------------- */
+
+/* A list's line holds at most an escaped name as long as any path, and
+ * the signature before it; a longer line is malformed. */
+#define LIST_LINE_MAX (2 * PATH_MAX + 64)
+
+/* A list of signatures, read a line at a time through a buffer of its own
+ * rather than stdio's, so that a read a worker's SIGCHLD interrupts is
+ * taken again and a worker that fails while the list is slow to come ends
+ * the run (wait_readable), as with an input.  Memory stays the same
+ * whatever the list's length. */
+struct list {
+    int fd, is_stdin;
+    const char *name; /* for messages: the LIST operand, or "standard input" */
+    uint64_t line_no; /* of the line in `line` */
+    int error;        /* errno of a failed read: the list ends there */
+    int eof;
+    size_t pos, len; /* the unread bytes of buf */
+    char buf[1 << 14];
+    int bad; /* the line was too long or held a NUL byte */
+    char line[LIST_LINE_MAX + 1];
+};
+
+/* What a list says of its own trouble: always one line, --status or not. */
+static int list_error(const struct list *l, const char *what)
+{
+    progress_clear();
+    fprintf(stderr, "%s: %s: %s\n", cmdline.prog, l->name, what);
+    return -1;
+}
+
+static int list_open(struct list *l, const char *path)
+{
+    l->is_stdin = strcmp(path, "-") == 0;
+    l->name = l->is_stdin ? "standard input" : path;
+    l->line_no = 0;
+    l->error = l->eof = 0;
+    l->pos = l->len = 0;
+    l->fd = 0;
+    if (l->is_stdin && io.stdin_closed)
+        return list_error(l, strerror(EBADF));
+    while (!l->is_stdin && (l->fd = open(path, O_RDONLY)) < 0 && errno == EINTR)
+        if (io.check_workers)
+            io.check_workers();
+    return l->fd < 0 ? list_error(l, strerror(errno)) : 0;
+}
+
+/* Refills the buffer; sets eof or error at the end. */
+static void list_fill(struct list *l)
+{
+    for (;;) {
+        wait_readable(l->fd);
+        ssize_t r = read(l->fd, l->buf, sizeof l->buf);
+        if (r < 0 && errno == EINTR)
+            continue;
+        l->pos = 0;
+        l->len = r > 0 ? (size_t)r : 0;
+        l->eof = r == 0;
+        l->error = r < 0 ? errno : 0;
+        return;
+    }
+}
+
+/* The next line into l->line, without its newline nor a carriage return
+ * before it (a list written on another system): 1, or 0 at the end of
+ * the list or at a read error (kept for list_close). */
+static int list_next_line(struct list *l)
+{
+    size_t n = 0;
+    int any = 0;
+    l->bad = 0;
+    for (;;) {
+        if (l->pos == l->len) {
+            if (l->eof || l->error)
+                break;
+            list_fill(l);
+            continue;
+        }
+        char c = l->buf[l->pos++];
+        any = 1;
+        if (c == '\n')
+            break;
+        l->bad |= c == '\0' || n == LIST_LINE_MAX;
+        if (n < LIST_LINE_MAX)
+            l->line[n++] = c;
+    }
+    if (n > 0 && l->line[n - 1] == '\r')
+        n--;
+    l->line[n] = '\0';
+    l->line_no += any;
+    return any;
+}
+
+/* -w: the line just read is malformed. */
+static void list_warn_malformed(const struct list *l)
+{
+    progress_clear();
+    fprintf(stderr, "%s: %s: %llu: improperly formatted signature line\n", cmdline.prog,
+            l->name, (unsigned long long)l->line_no);
+}
+
+/* 0, or -1 and a message when the list could not be read to its end. */
+static int list_close(struct list *l)
+{
+    int r = l->error ? list_error(l, strerror(l->error)) : 0;
+    if (!l->is_stdin)
+        close(l->fd);
+    return r;
+}
+
+/* The digits at *s as a number below limit, *s moved past them: 0, or
+ * -1 if there are none or the number is too large. */
+static int parse_number(const char **s, uint64_t limit, uint64_t *out)
+{
+    uint64_t v = 0;
+    const char *c = *s;
+    for (; *c >= '0' && *c <= '9'; c++) {
+        uint64_t d = (uint64_t)(*c - '0');
+        if (v > (limit - 1 - d) / 10)
+            return -1;
+        v = v * 10 + d;
+    }
+    if (c == *s)
+        return -1;
+    *s = c;
+    *out = v;
+    return 0;
+}
+
+/* Whether s starts with prefix: then *s moves past it. */
+static int skip_prefix(const char **s, const char *prefix)
+{
+    size_t n = strlen(prefix);
+    if (strncmp(*s, prefix, n) != 0)
+        return 0;
+    *s += n;
+    return 1;
+}
+
+/* Undoes escape_name in place: 0, or -1 for a backslash it never writes. */
+static int unescape_name(char *name)
+{
+    char *to = name;
+    for (const char *c = name; *c; c++) {
+        if (*c != '\\') {
+            *to++ = *c;
+            continue;
+        }
+        c++;
+        if (*c != 'n' && *c != 'r' && *c != '\\')
+            return -1;
+        *to++ = *c == 'n' ? '\n' : *c == 'r' ? '\r' : '\\';
+    }
+    *to = '\0';
+    return 0;
+}
+
+/* What a line of a list is. */
+enum list_line { LINE_SIGNATURE, LINE_NOTHING, LINE_MALFORMED };
+
+/* One line of a list.  A result line with a name, as out_result writes it
+ * for several files, is a signature to check: its signature and its name,
+ * unescaped in place in line.  Blank lines, comments (#) and the block
+ * lines of -v are nothing to check.  Anything else is malformed, the
+ * one-file result line too: it names no file. */
+static enum list_line parse_list_line(char *line, uint32_t *signature, char **name)
+{
+    const char *s = line;
+    uint64_t v;
+    if (*s == '\0' || *s == '#')
+        return LINE_NOTHING;
+    if (skip_prefix(&s, "Block ") && parse_number(&s, UINT64_MAX, &v) == 0 &&
+        skip_prefix(&s, " hash: ") && parse_number(&s, SIG_PRIME, &v) == 0 && *s == '\0')
+        return LINE_NOTHING;
+    s = line;
+    int escaped = skip_prefix(&s, "\\");
+    if (!skip_prefix(&s, "Final signature: ") || parse_number(&s, SIG_PRIME, &v) != 0 ||
+        !skip_prefix(&s, "  ") || *s == '\0')
+        return LINE_MALFORMED;
+    *signature = (uint32_t)v;
+    *name = line + (s - line);
+    return escaped && unescape_name(*name) != 0 ? LINE_MALFORMED : LINE_SIGNATURE;
+}
+
+/* The check of one file, as sha256sum -c prints it: "NAME: OK", "NAME:
+ * FAILED" or "NAME: FAILED open or read", the name escaped as in a list. */
+static void out_check(const char *name, const char *verdict)
+{
+    char esc[2 * PATH_MAX + 1];
+    int escaped = escape_name(esc, sizeof esc, name);
+    out_line("%s%s: %s\n", escaped ? "\\" : "", esc, verdict);
+    out_flush();
+}
+
+/* What the check of one list found, for its summary. */
+struct check_counts {
+    uint64_t signatures; /* well-formed signature lines */
+    uint64_t malformed, unreadable, mismatched;
+};
+
+static void check_warning(uint64_t n, const char *one, const char *many)
+{
+    if (n > 0)
+        fprintf(stderr, "%s: WARNING: %llu %s\n", cmdline.prog, (unsigned long long)n,
+                n == 1 ? one : many);
+}
+
+/* The summary after a list, in sha256sum's words, on stderr. */
+static void check_summary(const struct check_counts *c)
+{
+    progress_clear();
+    check_warning(c->malformed, "line is improperly formatted",
+                  "lines are improperly formatted");
+    check_warning(c->unreadable, "listed file could not be read",
+                  "listed files could not be read");
+    check_warning(c->mismatched, "computed signature did NOT match",
+                  "computed signatures did NOT match");
 }

@@ -1,7 +1,8 @@
 /*
  * run.h - the run (a part of blocksig.h): the heap and the policy set
  * up, each input hashed in its mode (README.md, "The run modes"), one
- * result line per input, --stats, blocksig_main.
+ * result line per input or, with -c, each list's files hashed in turn
+ * and checked, --stats, blocksig_main.
  *
  *   run_single   the main thread reads and hashes
  *   run_feed     -t or -m on a regular file: the workers read it
@@ -285,32 +286,101 @@ static void run_begin(const struct policy *policy)
         workers_start(run.workers, o->mode == MODE_PROCESSES, policy, &run.env);
 }
 
+/* One input hashed in the run's mode: 0 and its signature, or -1 when
+ * it could not be opened or read whole (reported). */
+static int hash_file(const char *path, uint32_t *signature)
+{
+    struct input in;
+    if (input_open(&in, path) != 0)
+        return -1;
+    struct tally t = {0, 0};
+    if (run.env.mode == MODE_SINGLE)
+        run_single(&in, &t);
+    else if (in.sized && !cmdline.opt.verbose)
+        run_feed(&in, &t);
+    else
+        run_chunks(&in, &t);
+    run.bytes += in.bytes;
+    *signature = t.signature;
+    return input_close(&in);
+}
+
 /* One line per input; a bad input is reported and the others go on, as
  * with sha256sum.  Returns the exit status. */
 static int hash_inputs(void)
 {
     int status = 0;
     for (int k = 0; k < cmdline.opt.npaths; k++) {
-        struct input in;
-        if (input_open(&in, cmdline.opt.paths[k]) != 0) {
+        uint32_t signature;
+        if (hash_file(cmdline.opt.paths[k], &signature) != 0) {
             status = 1;
             continue;
         }
-        struct tally t = {0, 0};
-        if (run.env.mode == MODE_SINGLE)
-            run_single(&in, &t);
-        else if (in.sized && !cmdline.opt.verbose)
-            run_feed(&in, &t);
-        else
-            run_chunks(&in, &t);
-        run.bytes += in.bytes;
-        if (input_close(&in) != 0) {
-            status = 1;
-            continue;
-        }
-        out_result(t.signature, cmdline.opt.paths[k]);
+        out_result(signature, cmdline.opt.paths[k]);
         out_flush();
     }
+    return status;
+}
+
+/* ---- -c: checking lists ------------------------------------------------------ */
+
+/* One line of a list: the file it names hashed, as every other, and its
+ * verdict printed as --quiet and --status allow. */
+static void check_line(struct list *l, struct check_counts *c)
+{
+    const struct options *o = &cmdline.opt;
+    uint32_t want = 0, got = 0;
+    char *name = NULL;
+    enum list_line kind =
+        l->bad ? LINE_MALFORMED : parse_list_line(l->line, &want, &name);
+    if (kind == LINE_NOTHING)
+        return;
+    if (kind == LINE_MALFORMED) {
+        c->malformed++;
+        if (o->warn && !o->status)
+            list_warn_malformed(l);
+        return;
+    }
+    c->signatures++;
+    const char *verdict = NULL;
+    if (hash_file(name, &got) != 0) {
+        c->unreadable++;
+        verdict = "FAILED open or read";
+    } else if (got != want) {
+        c->mismatched++;
+        verdict = "FAILED";
+    } else if (!o->quiet) {
+        verdict = "OK";
+    }
+    if (verdict && !o->status)
+        out_check(name, verdict);
+}
+
+/* One list, a file at a time: 0 when every file it names matched, else 1. */
+static int check_list(const char *path)
+{
+    static struct list l; /* the main thread's alone, and large */
+    if (list_open(&l, path) != 0)
+        return 1;
+    struct check_counts c = {0, 0, 0, 0};
+    while (list_next_line(&l))
+        check_line(&l, &c);
+    int failed = list_close(&l) != 0;
+    if (c.signatures == 0 && !failed) {
+        list_error(&l, "no properly formatted signature lines found");
+        return 1;
+    }
+    if (!cmdline.opt.status)
+        check_summary(&c);
+    return failed || c.unreadable || c.mismatched || (cmdline.opt.strict && c.malformed);
+}
+
+/* -c: every list in turn.  Returns the exit status. */
+static int check_lists(void)
+{
+    int status = 0;
+    for (int k = 0; k < cmdline.opt.npaths; k++)
+        status |= check_list(cmdline.opt.paths[k]);
     return status;
 }
 
@@ -348,7 +418,7 @@ static int blocksig_main(int argc, char **argv, const struct policy *policy)
         break;
     }
     run_begin(policy);
-    int status = hash_inputs();
+    int status = cmdline.opt.check ? check_lists() : hash_inputs();
     run_end();
     return status;
 }
