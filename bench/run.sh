@@ -9,9 +9,10 @@
 #   BENCH_MIB     input size in MiB of random bytes (default 64)
 #   BENCH_MANY    the larger worker count (default 4)
 #
-# Then runs bench/random.sh (the allocator alone on a random pattern) and
-# bench/preload.sh (libumem.so under real programs) and appends their
-# tables.  Writes bench/results.md, and bench/scaling.svg
+# Then runs bench/random.sh (the allocator alone on a random pattern),
+# bench/preload.sh (libumem.so under real programs), bench/fastpath.sh
+# (instructions per free and malloc) and bench/churn.sh (memory after
+# churn) and appends their tables.  Writes bench/results.md, and bench/scaling.svg
 # where gnuplot is installed.
 set -u
 cd "$(dirname "$0")/.." || exit 1
@@ -158,10 +159,12 @@ cpu=$(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)
 
 # The allocator on its own: the random pattern (bench/random.sh writes
 # bench/random.md); then libumem.so as the malloc of real programs and
-# threaded workloads (bench/preload.sh writes bench/preload.md).  Both are
+# threaded workloads (bench/preload.sh writes bench/preload.md), the
+# instructions of its fast path (bench/fastpath.sh, bench/fastpath.md) and
+# a long-lived cache's memory (bench/churn.sh, bench/churn.md).  All are
 # appended to the results.
 make -s libumem.so || exit 1
-for part in random preload; do
+for part in random preload fastpath churn; do
     BENCH_ROUNDS=$ROUNDS bench/$part.sh > /dev/null || echo "bench: bench/$part.sh failed" >&2
     {
         echo

@@ -91,8 +91,13 @@ _Static_assert(sizeof(struct umem_rec) % 16 == 0, "a record keeps payloads 16-by
 #endif
 #define UMEM_UNIT_SHIFT 16u /* UMEM_CACHED: pages are whole 64 KiB units, aligned */
 #define UMEM_UNIT       ((size_t)1 << UMEM_UNIT_SHIFT)
-#define UMEM_CLASSES    44u /* 16, 32, ... 128, then four per doubling to 64 KiB */
-#define UMEM_POOL_MAX   ((size_t)64 << 10) /* the largest request a pool serves */
+#ifndef UMEM_POOL_SHIFT
+#define UMEM_POOL_SHIFT 16 /* UMEM_CACHED: pools serve requests up to 2^16 bytes (10 to 16) */
+#endif
+_Static_assert(UMEM_POOL_SHIFT >= 10 && UMEM_POOL_SHIFT <= 16, "UMEM_POOL_SHIFT is 10 to 16");
+#define UMEM_POOL_MAX ((size_t)1 << UMEM_POOL_SHIFT) /* the largest request a pool serves */
+/* 16, 32, ... 128, then four per doubling to UMEM_POOL_MAX (44 to 64 KiB) */
+#define UMEM_CLASSES (8u + (UMEM_POOL_SHIFT - 7u) * 4u)
 #define UMEM_PAGE_HEAD  128u /* a page's own header, before its first slot */
 #define UMEM_COLOURS    16u  /* a page's header lies 0 to 15 x 128 bytes into its unit */
 #define UMEM_PAGE_SLOTS 7u   /* a page holds at least this many slots */
