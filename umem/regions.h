@@ -146,13 +146,22 @@ static inline void umem__reclaim_abandoned(umem_t *h);
  * has emptied (an eighth of it in use) and UMEM_PURGE_MIN or more was
  * freed since the last purge, so that a program that frees its memory
  * and goes idle shrinks with no call after.  errno is left as it was. */
-static inline void umem__maybe_purge(umem_t *h)
+static UMEM_NOINLINE void umem__purge_due(umem_t *h, int emptied);
+
+static UMEM_HOT_INLINE void umem__maybe_purge(umem_t *h)
 {
     if (!(h->flags & UMEM_GROW) || (h->unpurged == 0 && h->map_cached == 0))
         return;
     int emptied = h->bytes_in_use < h->heap_bytes / 8 && h->unpurged >= UMEM_PURGE_MIN;
     if (!emptied && (++h->purge_calls & 15u) != 0)
         return;
+    umem__purge_due(h, emptied);
+}
+
+/* ... one call in 16, or at once when the heap has emptied: the clock
+ * read, and the purge done when its epoch has come. */
+static UMEM_NOINLINE void umem__purge_due(umem_t *h, int emptied)
+{
     uint64_t now = umem__now_ns();
     if (now >= h->tick_at) {
         h->tick_at = now + (uint64_t)UMEM_PURGE_DELAY_MS * 500000u;
