@@ -44,11 +44,15 @@ for prog in sharedhash esharedhash; do
 done
 
 # The tests use the calls and the test hooks; libumem.c the calls and the
-# internal interface (umem__die, umem__fresh, umem__list_live).
+# internal interface: the names umem.h declares in its section of that
+# name, before the test hooks.
 inside=$(grep -now 'umem__[a-z_]*' tests/*.c | grep -v ':umem__hook_')
 check "the tests reach umem's insides through the test hooks alone" \
     eval '[ -z "$inside" ] || { echo "$inside" >&2; false; }'
-inside=$(grep -now 'umem__[a-z_]*\|UMEM__[A-Z_]*' libumem.c |
-    grep -v ':umem__die$\|:umem__fresh$\|:umem__list_live$')
+internal=$(sed -n '/---- the internal interface/,/---- test hooks/p' umem.h |
+    grep -o 'umem__[a-z_]*(' | tr -d '(' | sort -u)
+check "umem.h declares an internal interface" [ -n "$internal" ]
+inside=$(grep -ow 'umem__[a-z_]*\|UMEM__[A-Z_]*' libumem.c | sort -u |
+    grep -vxF -f <(printf '%s\n' "$internal"))
 check "libumem.c reaches umem's insides through its internal interface alone" \
     eval '[ -z "$inside" ] || { echo "$inside" >&2; false; }'
