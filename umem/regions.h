@@ -124,6 +124,42 @@ static inline uint64_t umem__purge(umem_t *h, struct umem_node *x, int all)
     return young;
 }
 
+/* umem_trim: gives back at once the whole pages of every free block's
+ * dirty range, whatever its age, but the first *keep bytes of them in
+ * address order, which stay resident (and dirty).  Returns the bytes of
+ * ranges left dirty. */
+static inline uint64_t umem__purge_keep(umem_t *h, struct umem_node *x, size_t *keep)
+{
+    uint64_t kept = 0;
+    uintptr_t pg = h->page - 1;
+    while (x && x->max >= 2 * h->page) {
+        kept += umem__purge_keep(h, x->left, keep);
+        size_t size = umem__size(x);
+        char *end = (char *)x + size - sizeof(size_t);
+        char *lo = x->dirty_lo > (char *)(x + 1) ? x->dirty_lo : (char *)(x + 1);
+        char *hi = x->dirty_hi < end ? x->dirty_hi : end;
+        uintptr_t from = ((uintptr_t)lo + pg) & ~pg, to = (uintptr_t)hi & ~pg;
+        if (size >= 2 * h->page && x->dirty_lo != x->dirty_hi) {
+            size_t whole = to > from ? to - from : 0;
+            if (whole > 0 && *keep >= whole) {
+                *keep -= whole; /* kept, all of it */
+                kept += (uint64_t)(x->dirty_hi - x->dirty_lo);
+            } else {
+                size_t skip = whole > 0 ? (*keep + pg) & ~pg : 0; /* < whole, or 0 */
+                from += skip;
+                *keep = 0;
+                if (to > from && madvise((void *)from, to - from, MADV_DONTNEED) == 0)
+                    h->released_bytes += to - from;
+                x->dirty_lo = skip ? lo : NULL;
+                x->dirty_hi = skip ? (char *)from : NULL;
+                kept += skip;
+            }
+        }
+        x = x->right;
+    }
+    return kept;
+}
+
 static inline uint64_t umem__now_ns(void)
 {
     struct timespec ts;
@@ -143,13 +179,14 @@ static inline void umem__reclaim_abandoned(umem_t *h);
  * at most once per half delay (the clock is read on one call in 16 while
  * something waits to go back); and every free page at once when the heap
  * has emptied (an eighth of it in use) and UMEM_PURGE_MIN or more was
- * freed since the last purge, so that a program that frees its memory
+ * freed since the last purge (h->purge_min, UMEM_PURGE_MIN unless
+ * umem_set_purge_min changed it), so that a program that frees its memory
  * and goes idle shrinks with no call after.  errno is left as it was. */
 static inline void umem__maybe_purge(umem_t *h)
 {
     if (!(h->flags & UMEM_GROW) || (h->unpurged == 0 && h->map_cached == 0))
         return;
-    int emptied = h->bytes_in_use < h->heap_bytes / 8 && h->unpurged >= UMEM_PURGE_MIN;
+    int emptied = h->bytes_in_use < h->heap_bytes / 8 && h->unpurged >= h->purge_min;
     if (!emptied && (++h->purge_calls & 15u) != 0)
         return;
     uint64_t now = umem__now_ns();
