@@ -366,6 +366,81 @@ LU_EXPORT size_t malloc_usable_size(void *p)
     return umem_usable_size(h, p);
 }
 
+/* ---- glibc's own entry points, and C23's sized frees ----
+ * __libc_malloc and the rest are the names glibc gives its allocator
+ * besides the standard ones; a program or a library that calls them
+ * directly must reach the same heap as free().  They are the standard
+ * functions under a second name (an ELF alias), not copies. */
+
+#if defined(__GNUC__) && defined(__ELF__)
+#if defined(__has_attribute) && __has_attribute(copy)
+#define LU_ALIAS(name) __attribute__((alias(#name), copy(name), visibility("default")))
+#else
+#define LU_ALIAS(name) __attribute__((alias(#name), visibility("default")))
+#endif
+LU_ALIAS(malloc) void *__libc_malloc(size_t n);
+LU_ALIAS(free) void __libc_free(void *p);
+LU_ALIAS(calloc) void *__libc_calloc(size_t count, size_t size);
+LU_ALIAS(realloc) void *__libc_realloc(void *p, size_t n);
+LU_ALIAS(memalign) void *__libc_memalign(size_t align, size_t n);
+LU_ALIAS(valloc) void *__libc_valloc(size_t n);
+LU_ALIAS(pvalloc) void *__libc_pvalloc(size_t n);
+#endif
+
+/* A sized free whose size or alignment does not match the block: one
+ * line naming both, then abort(). */
+static _Noreturn LU_SLOW void lu_bad_size(const char *call, const void *p, size_t given,
+                                          size_t holds)
+{
+    char what[160];
+    snprintf(what, sizeof what, "%s of a block with a size it was not allocated with "
+             "(%zu given, the block %s %zu):", call, given, lu_debug ? "was asked for" : "holds",
+             holds);
+    umem__die(what, p);
+}
+
+/* The check of free_sized and free_aligned_sized: under UMEM_DEBUG, n must
+ * be the size the block was asked for (0 for a request of 0); otherwise
+ * n must not exceed what the block can hold, which costs no more than
+ * the free. */
+static inline void lu_check_size(umem_t *h, const char *call, void *p, size_t n)
+{
+    size_t holds = umem_usable_size(h, p); /* UMEM_DEBUG: the size asked for */
+    if (lu_debug ? n != holds && !(n == 0 && holds == 1) : n > holds)
+        lu_bad_size(call, p, n, holds);
+}
+
+LU_EXPORT void free_sized(void *p, size_t n)
+{
+    umem_t *h = lu_get();
+    if (LU_UNLIKELY(!h || lu_boot_owns(p))) {
+        lu_free_slow(p);
+        return;
+    }
+    if (p)
+        lu_check_size(h, "free_sized", p, n);
+    umem_free(h, p);
+}
+
+LU_EXPORT void free_aligned_sized(void *p, size_t align, size_t n)
+{
+    umem_t *h = lu_get();
+    if (LU_UNLIKELY(!h || lu_boot_owns(p))) {
+        lu_free_slow(p);
+        return;
+    }
+    if (p && (align == 0 || (align & (align - 1)) != 0 || (uintptr_t)p % align != 0)) {
+        char what[128];
+        snprintf(what, sizeof what,
+                 "free_aligned_sized of a block with an alignment it was not allocated "
+                 "with (%zu):", align);
+        umem__die(what, p);
+    }
+    if (p)
+        lu_check_size(h, "free_aligned_sized", p, n);
+    umem_free(h, p);
+}
+
 /* ---- UMEM_STATS ----
  * Programs may close standard error before they exit (GNU programs do,
  * to report a failed write), so the figures go to a copy of it made at
