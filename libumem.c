@@ -394,9 +394,10 @@ static _Noreturn LU_SLOW void lu_bad_size(const char *call, const void *p, size_
                                           size_t holds)
 {
     char what[160];
-    snprintf(what, sizeof what, "%s of a block with a size it was not allocated with "
-             "(%zu given, the block %s %zu):", call, given, lu_debug ? "was asked for" : "holds",
-             holds);
+    snprintf(what, sizeof what,
+             "%s of a block with a size it was not allocated with "
+             "(%zu given, the block %s %zu):",
+             call, given, lu_debug ? "was asked for" : "holds", holds);
     umem__die(what, p);
 }
 
@@ -434,7 +435,8 @@ LU_EXPORT void free_aligned_sized(void *p, size_t align, size_t n)
         char what[128];
         snprintf(what, sizeof what,
                  "free_aligned_sized of a block with an alignment it was not allocated "
-                 "with (%zu):", align);
+                 "with (%zu):",
+                 align);
         umem__die(what, p);
     }
     if (p)
@@ -550,17 +552,18 @@ static size_t lu_stats_rows(struct lu_row *rows)
 
 /* The figures as text: a heading and "name value" lines, or one JSON
  * object on one line.  Returns the length (at most `size`). */
-static size_t lu_stats_format(char *text, size_t size, const struct lu_row *rows, size_t n)
+static size_t lu_stats_format(char *text, size_t size, const struct lu_row *rows,
+                              size_t n)
 {
     long pid = (long)getpid();
     int r = lu_stats_json ? snprintf(text, size, "{\"pid\": %ld", pid)
                           : snprintf(text, size, "libumem statistics (pid %ld)\n", pid);
     size_t len = r > 0 ? (size_t)r : 0;
     for (size_t i = 0; i < n && len < size; i++) {
-        r = lu_stats_json ? snprintf(text + len, size - len, ", \"%s\": %llu", rows[i].name,
-                                     (unsigned long long)rows[i].value)
-                          : snprintf(text + len, size - len, "  %-18s %llu\n", rows[i].name,
-                                     (unsigned long long)rows[i].value);
+        r = lu_stats_json ? snprintf(text + len, size - len, ", \"%s\": %llu",
+                                     rows[i].name, (unsigned long long)rows[i].value)
+                          : snprintf(text + len, size - len, "  %-18s %llu\n",
+                                     rows[i].name, (unsigned long long)rows[i].value);
         if (r > 0)
             len += (size_t)r;
     }
@@ -593,16 +596,16 @@ __attribute__((destructor)) static void lu_stats_print(void)
  * it empty. */
 
 struct lu_figures {
-    uint64_t system;      /* the regions' blocks, large mappings, cached ones */
-    uint64_t in_use;      /* bytes_in_use: every block handed out, large ones too */
-    uint64_t free;        /* system - in_use */
-    uint64_t pool_free;   /* of free, the pools' pages not handed out */
-    uint64_t large;       /* large blocks in use, and their mappings' bytes */
+    uint64_t system;    /* the regions' blocks, large mappings, cached ones */
+    uint64_t in_use;    /* bytes_in_use: every block handed out, large ones too */
+    uint64_t free;      /* system - in_use */
+    uint64_t pool_free; /* of free, the pools' pages not handed out */
+    uint64_t large;     /* large blocks in use, and their mappings' bytes */
     uint64_t large_bytes;
-    uint64_t peak;        /* peak_bytes_in_use */
-    uint64_t trimmable;   /* what malloc_trim(0) may give back, at most */
-    uint64_t heap;        /* heap_bytes: the regions' blocks alone */
-    uint64_t mapped;      /* mapped_bytes */
+    uint64_t peak;      /* peak_bytes_in_use */
+    uint64_t trimmable; /* what malloc_trim(0) may give back, at most */
+    uint64_t heap;      /* heap_bytes: the regions' blocks alone */
+    uint64_t mapped;    /* mapped_bytes */
 };
 
 static void lu_figures(struct lu_figures *f)
@@ -689,9 +692,9 @@ LU_EXPORT void malloc_stats(void)
             "Arena 0:\nsystem bytes     = %10llu\nin use bytes     = %10llu\n"
             "Total (incl. mmap):\nsystem bytes     = %10llu\nin use bytes     = %10llu\n"
             "max mmap regions = %10llu\nmax mmap bytes   = %10llu\n",
-            (unsigned long long)f.heap, (unsigned long long)(f.in_use - f.large_bytes), (unsigned long long)f.system,
-            (unsigned long long)f.in_use, (unsigned long long)f.large,
-            (unsigned long long)f.large_bytes);
+            (unsigned long long)f.heap, (unsigned long long)(f.in_use - f.large_bytes),
+            (unsigned long long)f.system, (unsigned long long)f.in_use,
+            (unsigned long long)f.large, (unsigned long long)f.large_bytes);
     errno = saved;
 }
 
@@ -708,24 +711,28 @@ LU_EXPORT int malloc_info(int options, FILE *out)
     lu_figures(&f);
     unsigned long long fast = f.pool_free, rest = f.free - f.pool_free;
     unsigned long long heap = f.heap;
-    fprintf(out,
-            "<malloc version=\"1\">\n<heap nr=\"0\">\n<sizes>\n</sizes>\n"
-            "<total type=\"fast\" count=\"0\" size=\"%llu\"/>\n"
-            "<total type=\"rest\" count=\"0\" size=\"%llu\"/>\n"
-            "<system type=\"current\" size=\"%llu\"/>\n<system type=\"max\" size=\"%llu\"/>\n"
-            "<aspace type=\"total\" size=\"%llu\"/>\n<aspace type=\"mprotect\" size=\"%llu\"/>\n"
-            "</heap>\n",
-            fast, rest, heap, heap, heap, heap);
-    fprintf(out,
-            "<total type=\"fast\" count=\"0\" size=\"%llu\"/>\n"
-            "<total type=\"rest\" count=\"0\" size=\"%llu\"/>\n"
-            "<total type=\"mmap\" count=\"%llu\" size=\"%llu\"/>\n"
-            "<system type=\"current\" size=\"%llu\"/>\n<system type=\"max\" size=\"%llu\"/>\n"
-            "<aspace type=\"total\" size=\"%llu\"/>\n<aspace type=\"mprotect\" size=\"%llu\"/>\n"
-            "</malloc>\n",
-            fast, rest, (unsigned long long)f.large, (unsigned long long)f.large_bytes,
-            (unsigned long long)f.system, (unsigned long long)f.system,
-            (unsigned long long)f.mapped, (unsigned long long)f.mapped);
+    fprintf(
+        out,
+        "<malloc version=\"1\">\n<heap nr=\"0\">\n<sizes>\n</sizes>\n"
+        "<total type=\"fast\" count=\"0\" size=\"%llu\"/>\n"
+        "<total type=\"rest\" count=\"0\" size=\"%llu\"/>\n"
+        "<system type=\"current\" size=\"%llu\"/>\n<system type=\"max\" size=\"%llu\"/>\n"
+        "<aspace type=\"total\" size=\"%llu\"/>\n<aspace type=\"mprotect\" "
+        "size=\"%llu\"/>\n"
+        "</heap>\n",
+        fast, rest, heap, heap, heap, heap);
+    fprintf(
+        out,
+        "<total type=\"fast\" count=\"0\" size=\"%llu\"/>\n"
+        "<total type=\"rest\" count=\"0\" size=\"%llu\"/>\n"
+        "<total type=\"mmap\" count=\"%llu\" size=\"%llu\"/>\n"
+        "<system type=\"current\" size=\"%llu\"/>\n<system type=\"max\" size=\"%llu\"/>\n"
+        "<aspace type=\"total\" size=\"%llu\"/>\n<aspace type=\"mprotect\" "
+        "size=\"%llu\"/>\n"
+        "</malloc>\n",
+        fast, rest, (unsigned long long)f.large, (unsigned long long)f.large_bytes,
+        (unsigned long long)f.system, (unsigned long long)f.system,
+        (unsigned long long)f.mapped, (unsigned long long)f.mapped);
     return 0;
 }
 
