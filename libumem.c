@@ -255,9 +255,12 @@ static inline size_t lu_page(void)
     return page > 0 ? (size_t)page : 4096;
 }
 
-/* ---- the malloc family ---- */
+/* ---- the malloc family ----
+ * The bodies of the calls glibc also exports under a second name
+ * (__libc_malloc and the rest, below) are static, each exported function
+ * a call of one: a function's code keeps its one name. */
 
-LU_EXPORT void *malloc(size_t n)
+static inline void *lu_malloc(size_t n)
 {
     umem_t *h = lu_get();
     if (LU_UNLIKELY(!h))
@@ -265,7 +268,7 @@ LU_EXPORT void *malloc(size_t n)
     return umem_alloc(h, n + (n == 0));
 }
 
-LU_EXPORT void free(void *p)
+static inline void lu_free(void *p)
 {
     umem_t *h = lu_get();
     if (LU_UNLIKELY(!h || lu_boot_owns(p))) {
@@ -275,7 +278,7 @@ LU_EXPORT void free(void *p)
     umem_free(h, p);
 }
 
-LU_EXPORT void *calloc(size_t count, size_t size)
+static inline void *lu_calloc(size_t count, size_t size)
 {
     size_t n;
     if (lu_mul_overflows(count, size, &n)) {
@@ -287,6 +290,21 @@ LU_EXPORT void *calloc(size_t count, size_t size)
     if (p && !lu_fresh(h, p, n))
         memset(p, 0, n);
     return p;
+}
+
+LU_EXPORT void *malloc(size_t n)
+{
+    return lu_malloc(n);
+}
+
+LU_EXPORT void free(void *p)
+{
+    lu_free(p);
+}
+
+LU_EXPORT void *calloc(size_t count, size_t size)
+{
+    return lu_calloc(count, size);
 }
 
 LU_EXPORT void *realloc(void *p, size_t n)
@@ -326,7 +344,7 @@ LU_EXPORT void *aligned_alloc(size_t align, size_t n)
 }
 
 /* Any alignment: rounded up to a power of two, as glibc does. */
-LU_EXPORT void *memalign(size_t align, size_t n)
+static inline void *lu_memalign_any(size_t align, size_t n)
 {
     if (align > SIZE_MAX / 2 + 1) {
         errno = EINVAL;
@@ -338,13 +356,18 @@ LU_EXPORT void *memalign(size_t align, size_t n)
     return lu_memalign(a, n);
 }
 
+LU_EXPORT void *memalign(size_t align, size_t n)
+{
+    return lu_memalign_any(align, n);
+}
+
 LU_EXPORT void *valloc(size_t n)
 {
     return lu_memalign(lu_page(), n);
 }
 
 /* n rounded up to whole pages, at least one. */
-LU_EXPORT void *pvalloc(size_t n)
+static inline void *lu_pvalloc(size_t n)
 {
     size_t page = lu_page();
     if (n > SIZE_MAX - (page - 1)) {
@@ -353,6 +376,11 @@ LU_EXPORT void *pvalloc(size_t n)
     }
     n = n == 0 ? page : (n + page - 1) & ~(page - 1);
     return lu_memalign(page, n);
+}
+
+LU_EXPORT void *pvalloc(size_t n)
+{
+    return lu_pvalloc(n);
 }
 
 LU_EXPORT size_t malloc_usable_size(void *p)
@@ -370,23 +398,42 @@ LU_EXPORT size_t malloc_usable_size(void *p)
 /* ---- glibc's own entry points, and C23's sized frees ----
  * __libc_malloc and the rest are the names glibc gives its allocator
  * besides the standard ones; a program or a library that calls them
- * directly must reach the same heap as free().  They are the standard
- * functions under a second name (an ELF alias), not copies. */
+ * directly must reach the same heap as free(). */
 
-#if defined(__GNUC__) && defined(__ELF__)
-#if defined(__has_attribute) && __has_attribute(copy)
-#define LU_ALIAS(name) __attribute__((alias(#name), copy(name), visibility("default")))
-#else
-#define LU_ALIAS(name) __attribute__((alias(#name), visibility("default")))
-#endif
-LU_ALIAS(malloc) void *__libc_malloc(size_t n);
-LU_ALIAS(free) void __libc_free(void *p);
-LU_ALIAS(calloc) void *__libc_calloc(size_t count, size_t size);
-LU_ALIAS(realloc) void *__libc_realloc(void *p, size_t n);
-LU_ALIAS(memalign) void *__libc_memalign(size_t align, size_t n);
-LU_ALIAS(valloc) void *__libc_valloc(size_t n);
-LU_ALIAS(pvalloc) void *__libc_pvalloc(size_t n);
-#endif
+LU_EXPORT void *__libc_malloc(size_t n)
+{
+    return lu_malloc(n);
+}
+
+LU_EXPORT void __libc_free(void *p)
+{
+    lu_free(p);
+}
+
+LU_EXPORT void *__libc_calloc(size_t count, size_t size)
+{
+    return lu_calloc(count, size);
+}
+
+LU_EXPORT void *__libc_realloc(void *p, size_t n)
+{
+    return lu_realloc(p, n);
+}
+
+LU_EXPORT void *__libc_memalign(size_t align, size_t n)
+{
+    return lu_memalign_any(align, n);
+}
+
+LU_EXPORT void *__libc_valloc(size_t n)
+{
+    return lu_memalign(lu_page(), n);
+}
+
+LU_EXPORT void *__libc_pvalloc(size_t n)
+{
+    return lu_pvalloc(n);
+}
 
 /* A sized free whose size or alignment does not match the block: one
  * line naming both, then abort(). */
