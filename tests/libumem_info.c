@@ -181,7 +181,8 @@ static void fill_info(FILE *f)
 }
 
 /* The number after `key` at or after the n-th occurrence of `after`. */
-static unsigned long long field(const char *text, const char *after, int n, const char *key)
+static unsigned long long field(const char *text, const char *after, int n,
+                                const char *key)
 {
     const char *at = text;
     for (int i = 0; i < n && at; i++)
@@ -205,7 +206,8 @@ static void malloc_stats_in_glibcs_shape(void)
     CHECK_GE(field(text, "Arena 0", 1, "system bytes     ="), 1ull);
     CHECK_GE(maps, 1ull);
     if (libumem)
-        CHECK_EQ(field(text, "Total", 1, "system bytes     ="), (unsigned long long)m.arena);
+        CHECK_EQ(field(text, "Total", 1, "system bytes     ="),
+                 (unsigned long long)m.arena);
     free(big);
 }
 
@@ -219,8 +221,10 @@ static void malloc_info_in_glibcs_elements(void)
     CHECK(strstr(text, "</heap>\n") != NULL);
     size_t len = strlen(text);
     CHECK(len > 10 && strcmp(text + len - 10, "</malloc>\n") == 0);
-    CHECK_EQ(field(text, "<total type=\"mmap\"", 1, "count=\""), (unsigned long long)m.hblks);
-    CHECK_EQ(field(text, "<total type=\"mmap\"", 1, "size=\""), (unsigned long long)m.hblkhd);
+    CHECK_EQ(field(text, "<total type=\"mmap\"", 1, "count=\""),
+             (unsigned long long)m.hblks);
+    CHECK_EQ(field(text, "<total type=\"mmap\"", 1, "size=\""),
+             (unsigned long long)m.hblkhd);
     /* The total's current system bytes: the second such element. */
     CHECK_EQ(field(text, "<system type=\"current\"", 2, "size=\""),
              (unsigned long long)m.arena);
@@ -286,7 +290,8 @@ static void trim_gives_the_pages_back(void)
     small_blocks_come_and_go(100, &peak);
     int r = malloc_trim(0);
     size_t after = resident_bytes();
-    fprintf(stderr, "resident: %zu KiB before, %zu KiB with 100 MiB, %zu KiB after (trim %d)\n",
+    fprintf(stderr,
+            "resident: %zu KiB before, %zu KiB with 100 MiB, %zu KiB after (trim %d)\n",
             before >> 10, peak >> 10, after >> 10, r);
     CHECK_GE(peak, before + ((size_t)90 << 20));
     CHECK_LE(after, before + before / 10);
@@ -311,7 +316,8 @@ static void libc_entry_points_share_the_heap(void)
         CHECK_EQ(z[i], 0);
     char *r = __libc_realloc(malloc(10), 5000);
     CHECK(r != NULL);
-    char *m = __libc_memalign(256, 100), *v = __libc_valloc(100), *pv = __libc_pvalloc(100);
+    char *m = __libc_memalign(256, 100), *v = __libc_valloc(100),
+         *pv = __libc_pvalloc(100);
     CHECK(m && v && pv);
     CHECK_EQ((uintptr_t)m % 256, 0);
     CHECK_EQ((uintptr_t)v % page_size(), 0);
@@ -396,6 +402,7 @@ int main(int argc, char **argv)
         return live_blocks_in_use();
     if (strncmp(mode, "sized-", 6) == 0)
         return misuse(mode);
-    fprintf(stderr, "usage: libumem_info figures|in-use|sized-over|sized-under|sized-align\n");
+    fprintf(stderr,
+            "usage: libumem_info figures|in-use|sized-over|sized-under|sized-align\n");
     return 2;
 }

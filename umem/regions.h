@@ -124,10 +124,29 @@ static inline uint64_t umem__purge(umem_t *h, struct umem_node *x, int all)
     return young;
 }
 
-/* umem_trim: gives back at once the whole pages of every free block's
- * dirty range, whatever its age, but the first *keep bytes of them in
- * address order, which stay resident (and dirty).  Returns the bytes of
- * ranges left dirty. */
+/* The resident bytes of the whole pages [from, to), by mincore(2); all of
+ * them where it cannot tell. */
+static inline size_t umem__resident(const umem_t *h, uintptr_t from, uintptr_t to)
+{
+    unsigned char vec[512];
+    size_t resident = 0;
+    while (from < to) {
+        size_t pages = (size_t)(to - from) / h->page;
+        pages = pages < sizeof vec ? pages : sizeof vec;
+        if (mincore((void *)from, pages * h->page, vec) != 0)
+            return resident + (size_t)(to - from);
+        for (size_t i = 0; i < pages; i++)
+            resident += (vec[i] & 1) * h->page;
+        from += pages * h->page;
+    }
+    return resident;
+}
+
+/* umem_trim: gives back at once every whole page inside each free block
+ * of two pages or more, whatever its dirty range and its age (pages left
+ * resident at the edges of blocks purged one by one included), but the
+ * first *keep bytes of them in address order.  The resident bytes among
+ * them count as released.  Returns the bytes of dirty ranges that stay. */
 static inline uint64_t umem__purge_keep(umem_t *h, struct umem_node *x, size_t *keep)
 {
     uint64_t kept = 0;
@@ -135,25 +154,22 @@ static inline uint64_t umem__purge_keep(umem_t *h, struct umem_node *x, size_t *
     while (x && x->max >= 2 * h->page) {
         kept += umem__purge_keep(h, x->left, keep);
         size_t size = umem__size(x);
-        char *end = (char *)x + size - sizeof(size_t);
-        char *lo = x->dirty_lo > (char *)(x + 1) ? x->dirty_lo : (char *)(x + 1);
-        char *hi = x->dirty_hi < end ? x->dirty_hi : end;
-        uintptr_t from = ((uintptr_t)lo + pg) & ~pg, to = (uintptr_t)hi & ~pg;
-        if (size >= 2 * h->page && x->dirty_lo != x->dirty_hi) {
-            size_t whole = to > from ? to - from : 0;
-            if (whole > 0 && *keep >= whole) {
-                *keep -= whole; /* kept, all of it */
-                kept += (uint64_t)(x->dirty_hi - x->dirty_lo);
-            } else {
-                size_t skip = whole > 0 ? (*keep + pg) & ~pg : 0; /* < whole, or 0 */
-                from += skip;
-                *keep = 0;
-                if (to > from && madvise((void *)from, to - from, MADV_DONTNEED) == 0)
-                    h->released_bytes += to - from;
-                x->dirty_lo = skip ? lo : NULL;
-                x->dirty_hi = skip ? (char *)from : NULL;
-                kept += skip;
+        uintptr_t from = ((uintptr_t)(x + 1) + pg) & ~pg;
+        uintptr_t to = ((uintptr_t)x + size - sizeof(size_t)) & ~pg;
+        if (size >= 2 * h->page && to > from) {
+            size_t whole = (size_t)(to - from);
+            size_t skip = *keep >= whole ? whole : (*keep + pg) & ~pg; /* whole pages */
+            *keep = *keep >= whole ? *keep - whole : 0;
+            uintptr_t cut = from + skip;
+            size_t resident = cut < to ? umem__resident(h, cut, to) : 0;
+            if (cut < to && madvise((void *)cut, to - cut, MADV_DONTNEED) == 0) {
+                h->released_bytes += resident;
+                if (skip == 0 || (uintptr_t)x->dirty_lo >= cut)
+                    x->dirty_lo = x->dirty_hi = NULL;
+                else if ((uintptr_t)x->dirty_hi > cut)
+                    x->dirty_hi = (char *)cut;
             }
+            kept += (uint64_t)(x->dirty_hi - x->dirty_lo);
         }
         x = x->right;
     }
