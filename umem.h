@@ -155,8 +155,8 @@ typedef struct umem_stats {
                                    (UMEM_DEBUG, AddressSanitizer: umem(3), DEBUGGING) */
     uint64_t large_bytes;       /* of bytes_in_use, the large blocks' own mappings */
     uint64_t map_cache_bytes;   /* freed large mappings kept for reuse, now */
-    uint64_t unpurged_bytes;    /* bytes freed into large free blocks since the last
-                                   purge: what umem_trim may give back, at most */
+    uint64_t unpurged_bytes;    /* bytes freed since the last purge, perhaps resident
+                                   (umem(3), Statistics) */
 } umem_stats_t;
 
 /* ---- the calls (umem(3) has their whole contract) ---------------------- */
