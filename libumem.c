@@ -9,8 +9,12 @@
  * thread's cache, the others under the heap's lock, blocks of UMEM_LARGE
  * bytes and more in mappings of their own.  Exported, with glibc's
  * behaviour: malloc, free, calloc, realloc, reallocarray, posix_memalign,
- * aligned_alloc, memalign, valloc, pvalloc and malloc_usable_size; nothing
- * else (the library is built with -fvisibility=hidden).
+ * aligned_alloc, memalign, valloc, pvalloc and malloc_usable_size, and
+ * glibc's second names for seven of them (__libc_malloc ...); C23's
+ * free_sized and free_aligned_sized; glibc's mallinfo2, mallinfo,
+ * malloc_trim, malloc_stats, malloc_info and mallopt, answered from the
+ * heap's statistics.  Nothing else (the library is built with
+ * -fvisibility=hidden).
  *
  * THE FIRST CALL
  *   The heap is made under a mutex by the first thread to allocate, and
@@ -43,8 +47,9 @@
  * UMEM_STATS
  *   With UMEM_STATS set to anything but "" or "0" when the program
  *   starts, the heap's figures go to standard error when it exits, one
- *   "name value" per line (through a copy of descriptor 2 made at start,
- *   since many programs close standard error before they exit).
+ *   "name value" per line, or one JSON object for "json" (through a copy
+ *   of descriptor 2 made at start, since many programs close standard
+ *   error before they exit).
  *
  * LARGE BLOCKS
  *   A block gets a mapping of its own from 8 MiB (umem.h's default is
@@ -650,7 +655,7 @@ struct lu_figures {
     uint64_t large;     /* large blocks in use, and their mappings' bytes */
     uint64_t large_bytes;
     uint64_t peak;      /* peak_bytes_in_use */
-    uint64_t trimmable; /* what malloc_trim(0) may give back, at most */
+    uint64_t trimmable; /* about what malloc_trim(0) could give back */
     uint64_t heap;      /* heap_bytes: the regions' blocks alone */
     uint64_t mapped;    /* mapped_bytes */
 };
