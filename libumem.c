@@ -403,39 +403,42 @@ LU_EXPORT size_t malloc_usable_size(void *p)
 /* ---- glibc's own entry points, and C23's sized frees ----
  * __libc_malloc and the rest are the names glibc gives its allocator
  * besides the standard ones; a program or a library that calls them
- * directly must reach the same heap as free(). */
+ * directly must reach the same heap as free().  Few do: they are cold,
+ * so that the compiler spends its inlining on the standard names (a
+ * second inlined copy of calloc and realloc left the pools' pop out of
+ * line in both). */
 
-LU_EXPORT void *__libc_malloc(size_t n)
+LU_EXPORT LU_SLOW void *__libc_malloc(size_t n)
 {
     return lu_malloc(n);
 }
 
-LU_EXPORT void __libc_free(void *p)
+LU_EXPORT LU_SLOW void __libc_free(void *p)
 {
     lu_free(p);
 }
 
-LU_EXPORT void *__libc_calloc(size_t count, size_t size)
+LU_EXPORT LU_SLOW void *__libc_calloc(size_t count, size_t size)
 {
     return lu_calloc(count, size);
 }
 
-LU_EXPORT void *__libc_realloc(void *p, size_t n)
+LU_EXPORT LU_SLOW void *__libc_realloc(void *p, size_t n)
 {
     return lu_realloc(p, n);
 }
 
-LU_EXPORT void *__libc_memalign(size_t align, size_t n)
+LU_EXPORT LU_SLOW void *__libc_memalign(size_t align, size_t n)
 {
     return lu_memalign_any(align, n);
 }
 
-LU_EXPORT void *__libc_valloc(size_t n)
+LU_EXPORT LU_SLOW void *__libc_valloc(size_t n)
 {
     return lu_memalign(lu_page(), n);
 }
 
-LU_EXPORT void *__libc_pvalloc(size_t n)
+LU_EXPORT LU_SLOW void *__libc_pvalloc(size_t n)
 {
     return lu_pvalloc(n);
 }
