@@ -72,10 +72,12 @@
 #if defined(__GNUC__)
 #define LU_EXPORT      __attribute__((visibility("default")))
 #define LU_SLOW        __attribute__((noinline, cold))
+#define LU_NOINLINE    __attribute__((noinline))
 #define LU_UNLIKELY(x) __builtin_expect(!!(x), 0)
 #else
 #define LU_EXPORT
 #define LU_SLOW
+#define LU_NOINLINE
 #define LU_UNLIKELY(x) (x)
 #endif
 
@@ -460,43 +462,38 @@ static _Noreturn LU_SLOW void lu_bad_size(const char *call, const void *p, size_
  * be the size the block was asked for (0 for a request of 0); otherwise
  * n must not exceed what the block can hold, which costs no more than
  * the free. */
-static inline void lu_check_size(umem_t *h, const char *call, void *p, size_t n)
+/* free_sized and free_aligned_sized: the checks, then the free; one
+ * copy of the free path for both (free_sized's alignment is 1). */
+static LU_NOINLINE void lu_sized_free(const char *call, void *p, size_t align, size_t n)
 {
+    umem_t *h = lu_get();
+    if (LU_UNLIKELY(!h || lu_boot_owns(p))) {
+        lu_free_slow(p);
+        return;
+    }
+    if (!p)
+        return;
+    if (align == 0 || (align & (align - 1)) != 0 || (uintptr_t)p % align != 0) {
+        char what[128];
+        snprintf(what, sizeof what,
+                 "%s of a block with an alignment it was not allocated with (%zu):", call,
+                 align);
+        umem__die(what, p);
+    }
     size_t holds = umem_usable_size(h, p); /* UMEM_DEBUG: the size asked for */
     if (lu_debug ? n != holds && !(n == 0 && holds == 1) : n > holds)
         lu_bad_size(call, p, n, holds);
+    umem_free(h, p);
 }
 
 LU_EXPORT void free_sized(void *p, size_t n)
 {
-    umem_t *h = lu_get();
-    if (LU_UNLIKELY(!h || lu_boot_owns(p))) {
-        lu_free_slow(p);
-        return;
-    }
-    if (p)
-        lu_check_size(h, "free_sized", p, n);
-    umem_free(h, p);
+    lu_sized_free("free_sized", p, 1, n);
 }
 
 LU_EXPORT void free_aligned_sized(void *p, size_t align, size_t n)
 {
-    umem_t *h = lu_get();
-    if (LU_UNLIKELY(!h || lu_boot_owns(p))) {
-        lu_free_slow(p);
-        return;
-    }
-    if (p && (align == 0 || (align & (align - 1)) != 0 || (uintptr_t)p % align != 0)) {
-        char what[128];
-        snprintf(what, sizeof what,
-                 "free_aligned_sized of a block with an alignment it was not allocated "
-                 "with (%zu):",
-                 align);
-        umem__die(what, p);
-    }
-    if (p)
-        lu_check_size(h, "free_aligned_sized", p, n);
-    umem_free(h, p);
+    lu_sized_free("free_aligned_sized", p, align, n);
 }
 
 /* ---- UMEM_STATS ----
@@ -554,6 +551,16 @@ __attribute__((destructor)) static void lu_debug_exit(void)
         umem__list_live(h, "still allocated at exit"); /* threads may still run */
 }
 
+/* The heap's figures, all 0 before it exists. */
+static LU_SLOW void lu_stats_get(umem_stats_t *st)
+{
+    umem_t *h = lu_get();
+    if (h)
+        umem_get_stats(h, st);
+    else
+        memset(st, 0, sizeof *st);
+}
+
 struct lu_row {
     const char *name;
     uint64_t value;
@@ -565,11 +572,7 @@ struct lu_row {
 static size_t lu_stats_rows(struct lu_row *rows)
 {
     umem_stats_t st;
-    umem_t *h = lu_get();
-    if (h)
-        umem_get_stats(h, &st);
-    else
-        memset(&st, 0, sizeof st);
+    lu_stats_get(&st);
     const struct lu_row all[] = {
         {"lock_count", st.lock_count},
         {"lock_contended", st.lock_contended},
@@ -666,11 +669,7 @@ struct lu_figures {
 static void lu_figures(struct lu_figures *f)
 {
     umem_stats_t st;
-    umem_t *h = lu_get();
-    if (h)
-        umem_get_stats(h, &st);
-    else
-        memset(&st, 0, sizeof st);
+    lu_stats_get(&st);
     f->system = st.heap_bytes + st.large_bytes + st.map_cache_bytes;
     f->in_use = st.bytes_in_use;
     f->free = f->system > f->in_use ? f->system - f->in_use : 0;
