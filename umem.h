@@ -54,7 +54,8 @@
  *   umem/calls.h     allocation, free, realloc, memalign: the plain path
  *   umem/debug.h     the watched path: records, guards, quarantine,
  *                    tools, and a program's own pools
- *   umem/api.h       umem_create, umem_destroy, the public wrappers
+ *   umem/api.h       umem_create, umem_destroy, the public wrappers,
+ *                    umem_trim and umem_set_purge_min
  *   umem/check.h     umem_check and the statistics
  *   umem/hooks.h     the test hooks
  *

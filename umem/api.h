@@ -1,7 +1,7 @@
 /*
- * umem/api.h - the public calls: umem_create, umem_destroy, and the
- * wrappers that take the plain path or the watched one (a part of
- * umem.h).
+ * umem/api.h - the public calls: umem_create, umem_destroy, the
+ * wrappers that take the plain path or the watched one, and umem_trim
+ * and umem_set_purge_min, which give memory back now (a part of umem.h).
  *
  * Their contracts are with their prototypes in umem.h, in full in
  * umem(3).  umem_create and umem_destroy are written as their steps:

@@ -26,7 +26,8 @@
  *   gives every free page and cached mapping back on the call that sees
  *   it, so that a program that frees its memory and goes idle shrinks
  *   with no call after.  Otherwise, a heap no call reaches keeps its
- *   pages.
+ *   pages, until umem_trim gives back every whole page of its free
+ *   blocks at once, whatever their age (umem__purge_keep).
  */
 #ifndef UMEM_H
 #error "umem/regions.h is a part of umem.h: include umem.h instead"
