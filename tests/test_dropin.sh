@@ -78,6 +78,9 @@ misuse() {
         not_ok "$name" "rc $rc, stdout '$out', stderr '$err'"
     fi
 }
+run env LD_PRELOAD="$LIB" LIBUMEM=1 UMEM_DEBUG=1 "$PROG" sized
+check "UMEM_DEBUG=1: sized frees with the sizes asked for (0 to 131071, calloc, aligned) pass" \
+    eval '[ $rc -eq 0 ] && [ "$out" = "ok - sized_frees_free" ]'
 misuse "free_sized with more than the block holds: one line, abort" sized-over abort
 misuse "free_sized with more than asked for, UMEM_DEBUG: one line, abort" sized-over abort \
     UMEM_DEBUG=1
