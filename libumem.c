@@ -406,9 +406,8 @@ LU_EXPORT size_t malloc_usable_size(void *p)
  * __libc_malloc and the rest are the names glibc gives its allocator
  * besides the standard ones; a program or a library that calls them
  * directly must reach the same heap as free().  Few do: they are cold,
- * so that the compiler spends its inlining on the standard names (a
- * second inlined copy of calloc and realloc left the pools' pop out of
- * line in both). */
+ * so that the compiler spends its inlining on the standard names, whose
+ * code stays as it was without them. */
 
 LU_EXPORT LU_SLOW void *__libc_malloc(size_t n)
 {
@@ -654,16 +653,16 @@ __attribute__((destructor)) static void lu_stats_print(void)
  * it empty. */
 
 struct lu_figures {
-    uint64_t system;    /* the regions' blocks, large mappings, cached ones */
-    uint64_t in_use;    /* bytes_in_use: every block handed out, large ones too */
-    uint64_t free;      /* system - in_use */
-    uint64_t pool_free; /* of free, the pools' pages not handed out */
-    uint64_t large;     /* large blocks in use, and their mappings' bytes */
-    uint64_t large_bytes;
-    uint64_t peak;      /* peak_bytes_in_use */
-    uint64_t trimmable; /* about what malloc_trim(0) could give back */
-    uint64_t heap;      /* heap_bytes: the regions' blocks alone */
-    uint64_t mapped;    /* mapped_bytes */
+    uint64_t system;      /* the regions' blocks, large mappings, cached ones */
+    uint64_t in_use;      /* bytes_in_use: every block handed out, large ones too */
+    uint64_t free;        /* system - in_use */
+    uint64_t pool_free;   /* of free, the pools' pages not handed out */
+    uint64_t large;       /* large blocks in use */
+    uint64_t large_bytes; /* their mappings' bytes */
+    uint64_t peak;        /* peak_bytes_in_use */
+    uint64_t trimmable;   /* about what malloc_trim(0) could give back */
+    uint64_t heap;        /* heap_bytes: the regions' blocks alone */
+    uint64_t mapped;      /* mapped_bytes */
 };
 
 static void lu_figures(struct lu_figures *f)
@@ -701,12 +700,12 @@ LU_EXPORT struct mallinfo2 mallinfo2(void)
 }
 #endif
 
+#ifdef __GLIBC__
 static int lu_clamp(uint64_t v)
 {
     return v > INT_MAX ? INT_MAX : (int)v;
 }
 
-#ifdef __GLIBC__
 /* The old call, its int fields clamped to INT_MAX. */
 LU_EXPORT struct mallinfo mallinfo(void)
 {
