@@ -2,6 +2,7 @@
 # make test       builds and runs every test; ends with "N passed, N failed"
 # make check      sanitizers, valgrind and fuzzing (a few minutes)
 # make install    PREFIX=/usr/local, DESTDIR for staging; make uninstall
+#                 (pkg-config files umem.pc and libumem.pc in $(LIBDIR)/pkgconfig)
 # make bench      the benchmark (never part of the tests)
 # make mutants    mutation testing: do the tests catch small bugs planted in
 #                 the allocator? (tests/mutants.sh; never part of make test)
@@ -13,6 +14,8 @@ BINDIR = $(PREFIX)/bin
 LIBDIR = $(PREFIX)/lib
 INCLUDEDIR = $(PREFIX)/include
 MANDIR = $(PREFIX)/share/man
+PKGCONFIGDIR = $(LIBDIR)/pkgconfig
+VERSION = $(shell sed -n '/define VERSION /s/[^"]*"\([^"]*\)".*/\1/p' blocksig.h)
 
 PROGRAMS = sharedhash esharedhash
 # blocksig.h and the parts it includes
@@ -22,7 +25,8 @@ UMEM_PARTS = platform layout tree lock heap regions large locate pages pools cal
 	check hooks
 UMEM = umem.h $(UMEM_PARTS:%=umem/%.h)
 TESTS = tests/test_umem tests/test_umem_regions tests/test_umem_files tests/test_fuzz_corpus \
-	tests/faults.so tests/libumem_prog tests/libumem_boot.so tests/forks tests/debug_bugs
+	tests/faults.so tests/libumem_prog tests/libumem_boot.so tests/forks tests/debug_bugs \
+	tests/libumem_info tests/test_umem_trim
 
 # libumem.so exports the malloc family only; none of it is a builtin here,
 # so that malloc + memset can never become a call to calloc.
@@ -58,6 +62,9 @@ tests/faults.so: tests/faults.c
 tests/libumem_prog: tests/libumem_prog.c tests/check.h
 	$(CC) $(CFLAGS) -fno-builtin $(PTHREAD) -o $@ $< $(LDFLAGS)
 
+tests/libumem_info: tests/libumem_info.c tests/check.h
+	$(CC) $(CFLAGS) -fno-builtin $(PTHREAD) -o $@ $< $(LDFLAGS)
+
 tests/forks: tests/forks.c tests/check.h
 	$(CC) $(CFLAGS) -fno-builtin $(PTHREAD) -o $@ $< $(LDFLAGS)
 
@@ -85,14 +92,25 @@ install: all
 	install -m 644 $(UMEM_PARTS:%=umem/%.h) $(DESTDIR)$(INCLUDEDIR)/umem/
 	install -m 644 man/sharedhash.1 man/esharedhash.1 $(DESTDIR)$(MANDIR)/man1/
 	install -m 644 man/umem.3 man/libumem.3 $(DESTDIR)$(MANDIR)/man3/
+	install -d $(DESTDIR)$(PKGCONFIGDIR)
+	printf '%s\n' 'prefix=$(PREFIX)' 'includedir=$(INCLUDEDIR)' '' 'Name: umem' \
+		'Description: umem.h, a header-only first-fit heap allocator' \
+		'Version: $(VERSION)' 'Cflags: -I$${includedir} -pthread' 'Libs: -pthread' \
+		> $(DESTDIR)$(PKGCONFIGDIR)/umem.pc
+	printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$(LIBDIR)' 'preload=$${libdir}/libumem.so' '' \
+		'Name: libumem' 'Description: umem as the malloc of a program (link, or LD_PRELOAD)' \
+		'Version: $(VERSION)' 'Libs: -L$${libdir} -lumem' 'Libs.private: -pthread' \
+		> $(DESTDIR)$(PKGCONFIGDIR)/libumem.pc
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/sharedhash $(DESTDIR)$(BINDIR)/esharedhash \
 		$(DESTDIR)$(INCLUDEDIR)/umem.h $(DESTDIR)$(LIBDIR)/libumem.so \
 		$(DESTDIR)$(MANDIR)/man1/sharedhash.1 $(DESTDIR)$(MANDIR)/man1/esharedhash.1 \
 		$(DESTDIR)$(MANDIR)/man3/umem.3 $(DESTDIR)$(MANDIR)/man3/libumem.3 \
-		$(UMEM_PARTS:%=$(DESTDIR)$(INCLUDEDIR)/umem/%.h)
+		$(UMEM_PARTS:%=$(DESTDIR)$(INCLUDEDIR)/umem/%.h) \
+		$(DESTDIR)$(PKGCONFIGDIR)/umem.pc $(DESTDIR)$(PKGCONFIGDIR)/libumem.pc
 	-rmdir $(DESTDIR)$(INCLUDEDIR)/umem 2> /dev/null
+	-rmdir $(DESTDIR)$(PKGCONFIGDIR) 2> /dev/null
 
 clean:
 	rm -rf $(PROGRAMS) libumem.so $(TESTS) build

@@ -9,8 +9,12 @@
  * thread's cache, the others under the heap's lock, blocks of UMEM_LARGE
  * bytes and more in mappings of their own.  Exported, with glibc's
  * behaviour: malloc, free, calloc, realloc, reallocarray, posix_memalign,
- * aligned_alloc, memalign, valloc, pvalloc and malloc_usable_size; nothing
- * else (the library is built with -fvisibility=hidden).
+ * aligned_alloc, memalign, valloc, pvalloc and malloc_usable_size, and
+ * glibc's second names for seven of them (__libc_malloc ...); C23's
+ * free_sized and free_aligned_sized; glibc's mallinfo2, mallinfo,
+ * malloc_trim, malloc_stats, malloc_info and mallopt, answered from the
+ * heap's statistics.  Nothing else (the library is built with
+ * -fvisibility=hidden).
  *
  * THE FIRST CALL
  *   The heap is made under a mutex by the first thread to allocate, and
@@ -43,8 +47,9 @@
  * UMEM_STATS
  *   With UMEM_STATS set to anything but "" or "0" when the program
  *   starts, the heap's figures go to standard error when it exits, one
- *   "name value" per line (through a copy of descriptor 2 made at start,
- *   since many programs close standard error before they exit).
+ *   "name value" per line, or one JSON object for "json" (through a copy
+ *   of descriptor 2 made at start, since many programs close standard
+ *   error before they exit).
  *
  * LARGE BLOCKS
  *   A block gets a mapping of its own from 8 MiB (umem.h's default is
@@ -60,6 +65,7 @@
 #include "umem.h"
 
 #include <fcntl.h>
+#include <limits.h>
 #include <malloc.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -67,11 +73,13 @@
 #if defined(__GNUC__)
 #define LU_EXPORT      __attribute__((visibility("default")))
 #define LU_SLOW        __attribute__((noinline, cold))
+#define LU_NOINLINE    __attribute__((noinline))
 #define LU_LIKELY(x)   __builtin_expect(!!(x), 1)
 #define LU_UNLIKELY(x) __builtin_expect(!!(x), 0)
 #else
 #define LU_EXPORT
 #define LU_SLOW
+#define LU_NOINLINE
 #define LU_LIKELY(x)   (x)
 #define LU_UNLIKELY(x) (x)
 #endif
@@ -263,7 +271,10 @@ static inline size_t lu_page(void)
     return page > 0 ? (size_t)page : 4096;
 }
 
-/* ---- the malloc family ---- */
+/* ---- the malloc family ----
+ * The bodies of the calls glibc also exports under a second name
+ * (__libc_malloc and the rest, below) are static, each exported function
+ * a call of one: a function's code keeps its one name. */
 
 static LU_SLOW void *lu_malloc_rest(size_t n)
 {
@@ -274,7 +285,7 @@ static LU_SLOW void *lu_malloc_rest(size_t n)
 }
 
 /* A small request on the plain heap goes straight to its pool. */
-LU_EXPORT void *malloc(size_t n)
+static inline void *lu_malloc(size_t n)
 {
     umem_t *h = atomic_load_explicit(&lu_plain, memory_order_acquire);
     if (LU_LIKELY(h != NULL) && LU_LIKELY(n - 1 < 1024))
@@ -294,7 +305,7 @@ static LU_SLOW void lu_free_rest(umem_t *h, void *p)
 
 /* A pooled slot first: the arena lies in no page, so it is looked for
  * only after the page lookup failed. */
-LU_EXPORT void free(void *p)
+static inline void lu_free(void *p)
 {
     umem_t *h = atomic_load_explicit(&lu_plain, memory_order_acquire);
     if (LU_LIKELY(h != NULL) && LU_LIKELY(umem__free_pooled(h, p)))
@@ -302,7 +313,7 @@ LU_EXPORT void free(void *p)
     lu_free_rest(lu_get(), p);
 }
 
-LU_EXPORT void *calloc(size_t count, size_t size)
+static inline void *lu_calloc(size_t count, size_t size)
 {
     size_t n;
     if (lu_mul_overflows(count, size, &n)) {
@@ -314,6 +325,21 @@ LU_EXPORT void *calloc(size_t count, size_t size)
     if (p && !lu_fresh(h, p, n))
         memset(p, 0, n);
     return p;
+}
+
+LU_EXPORT void *malloc(size_t n)
+{
+    return lu_malloc(n);
+}
+
+LU_EXPORT void free(void *p)
+{
+    lu_free(p);
+}
+
+LU_EXPORT void *calloc(size_t count, size_t size)
+{
+    return lu_calloc(count, size);
 }
 
 LU_EXPORT void *realloc(void *p, size_t n)
@@ -353,7 +379,7 @@ LU_EXPORT void *aligned_alloc(size_t align, size_t n)
 }
 
 /* Any alignment: rounded up to a power of two, as glibc does. */
-LU_EXPORT void *memalign(size_t align, size_t n)
+static inline void *lu_memalign_any(size_t align, size_t n)
 {
     if (align > SIZE_MAX / 2 + 1) {
         errno = EINVAL;
@@ -365,13 +391,18 @@ LU_EXPORT void *memalign(size_t align, size_t n)
     return lu_memalign(a, n);
 }
 
+LU_EXPORT void *memalign(size_t align, size_t n)
+{
+    return lu_memalign_any(align, n);
+}
+
 LU_EXPORT void *valloc(size_t n)
 {
     return lu_memalign(lu_page(), n);
 }
 
 /* n rounded up to whole pages, at least one. */
-LU_EXPORT void *pvalloc(size_t n)
+static inline void *lu_pvalloc(size_t n)
 {
     size_t page = lu_page();
     if (n > SIZE_MAX - (page - 1)) {
@@ -380,6 +411,11 @@ LU_EXPORT void *pvalloc(size_t n)
     }
     n = n == 0 ? page : (n + page - 1) & ~(page - 1);
     return lu_memalign(page, n);
+}
+
+LU_EXPORT void *pvalloc(size_t n)
+{
+    return lu_pvalloc(n);
 }
 
 LU_EXPORT size_t malloc_usable_size(void *p)
@@ -394,6 +430,98 @@ LU_EXPORT size_t malloc_usable_size(void *p)
     return umem_usable_size(h, p);
 }
 
+/* ---- glibc's own entry points, and C23's sized frees ----
+ * __libc_malloc and the rest are the names glibc gives its allocator
+ * besides the standard ones; a program or a library that calls them
+ * directly must reach the same heap as free().  Few do: they are cold,
+ * so that the compiler spends its inlining on the standard names, whose
+ * code stays as it was without them. */
+
+LU_EXPORT LU_SLOW void *__libc_malloc(size_t n)
+{
+    return lu_malloc(n);
+}
+
+LU_EXPORT LU_SLOW void __libc_free(void *p)
+{
+    lu_free(p);
+}
+
+LU_EXPORT LU_SLOW void *__libc_calloc(size_t count, size_t size)
+{
+    return lu_calloc(count, size);
+}
+
+LU_EXPORT LU_SLOW void *__libc_realloc(void *p, size_t n)
+{
+    return lu_realloc(p, n);
+}
+
+LU_EXPORT LU_SLOW void *__libc_memalign(size_t align, size_t n)
+{
+    return lu_memalign_any(align, n);
+}
+
+LU_EXPORT LU_SLOW void *__libc_valloc(size_t n)
+{
+    return lu_memalign(lu_page(), n);
+}
+
+LU_EXPORT LU_SLOW void *__libc_pvalloc(size_t n)
+{
+    return lu_pvalloc(n);
+}
+
+/* A sized free whose size or alignment does not match the block: one
+ * line naming both, then abort(). */
+static _Noreturn LU_SLOW void lu_bad_size(const char *call, const void *p, size_t given,
+                                          size_t holds)
+{
+    char what[160];
+    snprintf(what, sizeof what,
+             "%s of a block with a size it was not allocated with "
+             "(%zu given, the block %s %zu):",
+             call, given, lu_debug ? "was asked for" : "holds", holds);
+    umem__die(what, p);
+}
+
+/* free_sized and free_aligned_sized: the checks, then the free; one
+ * copy of the free path for both (free_sized's alignment is 1).  Under
+ * UMEM_DEBUG, n must be the size the block was asked for (0 for a
+ * request of 0); otherwise n must not exceed what the block can hold,
+ * which costs no more than the free. */
+static LU_NOINLINE void lu_sized_free(const char *call, void *p, size_t align, size_t n)
+{
+    umem_t *h = lu_get();
+    if (LU_UNLIKELY(!h || lu_boot_owns(p))) {
+        lu_free_slow(p);
+        return;
+    }
+    if (!p)
+        return;
+    if (align == 0 || (align & (align - 1)) != 0 || (uintptr_t)p % align != 0) {
+        char what[128];
+        snprintf(what, sizeof what,
+                 "%s of a block with an alignment it was not allocated with (%zu):", call,
+                 align);
+        umem__die(what, p);
+    }
+    size_t holds = umem_usable_size(h, p); /* UMEM_DEBUG: the size asked for */
+    if (lu_debug ? n != holds && !(n == 0 && holds == 1) : n > holds)
+        lu_bad_size(call, p, n, holds);
+    umem_free(h, p);
+}
+
+LU_EXPORT void free_sized(void *p, size_t n)
+{
+    lu_sized_free("free_sized", p, 1, n);
+}
+
+LU_EXPORT void free_aligned_sized(void *p, size_t align, size_t n)
+{
+    lu_sized_free("free_aligned_sized", p, align, n);
+}
+
 /* ---- UMEM_STATS ----
  * Programs may close standard error before they exit (GNU programs do,
  * to report a failed write), so the figures go to a copy of it made at
@@ -404,12 +532,14 @@ LU_EXPORT size_t malloc_usable_size(void *p)
 #define LU_STATS_FD_MIN 512
 
 static int lu_stats_fd = -1;
+static int lu_stats_json; /* UMEM_STATS=json: one JSON object */
 static struct stat lu_stats_st;
 
 __attribute__((constructor)) static void lu_stats_init(void)
 {
     const char *s = getenv("UMEM_STATS");
     lu_stats_wanted = s && *s && strcmp(s, "0") != 0;
+    lu_stats_json = lu_stats_wanted && strcmp(s, "json") == 0;
     if (!lu_stats_wanted)
         return;
     lu_stats_fd = fcntl(2, F_DUPFD_CLOEXEC, LU_STATS_FD_MIN);
@@ -447,20 +577,29 @@ __attribute__((destructor)) static void lu_debug_exit(void)
         umem__list_live(h, "still allocated at exit"); /* threads may still run */
 }
 
-__attribute__((destructor)) static void lu_stats_print(void)
+/* The heap's figures, all 0 before it exists. */
+static LU_SLOW void lu_stats_get(umem_stats_t *st)
 {
-    if (!lu_stats_wanted)
-        return;
-    umem_stats_t st;
     umem_t *h = lu_get();
     if (h)
-        umem_get_stats(h, &st);
+        umem_get_stats(h, st);
     else
-        memset(&st, 0, sizeof st);
-    struct {
-        const char *name;
-        uint64_t value;
-    } rows[] = {
+        memset(st, 0, sizeof *st);
+}
+
+struct lu_row {
+    const char *name;
+    uint64_t value;
+};
+
+#define LU_ROWS 32
+
+/* The figures UMEM_STATS prints, in their order; returns how many. */
+static size_t lu_stats_rows(struct lu_row *rows)
+{
+    umem_stats_t st;
+    lu_stats_get(&st);
+    const struct lu_row all[] = {
         {"lock_count", st.lock_count},
         {"lock_contended", st.lock_contended},
         {"allocs", st.allocs},
@@ -484,23 +623,216 @@ __attribute__((destructor)) static void lu_stats_print(void)
         {"map_reuses", st.map_reuses},
         {"lent_calls", st.lent_calls},
         {"held_blocks", st.held_blocks},
+        {"large_bytes", st.large_bytes},
+        {"map_cache_bytes", st.map_cache_bytes},
+        {"unpurged_bytes", st.unpurged_bytes},
         {"boot_bytes", lu_boot_used},
         {"minor_faults", lu_minor_faults()},
     };
-    /* One write, so that the figures of processes exiting together do
-     * not interleave, and no stdio, which the program may have closed. */
-    char text[2048];
-    size_t len = 0;
-    int r = snprintf(text, sizeof text, "libumem statistics (pid %ld)\n", (long)getpid());
-    len = r > 0 ? (size_t)r : 0;
-    for (size_t i = 0; i < sizeof rows / sizeof rows[0] && len < sizeof text; i++) {
-        r = snprintf(text + len, sizeof text - len, "  %-18s %llu\n", rows[i].name,
-                     (unsigned long long)rows[i].value);
+    _Static_assert(sizeof all / sizeof all[0] <= LU_ROWS, "rows[] holds every figure");
+    memcpy(rows, all, sizeof all);
+    return sizeof all / sizeof all[0];
+}
+
+/* The figures as text: a heading and "name value" lines, or one JSON
+ * object on one line.  Returns the length (at most `size`). */
+static size_t lu_stats_format(char *text, size_t size, const struct lu_row *rows,
+                              size_t n)
+{
+    long pid = (long)getpid();
+    int r = lu_stats_json ? snprintf(text, size, "{\"pid\": %ld", pid)
+                          : snprintf(text, size, "libumem statistics (pid %ld)\n", pid);
+    size_t len = r > 0 ? (size_t)r : 0;
+    for (size_t i = 0; i < n && len < size; i++) {
+        r = lu_stats_json ? snprintf(text + len, size - len, ", \"%s\": %llu",
+                                     rows[i].name, (unsigned long long)rows[i].value)
+                          : snprintf(text + len, size - len, "  %-18s %llu\n",
+                                     rows[i].name, (unsigned long long)rows[i].value);
         if (r > 0)
             len += (size_t)r;
     }
-    if (len > sizeof text)
-        len = sizeof text;
+    if (lu_stats_json && len < size) {
+        r = snprintf(text + len, size - len, "}\n");
+        len += r > 0 ? (size_t)r : 0;
+    }
+    return len < size ? len : size;
+}
+
+__attribute__((destructor)) static void lu_stats_print(void)
+{
+    if (!lu_stats_wanted)
+        return;
+    struct lu_row rows[LU_ROWS];
+    size_t n = lu_stats_rows(rows);
+    /* One write, so that the figures of processes exiting together do
+     * not interleave, and no stdio, which the program may have closed. */
+    char text[4096];
+    size_t len = lu_stats_format(text, sizeof text, rows, n);
     ssize_t ignored = write(lu_stats_out(), text, len);
     (void)ignored;
+}
+
+/* ---- glibc's extensions: what programs ask of malloc besides blocks ----
+ * mallinfo2, mallinfo, malloc_trim, malloc_stats, malloc_info and mallopt,
+ * answered from the heap's own statistics; libumem(3) says which of
+ * umem's figures each field holds, and which fields have none (0).  The
+ * one heap is glibc's arena 0.  A call made before the heap exists finds
+ * it empty. */
+
+struct lu_figures {
+    uint64_t system;      /* the regions' blocks, large mappings, cached ones */
+    uint64_t in_use;      /* bytes_in_use: every block handed out, large ones too */
+    uint64_t free;        /* system - in_use */
+    uint64_t pool_free;   /* of free, the pools' pages not handed out */
+    uint64_t large;       /* large blocks in use */
+    uint64_t large_bytes; /* their mappings' bytes */
+    uint64_t peak;        /* peak_bytes_in_use */
+    uint64_t trimmable;   /* about what malloc_trim(0) could give back */
+    uint64_t heap;        /* heap_bytes: the regions' blocks alone */
+    uint64_t mapped;      /* mapped_bytes */
+};
+
+static void lu_figures(struct lu_figures *f)
+{
+    umem_stats_t st;
+    lu_stats_get(&st);
+    f->system = st.heap_bytes + st.large_bytes + st.map_cache_bytes;
+    f->in_use = st.bytes_in_use;
+    f->free = f->system > f->in_use ? f->system - f->in_use : 0;
+    f->pool_free = st.cached_bytes;
+    f->large = st.large_blocks;
+    f->large_bytes = st.large_bytes;
+    f->peak = st.peak_bytes_in_use;
+    f->trimmable = st.unpurged_bytes + st.map_cache_bytes;
+    f->heap = st.heap_bytes;
+    f->mapped = st.mapped_bytes;
+}
+
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 33)
+LU_EXPORT struct mallinfo2 mallinfo2(void)
+{
+    struct lu_figures f;
+    lu_figures(&f);
+    struct mallinfo2 m;
+    memset(&m, 0, sizeof m); /* ordblks and smblks: umem counts no free blocks */
+    m.arena = (size_t)f.system;
+    m.hblks = (size_t)f.large;
+    m.hblkhd = (size_t)f.large_bytes;
+    m.usmblks = (size_t)f.peak;
+    m.fsmblks = (size_t)f.pool_free;
+    m.uordblks = (size_t)f.in_use;
+    m.fordblks = (size_t)f.free;
+    m.keepcost = (size_t)f.trimmable;
+    return m;
+}
+#endif
+
+#ifdef __GLIBC__
+static int lu_clamp(uint64_t v)
+{
+    return v > INT_MAX ? INT_MAX : (int)v;
+}
+
+/* The old call, its int fields clamped to INT_MAX. */
+LU_EXPORT struct mallinfo mallinfo(void)
+{
+    struct lu_figures f;
+    lu_figures(&f);
+    struct mallinfo m;
+    memset(&m, 0, sizeof m);
+    m.arena = lu_clamp(f.system);
+    m.hblks = lu_clamp(f.large);
+    m.hblkhd = lu_clamp(f.large_bytes);
+    m.usmblks = lu_clamp(f.peak);
+    m.fsmblks = lu_clamp(f.pool_free);
+    m.uordblks = lu_clamp(f.in_use);
+    m.fordblks = lu_clamp(f.free);
+    m.keepcost = lu_clamp(f.trimmable);
+    return m;
+}
+#endif
+
+/* Free pages and cached mappings back now, but `pad` bytes of free
+ * pages; 1 when any went back, as glibc's. */
+LU_EXPORT int malloc_trim(size_t pad)
+{
+    umem_t *h = lu_get();
+    return h && umem_trim(h, pad) > 0;
+}
+
+/* glibc's shape: arena 0 (the regions), then the total with the large
+ * blocks.  glibc's "max mmap" lines are the large blocks now: umem keeps
+ * no peak of them. */
+LU_EXPORT void malloc_stats(void)
+{
+    struct lu_figures f;
+    lu_figures(&f);
+    int saved = errno;
+    fprintf(stderr,
+            "Arena 0:\nsystem bytes     = %10llu\nin use bytes     = %10llu\n"
+            "Total (incl. mmap):\nsystem bytes     = %10llu\nin use bytes     = %10llu\n"
+            "max mmap regions = %10llu\nmax mmap bytes   = %10llu\n",
+            (unsigned long long)f.heap, (unsigned long long)(f.in_use - f.large_bytes),
+            (unsigned long long)f.system, (unsigned long long)f.in_use,
+            (unsigned long long)f.large, (unsigned long long)f.large_bytes);
+    errno = saved;
+}
+
+/* glibc's elements: one <heap>, its free bytes split as "fast" (the
+ * pools' room) and "rest"; no <sizes> entries and no counts of free
+ * blocks, which umem does not keep. */
+LU_EXPORT int malloc_info(int options, FILE *out)
+{
+    if (options != 0 || !out) {
+        errno = EINVAL;
+        return -1;
+    }
+    struct lu_figures f;
+    lu_figures(&f);
+    unsigned long long fast = f.pool_free, rest = f.free - f.pool_free;
+    unsigned long long heap = f.heap;
+    fprintf(
+        out,
+        "<malloc version=\"1\">\n<heap nr=\"0\">\n<sizes>\n</sizes>\n"
+        "<total type=\"fast\" count=\"0\" size=\"%llu\"/>\n"
+        "<total type=\"rest\" count=\"0\" size=\"%llu\"/>\n"
+        "<system type=\"current\" size=\"%llu\"/>\n<system type=\"max\" size=\"%llu\"/>\n"
+        "<aspace type=\"total\" size=\"%llu\"/>\n<aspace type=\"mprotect\" "
+        "size=\"%llu\"/>\n"
+        "</heap>\n",
+        fast, rest, heap, heap, heap, heap);
+    fprintf(
+        out,
+        "<total type=\"fast\" count=\"0\" size=\"%llu\"/>\n"
+        "<total type=\"rest\" count=\"0\" size=\"%llu\"/>\n"
+        "<total type=\"mmap\" count=\"%llu\" size=\"%llu\"/>\n"
+        "<system type=\"current\" size=\"%llu\"/>\n<system type=\"max\" size=\"%llu\"/>\n"
+        "<aspace type=\"total\" size=\"%llu\"/>\n<aspace type=\"mprotect\" "
+        "size=\"%llu\"/>\n"
+        "</malloc>\n",
+        fast, rest, (unsigned long long)f.large, (unsigned long long)f.large_bytes,
+        (unsigned long long)f.system, (unsigned long long)f.system,
+        (unsigned long long)f.mapped, (unsigned long long)f.mapped);
+    return 0;
+}
+
+/* M_TRIM_THRESHOLD sets umem's purge threshold (umem_set_purge_min);
+ * M_ARENA_MAX of 1 or more is met already (one heap).  Any other
+ * parameter, or value out of range: 0, nothing changed. */
+LU_EXPORT int mallopt(int param, int value)
+{
+    umem_t *h = lu_get();
+    if (!h && (param == M_TRIM_THRESHOLD) && !(h = lu_create()))
+        return 0;
+    switch (param) {
+    case M_TRIM_THRESHOLD:
+        if (value < 0)
+            return 0;
+        umem_set_purge_min(h, (size_t)value);
+        return 1;
+    case M_ARENA_MAX:
+        return value >= 1;
+    default:
+        return 0;
+    }
 }

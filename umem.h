@@ -54,7 +54,8 @@
  *   umem/calls.h     allocation, free, realloc, memalign: the plain path
  *   umem/debug.h     the watched path: records, guards, quarantine,
  *                    tools, and a program's own pools
- *   umem/api.h       umem_create, umem_destroy, the public wrappers
+ *   umem/api.h       umem_create, umem_destroy, the public wrappers,
+ *                    umem_trim and umem_set_purge_min
  *   umem/check.h     umem_check and the statistics
  *   umem/hooks.h     the test hooks
  *
@@ -153,6 +154,10 @@ typedef struct umem_stats {
                                    without it (umem(3), Fork), once settled */
     uint64_t held_blocks;       /* freed blocks held back from reuse, counted in use
                                    (UMEM_DEBUG, AddressSanitizer: umem(3), DEBUGGING) */
+    uint64_t large_bytes;       /* of bytes_in_use, the large blocks' own mappings */
+    uint64_t map_cache_bytes;   /* freed large mappings kept for reuse, now */
+    uint64_t unpurged_bytes;    /* bytes freed since the last purge, perhaps resident
+                                   (umem(3), Statistics) */
 } umem_stats_t;
 
 /* ---- the calls (umem(3) has their whole contract) ---------------------- */
@@ -195,6 +200,18 @@ static inline int umem_check(umem_t *h);
 
 /* A snapshot of h's counters (umem_stats_t). */
 static inline void umem_get_stats(umem_t *h, umem_stats_t *out);
+
+/* UMEM_GROW: gives back now, rather than after the delay, the free pages
+ * of h but the first `keep` bytes of them, and its cached large mappings;
+ * the calling thread's empty pool pages, and those of ended threads,
+ * first go back to the heap.  Returns the bytes given back (0 on another
+ * heap). */
+static inline size_t umem_trim(umem_t *h, size_t keep);
+
+/* UMEM_GROW: the bytes freed since the last purge that make a heap with
+ * an eighth or less of it in use give every free page back at once
+ * (UMEM_PURGE_MIN until set).  Returns the value it replaces. */
+static inline size_t umem_set_purge_min(umem_t *h, size_t bytes);
 
 /* For a program that carves pieces of its own from a umem block: whether
  * a tool watches h, and how to tell it of the pool and of each piece

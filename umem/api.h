@@ -1,7 +1,7 @@
 /*
- * umem/api.h - the public calls: umem_create, umem_destroy, and the
- * wrappers that take the plain path or the watched one (a part of
- * umem.h).
+ * umem/api.h - the public calls: umem_create, umem_destroy, the
+ * wrappers that take the plain path or the watched one, and umem_trim
+ * and umem_set_purge_min, which give memory back now (a part of umem.h).
  *
  * Their contracts are with their prototypes in umem.h, in full in
  * umem(3).  umem_create and umem_destroy are written as their steps:
@@ -165,6 +165,7 @@ static inline umem_t *umem_create(size_t bytes, unsigned flags)
     h->held.next = h->held.prev = &h->held;
     h->creator = getpid();
     h->page = page;
+    h->purge_min = UMEM_PURGE_MIN;
     h->secret = umem__new_secret(h);
     h->tag_key = h->secret ^ 0xCAC4Eu;
     int r = umem__sync_init(h);
@@ -310,4 +311,56 @@ static inline size_t umem_usable_size(umem_t *h, const void *p)
     if (UMEM_UNLIKELY(h->flags & UMEM__WATCHED))
         return umem__debug_usable(h, p, "usable size");
     return umem__usable_size(h, p);
+}
+
+/* ---- giving memory back now ---- */
+
+/* The calling thread's pool for h, if it has one, without making one. */
+static inline struct umem_pool *umem__pool_if_any(const umem_t *h)
+{
+    if (umem__tls.heap == h && umem__tls.secret == h->secret)
+        return umem__tls.pool;
+    return NULL;
+}
+
+static inline size_t umem_trim(umem_t *h, size_t keep)
+{
+    if (!(h->flags & UMEM_GROW))
+        return 0;
+    int saved = errno;
+    UMEM__VG_QUIET(h);
+    if (umem__lock(h, UMEM_LEND | UMEM_QUIET) != 0) {
+        UMEM__VG_LOUD(h);
+        errno = saved;
+        return 0; /* lent to a fork, or a dead owner: nothing given back */
+    }
+    uint64_t before = h->released_bytes;
+    size_t unmapped = 0;
+    struct umem_pool *pool = umem__pool_if_any(h);
+    if (h->flags & UMEM_CACHED && pool)
+        for (unsigned c = 0; c < UMEM_CLASSES; c++)
+            umem__pool_drop(h, pool, &pool->avail[c], 1);
+    if (h->abandoned_pages > 0)
+        umem__reclaim_abandoned(h);
+    while (h->map_cached > 0) {
+        unmapped += umem__size(h->map_cache[0]);
+        umem__unmap_cached(h, 0);
+    }
+    h->unpurged = umem__purge_keep(h, h->root, &keep);
+    size_t given = unmapped + (size_t)(h->released_bytes - before);
+    h->purges += h->released_bytes != before;
+    umem__unlock(h);
+    UMEM__VG_LOUD(h);
+    errno = saved;
+    return given;
+}
+
+static inline size_t umem_set_purge_min(umem_t *h, size_t bytes)
+{
+    int locked = umem__lock(h, UMEM_LEND | UMEM_QUIET) == 0;
+    size_t was = (size_t)h->purge_min;
+    h->purge_min = bytes;
+    if (locked)
+        umem__unlock(h);
+    return was;
 }

@@ -408,6 +408,18 @@ static inline void umem__pages_used(umem_t *h, uint64_t *slots, uint64_t *bytes)
     }
 }
 
+/* The bytes of the large blocks' own mappings under x in the span tree. */
+static inline uint64_t umem__large_bytes_under(const struct umem_node *x, unsigned depth)
+{
+    uint64_t bytes = 0;
+    for (; x && depth < UMEM_PATH; x = x->right, depth++) {
+        bytes += umem__large_bytes_under(x->left, depth + 1);
+        if (!((const struct umem_span *)x)->is_region)
+            bytes += umem__size(x);
+    }
+    return bytes;
+}
+
 static inline void umem_get_stats(umem_t *h, umem_stats_t *out)
 {
     memset(out, 0, sizeof *out);
@@ -459,6 +471,9 @@ static inline void umem_get_stats(umem_t *h, umem_stats_t *out)
     out->map_reuses = h->map_reuses;
     out->lent_calls = h->lent_calls;
     out->held_blocks = h->held_blocks;
+    out->large_bytes = locked ? umem__large_bytes_under(h->spans, 0) : 0;
+    out->map_cache_bytes = h->map_cache_bytes;
+    out->unpurged_bytes = h->unpurged;
     if (locked)
         umem__unlock(h);
     UMEM__VG_LOUD(h);

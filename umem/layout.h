@@ -266,6 +266,7 @@ struct umem {
     uint64_t epoch;         /* advances each half delay, on calls that find it due */
     uint64_t tick_at;       /* CLOCK_MONOTONIC ns at which the epoch advances */
     uint64_t unpurged;      /* bytes freed into large free blocks since the last purge */
+    uint64_t purge_min;     /* bytes freed that make an emptied heap purge */
     unsigned purge_calls;   /* calls since the clock was last read */
     unsigned map_cached;    /* mappings in map_cache */
     struct umem_span *map_cache[UMEM_MAP_CACHE]; /* freed large mappings, oldest first */

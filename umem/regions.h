@@ -26,7 +26,8 @@
  *   gives every free page and cached mapping back on the call that sees
  *   it, so that a program that frees its memory and goes idle shrinks
  *   with no call after.  Otherwise, a heap no call reaches keeps its
- *   pages.
+ *   pages, until umem_trim gives back every whole page of its free
+ *   blocks at once, whatever their age (umem__purge_keep).
  */
 #ifndef UMEM_H
 #error "umem/regions.h is a part of umem.h: include umem.h instead"
@@ -125,6 +126,58 @@ static inline uint64_t umem__purge(umem_t *h, struct umem_node *x, int all)
     return young;
 }
 
+/* The resident bytes of the whole pages [from, to), by mincore(2); all of
+ * them where it cannot tell. */
+static inline size_t umem__resident(const umem_t *h, uintptr_t from, uintptr_t to)
+{
+    unsigned char vec[512];
+    size_t resident = 0;
+    while (from < to) {
+        size_t pages = (size_t)(to - from) / h->page;
+        pages = pages < sizeof vec ? pages : sizeof vec;
+        if (mincore((void *)from, pages * h->page, vec) != 0)
+            return resident + (size_t)(to - from);
+        for (size_t i = 0; i < pages; i++)
+            resident += (vec[i] & 1) * h->page;
+        from += pages * h->page;
+    }
+    return resident;
+}
+
+/* umem_trim: gives back at once every whole page inside each free block
+ * of two pages or more, whatever its dirty range and its age (pages left
+ * resident at the edges of blocks purged one by one included), but the
+ * first *keep bytes of them in address order.  The resident bytes among
+ * them count as released.  Returns the bytes of dirty ranges that stay. */
+static inline uint64_t umem__purge_keep(umem_t *h, struct umem_node *x, size_t *keep)
+{
+    uint64_t kept = 0;
+    uintptr_t pg = h->page - 1;
+    while (x && x->max >= 2 * h->page) {
+        kept += umem__purge_keep(h, x->left, keep);
+        size_t size = umem__size(x);
+        uintptr_t from = ((uintptr_t)(x + 1) + pg) & ~pg;
+        uintptr_t to = ((uintptr_t)x + size - sizeof(size_t)) & ~pg;
+        if (size >= 2 * h->page && to > from) {
+            size_t whole = (size_t)(to - from);
+            size_t skip = *keep >= whole ? whole : (*keep + pg) & ~pg; /* whole pages */
+            *keep = *keep >= whole ? *keep - whole : 0;
+            uintptr_t cut = from + skip;
+            size_t resident = cut < to ? umem__resident(h, cut, to) : 0;
+            if (cut < to && madvise((void *)cut, to - cut, MADV_DONTNEED) == 0) {
+                h->released_bytes += resident;
+                if (skip == 0 || (uintptr_t)x->dirty_lo >= cut)
+                    x->dirty_lo = x->dirty_hi = NULL;
+                else if ((uintptr_t)x->dirty_hi > cut)
+                    x->dirty_hi = (char *)cut;
+            }
+            kept += (uint64_t)(x->dirty_hi - x->dirty_lo);
+        }
+        x = x->right;
+    }
+    return kept;
+}
+
 static inline uint64_t umem__now_ns(void)
 {
     struct timespec ts;
@@ -144,7 +197,8 @@ static inline void umem__reclaim_abandoned(umem_t *h);
  * at most once per half delay (the clock is read on one call in 16 while
  * something waits to go back); and every free page at once when the heap
  * has emptied (an eighth of it in use) and UMEM_PURGE_MIN or more was
- * freed since the last purge, so that a program that frees its memory
+ * freed since the last purge (h->purge_min, UMEM_PURGE_MIN unless
+ * umem_set_purge_min changed it), so that a program that frees its memory
  * and goes idle shrinks with no call after.  errno is left as it was. */
 static UMEM_NOINLINE void umem__purge_due(umem_t *h, int emptied);
 
@@ -152,7 +206,7 @@ static UMEM_HOT_INLINE void umem__maybe_purge(umem_t *h)
 {
     if (!(h->flags & UMEM_GROW) || (h->unpurged == 0 && h->map_cached == 0))
         return;
-    int emptied = h->bytes_in_use < h->heap_bytes / 8 && h->unpurged >= UMEM_PURGE_MIN;
+    int emptied = h->bytes_in_use < h->heap_bytes / 8 && h->unpurged >= h->purge_min;
     if (!emptied && (++h->purge_calls & 15u) != 0)
         return;
     umem__purge_due(h, emptied);
