@@ -74,12 +74,14 @@
 #define LU_EXPORT      __attribute__((visibility("default")))
 #define LU_SLOW        __attribute__((noinline, cold))
 #define LU_NOINLINE    __attribute__((noinline))
+#define LU_HOT         __attribute__((always_inline)) inline
 #define LU_LIKELY(x)   __builtin_expect(!!(x), 1)
 #define LU_UNLIKELY(x) __builtin_expect(!!(x), 0)
 #else
 #define LU_EXPORT
 #define LU_SLOW
 #define LU_NOINLINE
+#define LU_HOT         inline
 #define LU_LIKELY(x)   (x)
 #define LU_UNLIKELY(x) (x)
 #endif
@@ -285,7 +287,7 @@ static LU_SLOW void *lu_malloc_rest(size_t n)
 }
 
 /* A small request on the plain heap goes straight to its pool. */
-static inline void *lu_malloc(size_t n)
+static LU_HOT void *lu_malloc(size_t n)
 {
     umem_t *h = atomic_load_explicit(&lu_plain, memory_order_acquire);
     if (LU_LIKELY(h != NULL) && LU_LIKELY(n - 1 < 1024))
@@ -305,7 +307,7 @@ static LU_SLOW void lu_free_rest(umem_t *h, void *p)
 
 /* A pooled slot first: the arena lies in no page, so it is looked for
  * only after the page lookup failed. */
-static inline void lu_free(void *p)
+static LU_HOT void lu_free(void *p)
 {
     umem_t *h = atomic_load_explicit(&lu_plain, memory_order_acquire);
     if (LU_LIKELY(h != NULL) && LU_LIKELY(umem__free_pooled(h, p)))
