@@ -26,7 +26,7 @@ UMEM_PARTS = platform layout tree lock heap regions large locate pages pools cal
 UMEM = umem.h $(UMEM_PARTS:%=umem/%.h)
 TESTS = tests/test_umem tests/test_umem_regions tests/test_umem_files tests/test_fuzz_corpus \
 	tests/faults.so tests/libumem_prog tests/libumem_boot.so tests/forks tests/debug_bugs \
-	tests/libumem_info tests/test_umem_trim
+	tests/libumem_info tests/test_umem_trim tests/test_policies
 
 # libumem.so exports the malloc family only; none of it is a builtin here,
 # so that malloc + memset can never become a call to calloc.

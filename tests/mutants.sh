@@ -61,6 +61,7 @@ TESTS=(
     "tests/test_umem|tests/test_umem|umem"
     "tests/test_umem_files|tests/test_umem_files|umem"
     "tests/test_umem_trim|tests/test_umem_trim|umem"
+    "tests/test_policies|tests/test_policies|umem"
     "tests/test_libumem.sh|libumem.so tests/libumem_prog tests/libumem_boot.so|both"
     "tests/test_dropin.sh|libumem.so tests/libumem_info|both"
     "tests/test_debug.sh|tests/debug_bugs libumem.so sharedhash|both"

@@ -51,6 +51,17 @@ static inline void umem__hook_drop_lock(umem_t *h)
     umem__unlock(h);
 }
 
+static inline void umem__hook_flip_page(umem_t *h, const void *p, int which)
+{
+    if (which == 0) {
+        umem__page_of(h, p)->magic ^= 1u;
+        return;
+    }
+    struct umem_units *m = umem__units_of(h, (uintptr_t)p);
+    size_t unit = ((uintptr_t)p - m->base) >> UMEM_UNIT_SHIFT;
+    atomic_fetch_xor_explicit(&m->map[unit], 2u, memory_order_relaxed);
+}
+
 static inline size_t umem__hook_count(const struct umem_node *x)
 {
     return x ? 1 + umem__hook_count(x->left) + umem__hook_count(x->right) : 0;
