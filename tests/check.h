@@ -29,6 +29,10 @@
  * valgrind's pace), and a child that hangs (on a lock its heap never let
  * go, say) prints one line naming its test and exits with status 124,
  * so that its test fails within that time instead of at its own limit.
+ * Each child leads a process group of its own: a child that blocks every
+ * signal, or leaves a child of its own behind, is killed with its group
+ * by check_wait, CHECK_GRACE seconds after its own limit, or by the
+ * test's time-out, and the line that says so names the test.
  */
 #ifndef CHECK_H
 #define CHECK_H
@@ -42,6 +46,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifndef CHECK_PREFIX
@@ -205,12 +210,17 @@ static inline int check_compare(const char *file, int line, const char *a_text,
 enum { CHECK_CHILDREN = 64 };
 static _Atomic pid_t check_children[CHECK_CHILDREN];
 
+/* Each child leads a process group of its own (check_fork), which its
+ * own children join: killing the group ends them all, even a grandchild
+ * that holds the test's output open or a child that blocks every signal. */
 static inline void check_kill_children(void)
 {
     for (int i = 0; i < CHECK_CHILDREN; i++) {
         pid_t pid = atomic_load(&check_children[i]);
-        if (pid > 0)
+        if (pid > 0) {
+            kill(-pid, SIGKILL);
             kill(pid, SIGKILL);
+        }
     }
 }
 
@@ -229,6 +239,14 @@ static void check_say(int fd, const char *head, const char *name, const char *ta
     w = write(fd, name, strlen(name));
     w = write(fd, tail, strlen(tail));
     (void)w;
+}
+
+/* Interrupted (a ^C, a kill): the children go too, then the default. */
+static void check_interrupted(int sig)
+{
+    check_kill_children();
+    signal(sig, SIG_DFL);
+    raise(sig);
 }
 
 static void check_timed_out(int sig)
@@ -273,12 +291,14 @@ static inline pid_t check_fork(void)
     sigprocmask(SIG_BLOCK, &alrm, &old);
     pid_t pid = fork();
     if (pid == 0) {
+        setpgid(0, 0);
         for (int i = 0; i < CHECK_CHILDREN; i++)
             atomic_store(&check_children[i], 0);
 #ifdef CHECK_CHILD_SECONDS
         alarm(check_child_limit());
 #endif
     } else if (pid > 0) {
+        setpgid(pid, pid); /* both sides, whichever runs first */
         for (int i = 0; i < CHECK_CHILDREN; i++) {
             pid_t none = 0;
             if (atomic_compare_exchange_strong(&check_children[i], &none, pid))
@@ -290,13 +310,42 @@ static inline pid_t check_fork(void)
 }
 
 /* waitpid() for a child of check_fork, through interruptions; the child
- * is forgotten once reaped. */
+ * is forgotten once reaped.  With CHECK_CHILD_SECONDS the wait itself is
+ * the watchdog of last resort: a child that outlives its own alarm by
+ * CHECK_GRACE seconds (it blocked SIGALRM, or waits on a child of its
+ * own) is killed with its process group, and one line names the test. */
+#ifndef CHECK_GRACE
+#define CHECK_GRACE 10
+#endif
 static inline pid_t check_wait(pid_t pid, int *status)
 {
     pid_t r;
+#ifdef CHECK_CHILD_SECONDS
+    struct timespec nap = {0, 5000000}, now, until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += (time_t)check_child_limit() + CHECK_GRACE;
+    while ((r = waitpid(pid, status, WNOHANG)) == 0 || (r < 0 && errno == EINTR)) {
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (now.tv_sec > until.tv_sec ||
+            (now.tv_sec == until.tv_sec && now.tv_nsec >= until.tv_nsec)) {
+            kill(-pid, SIGKILL);
+            kill(pid, SIGKILL);
+            check_say(2, "check: a child of ", check_running ? check_running : "?",
+                      " outlived its time limit and was killed with its group (a hang?)\n");
+            do
+                r = waitpid(pid, status, 0);
+            while (r < 0 && errno == EINTR);
+            break;
+        }
+        nanosleep(&nap, NULL);
+    }
+#else
     do
         r = waitpid(pid, status, 0);
     while (r < 0 && errno == EINTR);
+#endif
+    if (r == pid)
+        kill(-pid, SIGKILL); /* whatever it left in its group */
     for (int i = 0; i < CHECK_CHILDREN && pid > 0; i++) {
         pid_t mine = pid;
         atomic_compare_exchange_strong(&check_children[i], &mine, 0);
@@ -329,6 +378,9 @@ static inline void check_describe_child(int status)
         check_running = CHECK_PREFIX #fn;                                        \
         check_runner = getpid();                                                 \
         signal(SIGALRM, check_timed_out);                                        \
+        signal(SIGINT, check_interrupted);                                       \
+        signal(SIGTERM, check_interrupted);                                      \
+        signal(SIGHUP, check_interrupted);                                       \
         alarm(check_time_limit());                                               \
         fn();                                                                    \
         alarm(0);                                                                \
