@@ -8,6 +8,8 @@
 #define CHECK_CHILD_SECONDS 60
 #include "check.h"
 
+#include <pthread.h>
+#include <sched.h>
 #include <time.h>
 
 static double seconds_now(void)
@@ -214,6 +216,53 @@ static void check_finds_a_damaged_page_and_unit_map(void)
     umem_destroy(h);
 }
 
+/* While a fork holds the lock (between its prepare and parent handlers,
+ * called here as fork() calls them), another thread's free of a block
+ * with a header waits on a list, and the lock's next holder settles it,
+ * whether or not any allocation was lent too. */
+struct lent_free {
+    umem_t *h;
+    void *p;
+    atomic_int done;
+};
+
+static void *free_while_forking(void *arg)
+{
+    struct lent_free *l = arg;
+    umem_free(l->h, l->p);
+    atomic_store(&l->done, 1);
+    return NULL;
+}
+
+static void a_lent_free_is_settled_on_its_own(void)
+{
+    umem_t *h = umem_create(1 << 20, 0);
+    CHECK_NE(h, NULL);
+    if (!h)
+        return;
+    struct lent_free l = {.h = h, .p = umem_alloc(h, 100)};
+    CHECK_NE(l.p, NULL);
+    umem__hook_fork_prepare();
+    pthread_t tid;
+    int made = pthread_create(&tid, NULL, free_while_forking, &l) == 0;
+    CHECK(made);
+    double since = seconds_now();
+    while (made && !atomic_load(&l.done) && seconds_now() - since < 60)
+        sched_yield();
+    CHECK(atomic_load(&l.done)); /* else the free waited for the fork */
+    umem__hook_fork_parent();
+    if (made)
+        pthread_join(tid, NULL);
+    umem_stats_t st;
+    umem_get_stats(h, &st); /* takes the lock: settles the free */
+    CHECK_EQ(st.lent_calls, 1);
+    CHECK_EQ(st.allocs, 1);
+    CHECK_EQ(st.frees, 1);
+    CHECK_EQ(st.bytes_in_use, 0);
+    CHECK_EQ(umem_check(h), 0);
+    umem_destroy(h);
+}
+
 int main(void)
 {
     RUN(first_fit_takes_the_lowest_below_a_root_that_fits);
@@ -221,5 +270,6 @@ int main(void)
     RUN(free_pages_go_back_after_the_delay_while_in_use);
     RUN(debug_fills_new_and_freed_blocks);
     RUN(check_finds_a_damaged_page_and_unit_map);
+    RUN(a_lent_free_is_settled_on_its_own);
     return CHECK_EXIT_STATUS();
 }
