@@ -21,9 +21,9 @@
  *   run.h        the run: single mode, the reader of the worker modes,
  *                the check of -c, --stats, blocksig_main
  *
- * The signature is defined in README.md ("The signature"); the run modes,
- * and how a reader and its workers talk, are described once, in README.md
- * ("The run modes").
+ * The signature is defined in docs/design.md ("The signature"); the run
+ * modes, and how a reader and its workers talk, are described once, in
+ * docs/design.md ("The run modes").
  *
  * THE POLICY CONTRACT.  A program includes this header, then defines
  *

@@ -1,8 +1,8 @@
 /*
  * run.h - the run (a part of blocksig.h): the heap and the policy set
- * up, each input hashed in its mode (README.md, "The run modes"), one
- * result line per input or, with -c, each list's files hashed in turn
- * and checked, --stats, blocksig_main.
+ * up, each input hashed in its mode (docs/design.md, "The run modes"),
+ * one result line per input or, with -c, each list's files hashed in
+ * turn and checked, --stats, blocksig_main.
  *
  *   run_single   the main thread reads and hashes
  *   run_feed     -t or -m on a regular file: the workers read it

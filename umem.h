@@ -13,9 +13,10 @@
  * WHERE THINGS ARE SAID
  *   The contract (every call, flag, setting, statistic, error and limit)
  *   is the manual page umem(3), and only there; the prototypes below
- *   carry two or three lines of it each.  README.md gives the tour and
- *   the measurements.  This comment gives the design in brief and the
- *   invariants; each part below opens with the design of its own concern.
+ *   carry two or three lines of it each.  docs/design.md gives the tour
+ *   and docs/performance.md the measurements.  This comment gives the
+ *   design in brief and the invariants; each part below opens with the
+ *   design of its own concern.
  *
  * THE DESIGN IN BRIEF
  *   A heap is one mapping whose start holds its control block, then

@@ -15,8 +15,8 @@
  *
  * A worker does the same either way (worker_loop): it takes tasks from
  * its task socket and answers on its result pipe, until the socket ends.
- * README.md ("The run modes") tells how the reader and its workers use
- * these channels, and how a death on either side shows.
+ * docs/design.md ("The run modes") tells how the reader and its workers
+ * use these channels, and how a death on either side shows.
  */
 #ifndef BLOCKSIG_H
 #error "workers.h is a part of blocksig.h: include blocksig.h instead"
