@@ -132,6 +132,15 @@ static LU_SLOW void *lu_boot_alloc(size_t n, size_t align)
 
 static int lu_debug; /* UMEM_DEBUG: list the blocks left at exit */
 
+/* UMEM_DEBUG: the heap is checked at exit and the blocks still allocated
+ * listed (the C library's own, such as stdio's buffers, among them), the
+ * exit status left alone unless UMEM_EXITCODE names one. */
+static void lu_debug_at_exit(umem_t *h)
+{
+    const char *code = getenv("UMEM_EXITCODE");
+    umem__exit_as(h, "still allocated at exit", code ? atoi(code) : 0);
+}
+
 static LU_SLOW umem_t *lu_create(void)
 {
     pthread_mutex_lock(&lu_init_lock);
@@ -147,6 +156,8 @@ static LU_SLOW umem_t *lu_create(void)
         h = umem_create(LU_INITIAL, flags);
         lu_creating = 0;
         if (h) {
+            if (lu_debug)
+                lu_debug_at_exit(h);
             atomic_store_explicit(&lu_heap, h, memory_order_release);
             errno = saved; /* a failed attempt on the way is no error */
         }
@@ -408,15 +419,6 @@ static uint64_t lu_minor_faults(void)
 {
     struct rusage ru;
     return getrusage(RUSAGE_SELF, &ru) == 0 ? (uint64_t)ru.ru_minflt : 0;
-}
-
-/* UMEM_DEBUG: the blocks still allocated at exit, listed (the C library's
- * own, such as stdio's buffers, among them). */
-__attribute__((destructor)) static void lu_debug_exit(void)
-{
-    umem_t *h = lu_get();
-    if (h && lu_debug)
-        umem__list_live(h, "still allocated at exit"); /* threads may still run */
 }
 
 __attribute__((destructor)) static void lu_stats_print(void)

@@ -54,6 +54,7 @@
  *   umem/calls.h     allocation, free, realloc, memalign: the plain path
  *   umem/debug.h     the watched path: records, guards, quarantine,
  *                    tools, and a program's own pools
+ *   umem/exit.h      the check at exit of a watched heap still alive
  *   umem/api.h       umem_create, umem_destroy, the public wrappers
  *   umem/check.h     umem_check and the statistics
  *   umem/hooks.h     the test hooks
@@ -217,9 +218,10 @@ static void umem__die(const char *what, const void *p);
  * block in a mapping of its own fresh from mmap, on an unwatched heap. */
 static inline int umem__fresh(const umem_t *h, const void *p, size_t n);
 
-/* UMEM_DEBUG: lists the blocks still allocated on stderr, headed `what`;
- * callable while other threads run, or while a fork holds the lock. */
-static inline void umem__list_live(umem_t *h, const char *what);
+/* A watched heap's check at exit (umem/debug.h): its blocks still
+ * allocated are headed `what`, and the exit status becomes `code` (1 to
+ * 255) when there are any; another code leaves the program's own. */
+static inline void umem__exit_as(umem_t *h, const char *what, int code);
 
 /* ---- test hooks: what the tests may reach besides the calls -----------
  * Each corrupts or inspects one thing on purpose, to show that umem_check
@@ -260,6 +262,7 @@ static inline size_t umem__hook_spans(umem_t *h);
 #include "umem/pools.h"
 #include "umem/calls.h"
 #include "umem/debug.h"
+#include "umem/exit.h"
 #include "umem/api.h"
 #include "umem/check.h"
 #include "umem/hooks.h"

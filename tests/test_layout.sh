@@ -44,11 +44,11 @@ for prog in sharedhash esharedhash; do
 done
 
 # The tests use the calls and the test hooks; libumem.c the calls and the
-# internal interface (umem__die, umem__fresh, umem__list_live).
+# internal interface (umem__die, umem__fresh, umem__exit_as).
 inside=$(grep -now 'umem__[a-z_]*' tests/*.c | grep -v ':umem__hook_')
 check "the tests reach umem's insides through the test hooks alone" \
     eval '[ -z "$inside" ] || { echo "$inside" >&2; false; }'
 inside=$(grep -now 'umem__[a-z_]*\|UMEM__[A-Z_]*' libumem.c |
-    grep -v ':umem__die$\|:umem__fresh$\|:umem__list_live$')
+    grep -v ':umem__die$\|:umem__fresh$\|:umem__exit_as$')
 check "libumem.c reaches umem's insides through its internal interface alone" \
     eval '[ -z "$inside" ] || { echo "$inside" >&2; false; }'

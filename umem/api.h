@@ -174,6 +174,7 @@ static inline umem_t *umem_create(size_t bytes, unsigned flags)
     }
     umem__first_region(h, commit);
     umem__forks_join(h);
+    umem__exit_join(h);
     return h;
 }
 
@@ -255,6 +256,7 @@ static inline void umem_destroy(umem_t *h)
     }
     int owner = !(h->flags & UMEM_SHARED) || h->creator == getpid();
     /* A shared heap's blocks are listed by its creator alone. */
+    umem__exit_leave(h);
     if (h->flags & UMEM__KEEP && owner)
         umem__keep_final(h);
     if (h->flags & UMEM__POISONS)

@@ -521,19 +521,6 @@ static UMEM_NOINLINE void *umem__debug_realloc(umem_t *h, void *p, size_t n)
     return q;
 }
 
-static inline void umem__list_live(umem_t *h, const char *what)
-{
-    if (!(h->flags & UMEM__KEEP))
-        return;
-    UMEM__VG_QUIET(h);
-    int r = umem__lock(h, UMEM_LEND);
-    if (r >= 0)
-        umem__keep_leaks(h, what);
-    if (r == 0)
-        umem__unlock(h);
-    UMEM__VG_LOUD(h);
-}
-
 /* ---- a program's own pools, carved from umem blocks ----
  * Where a tool watches the heap (umem_watched), a program that hands out
  * pieces of a umem block itself tells it so: the pool's bytes are

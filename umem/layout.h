@@ -264,6 +264,12 @@ struct umem {
     /* Blocks freed while a fork held the lock, for its next holder to
      * hold back (linked through frames[0], no lock). */
     _Atomic(struct umem_rec *) late;
+    /* A watched heap still alive at exit is checked (umem/debug.h): the
+     * next on the list, the title of its blocks still allocated, and
+     * the exit status when there are any (-1: the program's own). */
+    umem_t *exit_next;
+    const char *exit_what;
+    int exit_code;
 };
 
 #define UMEM_CONTROL_BYTES \

@@ -139,6 +139,12 @@ UMEM_PROCESS_WIDE _Atomic(const void *) umem__forks_owner; /* the thread in fork
 UMEM_PROCESS_WIDE int umem__forks_nested; /* a fork() inside its handlers, by the owner */
 UMEM_PROCESS_WIDE atomic_int umem__forks_registered;
 
+/* The watched heaps still alive, checked at exit (umem/debug.h), and
+ * whether that check is registered with atexit. */
+UMEM_PROCESS_WIDE pthread_mutex_t umem__exit_lock = PTHREAD_MUTEX_INITIALIZER;
+UMEM_PROCESS_WIDE umem_t *umem__exit_heaps; /* under umem__exit_lock */
+UMEM_PROCESS_WIDE atomic_int umem__exit_registered;
+
 static inline const void *umem__me(void)
 {
     return &umem__tls;
