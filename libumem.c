@@ -55,7 +55,8 @@
  *   A large free block inside the heap gives its pages back after the
  *   purge delay.
  */
-#define UMEM_LARGE ((size_t)8 << 20)
+#define UMEM_LARGE      ((size_t)8 << 20)
+#define UMEM_OWN_MODULE 1 /* reports leave this library's frames out */
 #include "umem.h"
 
 #include <fcntl.h>
@@ -141,6 +142,26 @@ static void lu_debug_at_exit(umem_t *h)
     umem__exit_as(h, "still allocated at exit", code ? atoi(code) : 0);
 }
 
+/* ---- UMEM_GUARD ----
+ * Set to N (1: every block), the heap puts one block in N on pages of
+ * its own beside a no-access page (umem.h reads N and UMEM_GUARD_BELOW),
+ * and malloc(0) may return a pointer any access to which faults. */
+
+static int lu_guard;
+
+static unsigned lu_guard_flag(void)
+{
+    const char *guard = getenv("UMEM_GUARD");
+    lu_guard = guard && *guard && strcmp(guard, "0") != 0;
+    return lu_guard ? UMEM_GUARD : 0;
+}
+
+static LU_SLOW void *lu_malloc_zero(umem_t *h)
+{
+    void *p = lu_guard ? umem_alloc(h, 0) : NULL;
+    return p ? p : umem_alloc(h, 1);
+}
+
 static LU_SLOW umem_t *lu_create(void)
 {
     pthread_mutex_lock(&lu_init_lock);
@@ -153,6 +174,7 @@ static LU_SLOW umem_t *lu_create(void)
         lu_debug = debug && *debug && strcmp(debug, "0") != 0;
         if (lu_debug)
             flags |= UMEM_DEBUG;
+        flags |= lu_guard_flag();
         h = umem_create(LU_INITIAL, flags);
         lu_creating = 0;
         if (h) {
@@ -272,7 +294,9 @@ LU_EXPORT void *malloc(size_t n)
     umem_t *h = lu_get();
     if (LU_UNLIKELY(!h))
         return lu_alloc_slow(n, 0);
-    return umem_alloc(h, n + (n == 0));
+    if (LU_UNLIKELY(n == 0))
+        return lu_malloc_zero(h);
+    return umem_alloc(h, n);
 }
 
 LU_EXPORT void free(void *p)

@@ -54,6 +54,9 @@
  *   umem/calls.h     allocation, free, realloc, memalign: the plain path
  *   umem/debug.h     the watched path: records, guards, quarantine,
  *                    tools, and a program's own pools
+ *   umem/guard.h     UMEM_GUARD: blocks on pages of their own beside a
+ *                    guard page, and the SIGSEGV handler that reports
+ *                    a fault in one
  *   umem/exit.h      the check at exit of a watched heap still alive
  *   umem/api.h       umem_create, umem_destroy, the public wrappers
  *   umem/check.h     umem_check and the statistics
@@ -124,6 +127,7 @@
 #define UMEM_GROW   4u
 #define UMEM_CACHED 8u
 #define UMEM_DEBUG  16u
+#define UMEM_GUARD  32u
 
 typedef struct umem umem_t;
 
@@ -262,6 +266,7 @@ static inline size_t umem__hook_spans(umem_t *h);
 #include "umem/pools.h"
 #include "umem/calls.h"
 #include "umem/debug.h"
+#include "umem/guard.h"
 #include "umem/exit.h"
 #include "umem/api.h"
 #include "umem/check.h"

@@ -3,7 +3,7 @@
  * must catch it (tests/test_debug.sh runs it with UMEM_DEBUG, under
  * valgrind and built with AddressSanitizer):
  *
- *     tests/debug_bugs KIND BUG [debug|exit]
+ *     tests/debug_bugs KIND BUG [debug|exit|guard|guard-debug]
  *
  * KIND is the heap: locked, cached or nolock (umem_create with 0,
  * UMEM_CACHED or UMEM_NOLOCK; "debug" adds UMEM_DEBUG, and so does
@@ -158,7 +158,7 @@ static const struct {
 
 static int bugs_usage(void)
 {
-    fprintf(stderr, "usage: debug_bugs locked|cached|nolock|pool BUG [debug|exit]\n");
+    fprintf(stderr, "usage: debug_bugs locked|cached|nolock|pool BUG [debug|exit|guard|guard-debug]\n");
     return 2;
 }
 
@@ -166,8 +166,13 @@ int main(int argc, char **argv)
 {
     if (argc < 3)
         return bugs_usage();
-    int at_exit = argc > 3 && strcmp(argv[3], "exit") == 0;
-    unsigned flags = at_exit || (argc > 3 && strcmp(argv[3], "debug") == 0) ? UMEM_DEBUG : 0;
+    const char *mode = argc > 3 ? argv[3] : "";
+    int at_exit = strcmp(mode, "exit") == 0;
+    unsigned flags = at_exit || strcmp(mode, "debug") == 0 ? UMEM_DEBUG : 0;
+    if (strcmp(mode, "guard") == 0)
+        flags = UMEM_GUARD;
+    else if (strcmp(mode, "guard-debug") == 0)
+        flags = UMEM_GUARD | UMEM_DEBUG;
     if (strcmp(argv[1], "cached") == 0)
         flags |= UMEM_CACHED;
     else if (strcmp(argv[1], "nolock") == 0)

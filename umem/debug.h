@@ -39,6 +39,13 @@
 void *__asan_region_is_poisoned(void *beg, size_t size);
 #endif
 
+/* UMEM_GUARD's part of the watched path, defined in umem/guard.h (which
+ * comes after: it reports as this part does): an allocation guarded or
+ * not (*done), a free or a size of a guarded block (1) or of another. */
+static UMEM_NOINLINE void *umem__guard_try(umem_t *h, size_t align, size_t n, int *done);
+static UMEM_NOINLINE int umem__guard_take(umem_t *h, void *p);
+static inline int umem__guard_size(umem_t *h, const void *p, const char *call, size_t *n);
+
 /* The seal covers every field but the frames: an underrun that reaches
  * the record, even its links, breaks it before a list is followed. */
 static inline size_t umem__rec_seal(const umem_t *h, const struct umem_rec *r)
@@ -92,10 +99,11 @@ static UMEM_HOT_INLINE void umem__trace(void **frames)
         return;
     void *all[UMEM_DEBUG_FRAMES + 1];
     umem__tls.tracing = 1;
-    int got = backtrace(all, UMEM_DEBUG_FRAMES + 1);
+    int got = backtrace(all, UMEM_DEBUG_FRAMES + 1), k = 0;
     umem__tls.tracing = 0;
     for (int i = 1; i < got; i++) /* all[0] is in umem's own call */
-        frames[i - 1] = all[i];
+        if (k > 0 || !umem__own_code(all[i]))
+            frames[k++] = all[i];
 #endif
 }
 
@@ -443,9 +451,9 @@ static inline void umem__unpoison_all(umem_t *h)
 /* The bytes the caller may use at p: what it asked for. */
 static UMEM_NOINLINE size_t umem__debug_usable(umem_t *h, const void *p, const char *call)
 {
-    if (!p)
-        return 0;
     size_t n;
+    if (!p || (h->flags & UMEM__GUARDS && umem__guard_size(h, p, call, &n)))
+        return p ? n : 0;
     UMEM__VG_QUIET(h);
     if (h->flags & UMEM__KEEP) {
         int alone;
@@ -465,8 +473,16 @@ static UMEM_NOINLINE size_t umem__debug_usable(umem_t *h, const void *p, const c
     return n;
 }
 
+/* `align` 0: umem_alloc's, 16 bytes (a guarded block: as its size needs). */
 static UMEM_NOINLINE void *umem__debug_alloc(umem_t *h, size_t align, size_t n)
 {
+    if (h->flags & UMEM__GUARDS) {
+        int guarded;
+        void *p = umem__guard_try(h, align, n, &guarded);
+        if (guarded)
+            return p;
+    }
+    align = align ? align : UMEM_ALIGN;
     void *frames[UMEM_DEBUG_FRAMES];
     if (h->flags & UMEM__KEEP)
         umem__trace(frames);
@@ -486,7 +502,7 @@ static UMEM_NOINLINE void *umem__debug_alloc(umem_t *h, size_t align, size_t n)
 
 static UMEM_NOINLINE void umem__debug_free(umem_t *h, void *p)
 {
-    if (!p)
+    if (!p || (h->flags & UMEM__GUARDS && umem__guard_take(h, p)))
         return;
 #ifdef UMEM__VALGRIND
     if (h->flags & UMEM__VG)
@@ -505,14 +521,14 @@ static UMEM_NOINLINE void umem__debug_free(umem_t *h, void *p)
 static UMEM_NOINLINE void *umem__debug_realloc(umem_t *h, void *p, size_t n)
 {
     if (!p)
-        return umem__debug_alloc(h, UMEM_ALIGN, n);
+        return umem__debug_alloc(h, 0, n);
     if (n == 0) {
         umem__debug_free(h, p);
         return NULL;
     }
     size_t old = umem__debug_usable(h, p, "realloc");
     int saved = errno;
-    void *q = umem__debug_alloc(h, UMEM_ALIGN, n);
+    void *q = umem__debug_alloc(h, 0, n);
     if (!q)
         return NULL;
     memcpy(q, p, old < n ? old : n);

@@ -22,11 +22,9 @@
 static UMEM_RARE uint64_t umem__exit_check_heap(umem_t *h)
 {
     UMEM__VG_QUIET(h);
-    int lent = umem__lock(h, UMEM_LEND | UMEM_QUIET);
+    int alone = umem__keep_lock(h); /* lent to a fork: checked without it */
     uint64_t leaks = 0;
-    if (lent >= 0) {
-        if (lent == 0)
-            umem__keep_settle(h);
+    {
         for (struct umem_rec *r = h->held.next; r != &h->held; r = r->next)
             umem__keep_verify(r);
         for (struct umem_rec *r = h->live.next; r != &h->live; r = r->next) {
@@ -39,8 +37,9 @@ static UMEM_RARE uint64_t umem__exit_check_heap(umem_t *h)
                              at ? "-" : "", at ? at : over);
         }
         if (h->creator == getpid())
-            leaks = umem__keep_leaks(h, h->exit_what);
-        if (lent == 0)
+            leaks = umem__keep_leaks(h, h->exit_what) +
+                    (h->guard ? umem__guard_leaks(h, h->exit_what) : 0);
+        if (!alone)
             umem__unlock(h);
     }
     UMEM__VG_LOUD(h);
