@@ -305,6 +305,9 @@ static int umem__guard_fault(const void *addr)
                         (void *)r->user, r->size, at);
         void *now[UMEM__GUARD_FRAMES];
         umem__guard_here(now, 2); /* this handler, the kernel's return to it */
+        /* The faulting instruction itself, shown as a return address is
+         * (a resolver steps back a byte from each): one byte on. */
+        now[0] = now[0] ? (char *)now[0] + 1 : NULL;
         umem__guard_stacks(r, now);
         return 1;
     }
