@@ -40,10 +40,15 @@ void *__asan_region_is_poisoned(void *beg, size_t size);
 #endif
 
 /* UMEM_GUARD's part of the watched path, defined in umem/guard.h (which
- * comes after: it reports as this part does): an allocation guarded or
- * not (*done), a free or a size of a guarded block (1) or of another. */
+ * comes after: it reports as this part does): whether this allocation
+ * is to be guarded, the guarded allocation (*done: it was made), whether
+ * p is in the heap's guarded arena, and a guarded block freed, or its
+ * size (1; 0 for another block). */
+struct umem_guard;
+static UMEM_HOT_INLINE int umem__guard_pick(const struct umem_guard *g);
 static UMEM_NOINLINE void *umem__guard_try(umem_t *h, size_t align, size_t n, int *done);
-static UMEM_NOINLINE int umem__guard_take(umem_t *h, void *p);
+static inline int umem__guard_has(const umem_t *h, const void *p);
+static UMEM_NOINLINE void umem__guard_take(umem_t *h, void *p);
 static inline int umem__guard_size(umem_t *h, const void *p, const char *call, size_t *n);
 
 /* The seal covers every field but the frames: an underrun that reaches
@@ -476,7 +481,7 @@ static UMEM_NOINLINE size_t umem__debug_usable(umem_t *h, const void *p, const c
 /* `align` 0: umem_alloc's, 16 bytes (a guarded block: as its size needs). */
 static UMEM_NOINLINE void *umem__debug_alloc(umem_t *h, size_t align, size_t n)
 {
-    if (h->flags & UMEM__GUARDS) {
+    if (h->flags & UMEM__GUARDS && umem__guard_pick(h->guard)) {
         int guarded;
         void *p = umem__guard_try(h, align, n, &guarded);
         if (guarded)
@@ -502,8 +507,12 @@ static UMEM_NOINLINE void *umem__debug_alloc(umem_t *h, size_t align, size_t n)
 
 static UMEM_NOINLINE void umem__debug_free(umem_t *h, void *p)
 {
-    if (!p || (h->flags & UMEM__GUARDS && umem__guard_take(h, p)))
+    if (!p)
         return;
+    if (h->flags & UMEM__GUARDS && umem__guard_has(h, p)) {
+        umem__guard_take(h, p);
+        return;
+    }
 #ifdef UMEM__VALGRIND
     if (h->flags & UMEM__VG)
         VALGRIND_FREELIKE_BLOCK(p, 0);
@@ -517,7 +526,7 @@ static UMEM_NOINLINE void umem__debug_free(umem_t *h, void *p)
 }
 
 /* A watched heap's realloc always moves the block, so that a stale
- * pointer to the old one is caught. */
+ * pointer to the old one is caught (but UMEM_GUARD's alone). */
 static UMEM_NOINLINE void *umem__debug_realloc(umem_t *h, void *p, size_t n)
 {
     if (!p)
@@ -526,6 +535,10 @@ static UMEM_NOINLINE void *umem__debug_realloc(umem_t *h, void *p, size_t n)
         umem__debug_free(h, p);
         return NULL;
     }
+    /* A block UMEM_GUARD left unguarded, on a heap nothing else watches,
+     * is resized as on a plain heap. */
+    if (!(h->flags & (UMEM__KEEP | UMEM__VG)) && !umem__guard_has(h, p))
+        return umem__realloc(h, p, n);
     size_t old = umem__debug_usable(h, p, "realloc");
     int saved = errno;
     void *q = umem__debug_alloc(h, 0, n);

@@ -150,6 +150,20 @@ static UMEM_COLD void umem__guard_die(const struct umem_grec *r, void *const *no
     abort();
 }
 
+/* The offset of the first byte of p[0..n) other than the guard byte,
+ * or n: a word at a time, since the slack may be most of a page. */
+static inline size_t umem__guard_first_not(const unsigned char *p, size_t n)
+{
+    const uint64_t all = 0x0101010101010101ull * UMEM__GUARD_BYTE;
+    size_t i = 0;
+    for (uint64_t w; i + 8 <= n; i += 8) {
+        memcpy(&w, p + i, 8);
+        if (w != all)
+            break;
+    }
+    return i + umem__first_not(p + i, n - i, UMEM__GUARD_BYTE);
+}
+
 /* The record of the block whose pages hold c, in g's arena, or NULL;
  * `near`: a page that is no block's belongs to the nearest block below
  * it (an overflow past the last block). */
@@ -266,13 +280,12 @@ static inline void umem__guard_free(struct umem_guard *g, void *p, void *const *
     size_t room = r->bytes - page;
     if (r->size) {
         size_t before = (size_t)(r->user - body), after = room - before - r->size;
-        size_t bad = umem__first_not((unsigned char *)body, before, UMEM__GUARD_BYTE);
+        size_t bad = umem__guard_first_not((unsigned char *)body, before);
         atomic_store_explicit(&r->state, UMEM__GUARD_LIVE, memory_order_relaxed);
         if (bad < before)
             umem__guard_die(r, frames, "written before its start (underrun), at byte -",
                             (long long)(before - bad));
-        bad =
-            umem__first_not((unsigned char *)r->user + r->size, after, UMEM__GUARD_BYTE);
+        bad = umem__guard_first_not((unsigned char *)r->user + r->size, after);
         if (bad < after)
             umem__guard_die(r, frames, "written past its end (overrun), at byte ",
                             (long long)(r->size + bad));
@@ -437,9 +450,6 @@ static inline uint64_t umem__guard_leaks(umem_t *h, const char *what)
 
 static UMEM_NOINLINE void *umem__guard_try(umem_t *h, size_t align, size_t n, int *done)
 {
-    *done = 0;
-    if (!umem__guard_pick(h->guard))
-        return NULL;
     void *frames[UMEM__GUARD_FRAMES];
     umem__guard_trace(frames);
     void *p = umem__guard_alloc(h->guard, align, n, frames);
@@ -453,14 +463,11 @@ static inline int umem__guard_has(const umem_t *h, const void *p)
     return (uintptr_t)p - (uintptr_t)g->arena < g->arena_bytes;
 }
 
-static UMEM_NOINLINE int umem__guard_take(umem_t *h, void *p)
+static UMEM_NOINLINE void umem__guard_take(umem_t *h, void *p)
 {
-    if (!umem__guard_has(h, p))
-        return 0;
     void *frames[UMEM__GUARD_FRAMES];
     umem__guard_trace(frames);
     umem__guard_free(h->guard, p, frames);
-    return 1;
 }
 
 static inline int umem__guard_size(umem_t *h, const void *p, const char *call, size_t *n)
