@@ -19,7 +19,9 @@
  * that heap's blocks pass between processes. */
 static inline unsigned umem__tools(unsigned flags)
 {
-    unsigned tools = (flags & UMEM_DEBUG ? UMEM__KEEP : 0) | (flags & UMEM_GUARD ? UMEM__GUARDS : 0);
+    unsigned tools = flags & UMEM_DEBUG ? UMEM__KEEP : 0;
+    if (flags & UMEM_GUARD)
+        tools |= UMEM__GUARDS;
 #ifdef UMEM__ASAN
     if (!(flags & UMEM_SHARED))
         tools |= UMEM__KEEP | UMEM__POISONS;
@@ -281,17 +283,20 @@ static inline void umem_destroy(umem_t *h)
 
 /* ---- the interface ---- */
 
+/* A heap UMEM_GUARD alone watches takes a shorter way than the others. */
+#define UMEM__SAMPLED(h) (!((h)->flags & (UMEM__KEEP | UMEM__VG)))
+
 static inline void *umem_alloc(umem_t *h, size_t n)
 {
     if (UMEM_UNLIKELY(h->flags & UMEM__WATCHED))
-        return umem__debug_alloc(h, 0, n);
+        return UMEM__SAMPLED(h) ? umem__sampled_alloc(h, n) : umem__debug_alloc(h, 0, n);
     return umem__alloc(h, n);
 }
 
 static inline void umem_free(umem_t *h, void *p)
 {
     if (UMEM_UNLIKELY(h->flags & UMEM__WATCHED))
-        umem__debug_free(h, p);
+        UMEM__SAMPLED(h) ? umem__sampled_free(h, p) : umem__debug_free(h, p);
     else
         umem__free(h, p);
 }

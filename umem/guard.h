@@ -73,9 +73,9 @@ static UMEM_HOT_INLINE void umem__guard_here(void **frames, int skip)
 #ifdef UMEM__BACKTRACE
     if (umem__tls.tracing)
         return;
-    void *all[UMEM__GUARD_FRAMES + 4];
+    void *all[UMEM__GUARD_FRAMES + 2];
     umem__tls.tracing = 1;
-    int got = backtrace(all, UMEM__GUARD_FRAMES + 4), k = 0;
+    int got = backtrace(all, UMEM__GUARD_FRAMES + 2), k = 0;
     umem__tls.tracing = 0;
     for (int i = skip; i < got && k < UMEM__GUARD_FRAMES; i++)
         if (k > 0 || !umem__own_code(all[i]))
@@ -86,7 +86,8 @@ static UMEM_HOT_INLINE void umem__guard_here(void **frames, int skip)
 }
 
 /* ... from umem__guard_try or _take, never inlined, whose callers are the
- * watched path's (umem/debug.h), never inlined either. */
+ * watched path's (umem/debug.h) or umem__sampled_..., never inlined
+ * either. */
 static UMEM_HOT_INLINE void umem__guard_trace(void **frames)
 {
     umem__guard_here(frames, 2);
@@ -468,6 +469,27 @@ static UMEM_NOINLINE void umem__guard_take(umem_t *h, void *p)
     void *frames[UMEM__GUARD_FRAMES];
     umem__guard_trace(frames);
     umem__guard_free(h->guard, p, frames);
+}
+
+/* The calls of a heap UMEM_GUARD alone watches: the plain path, but
+ * for the blocks drawn. */
+static UMEM_NOINLINE void *umem__sampled_alloc(umem_t *h, size_t n)
+{
+    if (umem__guard_pick(h->guard)) {
+        int guarded;
+        void *p = umem__guard_try(h, 0, n, &guarded);
+        if (guarded)
+            return p;
+    }
+    return umem__alloc(h, n);
+}
+
+static UMEM_NOINLINE void umem__sampled_free(umem_t *h, void *p)
+{
+    if (umem__guard_has(h, p))
+        umem__guard_take(h, p);
+    else
+        umem__free(h, p);
 }
 
 static inline int umem__guard_size(umem_t *h, const void *p, const char *call, size_t *n)
