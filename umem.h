@@ -30,7 +30,9 @@
  *   of pages a thread owns, allocated and freed without the lock.  fork()
  *   holds every private heap's lock and lends it to calls that cannot
  *   wait.  A watched heap (valgrind, AddressSanitizer, UMEM_DEBUG) puts a
- *   layer of records, guards and a quarantine in front of all that.
+ *   layer of records, guards and a quarantine in front of all that, and
+ *   is checked at exit; UMEM_GUARD puts every block, or one in N, on
+ *   pages of its own beside a no-access page.
  *
  * CONTENTS, in the order they are included.  Each part uses only what
  * comes before it, and refuses to be included but from here.
@@ -172,7 +174,8 @@ static inline umem_t *umem_create(size_t bytes, unsigned flags);
  * process other than a UMEM_SHARED heap's creator it only unmaps. */
 static inline void umem_destroy(umem_t *h);
 
-/* n bytes, 16-byte aligned.  NULL for n == 0; NULL with errno ENOMEM when
+/* n bytes, 16-byte aligned.  NULL for n == 0 (UMEM_GUARD: a no-access
+ * pointer when the block is guarded); NULL with errno ENOMEM when
  * nothing fits (EOWNERDEAD: a shared heap whose lock owner died). */
 static inline void *umem_alloc(umem_t *h, size_t n);
 
