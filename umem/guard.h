@@ -272,17 +272,11 @@ static inline struct umem_grec *umem__guard_open(struct umem_guard *g, const voi
 static inline void umem__guard_free(struct umem_guard *g, void *p, void *const *frames)
 {
     struct umem_grec *r = umem__guard_open(g, p, "free", frames);
-    unsigned live = UMEM__GUARD_LIVE;
-    if (!atomic_compare_exchange_strong(&r->state, &live, UMEM__GUARD_FREED))
-        umem__guard_open(g, p, "free", frames); /* freed meanwhile by another thread */
-    memcpy(r->freed, frames, sizeof r->freed);
-    size_t page = g->page;
+    size_t page = g->page, room = r->bytes - page;
     char *body = g->below ? r->start + page : r->start;
-    size_t room = r->bytes - page;
     if (r->size) {
         size_t before = (size_t)(r->user - body), after = room - before - r->size;
         size_t bad = umem__guard_first_not((unsigned char *)body, before);
-        atomic_store_explicit(&r->state, UMEM__GUARD_LIVE, memory_order_relaxed);
         if (bad < before)
             umem__guard_die(r, frames, "written before its start (underrun), at byte -",
                             (long long)(before - bad));
@@ -290,7 +284,12 @@ static inline void umem__guard_free(struct umem_guard *g, void *p, void *const *
         if (bad < after)
             umem__guard_die(r, frames, "written past its end (overrun), at byte ",
                             (long long)(r->size + bad));
-        atomic_store_explicit(&r->state, UMEM__GUARD_FREED, memory_order_release);
+    }
+    memcpy(r->freed, frames, sizeof r->freed);
+    unsigned live = UMEM__GUARD_LIVE;
+    if (!atomic_compare_exchange_strong(&r->state, &live, UMEM__GUARD_FREED))
+        umem__guard_open(g, p, "free", frames); /* freed meanwhile by another thread */
+    if (room) {
         mprotect(body, room, PROT_NONE);
         madvise(body, room, MADV_DONTNEED);
     }
