@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # UMEM_GUARD: each bug tests/debug_bugs plants, on a heap whose every block
 # is guarded, with the guard page after the blocks and before them
-# (UMEM_GUARD_BELOW=1), with and without UMEM_DEBUG.  A fault in a guard
+# (UMEM_GUARD_BELOW=1), with and without UMEM_DEBUG, each block right
+# against its guard page (UMEM_GUARD_ALIGN=1).  A fault in a guard
 # page or a freed block's page ends the program with SIGSEGV and one
 # "umem: " line (what, the block, its size, the offset), and the stack
 # umem-symbolize resolves names the guilty line; a misuse found at free
@@ -61,8 +62,8 @@ for place in after below; do
             [ $place = below ] && want=${want:-${below[$bug]:-}}
             below_set=0
             [ $place = below ] && below_set=1
-            (UMEM_GUARD_BELOW=$below_set timeout -k 5 60 $PROG locked $bug $mode; exit $?) \
-                > "$TMP/out" 2>&1
+            (UMEM_GUARD_ALIGN=1 UMEM_GUARD_BELOW=$below_set \
+                timeout -k 5 60 $PROG locked $bug $mode; exit $?) > "$TMP/out" 2>&1
             rc=$?
             if [ $bug = leak ] && [ $mode = guard-debug ]; then
                 check "$name is listed at umem_destroy" eval '[ $rc -eq 0 ] &&
@@ -85,6 +86,14 @@ for place in after below; do
         check "UMEM_GUARD ($place, $mode): $expect of the 11 bugs caught" test $found -eq $expect
     done
 done
+
+# UMEM_GUARD_ALIGN=1 above: a block of 100 bytes ends against the guard.
+# By default it is 8-byte aligned, 4 bytes short of it: an overrun by one
+# byte is found at free.
+(timeout -k 5 60 $PROG locked overrun guard; exit $?) > "$TMP/out" 2>&1
+rc=$?
+check "UMEM_GUARD, 8-byte alignment: a 1-byte overrun of 100 bytes is found at free" \
+    judge overrun "free:free of B (100 bytes): written past its end (overrun), at byte 100"
 
 # A program's own SIGSEGV handler: installed before the heap, umem's
 # passes it the program's own faults; installed after, it takes them all.

@@ -61,8 +61,9 @@ struct umem_guard {
     _Atomic uint32_t *owner;  /* per page of the arena: 1 + its block's record, or 0 */
     struct umem_grec *recs;
     size_t owner_bytes, recs_bytes;
-    unsigned every; /* one block in `every` is guarded */
-    int below;      /* the guard page before the block */
+    unsigned every;     /* one block in `every` is guarded */
+    int below;          /* the guard page before the block */
+    size_t least_align; /* UMEM_GUARD_ALIGN */
 };
 
 /* The calls that led here, innermost first, the `skip` innermost and
@@ -205,7 +206,20 @@ static UMEM_HOT_INLINE int umem__guard_pick(const struct umem_guard *g)
     return left == 1;
 }
 
-/* n bytes aligned to `align` (0: see below) on pages of their own, or
+/* The alignment of a guarded block of n bytes, right against the guard
+ * page: as an object of n bytes needs (the largest power of two dividing
+ * n, up to 16), but at least UMEM_GUARD_ALIGN (8 unless set: a header
+ * with pointers before an array of odd size), or n's own below that. */
+static inline size_t umem__guard_align(const struct umem_guard *g, size_t n)
+{
+    size_t natural = n & (0 - n), least = g->least_align;
+    while (least > 1 && least > n)
+        least >>= 1;
+    natural = natural == 0 || natural > UMEM_ALIGN ? UMEM_ALIGN : natural;
+    return natural > least ? natural : least;
+}
+
+/* n bytes aligned to `align` (0: see above) on pages of their own, or
  * NULL (too large or too aligned, the arena or its records used up). */
 static inline void *umem__guard_alloc(struct umem_guard *g, size_t align, size_t n,
                                       void *const *frames)
@@ -224,11 +238,7 @@ static inline void *umem__guard_alloc(struct umem_guard *g, size_t align, size_t
     char *guard = g->below ? start : start + pages * page;
     if (pages && mprotect(body, pages * page, PROT_READ | PROT_WRITE) != 0)
         return NULL;
-    /* Right against the guard: aligned as asked, or (align 0) as an
-     * object of n bytes needs: the largest power of two dividing n, up
-     * to 16. */
-    size_t natural = n & (0 - n);
-    align = align ? align : natural == 0 || natural > UMEM_ALIGN ? UMEM_ALIGN : natural;
+    align = align ? align : umem__guard_align(g, n);
     char *user = n == 0     ? guard
                  : g->below ? body
                             : (char *)((uintptr_t)(guard - n) & ~(align - 1));
@@ -407,6 +417,9 @@ static inline int umem__guard_init(umem_t *h)
     g->recs_bytes = UMEM_GUARD_BLOCKS * sizeof(struct umem_grec);
     g->every = umem__guard_setting("UMEM_GUARD", 1);
     g->below = umem__guard_setting("UMEM_GUARD_BELOW", 0) != 0;
+    g->least_align = umem__guard_setting("UMEM_GUARD_ALIGN", 8);
+    if (g->least_align > UMEM_ALIGN || (g->least_align & (g->least_align - 1)))
+        g->least_align = 8;
     g->arena = (char *)umem__map(g->arena_bytes, PROT_NONE, MAP_PRIVATE | MAP_NORESERVE);
     g->owner = (_Atomic uint32_t *)umem__map(g->owner_bytes, PROT_READ | PROT_WRITE,
                                              MAP_PRIVATE | MAP_NORESERVE);
