@@ -10,6 +10,8 @@
  *                                in the child; the parent goes on
  *     tests/guard_prog zero      umem_alloc(h, 0) returns a pointer that
  *                                faults when read
+ *     tests/guard_prog calls     every call on guarded heaps of each kind,
+ *                                and four threads at once
  *     tests/guard_prog sample M  M blocks allocated and freed; prints how
  *                                many were guarded (UMEM_GUARD=N: 1 in N)
  *
@@ -133,6 +135,74 @@ static int sample(long count)
     return 0;
 }
 
+/* Each call on a heap that guards every block: sizes, alignment,
+ * contents across realloc, memalign; 0 when all held. */
+static int calls_on(unsigned flags)
+{
+    static const size_t sizes[] = {1, 7, 8, 24, 100, 4096, 5000, 70000};
+    umem_t *h = umem_create((size_t)1 << 20, flags);
+    int bad = !h;
+    for (size_t i = 0; !bad && i < sizeof sizes / sizeof sizes[0]; i++) {
+        size_t n = sizes[i], want = n % 8 == 0 ? (n % 16 == 0 ? 16 : 8) : n < 8 ? 1 : 8;
+        unsigned char *p = umem_alloc(h, n);
+        bad |= !p || (uintptr_t)p % want != 0 || umem_usable_size(h, p) != n;
+        if (bad)
+            break;
+        memset(p, (int)i, n);
+        unsigned char *q = umem_realloc(h, p, 2 * n);
+        bad |= !q || q[0] != i || q[n - 1] != i || umem_usable_size(h, q) != 2 * n;
+        memset(q, 1, 2 * n);
+        umem_free(h, q);
+        char *a = umem_memalign(h, 64, n);
+        bad |= !a || (uintptr_t)a % 64 != 0;
+        if (a)
+            memset(a, 2, n);
+        umem_free(h, a);
+    }
+    bad |= h && umem_check(h) != 0;
+    umem_destroy(h);
+    if (bad)
+        printf("calls on flags %u: wrong\n", flags);
+    return bad;
+}
+
+static void *churn(void *arg)
+{
+    umem_t *h = arg;
+    for (int i = 0; i < 2000; i++) {
+        char *p = umem_alloc(h, (size_t)(i % 300) + 1);
+        if (!p)
+            return (void *)1;
+        p[0] = 1;
+        umem_free(h, p);
+    }
+    return NULL;
+}
+
+/* The calls, on heaps of several kinds, then four threads at once. */
+static int calls(void)
+{
+    static const unsigned kinds[] = {UMEM_GUARD, UMEM_GUARD | UMEM_CACHED | UMEM_GROW,
+                                     UMEM_GUARD | UMEM_NOLOCK, UMEM_GUARD | UMEM_DEBUG};
+    int bad = 0;
+    for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++)
+        bad |= calls_on(kinds[k]);
+    umem_t *h = umem_create((size_t)1 << 20, UMEM_GUARD | UMEM_CACHED);
+    pthread_t t[4];
+    int made = 0;
+    for (; h && made < 4 && pthread_create(&t[made], NULL, churn, h) == 0; made++)
+        ;
+    for (int i = 0; i < made; i++) {
+        void *r;
+        pthread_join(t[i], &r);
+        bad |= r != NULL;
+    }
+    bad |= !h || umem_check(h) != 0;
+    umem_destroy(h);
+    puts(bad ? "calls wrong" : "calls right");
+    return bad;
+}
+
 int main(int argc, char **argv)
 {
     const char *what = argc > 1 ? argv[1] : "";
@@ -142,8 +212,10 @@ int main(int argc, char **argv)
         return forked();
     if (strcmp(what, "zero") == 0)
         return zero();
+    if (strcmp(what, "calls") == 0)
+        return calls();
     if (strcmp(what, "sample") == 0 && argc > 2)
         return sample(atol(argv[2]));
-    fprintf(stderr, "usage: guard_prog chain|after|fork|zero|sample COUNT\n");
+    fprintf(stderr, "usage: guard_prog chain|after|fork|zero|calls|sample COUNT\n");
     return 2;
 }

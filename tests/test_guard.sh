@@ -121,6 +121,10 @@ block=$(sed -n 's/^block \(0x[0-9a-f]*\) line [0-9]*$/\1/p' "$TMP/out")
 check "a guarded block of 0 bytes faults when read" \
     eval '[ $rc -eq 139 ] && grep -q "^umem: overflow: block $block (0 bytes), at offset 0$" "$TMP/out"'
 
+out=$(env -u UMEM_GUARD timeout -k 5 60 $GPROG calls 2>&1)
+check "guarded blocks: sizes, alignment, realloc, memalign, threads, on every kind of heap" \
+    test "$out" = "calls right"
+
 # Sampling: 1 in 100 of 100000 blocks, drawn at random (a mean of 1000;
 # outside 500 to 2000 only by a chance far below one in a billion).
 n=$(UMEM_GUARD=100 $GPROG sample 100000 | sed -n 's/^guarded //p')
