@@ -307,13 +307,39 @@ static inline void umem__guard_free(struct umem_guard *g, void *p, void *const *
 
 /* ---- the fault handler ---- */
 
+/* How far c lies from r's block (0: inside it). */
+static inline size_t umem__guard_gap(const struct umem_grec *r, const char *c)
+{
+    return c < r->user              ? (size_t)(r->user - c)
+           : c >= r->user + r->size ? (size_t)(c - r->user - r->size) + 1
+                                    : 0;
+}
+
+/* The block a fault at c concerns: the one whose pages hold c, or, for a
+ * guard page between two blocks, the nearer of the two (an overflow of
+ * the one, or an underflow of the other). */
+static struct umem_grec *umem__guard_blame(const struct umem_guard *g, const char *c)
+{
+    struct umem_grec *r = umem__guard_rec(g, c, 1), *other = NULL;
+    if (!r)
+        return NULL;
+    size_t page = g->page;
+    if (!g->below && c >= r->start + r->bytes - page)
+        other = umem__guard_rec(g, r->start + r->bytes, 0);
+    else if (g->below && c < r->start + page && r->start > g->arena)
+        other = umem__guard_rec(g, r->start - 1, 0);
+    if (other && other != r && umem__guard_gap(other, c) < umem__guard_gap(r, c))
+        r = other;
+    return r;
+}
+
 /* A fault at `addr` in a guarded heap's arena, reported: 1; else 0. */
 static int umem__guard_fault(const void *addr)
 {
     for (unsigned i = 0; i < UMEM__GUARD_HEAPS; i++) {
         struct umem_guard *g =
             atomic_load_explicit(&umem__guards[i], memory_order_acquire);
-        struct umem_grec *r = g ? umem__guard_rec(g, addr, 1) : NULL;
+        struct umem_grec *r = g ? umem__guard_blame(g, addr) : NULL;
         if (!r)
             continue;
         long long at = (long long)((intptr_t)addr - (intptr_t)r->user);
@@ -421,6 +447,7 @@ static inline int umem__guard_init(umem_t *h)
     if (g->least_align > UMEM_ALIGN || (g->least_align & (g->least_align - 1)))
         g->least_align = 8;
     g->arena = (char *)umem__map(g->arena_bytes, PROT_NONE, MAP_PRIVATE | MAP_NORESERVE);
+    atomic_init(&g->next, h->page); /* the first page guards the first block's start */
     g->owner = (_Atomic uint32_t *)umem__map(g->owner_bytes, PROT_READ | PROT_WRITE,
                                              MAP_PRIVATE | MAP_NORESERVE);
     g->recs = (struct umem_grec *)umem__map(g->recs_bytes, PROT_READ | PROT_WRITE,
