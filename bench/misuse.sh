@@ -29,7 +29,7 @@ for kind in $("$work/misuse" list); do
     for size in 8 4096 262144; do
         row=""
         r_glibc=0 r_libumem=0 r_debug=0 r_after=0 r_below=0
-        caught A=1 && r_glibc=1
+        caught && r_glibc=1
         caught LD_PRELOAD="$lib" && r_libumem=1
         caught LD_PRELOAD="$lib" UMEM_DEBUG=1 && r_debug=1
         caught LD_PRELOAD="$lib" UMEM_DEBUG=1 UMEM_GUARD=1 && r_after=1

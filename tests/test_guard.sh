@@ -144,6 +144,7 @@ int main(int argc, char **argv)
     if (!strcmp(argv[1], "uaf")) { free(p); p[3] = 1; }
     if (!strcmp(argv[1], "memcpy")) memcpy(p, argv[0], 25);
     if (!strcmp(argv[1], "zero")) { char *volatile z = malloc(0); z[0] = 1; }
+    if (!strcmp(argv[1], "under")) { char *volatile q = malloc(4096); q[-1] = 1; }
     puts("unnoticed");
     return 0;
 }
@@ -151,7 +152,8 @@ C
 ${CC:-cc} -O0 -g -fno-builtin -o "$TMP/misuse" "$TMP/misuse.c"
 for m in uaf:"use after free: block 0x[0-9a-f]* (24 bytes), at offset 3" \
     memcpy:"overflow: block 0x[0-9a-f]* (24 bytes), at offset 24" \
-    zero:"overflow: block 0x[0-9a-f]* (0 bytes), at offset 0"; do
+    zero:"overflow: block 0x[0-9a-f]* (0 bytes), at offset 0" \
+    under:"underflow: block 0x[0-9a-f]* (4096 bytes), at offset -1"; do
     (UMEM_GUARD=1 LD_PRELOAD=$PWD/libumem.so timeout -k 5 60 "$TMP/misuse" ${m%%:*}; exit $?) \
         > "$TMP/out" 2>&1
     rc=$?
