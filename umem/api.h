@@ -283,7 +283,8 @@ static inline void umem_destroy(umem_t *h)
 
 /* ---- the interface ---- */
 
-/* A heap UMEM_GUARD alone watches takes a shorter way than the others. */
+/* A heap UMEM_GUARD alone watches takes a shorter way than the others
+ * (umem/guard.h): the plain path, but for the blocks drawn. */
 #define UMEM__SAMPLED(h) (!((h)->flags & (UMEM__KEEP | UMEM__VG)))
 
 static inline void *umem_alloc(umem_t *h, size_t n)

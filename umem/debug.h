@@ -511,6 +511,7 @@ static UMEM_NOINLINE void umem__debug_free(umem_t *h, void *p)
         return;
     if (h->flags & UMEM__GUARDS && umem__guard_has(h, p)) {
         umem__guard_take(h, p);
+        UMEM__NO_TAIL();
         return;
     }
 #ifdef UMEM__VALGRIND

@@ -88,7 +88,8 @@ static UMEM_HOT_INLINE void umem__guard_here(void **frames, int skip)
 
 /* ... from umem__guard_try or _take, never inlined, whose callers are the
  * watched path's (umem/debug.h) or umem__sampled_..., never inlined
- * either. */
+ * either, and never calling them last (UMEM__NO_TAIL): a call made last
+ * may become a jump, and its frame would be missing. */
 static UMEM_HOT_INLINE void umem__guard_trace(void **frames)
 {
     umem__guard_here(frames, 2);
@@ -184,17 +185,11 @@ static inline struct umem_grec *umem__guard_rec(const struct umem_guard *g, cons
     return NULL;
 }
 
-/* Whether this allocation is guarded: every one, or one in `every` at
- * random intervals (mean `every`), counted per thread. */
-static UMEM_HOT_INLINE int umem__guard_pick(const struct umem_guard *g)
+/* The countdown of the thread ran out, or was never drawn: whether this
+ * allocation is guarded, and the next interval, at random from 1 to
+ * 2 * every - 1 (its mean: every). */
+static UMEM_NOINLINE int umem__guard_redraw(const struct umem_guard *g, uint32_t left)
 {
-    if (g->every <= 1)
-        return 1;
-    uint32_t left = umem__tls.guard_left;
-    if (UMEM_LIKELY(left > 1)) {
-        umem__tls.guard_left = left - 1;
-        return 0;
-    }
     uint32_t x = umem__tls.guard_draw;
     if (x == 0)
         x = (uint32_t)(uintptr_t)&umem__tls ^ (uint32_t)time(NULL) ^ 0x9e3779b9u;
@@ -204,6 +199,20 @@ static UMEM_HOT_INLINE int umem__guard_pick(const struct umem_guard *g)
     umem__tls.guard_draw = x;
     umem__tls.guard_left = 1 + x % (2 * g->every - 1);
     return left == 1;
+}
+
+/* Whether this allocation is guarded: every one, or one in `every`,
+ * counted down per thread. */
+static UMEM_HOT_INLINE int umem__guard_pick(const struct umem_guard *g)
+{
+    uint32_t left = umem__tls.guard_left;
+    if (g->every <= 1)
+        return 1;
+    if (UMEM_LIKELY(left > 1)) {
+        umem__tls.guard_left = left - 1;
+        return 0;
+    }
+    return umem__guard_redraw(g, left);
 }
 
 /* The alignment of a guarded block of n bytes, right against the guard
@@ -510,8 +519,8 @@ static UMEM_NOINLINE void umem__guard_take(umem_t *h, void *p)
     umem__guard_free(h->guard, p, frames);
 }
 
-/* The calls of a heap UMEM_GUARD alone watches: the plain path, but
- * for the blocks drawn. */
+/* The calls of a heap UMEM_GUARD alone watches (umem/api.h): the plain
+ * path, but for the blocks drawn. */
 static UMEM_NOINLINE void *umem__sampled_alloc(umem_t *h, size_t n)
 {
     if (umem__guard_pick(h->guard)) {
@@ -525,10 +534,12 @@ static UMEM_NOINLINE void *umem__sampled_alloc(umem_t *h, size_t n)
 
 static UMEM_NOINLINE void umem__sampled_free(umem_t *h, void *p)
 {
-    if (umem__guard_has(h, p))
+    if (umem__guard_has(h, p)) {
         umem__guard_take(h, p);
-    else
-        umem__free(h, p);
+        UMEM__NO_TAIL();
+        return;
+    }
+    umem__free(h, p);
 }
 
 static inline int umem__guard_size(umem_t *h, const void *p, const char *call, size_t *n)

@@ -82,6 +82,7 @@ void __asan_unpoison_memory_region(void const volatile *addr, size_t size);
 #define UMEM_RARE          __attribute__((cold, noinline))
 #define UMEM_HOT_INLINE    __attribute__((always_inline)) inline
 #define UMEM_LIKELY(x)     __builtin_expect(!!(x), 1)
+#define UMEM__NO_TAIL()    __asm__ volatile("") /* the call before is no tail call */
 #define UMEM_UNLIKELY(x)   __builtin_expect(!!(x), 0)
 #else
 #define UMEM_COLD
@@ -89,6 +90,7 @@ void __asan_unpoison_memory_region(void const volatile *addr, size_t size);
 #define UMEM_RARE
 #define UMEM_HOT_INLINE  inline
 #define UMEM_LIKELY(x)   (x)
+#define UMEM__NO_TAIL()  ((void)0)
 #define UMEM_UNLIKELY(x) (x)
 #endif
 
