@@ -21,12 +21,13 @@ PROGRAMS = sharedhash esharedhash
 # blocksig.h and the parts it includes
 BLOCKSIG = blocksig.h signature.h cmdline.h inout.h workers.h run.h
 # umem.h and the parts it includes
-UMEM_PARTS = platform layout tree lock heap regions large locate pages pools calls debug api \
-	check hooks
+UMEM_PARTS = platform layout tree lock heap regions large locate pages pools calls debug guard \
+	exit api check hooks
 UMEM = umem.h $(UMEM_PARTS:%=umem/%.h)
 TESTS = tests/test_umem tests/test_umem_regions tests/test_umem_files tests/test_fuzz_corpus \
 	tests/faults.so tests/libumem_prog tests/libumem_boot.so tests/forks tests/debug_bugs \
-	tests/libumem_info tests/test_umem_trim tests/test_policies
+	tests/libumem_info tests/test_umem_trim tests/test_policies \
+	tests/guard_prog
 
 # libumem.so exports the malloc family only; none of it is a builtin here,
 # so that malloc + memset can never become a call to calloc.
@@ -73,6 +74,9 @@ tests/forks: tests/forks.c tests/check.h
 tests/debug_bugs: tests/debug_bugs.c $(UMEM) esharedhash.c $(BLOCKSIG)
 	$(CC) $(CFLAGS) -rdynamic -fno-optimize-sibling-calls $(PTHREAD) -o $@ $< $(LDFLAGS)
 
+tests/guard_prog: tests/guard_prog.c $(UMEM)
+	$(CC) $(CFLAGS) -rdynamic -fno-optimize-sibling-calls $(PTHREAD) -o $@ $< $(LDFLAGS)
+
 tests/libumem_boot.so: tests/libumem_boot.c
 	$(CC) $(CFLAGS) -shared -fPIC $(PTHREAD) -o $@ $< -ldl
 
@@ -86,7 +90,7 @@ check: all $(TESTS)
 install: all
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(INCLUDEDIR)/umem $(DESTDIR)$(LIBDIR) \
 		$(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man3
-	install -m 755 $(PROGRAMS) $(DESTDIR)$(BINDIR)/
+	install -m 755 $(PROGRAMS) umem-symbolize $(DESTDIR)$(BINDIR)/
 	install -m 755 libumem.so $(DESTDIR)$(LIBDIR)/
 	install -m 644 umem.h $(DESTDIR)$(INCLUDEDIR)/
 	install -m 644 $(UMEM_PARTS:%=umem/%.h) $(DESTDIR)$(INCLUDEDIR)/umem/
@@ -104,6 +108,7 @@ install: all
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/sharedhash $(DESTDIR)$(BINDIR)/esharedhash \
+		$(DESTDIR)$(BINDIR)/umem-symbolize \
 		$(DESTDIR)$(INCLUDEDIR)/umem.h $(DESTDIR)$(LIBDIR)/libumem.so \
 		$(DESTDIR)$(MANDIR)/man1/sharedhash.1 $(DESTDIR)$(MANDIR)/man1/esharedhash.1 \
 		$(DESTDIR)$(MANDIR)/man3/umem.3 $(DESTDIR)$(MANDIR)/man3/libumem.3 \

@@ -60,8 +60,9 @@
  *   A large free block inside the heap gives its pages back after the
  *   purge delay.
  */
-#define UMEM_LARGE    ((size_t)8 << 20)
-#define UMEM_ONE_HEAP 1 /* one heap, never destroyed: a thread's pool is its own */
+#define UMEM_LARGE      ((size_t)8 << 20)
+#define UMEM_ONE_HEAP   1 /* one heap, never destroyed: a thread's pool is its own */
+#define UMEM_OWN_MODULE 1 /* reports leave this library's frames out */
 #include "umem.h"
 
 #include <fcntl.h>
@@ -149,6 +150,35 @@ static LU_SLOW void *lu_boot_alloc(size_t n, size_t align)
 
 static int lu_debug; /* UMEM_DEBUG: list the blocks left at exit */
 
+/* UMEM_DEBUG: the heap is checked at exit and the blocks still allocated
+ * listed (the C library's own, such as stdio's buffers, among them), the
+ * exit status left alone unless UMEM_EXITCODE names one. */
+static void lu_debug_at_exit(umem_t *h)
+{
+    const char *code = getenv("UMEM_EXITCODE");
+    umem__exit_as(h, "still allocated at exit", code ? atoi(code) : 0);
+}
+
+/* ---- UMEM_GUARD ----
+ * Set to N (1: every block), the heap puts one block in N on pages of
+ * its own beside a no-access page (umem.h reads N and UMEM_GUARD_BELOW),
+ * and malloc(0) may return a pointer any access to which faults. */
+
+static int lu_guard;
+
+static unsigned lu_guard_flag(void)
+{
+    const char *guard = getenv("UMEM_GUARD");
+    lu_guard = guard && *guard && strcmp(guard, "0") != 0;
+    return lu_guard ? UMEM_GUARD : 0;
+}
+
+static LU_SLOW void *lu_malloc_zero(umem_t *h)
+{
+    void *p = lu_guard ? umem_alloc(h, 0) : NULL;
+    return p ? p : umem_alloc(h, 1);
+}
+
 static LU_SLOW umem_t *lu_create(void)
 {
     pthread_mutex_lock(&lu_init_lock);
@@ -161,11 +191,14 @@ static LU_SLOW umem_t *lu_create(void)
         lu_debug = debug && *debug && strcmp(debug, "0") != 0;
         if (lu_debug)
             flags |= UMEM_DEBUG;
+        flags |= lu_guard_flag();
         h = umem_create(LU_INITIAL, flags);
         lu_creating = 0;
         if (h) {
             if (umem__plain_pools(h))
                 atomic_store_explicit(&lu_plain, h, memory_order_release);
+            if (lu_debug)
+                lu_debug_at_exit(h);
             atomic_store_explicit(&lu_heap, h, memory_order_release);
             errno = saved; /* a failed attempt on the way is no error */
         }
@@ -283,7 +316,9 @@ static LU_SLOW void *lu_malloc_rest(size_t n)
     umem_t *h = lu_get();
     if (LU_UNLIKELY(!h))
         return lu_alloc_slow(n, 0);
-    return umem_alloc(h, n + (n == 0));
+    if (LU_UNLIKELY(n == 0))
+        return lu_malloc_zero(h);
+    return umem_alloc(h, n);
 }
 
 /* A small request on the plain heap goes straight to its pool. */
@@ -568,15 +603,6 @@ static uint64_t lu_minor_faults(void)
 {
     struct rusage ru;
     return getrusage(RUSAGE_SELF, &ru) == 0 ? (uint64_t)ru.ru_minflt : 0;
-}
-
-/* UMEM_DEBUG: the blocks still allocated at exit, listed (the C library's
- * own, such as stdio's buffers, among them). */
-__attribute__((destructor)) static void lu_debug_exit(void)
-{
-    umem_t *h = lu_get();
-    if (h && lu_debug)
-        umem__list_live(h, "still allocated at exit"); /* threads may still run */
 }
 
 /* The heap's figures, all 0 before it exists. */

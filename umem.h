@@ -31,7 +31,9 @@
  *   of pages a thread owns, allocated and freed without the lock.  fork()
  *   holds every private heap's lock and lends it to calls that cannot
  *   wait.  A watched heap (valgrind, AddressSanitizer, UMEM_DEBUG) puts a
- *   layer of records, guards and a quarantine in front of all that.
+ *   layer of records, guards and a quarantine in front of all that, and
+ *   is checked at exit; UMEM_GUARD puts every block, or one in N, on
+ *   pages of its own beside a no-access page.
  *
  * CONTENTS, in the order they are included.  Each part uses only what
  * comes before it, and refuses to be included but from here.
@@ -55,6 +57,10 @@
  *   umem/calls.h     allocation, free, realloc, memalign: the plain path
  *   umem/debug.h     the watched path: records, guards, quarantine,
  *                    tools, and a program's own pools
+ *   umem/guard.h     UMEM_GUARD: blocks on pages of their own beside a
+ *                    guard page, and the SIGSEGV handler that reports
+ *                    a fault in one
+ *   umem/exit.h      the check at exit of a watched heap still alive
  *   umem/api.h       umem_create, umem_destroy, the public wrappers,
  *                    umem_trim and umem_set_purge_min
  *   umem/check.h     umem_check and the statistics
@@ -125,6 +131,7 @@
 #define UMEM_GROW   4u
 #define UMEM_CACHED 8u
 #define UMEM_DEBUG  16u
+#define UMEM_GUARD  32u
 
 typedef struct umem umem_t;
 
@@ -173,7 +180,8 @@ static inline umem_t *umem_create(size_t bytes, unsigned flags);
  * process other than a UMEM_SHARED heap's creator it only unmaps. */
 static inline void umem_destroy(umem_t *h);
 
-/* n bytes, 16-byte aligned.  NULL for n == 0; NULL with errno ENOMEM when
+/* n bytes, 16-byte aligned.  NULL for n == 0 (UMEM_GUARD: a no-access
+ * pointer when the block is guarded); NULL with errno ENOMEM when
  * nothing fits (EOWNERDEAD: a shared heap whose lock owner died). */
 static inline void *umem_alloc(umem_t *h, size_t n);
 
@@ -247,9 +255,10 @@ static inline int umem__free_pooled(umem_t *h, void *p);
 /* Whether h has pools and no tool watches it: the heap those two serve. */
 static inline int umem__plain_pools(const umem_t *h);
 
-/* UMEM_DEBUG: lists the blocks still allocated on stderr, headed `what`;
- * callable while other threads run, or while a fork holds the lock. */
-static inline void umem__list_live(umem_t *h, const char *what);
+/* A watched heap's check at exit (umem/debug.h): its blocks still
+ * allocated are headed `what`, and the exit status becomes `code` (1 to
+ * 255) when there are any; another code leaves the program's own. */
+static inline void umem__exit_as(umem_t *h, const char *what, int code);
 
 /* ---- test hooks: what the tests may reach besides the calls -----------
  * Each corrupts or inspects one thing on purpose, to show that umem_check
@@ -296,6 +305,8 @@ static inline void umem__hook_flip_page(umem_t *h, const void *p, int which);
 #include "umem/pools.h"
 #include "umem/calls.h"
 #include "umem/debug.h"
+#include "umem/guard.h"
+#include "umem/exit.h"
 #include "umem/api.h"
 #include "umem/check.h"
 #include "umem/hooks.h"

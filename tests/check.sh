@@ -191,6 +191,12 @@ if $CC -g -O1 -rdynamic -fno-optimize-sibling-calls -fsanitize=address -fno-omit
     -o build/asan/debug_bugs tests/debug_bugs.c; then
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 under_tool asan "uninitialised-read leak" \
         build/asan/debug_bugs
+    # A heap never destroyed: its leak is listed at exit, the status 23.
+    (ASAN_OPTIONS=detect_leaks=1 timeout -k 5 300 build/asan/debug_bugs locked leak exit
+        exit $?) > build/bug.out 2>&1
+    rc=$?
+    [ $rc -eq 23 ] && grep -q '^umem: leak: 100 bytes at' build/bug.out
+    tally < <(result "[asan] a leak on a heap never destroyed is listed at exit, status 23" $?)
 else
     tally <<< "not ok - [asan] build tests/debug_bugs.c"
 fi

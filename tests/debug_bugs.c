@@ -3,16 +3,17 @@
  * must catch it (tests/test_debug.sh runs it with UMEM_DEBUG, under
  * valgrind and built with AddressSanitizer):
  *
- *     tests/debug_bugs KIND BUG [debug]
+ *     tests/debug_bugs KIND BUG [debug|exit|guard|guard-debug]
  *
  * KIND is the heap: locked, cached or nolock (umem_create with 0,
- * UMEM_CACHED or UMEM_NOLOCK; "debug" adds UMEM_DEBUG), or pool:
+ * UMEM_CACHED or UMEM_NOLOCK; "debug" adds UMEM_DEBUG, and so does
+ * "exit", where the program never destroys the heap), or pool:
  * esharedhash's own pools, over a locked heap.  BUG is one of the names
  * in `bugs` below.  Before the bug the program prints "block P line N":
  * the block concerned and the line of the statement that does the harm
  * (for a leak, the one that allocates the block), so that the test can
  * look for both in the tool's report.  It then frees what it holds and
- * destroys the heap, exiting 0 if nothing stopped it.
+ * destroys the heap (but with "exit"), exiting 0 if nothing stopped it.
  */
 #define main esharedhash_main
 #include "../esharedhash.c"
@@ -157,7 +158,7 @@ static const struct {
 
 static int bugs_usage(void)
 {
-    fprintf(stderr, "usage: debug_bugs locked|cached|nolock|pool BUG [debug]\n");
+    fprintf(stderr, "usage: debug_bugs locked|cached|nolock|pool BUG [debug|exit|guard|guard-debug]\n");
     return 2;
 }
 
@@ -165,7 +166,13 @@ int main(int argc, char **argv)
 {
     if (argc < 3)
         return bugs_usage();
-    unsigned flags = argc > 3 && strcmp(argv[3], "debug") == 0 ? UMEM_DEBUG : 0;
+    const char *mode = argc > 3 ? argv[3] : "";
+    int at_exit = strcmp(mode, "exit") == 0;
+    unsigned flags = at_exit || strcmp(mode, "debug") == 0 ? UMEM_DEBUG : 0;
+    if (strcmp(mode, "guard") == 0)
+        flags = UMEM_GUARD;
+    else if (strcmp(mode, "guard-debug") == 0)
+        flags = UMEM_GUARD | UMEM_DEBUG;
     if (strcmp(argv[1], "cached") == 0)
         flags |= UMEM_CACHED;
     else if (strcmp(argv[1], "nolock") == 0)
@@ -189,7 +196,8 @@ int main(int argc, char **argv)
                 struct alloc_counts counts;
                 pool_end(&counts);
             }
-            umem_destroy(heap);
+            if (!at_exit)
+                umem_destroy(heap);
             return 0;
         }
     return bugs_usage();

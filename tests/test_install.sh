@@ -12,7 +12,7 @@ if make -s install DESTDIR="$dest" PREFIX="$prefix" > "$TMP/log" 2>&1; then
 else
     not_ok "make install DESTDIR PREFIX" "$(cat "$TMP/log")"
 fi
-for f in bin/sharedhash bin/esharedhash include/umem.h lib/libumem.so \
+for f in bin/sharedhash bin/esharedhash bin/umem-symbolize include/umem.h lib/libumem.so \
     share/man/man1/sharedhash.1 share/man/man1/esharedhash.1 share/man/man3/umem.3 \
     share/man/man3/libumem.3; do
     check "installed $f" [ -f "$root/$f" ]

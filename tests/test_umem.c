@@ -272,10 +272,10 @@ static void create_rejects_bad_arguments(void)
 {
     create_fails(16, 0, EINVAL);
     create_fails(SIZE_MAX, 0, ENOMEM);
-    create_fails(1 << 20, 64, EINVAL);
+    create_fails(1 << 20, 64, EINVAL); /* no such flag */
     create_fails(1 << 20, UMEM_SHARED | UMEM_NOLOCK, EINVAL);
     static const unsigned refused[] = {UMEM_SHARED | UMEM_GROW, UMEM_SHARED | UMEM_CACHED,
-                                       UMEM_NOLOCK | UMEM_CACHED, 32};
+                                       UMEM_NOLOCK | UMEM_CACHED, UMEM_SHARED | UMEM_GUARD};
     for (unsigned i = 0; i < 4; i++)
         create_fails(1 << 20, refused[i], EINVAL);
     check_where("umem_create(4096, 0)");

@@ -20,6 +20,8 @@
 static inline unsigned umem__tools(unsigned flags)
 {
     unsigned tools = flags & UMEM_DEBUG ? UMEM__KEEP : 0;
+    if (flags & UMEM_GUARD)
+        tools |= UMEM__GUARDS;
 #ifdef UMEM__ASAN
     if (!(flags & UMEM_SHARED))
         tools |= UMEM__KEEP | UMEM__POISONS;
@@ -27,7 +29,7 @@ static inline unsigned umem__tools(unsigned flags)
 #ifdef UMEM__BACKTRACE
     /* backtrace() loads its unwinder, which allocates, on its first use:
      * here, rather than inside the heap's first allocation. */
-    if (tools & UMEM__KEEP && !umem__tls.tracing) {
+    if (tools & (UMEM__KEEP | UMEM__GUARDS) && !umem__tls.tracing) {
         void *frame[1];
         umem__tls.tracing = 1;
         (void)backtrace(frame, 1);
@@ -49,9 +51,10 @@ static inline unsigned umem__tools(unsigned flags)
 /* Whether `flags` name known flags in a combination umem_create takes. */
 static inline int umem__flags_ok(unsigned flags)
 {
-    unsigned known = UMEM_SHARED | UMEM_NOLOCK | UMEM_GROW | UMEM_CACHED | UMEM_DEBUG;
+    unsigned known = UMEM_SHARED | UMEM_NOLOCK | UMEM_GROW | UMEM_CACHED | UMEM_DEBUG | UMEM_GUARD;
     return !(flags & ~known) &&
-           !(flags & UMEM_SHARED && flags & (UMEM_NOLOCK | UMEM_GROW | UMEM_CACHED)) &&
+           !(flags & UMEM_SHARED &&
+             flags & (UMEM_NOLOCK | UMEM_GROW | UMEM_CACHED | UMEM_GUARD)) &&
            !(flags & UMEM_NOLOCK && flags & UMEM_CACHED);
 }
 
@@ -168,7 +171,9 @@ static inline umem_t *umem_create(size_t bytes, unsigned flags)
     h->purge_min = UMEM_PURGE_MIN;
     h->secret = umem__new_secret(h);
     h->tag_key = h->secret ^ 0xCAC4Eu;
-    int r = umem__sync_init(h);
+    int r = h->flags & UMEM__GUARDS ? umem__guard_init(h) : 0;
+    if (r == 0 && (r = umem__sync_init(h)) != 0 && h->guard)
+        umem__guard_unmap(h->guard);
     if (r != 0) {
         munmap(h, map_bytes);
         errno = r;
@@ -176,6 +181,7 @@ static inline umem_t *umem_create(size_t bytes, unsigned flags)
     }
     umem__first_region(h, commit);
     umem__forks_join(h);
+    umem__exit_join(h);
     return h;
 }
 
@@ -257,14 +263,20 @@ static inline void umem_destroy(umem_t *h)
     }
     int owner = !(h->flags & UMEM_SHARED) || h->creator == getpid();
     /* A shared heap's blocks are listed by its creator alone. */
-    if (h->flags & UMEM__KEEP && owner)
+    umem__exit_leave(h);
+    if (h->flags & UMEM__KEEP && owner) {
         umem__keep_final(h);
+        if (h->guard)
+            umem__guard_leaks(h, "leak");
+    }
     if (h->flags & UMEM__POISONS)
         umem__unpoison_all(h);
     umem__forks_leave(h);
     if (h->flags & UMEM_CACHED)
         umem__pools_unmap(h);
     umem__spans_unmap(h, keep_space);
+    if (h->guard)
+        umem__guard_unmap(h->guard);
     if (owner && !(h->flags & UMEM_NOLOCK))
         pthread_mutex_destroy(&h->lock);
     UMEM__VG_LOUD(h);
@@ -273,17 +285,21 @@ static inline void umem_destroy(umem_t *h)
 
 /* ---- the interface ---- */
 
+/* A heap UMEM_GUARD alone watches takes a shorter way than the others
+ * (umem/guard.h): the plain path, but for the blocks drawn. */
+#define UMEM__SAMPLED(h) (!((h)->flags & (UMEM__KEEP | UMEM__VG)))
+
 static inline void *umem_alloc(umem_t *h, size_t n)
 {
     if (UMEM_UNLIKELY(h->flags & UMEM__WATCHED))
-        return umem__debug_alloc(h, UMEM_ALIGN, n);
+        return UMEM__SAMPLED(h) ? umem__sampled_alloc(h, n) : umem__debug_alloc(h, 0, n);
     return umem__alloc(h, n);
 }
 
 static inline void umem_free(umem_t *h, void *p)
 {
     if (UMEM_UNLIKELY(h->flags & UMEM__WATCHED))
-        umem__debug_free(h, p);
+        UMEM__SAMPLED(h) ? umem__sampled_free(h, p) : umem__debug_free(h, p);
     else
         umem__free(h, p);
 }

@@ -39,6 +39,18 @@
 void *__asan_region_is_poisoned(void *beg, size_t size);
 #endif
 
+/* UMEM_GUARD's part of the watched path, defined in umem/guard.h (which
+ * comes after: it reports as this part does): whether this allocation
+ * is to be guarded, the guarded allocation (*done: it was made), whether
+ * p is in the heap's guarded arena, and a guarded block freed, or its
+ * size (1; 0 for another block). */
+struct umem_guard;
+static UMEM_HOT_INLINE int umem__guard_pick(const struct umem_guard *g);
+static UMEM_NOINLINE void *umem__guard_try(umem_t *h, size_t align, size_t n, int *done);
+static inline int umem__guard_has(const umem_t *h, const void *p);
+static UMEM_NOINLINE void umem__guard_take(umem_t *h, void *p);
+static inline int umem__guard_size(umem_t *h, const void *p, const char *call, size_t *n);
+
 /* The seal covers every field but the frames: an underrun that reaches
  * the record, even its links, breaks it before a list is followed. */
 static inline size_t umem__rec_seal(const umem_t *h, const struct umem_rec *r)
@@ -92,10 +104,11 @@ static UMEM_HOT_INLINE void umem__trace(void **frames)
         return;
     void *all[UMEM_DEBUG_FRAMES + 1];
     umem__tls.tracing = 1;
-    int got = backtrace(all, UMEM_DEBUG_FRAMES + 1);
+    int got = backtrace(all, UMEM_DEBUG_FRAMES + 1), k = 0;
     umem__tls.tracing = 0;
     for (int i = 1; i < got; i++) /* all[0] is in umem's own call */
-        frames[i - 1] = all[i];
+        if (k > 0 || !umem__own_code(all[i]))
+            frames[k++] = all[i];
 #endif
 }
 
@@ -443,9 +456,9 @@ static inline void umem__unpoison_all(umem_t *h)
 /* The bytes the caller may use at p: what it asked for. */
 static UMEM_NOINLINE size_t umem__debug_usable(umem_t *h, const void *p, const char *call)
 {
-    if (!p)
-        return 0;
     size_t n;
+    if (!p || (h->flags & UMEM__GUARDS && umem__guard_size(h, p, call, &n)))
+        return p ? n : 0;
     UMEM__VG_QUIET(h);
     if (h->flags & UMEM__KEEP) {
         int alone;
@@ -465,8 +478,16 @@ static UMEM_NOINLINE size_t umem__debug_usable(umem_t *h, const void *p, const c
     return n;
 }
 
+/* `align` 0: umem_alloc's, 16 bytes (a guarded block: as its size needs). */
 static UMEM_NOINLINE void *umem__debug_alloc(umem_t *h, size_t align, size_t n)
 {
+    if (h->flags & UMEM__GUARDS && umem__guard_pick(h->guard)) {
+        int guarded;
+        void *p = umem__guard_try(h, align, n, &guarded);
+        if (guarded)
+            return p;
+    }
+    align = align ? align : UMEM_ALIGN;
     void *frames[UMEM_DEBUG_FRAMES];
     if (h->flags & UMEM__KEEP)
         umem__trace(frames);
@@ -488,6 +509,11 @@ static UMEM_NOINLINE void umem__debug_free(umem_t *h, void *p)
 {
     if (!p)
         return;
+    if (h->flags & UMEM__GUARDS && umem__guard_has(h, p)) {
+        umem__guard_take(h, p);
+        UMEM__NO_TAIL();
+        return;
+    }
 #ifdef UMEM__VALGRIND
     if (h->flags & UMEM__VG)
         VALGRIND_FREELIKE_BLOCK(p, 0);
@@ -501,37 +527,28 @@ static UMEM_NOINLINE void umem__debug_free(umem_t *h, void *p)
 }
 
 /* A watched heap's realloc always moves the block, so that a stale
- * pointer to the old one is caught. */
+ * pointer to the old one is caught (but UMEM_GUARD's alone). */
 static UMEM_NOINLINE void *umem__debug_realloc(umem_t *h, void *p, size_t n)
 {
     if (!p)
-        return umem__debug_alloc(h, UMEM_ALIGN, n);
+        return umem__debug_alloc(h, 0, n);
     if (n == 0) {
         umem__debug_free(h, p);
         return NULL;
     }
+    /* A block UMEM_GUARD left unguarded, on a heap nothing else watches,
+     * is resized as on a plain heap. */
+    if (!(h->flags & (UMEM__KEEP | UMEM__VG)) && !umem__guard_has(h, p))
+        return umem__realloc(h, p, n);
     size_t old = umem__debug_usable(h, p, "realloc");
     int saved = errno;
-    void *q = umem__debug_alloc(h, UMEM_ALIGN, n);
+    void *q = umem__debug_alloc(h, 0, n);
     if (!q)
         return NULL;
     memcpy(q, p, old < n ? old : n);
     umem__debug_free(h, p);
     errno = saved;
     return q;
-}
-
-static inline void umem__list_live(umem_t *h, const char *what)
-{
-    if (!(h->flags & UMEM__KEEP))
-        return;
-    UMEM__VG_QUIET(h);
-    int r = umem__lock(h, UMEM_LEND);
-    if (r >= 0)
-        umem__keep_leaks(h, what);
-    if (r == 0)
-        umem__unlock(h);
-    UMEM__VG_LOUD(h);
 }
 
 /* ---- a program's own pools, carved from umem blocks ----

@@ -39,7 +39,8 @@
 #define UMEM__VG      (1u << 16) /* memcheck watches: blocks are announced to it */
 #define UMEM__KEEP    (1u << 17) /* blocks carry a record and guards; frees wait (quarantine) */
 #define UMEM__POISONS (1u << 18) /* AddressSanitizer: guards and freed blocks are poisoned */
-#define UMEM__WATCHED (UMEM__VG | UMEM__KEEP)
+#define UMEM__GUARDS  (1u << 19) /* UMEM_GUARD: blocks on pages of their own, sampled */
+#define UMEM__WATCHED (UMEM__VG | UMEM__KEEP | UMEM__GUARDS)
 
 /* What a block carries before its payload on a heap with UMEM__KEEP:
  * the payload handed out follows it at once.  `check` seals the record
@@ -279,6 +280,13 @@ struct umem {
     /* Blocks freed while a fork held the lock, for its next holder to
      * hold back (linked through frames[0], no lock). */
     _Atomic(struct umem_rec *) late;
+    /* A watched heap still alive at exit is checked (umem/debug.h): the
+     * next on the list, the title of its blocks still allocated, and
+     * the exit status when there are any (-1: the program's own). */
+    umem_t *exit_next;
+    const char *exit_what;
+    int exit_code;
+    struct umem_guard *guard; /* UMEM_GUARD: the arena of guarded blocks */
 };
 
 #define UMEM_CONTROL_BYTES \

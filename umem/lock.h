@@ -168,8 +168,10 @@ static UMEM_NOINLINE int umem__lock_slow(umem_t *h, int how, int r, const umem_t
  * UMEM_QUIET (a failure leaves errno alone).  Returns 0 with the lock
  * held; 1, for UMEM_LEND, when the lock is lent (umem__lent) and not
  * taken; -1 with errno set and the lock not held.  The next holder after
- * a fork settles what was done without the lock. */
-static inline int umem__lock(umem_t *h, int how)
+ * a fork settles what was done without the lock.  Always inlined: the
+ * compiler's own choice for it shifts with whatever else the program
+ * holds, and the plain path's cost with it. */
+static UMEM_HOT_INLINE int umem__lock(umem_t *h, int how)
 {
     if (h->flags & UMEM_NOLOCK)
         return 0;

@@ -83,6 +83,7 @@ void __asan_unpoison_memory_region(void const volatile *addr, size_t size);
 #define UMEM_HOT_INLINE    __attribute__((always_inline)) inline
 #define UMEM_ASSUME(c)     ((c) ? (void)0 : __builtin_unreachable())
 #define UMEM_LIKELY(x)     __builtin_expect(!!(x), 1)
+#define UMEM__NO_TAIL()    __asm__ volatile("") /* the call before is no tail call */
 #define UMEM_UNLIKELY(x)   __builtin_expect(!!(x), 0)
 #else
 #define UMEM_COLD
@@ -91,6 +92,7 @@ void __asan_unpoison_memory_region(void const volatile *addr, size_t size);
 #define UMEM_HOT_INLINE  inline
 #define UMEM_ASSUME(c)   ((void)0)
 #define UMEM_LIKELY(x)   (x)
+#define UMEM__NO_TAIL()  ((void)0)
 #define UMEM_UNLIKELY(x) (x)
 #endif
 
@@ -131,6 +133,10 @@ struct umem_tls {
      * handler on this thread never waits for it (umem/lock.h, FORK). */
     umem_t *locking;
     int tracing; /* in backtrace(), which may allocate (UMEM__KEEP) */
+    /* UMEM_GUARD's sampling (umem/guard.h): allocations on guarded heaps
+     * left before the next guarded block (0: not yet drawn), and the
+     * state of the draws. */
+    uint32_t guard_left, guard_draw;
 };
 UMEM_PROCESS_WIDE UMEM_TLS struct umem_tls umem__tls;
 
@@ -140,6 +146,39 @@ UMEM_PROCESS_WIDE umem_t *umem__forks; /* under umem__forks_lock */
 UMEM_PROCESS_WIDE _Atomic(const void *) umem__forks_owner; /* the thread in fork() */
 UMEM_PROCESS_WIDE int umem__forks_nested; /* a fork() inside its handlers, by the owner */
 UMEM_PROCESS_WIDE atomic_int umem__forks_registered;
+
+/* The watched heaps still alive, checked at exit (umem/debug.h), and
+ * whether that check is registered with atexit. */
+UMEM_PROCESS_WIDE pthread_mutex_t umem__exit_lock = PTHREAD_MUTEX_INITIALIZER;
+UMEM_PROCESS_WIDE umem_t *umem__exit_heaps; /* under umem__exit_lock */
+UMEM_PROCESS_WIDE atomic_int umem__exit_registered;
+
+/* The guarded heaps' arenas, which the SIGSEGV handler searches, and the
+ * handler that was there before it (umem/guard.h). */
+#define UMEM__GUARD_HEAPS 16
+UMEM_PROCESS_WIDE _Atomic(struct umem_guard *) umem__guards[UMEM__GUARD_HEAPS];
+UMEM_PROCESS_WIDE pthread_mutex_t umem__guard_lock = PTHREAD_MUTEX_INITIALIZER;
+UMEM_PROCESS_WIDE int umem__guard_installed; /* under umem__guard_lock */
+UMEM_PROCESS_WIDE struct sigaction umem__guard_before;
+
+/* Whether pc, a return address, lies in umem's own code: where umem is
+ * the whole of a shared object (libumem.so defines UMEM_OWN_MODULE), the
+ * span of that object, which the linker marks; elsewhere umem's calls
+ * are inlined into the program's and no frame is umem's alone. */
+#if defined(UMEM_OWN_MODULE) && defined(__GNUC__)
+extern const char __ehdr_start[] __attribute__((visibility("hidden")));
+extern const char _end[] __attribute__((visibility("hidden")));
+static inline int umem__own_code(const void *pc)
+{
+    return (uintptr_t)pc - (uintptr_t)__ehdr_start < (uintptr_t)(_end - __ehdr_start);
+}
+#else
+static inline int umem__own_code(const void *pc)
+{
+    (void)pc;
+    return 0;
+}
+#endif
 
 static inline const void *umem__me(void)
 {
