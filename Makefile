@@ -21,7 +21,7 @@ PROGRAMS = sharedhash esharedhash
 # blocksig.h and the parts it includes
 BLOCKSIG = blocksig.h signature.h cmdline.h inout.h workers.h run.h
 # umem.h and the parts it includes
-UMEM_PARTS = platform layout tree lock heap regions large locate pages pools calls debug guard \
+UMEM_PARTS = platform layout internal tree lock heap regions large locate pages pools calls debug guard \
 	exit api check hooks
 UMEM = umem.h $(UMEM_PARTS:%=umem/%.h)
 TESTS = tests/test_umem tests/test_umem_regions tests/test_umem_files tests/test_fuzz_corpus \

@@ -36,7 +36,9 @@
  *   pages of its own beside a no-access page.
  *
  * CONTENTS, in the order they are included.  Each part uses only what
- * comes before it, and refuses to be included but from here.
+ * comes before it, but for the calls into later parts that umem/internal.h
+ * declares, each with the part that defines it (tests/test_layout.sh
+ * checks both); and each refuses to be included but from here.
  *
  *   umem.h           this page: the public types, flags and calls, the
  *                    internal interface of libumem.c, the test hooks
@@ -45,6 +47,7 @@
  *                    mappings and the clock
  *   umem/layout.h    settings, the block layout, headers, the control
  *                    block, pages and pools as types
+ *   umem/internal.h  the calls a part makes into a later part
  *   umem/tree.h      the AVL trees of free blocks and of mappings
  *   umem/lock.h      the lock, and fork(): locks held and lent
  *   umem/heap.h      free blocks: lists, the tree, merging, first fit
@@ -295,6 +298,7 @@ static inline void umem__hook_flip_page(umem_t *h, const void *p, int which);
 
 #include "umem/platform.h"
 #include "umem/layout.h"
+#include "umem/internal.h"
 #include "umem/tree.h"
 #include "umem/lock.h"
 #include "umem/heap.h"

@@ -56,3 +56,39 @@ inside=$(grep -ow 'umem__[a-z_]*\|UMEM__[A-Z_]*' libumem.c | sort -u |
     grep -vxF -f <(printf '%s\n' "$internal"))
 check "libumem.c reaches umem's insides through its internal interface alone" \
     eval '[ -z "$inside" ] || { echo "$inside" >&2; false; }'
+
+# Each part uses what umem.h and the parts before it define, and calls a
+# later part only through a prototype of umem.h or umem/internal.h; no
+# other part declares another part's function (a forward declaration of
+# its own, to be defined further down, is its business).
+declared=$(cat umem.h umem/internal.h | grep '^static.*;$' | grep -oE 'umem_[a-z_0-9]+\(' |
+    tr -d '(' | sort -u)
+declare -A part_of
+n=0
+for f in $parts; do
+    n=$((n + 1))
+    for fn in $(awk '/^static / && !/;[[:space:]]*$/ && match($0, /umem_[a-z_0-9]+\(/) {
+                         print substr($0, RSTART, RLENGTH - 1) }' "$f"); do
+        [ -n "${part_of[$fn]:-}" ] || part_of[$fn]=$n:$f
+    done
+done
+forward=""
+stray=""
+n=0
+for f in $parts; do
+    n=$((n + 1))
+    for fn in $(grep -oE 'umem_[a-z_0-9]+\(' "$f" | tr -d '(' | sort -u); do
+        d=${part_of[$fn]:-}
+        [ -n "$d" ] && [ "${d%%:*}" -gt "$n" ] || continue
+        grep -qxF "$fn" <<< "$declared" || forward="$forward $f:$fn(${d#*:})"
+    done
+    [ "$f" = umem/internal.h ] && continue
+    for fn in $(grep '^static.*;$' "$f" | grep -oE 'umem_[a-z_0-9]+\(' | tr -d '('); do
+        d=${part_of[$fn]:-}
+        [ -z "$d" ] || [ "${d#*:}" = "$f" ] || stray="$stray $f:$fn(${d#*:})"
+    done
+done
+check "no part calls a later part's function but through umem.h or umem/internal.h" \
+    eval '[ -z "$forward" ] || { echo "undeclared:$forward" >&2; false; }'
+check "no part but umem/internal.h declares another part's function" \
+    eval '[ -z "$stray" ] || { echo "declared outside umem/internal.h:$stray" >&2; false; }'

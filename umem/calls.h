@@ -12,11 +12,6 @@
 #error "umem/calls.h is a part of umem.h: include umem.h instead"
 #endif
 
-static inline uint64_t umem__keep_leaks(umem_t *h, const char *what);
-static inline void umem__keep_final(umem_t *h);
-static inline void umem__unpoison_all(umem_t *h);
-static inline void umem_get_stats(umem_t *h, umem_stats_t *out);
-
 /* How every allocation of a block with a header begins: a request of
  * `span` bytes or more (UMEM_LARGE) on a growing heap tries a mapping of
  * its own first; else the lock is taken.  0: the lock is held, go on.

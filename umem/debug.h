@@ -39,18 +39,6 @@
 void *__asan_region_is_poisoned(void *beg, size_t size);
 #endif
 
-/* UMEM_GUARD's part of the watched path, defined in umem/guard.h (which
- * comes after: it reports as this part does): whether this allocation
- * is to be guarded, the guarded allocation (*done: it was made), whether
- * p is in the heap's guarded arena, and a guarded block freed, or its
- * size (1; 0 for another block). */
-struct umem_guard;
-static UMEM_HOT_INLINE int umem__guard_pick(const struct umem_guard *g);
-static UMEM_NOINLINE void *umem__guard_try(umem_t *h, size_t align, size_t n, int *done);
-static inline int umem__guard_has(const umem_t *h, const void *p);
-static UMEM_NOINLINE void umem__guard_take(umem_t *h, void *p);
-static inline int umem__guard_size(umem_t *h, const void *p, const char *call, size_t *n);
-
 /* The seal covers every field but the frames: an underrun that reaches
  * the record, even its links, breaks it before a list is followed. */
 static inline size_t umem__rec_seal(const umem_t *h, const struct umem_rec *r)

@@ -229,8 +229,6 @@ static inline unsigned umem__first_fit(umem_t *h, size_t need, struct umem_node 
     }
 }
 
-static inline int umem__grow(umem_t *h, size_t need);
-
 /* The first block of the smallest non-empty list whose size fits `need`
  * (at most UMEM_SMALL_MAX), taken off its list; NULL when none fits. */
 static UMEM_HOT_INLINE char *umem__take_small(umem_t *h, size_t need, size_t *size)

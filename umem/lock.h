@@ -126,8 +126,6 @@ static inline int umem__lock_init(umem_t *h)
     return r;
 }
 
-static UMEM_RARE void umem__settle(umem_t *h);
-
 /* umem__lock when the first attempt did not simply take the lock: r is
  * what pthread_mutex_trylock said (0 for a heap whose owner died);
  * `outer`, the heap an interrupted call of this thread was locking. */

@@ -220,9 +220,6 @@ static inline void umem__reclaim_abandoned(umem_t *h)
     }
 }
 
-static inline void umem__unlock(umem_t *h);
-static UMEM_NOINLINE void *umem__alloc_locked(umem_t *h, size_t n);
-
 /* Owner: an allocation of class cls that its first page could not serve. */
 static UMEM_NOINLINE void *umem__pool_alloc(umem_t *h, struct umem_pool *pool, unsigned cls,
                                             size_t n)

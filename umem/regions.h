@@ -189,9 +189,6 @@ static inline uint64_t umem__now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static inline void umem__unmap_cached(umem_t *h, unsigned i);
-static inline void umem__reclaim_abandoned(umem_t *h);
-
 /* A private growable heap gives back, with the lock held, the free pages
  * and cached large mappings that stayed unused for UMEM_PURGE_DELAY_MS,
  * at most once per half delay (the clock is read on one call in 16 while
