@@ -5,6 +5,9 @@
 # difference over 1,000,000.  Instruction counts do not depend on the
 # machine's load, so one run of each is enough.  The loop's own work
 # (a random number, a call to each) is included, as in each allocator.
+# Then the same for a thread that starts, allocates one block and ends
+# (bench/threadchurn.c: 500 and 2,500 threads, the difference over 2,000),
+# the C library's own work for a thread included.
 #
 # Writes bench/fastpath.md; exit status 1 when valgrind is missing or a
 # run failed.
@@ -20,13 +23,23 @@ fi
 make -s libumem.so || exit 1
 CC=${CC:-cc}
 $CC -O2 -g -Wall -Wextra -fno-builtin -o "$work/fastpath" bench/fastpath.c || exit 1
+$CC -O2 -g -Wall -Wextra -pthread -o "$work/threadchurn" bench/threadchurn.c || exit 1
 
-count() { # LD_PRELOAD steps: the instructions callgrind collected
+count() { # LD_PRELOAD PROGRAM ARG: the instructions callgrind collected
     LD_PRELOAD=$1 valgrind --tool=callgrind --callgrind-out-file=/dev/null \
-        "$work/fastpath" "$2" 2>&1 | sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
+        "$work/$2" "$3" 2>&1 | sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
 }
 
-declare -A cost
+# per LD_PRELOAD PROGRAM FEW MANY: the instructions one more step takes.
+per() {
+    local short long
+    short=$(count "$1" "$2" "$3")
+    long=$(count "$1" "$2" "$4")
+    [ -n "$short" ] && [ -n "$long" ] || return 1
+    awk -v s="$short" -v l="$long" -v d=$(($4 - $3)) 'BEGIN { printf "%.1f", (l - s) / d }'
+}
+
+declare -A cost thread
 names=()
 status=0
 for a in umem glibc jemalloc mimalloc tcmalloc; do
@@ -35,14 +48,12 @@ for a in umem glibc jemalloc mimalloc tcmalloc; do
         echo "bench/fastpath.sh: $a is not installed; left out" >&2
         continue
     fi
-    short=$(count "$lib" 100000)
-    long=$(count "$lib" 1100000)
-    if [ -z "$short" ] || [ -z "$long" ]; then
-        echo "bench/fastpath.sh: the run under $a failed" >&2
+    if ! cost[$a]=$(per "$lib" fastpath 100000 1100000) ||
+        ! thread[$a]=$(per "$lib" threadchurn 500 2500); then
+        echo "bench/fastpath.sh: a run under $a failed" >&2
         status=1
         continue
     fi
-    cost[$a]=$(awk -v s="$short" -v l="$long" 'BEGIN { printf "%.1f", (l - s) / 1000000 }')
     names+=("$a")
 done
 best=""
@@ -57,15 +68,21 @@ done
     echo
     echo "A thread frees one of its 64 live blocks and allocates 16 to 271 bytes"
     echo "in its place (bench/fastpath.c), counted by callgrind (bench/fastpath.sh);"
-    echo "the loop's own work is included."
+    echo "the loop's own work is included.  Per thread: a thread that starts,"
+    echo "allocates one block and ends (bench/threadchurn.c), the C library's work"
+    echo "included."
     echo
-    echo "| allocator | instructions per free + malloc |"
-    echo "|---|---:|"
-    for a in "${names[@]}"; do echo "| $a | ${cost[$a]} |"; done
+    echo "| allocator | instructions per free + malloc | per thread started and ended |"
+    echo "|---|---:|---:|"
+    for a in "${names[@]}"; do echo "| $a | ${cost[$a]} | ${thread[$a]} |"; done
     if [ -n "${cost[umem]:-}" ] && [ -n "$best" ]; then
         echo
         awk -v u="${cost[umem]}" -v b="${cost[$best]}" -v n="$best" \
             'BEGIN { printf "umem / best peer (%s): %.2f; target: umem at most 80 instructions\n", n, u / b }'
+    fi
+    if [ -n "${thread[umem]:-}" ] && [ -n "${thread[glibc]:-}" ]; then
+        awk -v u="${thread[umem]}" -v g="${thread[glibc]}" \
+            'BEGIN { printf "a thread: umem / glibc %.2f; target: at most 1.00\n", u / g }'
     fi
 } > bench/fastpath.md
 cat bench/fastpath.md
