@@ -154,7 +154,8 @@ static void free_pages_go_back_after_the_delay_while_in_use(void)
     }
     check_where("%.3f s after the free", now - freed_at);
     CHECK_GE(st.released_bytes, before + (256 << 10)); /* most of big's pages */
-    CHECK_GE((long)((now - freed_at) * 1000), UMEM_PURGE_DELAY_MS * 3 / 4); /* coarse clock */
+    /* Three quarters of the delay at least: the heap's clock is coarse. */
+    CHECK_GE((long)((now - freed_at) * 1000), UMEM_PURGE_DELAY_MS * 3 / 4);
     CHECK_GE(st.bytes_in_use, LIVE * 4096);
     for (unsigned i = 0; i < LIVE; i++)
         umem_free(h, live[i]);
@@ -216,6 +217,278 @@ static void check_finds_a_damaged_page_and_unit_map(void)
     umem_destroy(h);
 }
 
+/* A pool's size classes: 16-byte steps up to 128 bytes, then four
+ * classes per doubling, so that a slot loses at most a quarter of itself
+ * to rounding; 44 classes up to 64 KiB. */
+static void size_classes_lose_at_most_a_quarter(void)
+{
+    umem_t *h = umem_create(1 << 20, UMEM_CACHED | UMEM_GROW);
+    CHECK_NE(h, NULL);
+    if (!h)
+        return;
+    size_t last = 0, classes = 0, worst = 0;
+    for (size_t n = 1; n <= (64 << 10); n++) {
+        void *p = umem_alloc(h, n);
+        size_t slot = umem_usable_size(h, p);
+        umem_free(h, p);
+        classes += slot != last;
+        last = slot;
+        size_t step = n <= 128 ? 16 : slot / 4 + 1; /* what a class may lose, and one */
+        if (slot < n || slot - n >= step) {
+            check_where("a request of %zu bytes", n);
+            CHECK_GE(slot, n);
+            CHECK_LT(slot - n, step);
+            worst++;
+            if (worst > 3)
+                break;
+        }
+    }
+    check_where_clear();
+    CHECK_EQ(classes, 44);
+    CHECK_EQ(last, 64 << 10);
+    umem_stats_t st;
+    umem_get_stats(h, &st);
+    CHECK_EQ(st.allocs, st.cache_hits); /* every one a slot of a pool's page */
+    umem_destroy(h);
+}
+
+/* A slot of a pool's page stays where it is under umem_realloc while the
+ * new size fits in the slot and is more than half of it, and moves
+ * otherwise. */
+static void a_pooled_realloc_stays_while_more_than_half(void)
+{
+    umem_t *h = umem_create(1 << 20, UMEM_CACHED);
+    CHECK_NE(h, NULL);
+    if (!h)
+        return;
+    size_t sizes[] = {200, 1000, 5000};
+    for (unsigned i = 0; i < 3; i++) {
+        char *p = umem_alloc(h, sizes[i]);
+        CHECK_NE(p, NULL);
+        if (!p)
+            continue;
+        size_t slot = umem_usable_size(h, p);
+        check_where("a slot of %zu bytes", slot);
+        CHECK_EQ(umem_realloc(h, p, slot), p);
+        CHECK_EQ(umem_realloc(h, p, slot / 2 + 1), p);
+        char *q = umem_realloc(h, p, slot / 2);
+        CHECK_NE(q, p); /* half the slot or less: moved */
+        p = q;
+        slot = umem_usable_size(h, p);
+        q = umem_realloc(h, p, slot + 1);
+        CHECK_NE(q, p); /* more than the slot: moved */
+        umem_free(h, q);
+    }
+    CHECK_EQ(umem_check(h), 0);
+    umem_destroy(h);
+}
+
+/* A heap without UMEM_GROW keeps half its room for blocks with headers:
+ * the pools' pages never take more, and what they leave still serves. */
+static void a_fixed_heap_keeps_half_for_headers(void)
+{
+    umem_t *h = umem_create(4 << 20, UMEM_CACHED);
+    CHECK_NE(h, NULL);
+    if (!h)
+        return;
+    enum { MOST = 8000 };
+    static void *p[MOST];
+    umem_stats_t st;
+    unsigned n = 0;
+    uint64_t hits = 0;
+    do { /* until the pool can no longer place a block */
+        umem_get_stats(h, &st);
+        hits = st.cache_hits;
+        p[n] = umem_alloc(h, 1000);
+        umem_get_stats(h, &st);
+    } while (p[n++] && st.cache_hits > hits && n < MOST);
+    CHECK_EQ(st.cache_hits, hits); /* the last one came with a header */
+    CHECK_LE(st.pool_pages * (64 << 10), st.heap_bytes / 2);
+    CHECK_GE(st.pool_pages * (64 << 10), st.heap_bytes / 2 - (128 << 10)); /* near it */
+    void *big = umem_alloc(h, st.heap_bytes / 2 - (256 << 10));
+    CHECK_NE(big, NULL); /* the half kept is there */
+    umem_free(h, big);
+    for (unsigned k = 0; k < n; k++)
+        umem_free(h, p[k]);
+    CHECK_EQ(umem_check(h), 0);
+    umem_destroy(h);
+}
+
+/* A UMEM_GROW heap commits at least 1 MiB, or half the heap, at a time. */
+static void growth_takes_a_mib_or_half_the_heap(void)
+{
+    umem_t *h = umem_create(64 << 10, UMEM_GROW);
+    CHECK_NE(h, NULL);
+    if (!h)
+        return;
+    enum { MOST = 200 };
+    static void *p[MOST];
+    umem_stats_t st;
+    umem_get_stats(h, &st);
+    uint64_t was = st.heap_bytes;
+    unsigned n = 0, grew = 0;
+    while (n < MOST && st.heap_bytes < (32 << 20)) {
+        p[n++] = umem_alloc(h, 200 << 10);
+        umem_get_stats(h, &st);
+        if (st.heap_bytes == was)
+            continue;
+        check_where("growth %u, from %llu bytes", ++grew, (unsigned long long)was);
+        CHECK_GE(st.heap_bytes - was, 1 << 20);
+        CHECK_GE(st.heap_bytes - was, was / 2 - 16); /* half of it, to 16 bytes */
+        CHECK_LT(st.heap_bytes - was, (was < (1 << 20) ? 1 << 20 : was) + (64 << 10));
+        was = st.heap_bytes;
+    }
+    check_where_clear();
+    CHECK_GE(grew, 4);
+    for (unsigned k = 0; k < n; k++)
+        umem_free(h, p[k]);
+    CHECK_EQ(umem_check(h), 0);
+    umem_destroy(h);
+}
+
+/* Pages given back are marked so until their block changes: later purges
+ * pass them by, while the heap stays in use and purges go on. */
+static void purged_pages_are_passed_by_later_purges(void)
+{
+    umem_t *h = umem_create(1 << 20, UMEM_GROW);
+    CHECK_NE(h, NULL);
+    if (!h)
+        return;
+    void *live = umem_alloc(h, 512 << 10);
+    char *big = umem_alloc(h, 512 << 10);
+    void *after = umem_alloc(h, 64);
+    CHECK(live && big && after);
+    if (big)
+        memset(big, 1, 512 << 10);
+    umem_free(h, big);
+    umem_stats_t st;
+    umem_get_stats(h, &st);
+    uint64_t before = st.released_bytes;
+    double since = seconds_now();
+    while (st.released_bytes < before + (256 << 10) && seconds_now() < since + 30) {
+        umem_free(h, umem_alloc(h, 100));
+        umem_get_stats(h, &st);
+    }
+    CHECK_GE(st.released_bytes, before + (256 << 10)); /* given back once */
+    uint64_t once = st.released_bytes, tick = st.released_bytes;
+    since = seconds_now(); /* three delays more: six epochs, each a purge */
+    while (seconds_now() < since + 3 * UMEM_PURGE_DELAY_MS / 1000.0) {
+        umem_free(h, umem_alloc(h, 100));
+        umem_get_stats(h, &st);
+        tick = st.released_bytes;
+    }
+    CHECK_LT(tick - once, 64 << 10); /* not big's pages again */
+    umem_free(h, live);
+    umem_free(h, after);
+    CHECK_EQ(umem_check(h), 0);
+    umem_destroy(h);
+}
+
+/* A freed large block's mapping is kept for the next large request, and
+ * unmapped once it has stayed unused for the purge delay, on a heap that
+ * stays in use. */
+static void kept_mappings_go_after_the_delay_while_in_use(void)
+{
+    umem_t *h = umem_create(1 << 20, UMEM_GROW);
+    CHECK_NE(h, NULL);
+    if (!h)
+        return;
+    void *live = umem_alloc(h, 256 << 10);
+    void *big = umem_alloc(h, 2 << 20);
+    CHECK(live && big);
+    umem_free(h, big);
+    double freed_at = seconds_now(), now = freed_at;
+    umem_stats_t st;
+    umem_get_stats(h, &st);
+    CHECK_GE(st.map_cache_bytes, 2 << 20); /* kept at the free */
+    while (st.map_cache_bytes > 0 && (now = seconds_now()) < freed_at + 30) {
+        umem_free(h, umem_alloc(h, 100));
+        umem_get_stats(h, &st);
+    }
+    check_where("%.3f s after the free", now - freed_at);
+    CHECK_EQ(st.map_cache_bytes, 0);
+    /* Three quarters of the delay at least: the heap's clock is coarse. */
+    CHECK_GE((long)((now - freed_at) * 1000), UMEM_PURGE_DELAY_MS * 3 / 4);
+    CHECK_GE(st.bytes_in_use, 256 << 10);
+    umem_free(h, live);
+    CHECK_EQ(umem_check(h), 0);
+    umem_destroy(h);
+}
+
+/* A large request takes the smallest kept mapping that holds it, not the
+ * first nor the largest. */
+static void a_large_request_takes_the_smallest_kept_mapping(void)
+{
+    umem_t *h = umem_create(1 << 20, UMEM_GROW);
+    CHECK_NE(h, NULL);
+    if (!h)
+        return;
+    size_t sizes[] = {6 << 20, 2 << 20, 4 << 20};
+    char *p[3];
+    for (unsigned i = 0; i < 3; i++)
+        p[i] = umem_alloc(h, sizes[i]);
+    for (unsigned i = 0; i < 3; i++)
+        umem_free(h, p[i]);
+    umem_stats_t st;
+    umem_get_stats(h, &st);
+    CHECK_GE(st.map_cache_bytes, 12 << 20);
+    char *q = umem_alloc(h, (3 << 20) + (512 << 10)); /* the 4 MiB one fits best */
+    umem_get_stats(h, &st);
+    CHECK_EQ(st.map_reuses, 1);
+    CHECK_EQ(q, p[2]);
+    umem_free(h, q);
+    CHECK_EQ(umem_check(h), 0);
+    umem_destroy(h);
+}
+
+/* A kept mapping that would waste more than a quarter of itself on a
+ * request is trimmed to it: its tail is unmapped. */
+static void a_kept_mapping_is_trimmed_to_the_request(void)
+{
+    umem_t *h = umem_create(1 << 20, UMEM_GROW);
+    CHECK_NE(h, NULL);
+    if (!h)
+        return;
+    umem_free(h, umem_alloc(h, 8 << 20));
+    umem_stats_t st;
+    umem_get_stats(h, &st);
+    uint64_t mapped = st.mapped_bytes;
+    void *q = umem_alloc(h, 2 << 20);
+    umem_get_stats(h, &st);
+    CHECK_EQ(st.map_reuses, 1);
+    CHECK_LE(st.large_bytes, (2 << 20) + (64 << 10));
+    CHECK_LE(st.mapped_bytes + (6 << 20) - (64 << 10), mapped); /* 6 MiB unmapped */
+    umem_free(h, q);
+    umem_destroy(h);
+}
+
+/* The kept mappings hold at most half the bytes in use, or 64 MiB when
+ * that is more: a mapping larger than that is unmapped at its free. */
+static void kept_mappings_hold_at_most_half_in_use_or_64_mib(void)
+{
+    umem_t *h = umem_create(1 << 20, UMEM_GROW);
+    CHECK_NE(h, NULL);
+    if (!h)
+        return;
+    umem_stats_t st;
+    umem_free(h, umem_alloc(h, 60 << 20)); /* under 64 MiB: kept */
+    umem_get_stats(h, &st);
+    check_where("60 MiB freed, nothing in use");
+    CHECK_GE(st.map_cache_bytes, 60 << 20);
+    umem_trim(h, 0);
+    umem_free(h, umem_alloc(h, 80 << 20)); /* over 64 MiB, over half in use: unmapped */
+    umem_get_stats(h, &st);
+    check_where("80 MiB freed, nothing in use");
+    CHECK_EQ(st.map_cache_bytes, 0);
+    void *held = umem_alloc(h, 200 << 20); /* never touched: address space only */
+    umem_free(h, umem_alloc(h, 80 << 20)); /* under half of 280 MiB: kept */
+    umem_get_stats(h, &st);
+    check_where("80 MiB freed, 200 MiB in use");
+    CHECK_GE(st.map_cache_bytes, 80 << 20);
+    umem_free(h, held);
+    umem_destroy(h);
+}
+
 /* While a fork holds the lock (between its prepare and parent handlers,
  * called here as fork() calls them), another thread's free of a block
  * with a header waits on a list, and the lock's next holder settles it,
@@ -271,5 +544,14 @@ int main(void)
     RUN(debug_fills_new_and_freed_blocks);
     RUN(check_finds_a_damaged_page_and_unit_map);
     RUN(a_lent_free_is_settled_on_its_own);
+    RUN(size_classes_lose_at_most_a_quarter);
+    RUN(a_pooled_realloc_stays_while_more_than_half);
+    RUN(a_fixed_heap_keeps_half_for_headers);
+    RUN(growth_takes_a_mib_or_half_the_heap);
+    RUN(purged_pages_are_passed_by_later_purges);
+    RUN(kept_mappings_go_after_the_delay_while_in_use);
+    RUN(a_large_request_takes_the_smallest_kept_mapping);
+    RUN(a_kept_mapping_is_trimmed_to_the_request);
+    RUN(kept_mappings_hold_at_most_half_in_use_or_64_mib);
     return CHECK_EXIT_STATUS();
 }
