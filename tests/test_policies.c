@@ -489,6 +489,170 @@ static void kept_mappings_hold_at_most_half_in_use_or_64_mib(void)
     umem_destroy(h);
 }
 
+/* A purge that finds every range too young gives nothing back and is not
+ * counted in purges: epochs pass on a heap in use whose frees are all
+ * reused at once. */
+static void a_purge_that_gives_nothing_back_is_not_counted(void)
+{
+    umem_t *h = umem_create(1 << 20, UMEM_GROW);
+    CHECK_NE(h, NULL);
+    if (!h)
+        return;
+    void *live = umem_alloc(h, 600 << 10); /* over an eighth: the heap has not emptied */
+    umem_trim(h, 0);
+    umem_stats_t st;
+    umem_get_stats(h, &st);
+    uint64_t released = st.released_bytes;
+    double since = seconds_now();
+    while (seconds_now() < since + 2 * UMEM_PURGE_DELAY_MS / 1000.0) {
+        char *p = umem_alloc(h, 8 << 10); /* freed, then taken again at once */
+        if (p)
+            memset(p, 1, 8 << 10);
+        umem_free(h, p);
+    }
+    umem_get_stats(h, &st);
+    CHECK_GT(st.unpurged_bytes, 0); /* there was something to look at */
+    CHECK_EQ(st.released_bytes, released);
+    CHECK_EQ(st.purges, 0);
+    umem_free(h, live);
+    umem_destroy(h);
+}
+
+/* The quarantine holds at most UMEM_QUARANTINE_BLOCKS blocks, the oldest
+ * leaving first. */
+static void the_quarantine_holds_at_most_its_blocks_oldest_first(void)
+{
+    enum { N = UMEM_QUARANTINE_BLOCKS + 76 };
+    static char *p[N];
+    umem_t *h = umem_create(4 << 20, UMEM_DEBUG);
+    CHECK_NE(h, NULL);
+    if (!h)
+        return;
+    for (unsigned i = 0; i < N; i++)
+        p[i] = umem_alloc(h, 16);
+    for (unsigned i = 0; i < N; i++)
+        umem_free(h, p[i]);
+    umem_stats_t st;
+    umem_get_stats(h, &st);
+    CHECK_EQ(st.held_blocks, UMEM_QUARANTINE_BLOCKS);
+    void *q = umem_alloc(h, 16);
+    CHECK_EQ(q, p[0]); /* the oldest left first, and first fit finds it */
+    umem_free(h, q);
+    CHECK_EQ(umem_check(h), 0);
+    umem_destroy(h);
+}
+
+/* The quarantine holds at most UMEM_QUARANTINE_BYTES bytes. */
+static void the_quarantine_holds_at_most_its_bytes(void)
+{
+    umem_t *h = umem_create(16 << 20, UMEM_DEBUG);
+    CHECK_NE(h, NULL);
+    if (!h)
+        return;
+    size_t big = 500 << 10;
+    void *p[12];
+    for (unsigned i = 0; i < 12; i++)
+        p[i] = umem_alloc(h, big);
+    for (unsigned i = 0; i < 12; i++)
+        umem_free(h, p[i]);
+    umem_stats_t st;
+    umem_get_stats(h, &st);
+    /* Eight blocks of 500 KiB and their guards: a ninth would pass 4 MiB. */
+    CHECK_EQ(st.held_blocks, 8);
+    CHECK_EQ(umem_check(h), 0);
+    umem_destroy(h);
+}
+
+/* On a watched heap, an allocation that finds no room gives the held
+ * blocks back and asks again: it succeeds, failed_allocs counts the
+ * first attempt, and errno is left as it was. */
+static void a_full_watched_heap_empties_its_quarantine(void)
+{
+    umem_t *h = umem_create(2 << 20, UMEM_DEBUG);
+    CHECK_NE(h, NULL);
+    if (!h)
+        return;
+    size_t n = (3 << 20) / 2;
+    umem_free(h, umem_alloc(h, n));
+    umem_stats_t st;
+    umem_get_stats(h, &st);
+    CHECK_EQ(st.held_blocks, 1);
+    errno = 1234;
+    void *p = umem_alloc(h, n);
+    CHECK_NE(p, NULL);
+    CHECK_EQ(errno, 1234);
+    umem_get_stats(h, &st);
+    CHECK_EQ(st.failed_allocs, 1);
+    CHECK_EQ(st.held_blocks, 0);
+    umem_free(h, p);
+    CHECK_EQ(umem_check(h), 0);
+    umem_destroy(h);
+}
+
+/* umem_check, umem_get_stats and umem_usable_size take the lock but are
+ * not counted in lock_count, nor is a thread's pool set up: looking at
+ * the heap does not change what is seen. */
+static void looking_at_the_heap_is_not_counted(void)
+{
+    static const unsigned flags[] = {0, UMEM_GROW | UMEM_CACHED};
+    for (unsigned f = 0; f < 2; f++) {
+        check_where("flags %#x", flags[f]);
+        umem_t *h = umem_create(1 << 20, flags[f]);
+        CHECK_NE(h, NULL);
+        if (!h)
+            continue;
+        void *slot = umem_alloc(h, 100); /* a pool set up and a page carved, or a block */
+        void *block = umem_alloc(h, 100 << 10); /* a block with a header */
+        umem_stats_t st;
+        umem_get_stats(h, &st);
+        uint64_t count = st.lock_count;
+        CHECK_EQ(count, 1 + (f ? st.cache_refills : 1));
+        CHECK_EQ(umem_check(h), 0);
+        CHECK_GE(umem_usable_size(h, slot), 100);
+        CHECK_GE(umem_usable_size(h, block), 100 << 10);
+        umem_get_stats(h, &st);
+        CHECK_EQ(st.lock_count, count);
+        umem_free(h, slot);
+        umem_free(h, block);
+        umem_destroy(h);
+    }
+}
+
+/* lock_count counts one acquisition per page a pool carves or a free
+ * gives back, and two for a large block that needs a new mapping (once to
+ * look, once to add it), one when a kept mapping serves it. */
+static void the_lock_is_counted_per_page_and_large_block(void)
+{
+    umem_t *h = umem_create(1 << 20, UMEM_GROW | UMEM_CACHED);
+    CHECK_NE(h, NULL);
+    if (!h)
+        return;
+    enum { N = 200 };
+    void *p[N];
+    for (unsigned i = 0; i < N; i++)
+        p[i] = umem_alloc(h, 1000); /* three pages or more */
+    for (unsigned i = 0; i < N; i++)
+        umem_free(h, p[i]);
+    umem_stats_t st;
+    umem_get_stats(h, &st);
+    check_where("%u slots of 1000 bytes", N);
+    CHECK_GE(st.cache_refills, 3);
+    CHECK_EQ(st.lock_count, st.cache_refills + st.cache_flushes);
+    uint64_t count = st.lock_count;
+    void *big = umem_alloc(h, 2 << 20);
+    umem_get_stats(h, &st);
+    check_where("a large block, a new mapping");
+    CHECK_EQ(st.lock_count, count + 2);
+    umem_free(h, big);
+    big = umem_alloc(h, 2 << 20);
+    umem_get_stats(h, &st);
+    check_where("a large block, a kept mapping");
+    CHECK_EQ(st.map_reuses, 1);
+    CHECK_EQ(st.lock_count, count + 4);
+    umem_free(h, big);
+    umem_destroy(h);
+}
+
 /* While a fork holds the lock (between its prepare and parent handlers,
  * called here as fork() calls them), another thread's free of a block
  * with a header waits on a list, and the lock's next holder settles it,
@@ -553,5 +717,11 @@ int main(void)
     RUN(a_large_request_takes_the_smallest_kept_mapping);
     RUN(a_kept_mapping_is_trimmed_to_the_request);
     RUN(kept_mappings_hold_at_most_half_in_use_or_64_mib);
+    RUN(a_purge_that_gives_nothing_back_is_not_counted);
+    RUN(the_quarantine_holds_at_most_its_blocks_oldest_first);
+    RUN(the_quarantine_holds_at_most_its_bytes);
+    RUN(a_full_watched_heap_empties_its_quarantine);
+    RUN(looking_at_the_heap_is_not_counted);
+    RUN(the_lock_is_counted_per_page_and_large_block);
     return CHECK_EXIT_STATUS();
 }
