@@ -653,6 +653,150 @@ static void the_lock_is_counted_per_page_and_large_block(void)
     umem_destroy(h);
 }
 
+/* A umem_realloc that resizes or moves a block is neither an allocation
+ * nor a free in the counts; one that moves a block with a header to a
+ * large block takes the lock four times (three when a kept mapping
+ * serves it), one that stays in the regions once. */
+static void a_realloc_is_no_alloc_nor_free(void)
+{
+    umem_t *h = umem_create(1 << 20, UMEM_GROW);
+    CHECK_NE(h, NULL);
+    if (!h)
+        return;
+    size_t to[] = {2 << 20, 200 << 10, 300 << 10, 2 << 20};
+    const uint64_t locks[] = {4, 1, 1, 3};
+    umem_stats_t was, st;
+    void *p = umem_alloc(h, 100 << 10);
+    for (unsigned i = 0; i < 4; i++) {
+        if (i == 3)
+            umem_free(h, umem_alloc(h, 3 << 20)); /* a kept mapping for the last */
+        check_where("realloc %u, from %zu to %zu bytes", i, umem_usable_size(h, p),
+                    to[i]);
+        umem_get_stats(h, &was);
+        void *q = umem_realloc(h, p, to[i]);
+        umem_get_stats(h, &st);
+        CHECK_NE(q, NULL);
+        if (!q)
+            break;
+        p = q; /* moved, or grown in place */
+        CHECK_EQ(st.allocs, was.allocs);
+        CHECK_EQ(st.frees, was.frees);
+        CHECK_EQ(st.lock_count - was.lock_count, locks[i]);
+    }
+    umem_free(h, p);
+    CHECK_EQ(umem_check(h), 0);
+    umem_destroy(h);
+}
+
+/* When the heap has no room for a page, the calling thread's own empty
+ * pages go back to it first and the carve is tried again: a fixed heap
+ * whose pages' half is taken by empty pages still serves new classes from
+ * the pool. */
+static void own_empty_pages_go_back_when_out_of_room(void)
+{
+    umem_t *h = umem_create(4 << 20, UMEM_CACHED);
+    CHECK_NE(h, NULL);
+    if (!h)
+        return;
+    enum { EMPTIED = 24, KEPT = 8 }; /* 32 classes of one-unit pages */
+    void *kept[KEPT];
+    umem_stats_t st, was;
+    size_t n = 1;
+    for (unsigned c = 0; c < EMPTIED + KEPT; c++) {
+        umem_get_stats(h, &was);
+        void *p = umem_alloc(h, n);
+        umem_get_stats(h, &st);
+        check_where("class %u, a request of %zu bytes", c, n);
+        CHECK_EQ(st.cache_hits, was.cache_hits + 1); /* from the pool */
+        n = umem_usable_size(h, p) + 1;
+        if (c < EMPTIED)
+            umem_free(h, p); /* its page stays, empty, to serve */
+        else
+            kept[c - EMPTIED] = p;
+    }
+    check_where_clear();
+    CHECK_LE(st.pool_pages * (64 << 10), st.heap_bytes / 2);
+    CHECK_GT(st.cache_flushes, 0); /* empty pages made room */
+    for (unsigned k = 0; k < KEPT; k++)
+        umem_free(h, kept[k]);
+    CHECK_EQ(umem_check(h), 0);
+    umem_destroy(h);
+}
+
+/* UMEM_DEBUG: each block has guard bytes, 0xfd, after it (16 at least)
+ * and before it (the record's last 8 bytes). */
+static void debug_guards_each_block(void)
+{
+    static const unsigned flags[] = {UMEM_DEBUG, UMEM_DEBUG | UMEM_CACHED};
+    for (unsigned f = 0; f < 2; f++) {
+        umem_t *h = umem_create(1 << 20, flags[f]);
+        CHECK_NE(h, NULL);
+        if (!h)
+            continue;
+        for (size_t n = 1; n <= 160; n++) {
+            unsigned char *p = umem_alloc(h, n);
+            if (!p)
+                break;
+            if (first_not(p + n, 16, 0xfd) != 16 || first_not(p - 8, 8, 0xfd) != 8) {
+                check_where("flags %#x, a block of %zu bytes", flags[f], n);
+                CHECK_EQ(first_not(p + n, 16, 0xfd), 16);
+                CHECK_EQ(first_not(p - 8, 8, 0xfd), 8);
+                break;
+            }
+            umem_free(h, p);
+        }
+        CHECK_EQ(umem_check(h), 0);
+        umem_destroy(h);
+    }
+}
+
+/* umem_trim does not wait for a fork that holds the lock: it returns 0,
+ * having given nothing back, and gives the pages back once the fork is
+ * done. */
+struct trim_call {
+    umem_t *h;
+    size_t got;
+    atomic_int done;
+};
+
+static void *trim_while_forking(void *arg)
+{
+    struct trim_call *t = arg;
+    t->got = umem_trim(t->h, 0);
+    atomic_store(&t->done, 1);
+    return NULL;
+}
+
+static void trim_does_not_wait_for_a_fork(void)
+{
+    umem_t *h = umem_create(1 << 20, UMEM_GROW);
+    CHECK_NE(h, NULL);
+    if (!h)
+        return;
+    char *big = umem_alloc(h, 512 << 10);
+    void *after = umem_alloc(h, 64);
+    if (big)
+        memset(big, 1, 512 << 10);
+    umem_free(h, big);
+    struct trim_call t = {.h = h, .got = 1};
+    umem__hook_fork_prepare();
+    pthread_t tid;
+    int made = pthread_create(&tid, NULL, trim_while_forking, &t) == 0;
+    CHECK(made);
+    double since = seconds_now();
+    while (made && !atomic_load(&t.done) && seconds_now() - since < 30)
+        sched_yield();
+    CHECK(atomic_load(&t.done)); /* else it waited for the fork */
+    umem__hook_fork_parent();
+    if (made)
+        pthread_join(tid, NULL);
+    CHECK_EQ(t.got, 0);
+    CHECK_GE(umem_trim(h, 0), 256 << 10); /* the fork done: given back */
+    umem_free(h, after);
+    CHECK_EQ(umem_check(h), 0);
+    umem_destroy(h);
+}
+
 /* While a fork holds the lock (between its prepare and parent handlers,
  * called here as fork() calls them), another thread's free of a block
  * with a header waits on a list, and the lock's next holder settles it,
@@ -723,5 +867,9 @@ int main(void)
     RUN(a_full_watched_heap_empties_its_quarantine);
     RUN(looking_at_the_heap_is_not_counted);
     RUN(the_lock_is_counted_per_page_and_large_block);
+    RUN(a_realloc_is_no_alloc_nor_free);
+    RUN(own_empty_pages_go_back_when_out_of_room);
+    RUN(debug_guards_each_block);
+    RUN(trim_does_not_wait_for_a_fork);
     return CHECK_EXIT_STATUS();
 }
