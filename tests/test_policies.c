@@ -797,6 +797,90 @@ static void trim_does_not_wait_for_a_fork(void)
     umem_destroy(h);
 }
 
+/* A thread that allocates `keep[0]`'s blocks of 48 bytes into keep[1..]
+ * and exits, leaving its page abandoned; or (keep[1] NULL) one that uses
+ * another class and exits, its own page going back. */
+enum { KEEP = 60 };
+
+static void *allocate_and_exit(void *arg)
+{
+    void **keep = arg;
+    if (!keep[1]) {
+        umem_free(keep[0], umem_alloc(keep[0], 500));
+        return NULL;
+    }
+    for (unsigned k = 1; k < KEEP; k++)
+        keep[k] = umem_alloc(keep[0], 48);
+    return NULL;
+}
+
+/* A page of a thread that ended, emptied by other threads' frees, goes
+ * back to the heap at the next thread exit, or at the next purge epoch. */
+static void an_abandoned_page_others_emptied_goes_back(void)
+{
+    for (int by_epoch = 0; by_epoch < 2; by_epoch++) {
+        check_where(by_epoch ? "by a purge epoch" : "by a thread exit");
+        umem_t *h = umem_create(1 << 20, UMEM_CACHED | UMEM_GROW);
+        CHECK_NE(h, NULL);
+        if (!h)
+            continue;
+        void *keep[KEEP] = {h, h};
+        pthread_t tid;
+        CHECK_EQ(pthread_create(&tid, NULL, allocate_and_exit, keep), 0);
+        pthread_join(tid, NULL);
+        for (unsigned k = 1; k < KEEP; k++)
+            umem_free(h, keep[k]); /* remote frees: the abandoned page empties */
+        umem_stats_t st;
+        umem_get_stats(h, &st);
+        CHECK_EQ(st.abandoned_pages, 1);
+        if (by_epoch) {
+            void *live = umem_alloc(h, 600 << 10); /* the heap does not empty */
+            double since = seconds_now();
+            while (st.abandoned_pages > 0 && seconds_now() < since + 30) {
+                umem_free(h, umem_alloc(h, 100 << 10)); /* under the lock */
+                umem_get_stats(h, &st);
+            }
+            umem_free(h, live);
+        } else {
+            void *other[KEEP] = {h, NULL};
+            CHECK_EQ(pthread_create(&tid, NULL, allocate_and_exit, other), 0);
+            pthread_join(tid, NULL);
+            umem_get_stats(h, &st);
+        }
+        CHECK_EQ(st.abandoned_pages, 0);
+        CHECK_EQ(st.pool_pages, 0);
+        CHECK_EQ(umem_check(h), 0);
+        umem_destroy(h);
+    }
+}
+
+/* On a UMEM_CACHED heap, an alignment of up to 128 bytes for up to 64 KiB
+ * comes from the pool, from the first class that fits and whose slots are
+ * a multiple of it; a larger one gets a block with a header. */
+static void aligned_requests_up_to_128_come_from_the_pool(void)
+{
+    umem_t *h = umem_create(1 << 20, UMEM_CACHED);
+    CHECK_NE(h, NULL);
+    if (!h)
+        return;
+    static const size_t align[] = {32, 64, 128, 256}, want[] = {96, 128, 128, 0};
+    umem_stats_t was, st;
+    for (unsigned i = 0; i < 4; i++) {
+        check_where("90 bytes aligned to %zu", align[i]);
+        umem_get_stats(h, &was);
+        void *p = umem_memalign(h, align[i], 90);
+        umem_get_stats(h, &st);
+        CHECK_NE(p, NULL);
+        CHECK_EQ((uintptr_t)p % align[i], 0);
+        CHECK_EQ(st.cache_hits - was.cache_hits, want[i] ? 1 : 0);
+        if (want[i])
+            CHECK_EQ(umem_usable_size(h, p), want[i]);
+        umem_free(h, p);
+    }
+    CHECK_EQ(umem_check(h), 0);
+    umem_destroy(h);
+}
+
 /* While a fork holds the lock (between its prepare and parent handlers,
  * called here as fork() calls them), another thread's free of a block
  * with a header waits on a list, and the lock's next holder settles it,
@@ -871,5 +955,7 @@ int main(void)
     RUN(own_empty_pages_go_back_when_out_of_room);
     RUN(debug_guards_each_block);
     RUN(trim_does_not_wait_for_a_fork);
+    RUN(an_abandoned_page_others_emptied_goes_back);
+    RUN(aligned_requests_up_to_128_come_from_the_pool);
     return CHECK_EXIT_STATUS();
 }
