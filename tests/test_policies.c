@@ -881,6 +881,28 @@ static void aligned_requests_up_to_128_come_from_the_pool(void)
     umem_destroy(h);
 }
 
+/* At most UMEM_MAP_CACHE freed large mappings are kept: the oldest is
+ * unmapped to make room for a newer one. */
+static void at_most_eight_mappings_are_kept_oldest_out(void)
+{
+    umem_t *h = umem_create(1 << 20, UMEM_GROW);
+    CHECK_NE(h, NULL);
+    if (!h)
+        return;
+    enum { N = UMEM_MAP_CACHE + 1 };
+    void *p[N];
+    for (unsigned i = 0; i < N; i++)
+        p[i] = umem_alloc(h, (i == 0 ? 2 : 3) << 20); /* the oldest freed is smaller */
+    for (unsigned i = 0; i < N; i++)
+        umem_free(h, p[i]);
+    umem_stats_t st;
+    umem_get_stats(h, &st);
+    CHECK_EQ(st.map_cache_bytes / (1 << 20), UMEM_MAP_CACHE * 3); /* and a little */
+    CHECK_EQ(st.large_blocks, 0);
+    CHECK_EQ(umem_check(h), 0);
+    umem_destroy(h);
+}
+
 /* While a fork holds the lock (between its prepare and parent handlers,
  * called here as fork() calls them), another thread's free of a block
  * with a header waits on a list, and the lock's next holder settles it,
@@ -957,5 +979,6 @@ int main(void)
     RUN(trim_does_not_wait_for_a_fork);
     RUN(an_abandoned_page_others_emptied_goes_back);
     RUN(aligned_requests_up_to_128_come_from_the_pool);
+    RUN(at_most_eight_mappings_are_kept_oldest_out);
     return CHECK_EXIT_STATUS();
 }
