@@ -903,6 +903,33 @@ static void at_most_eight_mappings_are_kept_oldest_out(void)
     umem_destroy(h);
 }
 
+/* A page is one 64 KiB unit, or several for the classes over 8 KiB, so
+ * that it holds seven slots at least. */
+static void a_page_holds_seven_slots_at_least(void)
+{
+    static const size_t sizes[] = {8 << 10, 9000, 20000, 40000, 64 << 10};
+    for (unsigned i = 0; i < 5; i++) {
+        check_where("slots of %zu bytes", sizes[i]);
+        umem_t *h = umem_create(1 << 20, UMEM_GROW | UMEM_CACHED);
+        CHECK_NE(h, NULL);
+        if (!h)
+            continue;
+        enum { MOST = 64 };
+        void *p[MOST];
+        unsigned n = 0;
+        umem_stats_t st;
+        do { /* the first page filled, the second begun */
+            p[n++] = umem_alloc(h, sizes[i]);
+            umem_get_stats(h, &st);
+        } while (n < MOST && st.cache_refills < 2);
+        CHECK_GE(n - 1, 7);
+        for (unsigned k = 0; k < n; k++)
+            umem_free(h, p[k]);
+        CHECK_EQ(umem_check(h), 0);
+        umem_destroy(h);
+    }
+}
+
 /* While a fork holds the lock (between its prepare and parent handlers,
  * called here as fork() calls them), another thread's free of a block
  * with a header waits on a list, and the lock's next holder settles it,
@@ -980,5 +1007,6 @@ int main(void)
     RUN(an_abandoned_page_others_emptied_goes_back);
     RUN(aligned_requests_up_to_128_come_from_the_pool);
     RUN(at_most_eight_mappings_are_kept_oldest_out);
+    RUN(a_page_holds_seven_slots_at_least);
     return CHECK_EXIT_STATUS();
 }
