@@ -151,7 +151,7 @@ typedef struct umem_stats {
     uint64_t cache_hits;        /* allocations a thread's pool served, without the lock */
     uint64_t cache_frees;       /* frees of blocks in pools' pages, without the lock */
     uint64_t cache_refills;     /* pages carved from the heap for pools (one lock each) */
-    uint64_t cache_flushes;     /* empty pages given back to the heap (one lock each) */
+    uint64_t cache_flushes;     /* empty pages given back to the heap (see lock_count) */
     uint64_t cached_bytes;      /* bytes of pool pages not in blocks handed out, now */
     uint64_t mapped_bytes;      /* bytes mapped read-write now (unit maps left out) */
     uint64_t large_blocks;      /* blocks with a mapping of their own, now */

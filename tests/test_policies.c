@@ -154,7 +154,8 @@ static void free_pages_go_back_after_the_delay_while_in_use(void)
     }
     check_where("%.3f s after the free", now - freed_at);
     CHECK_GE(st.released_bytes, before + (256 << 10)); /* most of big's pages */
-    CHECK_GE((long)((now - freed_at) * 1000), UMEM_PURGE_DELAY_MS * 3 / 4); /* coarse clock */
+    /* Three quarters of the delay at least: the heap's clock is coarse. */
+    CHECK_GE((long)((now - freed_at) * 1000), UMEM_PURGE_DELAY_MS * 3 / 4);
     CHECK_GE(st.bytes_in_use, LIVE * 4096);
     for (unsigned i = 0; i < LIVE; i++)
         umem_free(h, live[i]);
@@ -216,6 +217,719 @@ static void check_finds_a_damaged_page_and_unit_map(void)
     umem_destroy(h);
 }
 
+/* A pool's size classes: 16-byte steps up to 128 bytes, then four
+ * classes per doubling, so that a slot loses at most a quarter of itself
+ * to rounding; 44 classes up to 64 KiB. */
+static void size_classes_lose_at_most_a_quarter(void)
+{
+    umem_t *h = umem_create(1 << 20, UMEM_CACHED | UMEM_GROW);
+    CHECK_NE(h, NULL);
+    if (!h)
+        return;
+    size_t last = 0, classes = 0, worst = 0;
+    for (size_t n = 1; n <= (64 << 10); n++) {
+        void *p = umem_alloc(h, n);
+        size_t slot = umem_usable_size(h, p);
+        umem_free(h, p);
+        classes += slot != last;
+        last = slot;
+        size_t step = n <= 128 ? 16 : slot / 4 + 1; /* what a class may lose, and one */
+        if (slot < n || slot - n >= step) {
+            check_where("a request of %zu bytes", n);
+            CHECK_GE(slot, n);
+            CHECK_LT(slot - n, step);
+            worst++;
+            if (worst > 3)
+                break;
+        }
+    }
+    check_where_clear();
+    CHECK_EQ(classes, 44);
+    CHECK_EQ(last, 64 << 10);
+    umem_stats_t st;
+    umem_get_stats(h, &st);
+    CHECK_EQ(st.allocs, st.cache_hits); /* every one a slot of a pool's page */
+    umem_destroy(h);
+}
+
+/* A slot of a pool's page stays where it is under umem_realloc while the
+ * new size fits in the slot and is more than half of it, and moves
+ * otherwise. */
+static void a_pooled_realloc_stays_while_more_than_half(void)
+{
+    umem_t *h = umem_create(1 << 20, UMEM_CACHED);
+    CHECK_NE(h, NULL);
+    if (!h)
+        return;
+    size_t sizes[] = {200, 1000, 5000};
+    for (unsigned i = 0; i < 3; i++) {
+        char *p = umem_alloc(h, sizes[i]);
+        CHECK_NE(p, NULL);
+        if (!p)
+            continue;
+        size_t slot = umem_usable_size(h, p);
+        check_where("a slot of %zu bytes", slot);
+        CHECK_EQ(umem_realloc(h, p, slot), p);
+        CHECK_EQ(umem_realloc(h, p, slot / 2 + 1), p);
+        char *q = umem_realloc(h, p, slot / 2);
+        CHECK_NE(q, p); /* half the slot or less: moved */
+        p = q;
+        slot = umem_usable_size(h, p);
+        q = umem_realloc(h, p, slot + 1);
+        CHECK_NE(q, p); /* more than the slot: moved */
+        umem_free(h, q);
+    }
+    CHECK_EQ(umem_check(h), 0);
+    umem_destroy(h);
+}
+
+/* A heap without UMEM_GROW keeps half its room for blocks with headers:
+ * the pools' pages never take more, and what they leave still serves. */
+static void a_fixed_heap_keeps_half_for_headers(void)
+{
+    umem_t *h = umem_create(4 << 20, UMEM_CACHED);
+    CHECK_NE(h, NULL);
+    if (!h)
+        return;
+    enum { MOST = 8000 };
+    static void *p[MOST];
+    umem_stats_t st;
+    unsigned n = 0;
+    uint64_t hits = 0;
+    do { /* until the pool can no longer place a block */
+        umem_get_stats(h, &st);
+        hits = st.cache_hits;
+        p[n] = umem_alloc(h, 1000);
+        umem_get_stats(h, &st);
+    } while (p[n++] && st.cache_hits > hits && n < MOST);
+    CHECK_EQ(st.cache_hits, hits); /* the last one came with a header */
+    CHECK_LE(st.pool_pages * (64 << 10), st.heap_bytes / 2);
+    CHECK_GE(st.pool_pages * (64 << 10), st.heap_bytes / 2 - (128 << 10)); /* near it */
+    void *big = umem_alloc(h, st.heap_bytes / 2 - (256 << 10));
+    CHECK_NE(big, NULL); /* the half kept is there */
+    umem_free(h, big);
+    for (unsigned k = 0; k < n; k++)
+        umem_free(h, p[k]);
+    CHECK_EQ(umem_check(h), 0);
+    umem_destroy(h);
+}
+
+/* A UMEM_GROW heap commits at least 1 MiB, or half the heap, at a time. */
+static void growth_takes_a_mib_or_half_the_heap(void)
+{
+    umem_t *h = umem_create(64 << 10, UMEM_GROW);
+    CHECK_NE(h, NULL);
+    if (!h)
+        return;
+    enum { MOST = 200 };
+    static void *p[MOST];
+    umem_stats_t st;
+    umem_get_stats(h, &st);
+    uint64_t was = st.heap_bytes;
+    unsigned n = 0, grew = 0;
+    while (n < MOST && st.heap_bytes < (32 << 20)) {
+        p[n++] = umem_alloc(h, 200 << 10);
+        umem_get_stats(h, &st);
+        if (st.heap_bytes == was)
+            continue;
+        check_where("growth %u, from %llu bytes", ++grew, (unsigned long long)was);
+        CHECK_GE(st.heap_bytes - was, 1 << 20);
+        CHECK_GE(st.heap_bytes - was, was / 2 - 16); /* half of it, to 16 bytes */
+        CHECK_LT(st.heap_bytes - was, (was < (1 << 20) ? 1 << 20 : was) + (64 << 10));
+        was = st.heap_bytes;
+    }
+    check_where_clear();
+    CHECK_GE(grew, 4);
+    for (unsigned k = 0; k < n; k++)
+        umem_free(h, p[k]);
+    CHECK_EQ(umem_check(h), 0);
+    umem_destroy(h);
+}
+
+/* Pages given back are marked so until their block changes: later purges
+ * pass them by, while the heap stays in use and purges go on. */
+static void purged_pages_are_passed_by_later_purges(void)
+{
+    umem_t *h = umem_create(1 << 20, UMEM_GROW);
+    CHECK_NE(h, NULL);
+    if (!h)
+        return;
+    void *live = umem_alloc(h, 512 << 10);
+    char *big = umem_alloc(h, 512 << 10);
+    void *after = umem_alloc(h, 64);
+    CHECK(live && big && after);
+    if (big)
+        memset(big, 1, 512 << 10);
+    umem_free(h, big);
+    umem_stats_t st;
+    umem_get_stats(h, &st);
+    uint64_t before = st.released_bytes;
+    double since = seconds_now();
+    while (st.released_bytes < before + (256 << 10) && seconds_now() < since + 30) {
+        umem_free(h, umem_alloc(h, 100));
+        umem_get_stats(h, &st);
+    }
+    CHECK_GE(st.released_bytes, before + (256 << 10)); /* given back once */
+    uint64_t once = st.released_bytes, tick = st.released_bytes;
+    since = seconds_now(); /* three delays more: six epochs, each a purge */
+    while (seconds_now() < since + 3 * UMEM_PURGE_DELAY_MS / 1000.0) {
+        umem_free(h, umem_alloc(h, 100));
+        umem_get_stats(h, &st);
+        tick = st.released_bytes;
+    }
+    CHECK_LT(tick - once, 64 << 10); /* not big's pages again */
+    umem_free(h, live);
+    umem_free(h, after);
+    CHECK_EQ(umem_check(h), 0);
+    umem_destroy(h);
+}
+
+/* A freed large block's mapping is kept for the next large request, and
+ * unmapped once it has stayed unused for the purge delay, on a heap that
+ * stays in use. */
+static void kept_mappings_go_after_the_delay_while_in_use(void)
+{
+    umem_t *h = umem_create(1 << 20, UMEM_GROW);
+    CHECK_NE(h, NULL);
+    if (!h)
+        return;
+    void *live = umem_alloc(h, 256 << 10);
+    void *big = umem_alloc(h, 2 << 20);
+    CHECK(live && big);
+    umem_free(h, big);
+    double freed_at = seconds_now(), now = freed_at;
+    umem_stats_t st;
+    umem_get_stats(h, &st);
+    CHECK_GE(st.map_cache_bytes, 2 << 20); /* kept at the free */
+    while (st.map_cache_bytes > 0 && (now = seconds_now()) < freed_at + 30) {
+        umem_free(h, umem_alloc(h, 100));
+        umem_get_stats(h, &st);
+    }
+    check_where("%.3f s after the free", now - freed_at);
+    CHECK_EQ(st.map_cache_bytes, 0);
+    /* Three quarters of the delay at least: the heap's clock is coarse. */
+    CHECK_GE((long)((now - freed_at) * 1000), UMEM_PURGE_DELAY_MS * 3 / 4);
+    CHECK_GE(st.bytes_in_use, 256 << 10);
+    umem_free(h, live);
+    CHECK_EQ(umem_check(h), 0);
+    umem_destroy(h);
+}
+
+/* A large request takes the smallest kept mapping that holds it, not the
+ * first nor the largest. */
+static void a_large_request_takes_the_smallest_kept_mapping(void)
+{
+    umem_t *h = umem_create(1 << 20, UMEM_GROW);
+    CHECK_NE(h, NULL);
+    if (!h)
+        return;
+    size_t sizes[] = {6 << 20, 2 << 20, 4 << 20};
+    char *p[3];
+    for (unsigned i = 0; i < 3; i++)
+        p[i] = umem_alloc(h, sizes[i]);
+    for (unsigned i = 0; i < 3; i++)
+        umem_free(h, p[i]);
+    umem_stats_t st;
+    umem_get_stats(h, &st);
+    CHECK_GE(st.map_cache_bytes, 12 << 20);
+    char *q = umem_alloc(h, (3 << 20) + (512 << 10)); /* the 4 MiB one fits best */
+    umem_get_stats(h, &st);
+    CHECK_EQ(st.map_reuses, 1);
+    CHECK_EQ(q, p[2]);
+    umem_free(h, q);
+    CHECK_EQ(umem_check(h), 0);
+    umem_destroy(h);
+}
+
+/* A kept mapping that would waste more than a quarter of itself on a
+ * request is trimmed to it: its tail is unmapped. */
+static void a_kept_mapping_is_trimmed_to_the_request(void)
+{
+    umem_t *h = umem_create(1 << 20, UMEM_GROW);
+    CHECK_NE(h, NULL);
+    if (!h)
+        return;
+    umem_free(h, umem_alloc(h, 8 << 20));
+    umem_stats_t st;
+    umem_get_stats(h, &st);
+    uint64_t mapped = st.mapped_bytes;
+    void *q = umem_alloc(h, 2 << 20);
+    umem_get_stats(h, &st);
+    CHECK_EQ(st.map_reuses, 1);
+    CHECK_LE(st.large_bytes, (2 << 20) + (64 << 10));
+    CHECK_LE(st.mapped_bytes + (6 << 20) - (64 << 10), mapped); /* 6 MiB unmapped */
+    umem_free(h, q);
+    umem_destroy(h);
+}
+
+/* The kept mappings hold at most half the bytes in use, or 64 MiB when
+ * that is more: a mapping larger than that is unmapped at its free. */
+static void kept_mappings_hold_at_most_half_in_use_or_64_mib(void)
+{
+    umem_t *h = umem_create(1 << 20, UMEM_GROW);
+    CHECK_NE(h, NULL);
+    if (!h)
+        return;
+    umem_stats_t st;
+    umem_free(h, umem_alloc(h, 60 << 20)); /* under 64 MiB: kept */
+    umem_get_stats(h, &st);
+    check_where("60 MiB freed, nothing in use");
+    CHECK_GE(st.map_cache_bytes, 60 << 20);
+    umem_trim(h, 0);
+    umem_free(h, umem_alloc(h, 80 << 20)); /* over 64 MiB, over half in use: unmapped */
+    umem_get_stats(h, &st);
+    check_where("80 MiB freed, nothing in use");
+    CHECK_EQ(st.map_cache_bytes, 0);
+    void *held = umem_alloc(h, 200 << 20); /* never touched: address space only */
+    umem_free(h, umem_alloc(h, 80 << 20)); /* under half of 280 MiB: kept */
+    umem_get_stats(h, &st);
+    check_where("80 MiB freed, 200 MiB in use");
+    CHECK_GE(st.map_cache_bytes, 80 << 20);
+    umem_free(h, held);
+    umem_destroy(h);
+}
+
+/* A purge that finds every range too young gives nothing back and is not
+ * counted in purges: epochs pass on a heap in use whose frees are all
+ * reused at once. */
+static void a_purge_that_gives_nothing_back_is_not_counted(void)
+{
+    umem_t *h = umem_create(1 << 20, UMEM_GROW);
+    CHECK_NE(h, NULL);
+    if (!h)
+        return;
+    void *live = umem_alloc(h, 600 << 10); /* over an eighth: the heap has not emptied */
+    umem_trim(h, 0);
+    umem_stats_t st;
+    umem_get_stats(h, &st);
+    uint64_t released = st.released_bytes;
+    double since = seconds_now();
+    while (seconds_now() < since + 2 * UMEM_PURGE_DELAY_MS / 1000.0) {
+        char *p = umem_alloc(h, 8 << 10); /* freed, then taken again at once */
+        if (p)
+            memset(p, 1, 8 << 10);
+        umem_free(h, p);
+    }
+    umem_get_stats(h, &st);
+    CHECK_GT(st.unpurged_bytes, 0); /* there was something to look at */
+    CHECK_EQ(st.released_bytes, released);
+    CHECK_EQ(st.purges, 0);
+    umem_free(h, live);
+    umem_destroy(h);
+}
+
+/* The quarantine holds at most UMEM_QUARANTINE_BLOCKS blocks, the oldest
+ * leaving first. */
+static void the_quarantine_holds_at_most_its_blocks_oldest_first(void)
+{
+    enum { N = UMEM_QUARANTINE_BLOCKS + 76 };
+    static char *p[N];
+    umem_t *h = umem_create(4 << 20, UMEM_DEBUG);
+    CHECK_NE(h, NULL);
+    if (!h)
+        return;
+    for (unsigned i = 0; i < N; i++)
+        p[i] = umem_alloc(h, 16);
+    for (unsigned i = 0; i < N; i++)
+        umem_free(h, p[i]);
+    umem_stats_t st;
+    umem_get_stats(h, &st);
+    CHECK_EQ(st.held_blocks, UMEM_QUARANTINE_BLOCKS);
+    void *q = umem_alloc(h, 16);
+    CHECK_EQ(q, p[0]); /* the oldest left first, and first fit finds it */
+    umem_free(h, q);
+    CHECK_EQ(umem_check(h), 0);
+    umem_destroy(h);
+}
+
+/* The quarantine holds at most UMEM_QUARANTINE_BYTES bytes. */
+static void the_quarantine_holds_at_most_its_bytes(void)
+{
+    umem_t *h = umem_create(16 << 20, UMEM_DEBUG);
+    CHECK_NE(h, NULL);
+    if (!h)
+        return;
+    size_t big = 500 << 10;
+    void *p[12];
+    for (unsigned i = 0; i < 12; i++)
+        p[i] = umem_alloc(h, big);
+    for (unsigned i = 0; i < 12; i++)
+        umem_free(h, p[i]);
+    umem_stats_t st;
+    umem_get_stats(h, &st);
+    /* Eight blocks of 500 KiB and their guards: a ninth would pass 4 MiB. */
+    CHECK_EQ(st.held_blocks, 8);
+    CHECK_EQ(umem_check(h), 0);
+    umem_destroy(h);
+}
+
+/* On a watched heap, an allocation that finds no room gives the held
+ * blocks back and asks again: it succeeds, failed_allocs counts the
+ * first attempt, and errno is left as it was. */
+static void a_full_watched_heap_empties_its_quarantine(void)
+{
+    umem_t *h = umem_create(2 << 20, UMEM_DEBUG);
+    CHECK_NE(h, NULL);
+    if (!h)
+        return;
+    size_t n = (3 << 20) / 2;
+    umem_free(h, umem_alloc(h, n));
+    umem_stats_t st;
+    umem_get_stats(h, &st);
+    CHECK_EQ(st.held_blocks, 1);
+    errno = 1234;
+    void *p = umem_alloc(h, n);
+    CHECK_NE(p, NULL);
+    CHECK_EQ(errno, 1234);
+    umem_get_stats(h, &st);
+    CHECK_EQ(st.failed_allocs, 1);
+    CHECK_EQ(st.held_blocks, 0);
+    umem_free(h, p);
+    CHECK_EQ(umem_check(h), 0);
+    umem_destroy(h);
+}
+
+/* umem_check, umem_get_stats and umem_usable_size take the lock but are
+ * not counted in lock_count, nor is a thread's pool set up: looking at
+ * the heap does not change what is seen. */
+static void looking_at_the_heap_is_not_counted(void)
+{
+    static const unsigned flags[] = {0, UMEM_GROW | UMEM_CACHED};
+    for (unsigned f = 0; f < 2; f++) {
+        check_where("flags %#x", flags[f]);
+        umem_t *h = umem_create(1 << 20, flags[f]);
+        CHECK_NE(h, NULL);
+        if (!h)
+            continue;
+        void *slot = umem_alloc(h, 100); /* a pool set up and a page carved, or a block */
+        void *block = umem_alloc(h, 100 << 10); /* a block with a header */
+        umem_stats_t st;
+        umem_get_stats(h, &st);
+        uint64_t count = st.lock_count;
+        CHECK_EQ(count, 1 + (f ? st.cache_refills : 1));
+        CHECK_EQ(umem_check(h), 0);
+        CHECK_GE(umem_usable_size(h, slot), 100);
+        CHECK_GE(umem_usable_size(h, block), 100 << 10);
+        umem_get_stats(h, &st);
+        CHECK_EQ(st.lock_count, count);
+        umem_free(h, slot);
+        umem_free(h, block);
+        umem_destroy(h);
+    }
+}
+
+/* lock_count counts one acquisition per page a pool carves or a free
+ * gives back, and two for a large block that needs a new mapping (once to
+ * look, once to add it), one when a kept mapping serves it. */
+static void the_lock_is_counted_per_page_and_large_block(void)
+{
+    umem_t *h = umem_create(1 << 20, UMEM_GROW | UMEM_CACHED);
+    CHECK_NE(h, NULL);
+    if (!h)
+        return;
+    enum { N = 200 };
+    void *p[N];
+    for (unsigned i = 0; i < N; i++)
+        p[i] = umem_alloc(h, 1000); /* three pages or more */
+    for (unsigned i = 0; i < N; i++)
+        umem_free(h, p[i]);
+    umem_stats_t st;
+    umem_get_stats(h, &st);
+    check_where("%u slots of 1000 bytes", N);
+    CHECK_GE(st.cache_refills, 3);
+    CHECK_EQ(st.lock_count, st.cache_refills + st.cache_flushes);
+    uint64_t count = st.lock_count;
+    void *big = umem_alloc(h, 2 << 20);
+    umem_get_stats(h, &st);
+    check_where("a large block, a new mapping");
+    CHECK_EQ(st.lock_count, count + 2);
+    umem_free(h, big);
+    big = umem_alloc(h, 2 << 20);
+    umem_get_stats(h, &st);
+    check_where("a large block, a kept mapping");
+    CHECK_EQ(st.map_reuses, 1);
+    CHECK_EQ(st.lock_count, count + 4);
+    umem_free(h, big);
+    umem_destroy(h);
+}
+
+/* A umem_realloc that resizes or moves a block is neither an allocation
+ * nor a free in the counts; one that moves a block with a header to a
+ * large block takes the lock four times (three when a kept mapping
+ * serves it), one that stays in the regions once. */
+static void a_realloc_is_no_alloc_nor_free(void)
+{
+    umem_t *h = umem_create(1 << 20, UMEM_GROW);
+    CHECK_NE(h, NULL);
+    if (!h)
+        return;
+    size_t to[] = {2 << 20, 200 << 10, 300 << 10, 2 << 20};
+    const uint64_t locks[] = {4, 1, 1, 3};
+    umem_stats_t was, st;
+    void *p = umem_alloc(h, 100 << 10);
+    for (unsigned i = 0; i < 4; i++) {
+        if (i == 3)
+            umem_free(h, umem_alloc(h, 3 << 20)); /* a kept mapping for the last */
+        check_where("realloc %u, from %zu to %zu bytes", i, umem_usable_size(h, p),
+                    to[i]);
+        umem_get_stats(h, &was);
+        void *q = umem_realloc(h, p, to[i]);
+        umem_get_stats(h, &st);
+        CHECK_NE(q, NULL);
+        if (!q)
+            break;
+        p = q; /* moved, or grown in place */
+        CHECK_EQ(st.allocs, was.allocs);
+        CHECK_EQ(st.frees, was.frees);
+        CHECK_EQ(st.lock_count - was.lock_count, locks[i]);
+    }
+    umem_free(h, p);
+    CHECK_EQ(umem_check(h), 0);
+    umem_destroy(h);
+}
+
+/* When the heap has no room for a page, the calling thread's own empty
+ * pages go back to it first and the carve is tried again: a fixed heap
+ * whose pages' half is taken by empty pages still serves new classes from
+ * the pool. */
+static void own_empty_pages_go_back_when_out_of_room(void)
+{
+    umem_t *h = umem_create(4 << 20, UMEM_CACHED);
+    CHECK_NE(h, NULL);
+    if (!h)
+        return;
+    enum { EMPTIED = 24, KEPT = 8 }; /* 32 classes of one-unit pages */
+    void *kept[KEPT];
+    umem_stats_t st, was;
+    size_t n = 1;
+    for (unsigned c = 0; c < EMPTIED + KEPT; c++) {
+        umem_get_stats(h, &was);
+        void *p = umem_alloc(h, n);
+        umem_get_stats(h, &st);
+        check_where("class %u, a request of %zu bytes", c, n);
+        CHECK_EQ(st.cache_hits, was.cache_hits + 1); /* from the pool */
+        n = umem_usable_size(h, p) + 1;
+        if (c < EMPTIED)
+            umem_free(h, p); /* its page stays, empty, to serve */
+        else
+            kept[c - EMPTIED] = p;
+    }
+    check_where_clear();
+    CHECK_LE(st.pool_pages * (64 << 10), st.heap_bytes / 2);
+    CHECK_GT(st.cache_flushes, 0); /* empty pages made room */
+    for (unsigned k = 0; k < KEPT; k++)
+        umem_free(h, kept[k]);
+    CHECK_EQ(umem_check(h), 0);
+    umem_destroy(h);
+}
+
+/* UMEM_DEBUG: each block has guard bytes, 0xfd, after it (16 at least)
+ * and before it (the record's last 8 bytes). */
+static void debug_guards_each_block(void)
+{
+    static const unsigned flags[] = {UMEM_DEBUG, UMEM_DEBUG | UMEM_CACHED};
+    for (unsigned f = 0; f < 2; f++) {
+        umem_t *h = umem_create(1 << 20, flags[f]);
+        CHECK_NE(h, NULL);
+        if (!h)
+            continue;
+        for (size_t n = 1; n <= 160; n++) {
+            unsigned char *p = umem_alloc(h, n);
+            if (!p)
+                break;
+            if (first_not(p + n, 16, 0xfd) != 16 || first_not(p - 8, 8, 0xfd) != 8) {
+                check_where("flags %#x, a block of %zu bytes", flags[f], n);
+                CHECK_EQ(first_not(p + n, 16, 0xfd), 16);
+                CHECK_EQ(first_not(p - 8, 8, 0xfd), 8);
+                break;
+            }
+            umem_free(h, p);
+        }
+        CHECK_EQ(umem_check(h), 0);
+        umem_destroy(h);
+    }
+}
+
+/* umem_trim does not wait for a fork that holds the lock: it returns 0,
+ * having given nothing back, and gives the pages back once the fork is
+ * done. */
+struct trim_call {
+    umem_t *h;
+    size_t got;
+    atomic_int done;
+};
+
+static void *trim_while_forking(void *arg)
+{
+    struct trim_call *t = arg;
+    t->got = umem_trim(t->h, 0);
+    atomic_store(&t->done, 1);
+    return NULL;
+}
+
+static void trim_does_not_wait_for_a_fork(void)
+{
+    umem_t *h = umem_create(1 << 20, UMEM_GROW);
+    CHECK_NE(h, NULL);
+    if (!h)
+        return;
+    char *big = umem_alloc(h, 512 << 10);
+    void *after = umem_alloc(h, 64);
+    if (big)
+        memset(big, 1, 512 << 10);
+    umem_free(h, big);
+    struct trim_call t = {.h = h, .got = 1};
+    umem__hook_fork_prepare();
+    pthread_t tid;
+    int made = pthread_create(&tid, NULL, trim_while_forking, &t) == 0;
+    CHECK(made);
+    double since = seconds_now();
+    while (made && !atomic_load(&t.done) && seconds_now() - since < 30)
+        sched_yield();
+    CHECK(atomic_load(&t.done)); /* else it waited for the fork */
+    umem__hook_fork_parent();
+    if (made)
+        pthread_join(tid, NULL);
+    CHECK_EQ(t.got, 0);
+    CHECK_GE(umem_trim(h, 0), 256 << 10); /* the fork done: given back */
+    umem_free(h, after);
+    CHECK_EQ(umem_check(h), 0);
+    umem_destroy(h);
+}
+
+/* A thread that allocates `keep[0]`'s blocks of 48 bytes into keep[1..]
+ * and exits, leaving its page abandoned; or (keep[1] NULL) one that uses
+ * another class and exits, its own page going back. */
+enum { KEEP = 60 };
+
+static void *allocate_and_exit(void *arg)
+{
+    void **keep = arg;
+    if (!keep[1]) {
+        umem_free(keep[0], umem_alloc(keep[0], 500));
+        return NULL;
+    }
+    for (unsigned k = 1; k < KEEP; k++)
+        keep[k] = umem_alloc(keep[0], 48);
+    return NULL;
+}
+
+/* A page of a thread that ended, emptied by other threads' frees, goes
+ * back to the heap at the next thread exit, or at the next purge epoch. */
+static void an_abandoned_page_others_emptied_goes_back(void)
+{
+    for (int by_epoch = 0; by_epoch < 2; by_epoch++) {
+        check_where(by_epoch ? "by a purge epoch" : "by a thread exit");
+        umem_t *h = umem_create(1 << 20, UMEM_CACHED | UMEM_GROW);
+        CHECK_NE(h, NULL);
+        if (!h)
+            continue;
+        void *keep[KEEP] = {h, h};
+        pthread_t tid;
+        CHECK_EQ(pthread_create(&tid, NULL, allocate_and_exit, keep), 0);
+        pthread_join(tid, NULL);
+        for (unsigned k = 1; k < KEEP; k++)
+            umem_free(h, keep[k]); /* remote frees: the abandoned page empties */
+        umem_stats_t st;
+        umem_get_stats(h, &st);
+        CHECK_EQ(st.abandoned_pages, 1);
+        if (by_epoch) {
+            void *live = umem_alloc(h, 600 << 10); /* the heap does not empty */
+            double since = seconds_now();
+            while (st.abandoned_pages > 0 && seconds_now() < since + 30) {
+                umem_free(h, umem_alloc(h, 100 << 10)); /* under the lock */
+                umem_get_stats(h, &st);
+            }
+            umem_free(h, live);
+        } else {
+            void *other[KEEP] = {h, NULL};
+            CHECK_EQ(pthread_create(&tid, NULL, allocate_and_exit, other), 0);
+            pthread_join(tid, NULL);
+            umem_get_stats(h, &st);
+        }
+        CHECK_EQ(st.abandoned_pages, 0);
+        CHECK_EQ(st.pool_pages, 0);
+        CHECK_EQ(umem_check(h), 0);
+        umem_destroy(h);
+    }
+}
+
+/* On a UMEM_CACHED heap, an alignment of up to 128 bytes for up to 64 KiB
+ * comes from the pool, from the first class that fits and whose slots are
+ * a multiple of it; a larger one gets a block with a header. */
+static void aligned_requests_up_to_128_come_from_the_pool(void)
+{
+    umem_t *h = umem_create(1 << 20, UMEM_CACHED);
+    CHECK_NE(h, NULL);
+    if (!h)
+        return;
+    static const size_t align[] = {32, 64, 128, 256}, want[] = {96, 128, 128, 0};
+    umem_stats_t was, st;
+    for (unsigned i = 0; i < 4; i++) {
+        check_where("90 bytes aligned to %zu", align[i]);
+        umem_get_stats(h, &was);
+        void *p = umem_memalign(h, align[i], 90);
+        umem_get_stats(h, &st);
+        CHECK_NE(p, NULL);
+        CHECK_EQ((uintptr_t)p % align[i], 0);
+        CHECK_EQ(st.cache_hits - was.cache_hits, want[i] ? 1 : 0);
+        if (want[i])
+            CHECK_EQ(umem_usable_size(h, p), want[i]);
+        umem_free(h, p);
+    }
+    CHECK_EQ(umem_check(h), 0);
+    umem_destroy(h);
+}
+
+/* At most UMEM_MAP_CACHE freed large mappings are kept: the oldest is
+ * unmapped to make room for a newer one. */
+static void at_most_eight_mappings_are_kept_oldest_out(void)
+{
+    umem_t *h = umem_create(1 << 20, UMEM_GROW);
+    CHECK_NE(h, NULL);
+    if (!h)
+        return;
+    enum { N = UMEM_MAP_CACHE + 1 };
+    void *p[N];
+    for (unsigned i = 0; i < N; i++)
+        p[i] = umem_alloc(h, (i == 0 ? 2 : 3) << 20); /* the oldest freed is smaller */
+    for (unsigned i = 0; i < N; i++)
+        umem_free(h, p[i]);
+    umem_stats_t st;
+    umem_get_stats(h, &st);
+    CHECK_EQ(st.map_cache_bytes / (1 << 20), UMEM_MAP_CACHE * 3); /* and a little */
+    CHECK_EQ(st.large_blocks, 0);
+    CHECK_EQ(umem_check(h), 0);
+    umem_destroy(h);
+}
+
+/* A page is one 64 KiB unit, or several for the classes over 8 KiB, so
+ * that it holds seven slots at least. */
+static void a_page_holds_seven_slots_at_least(void)
+{
+    static const size_t sizes[] = {8 << 10, 9000, 20000, 40000, 64 << 10};
+    for (unsigned i = 0; i < 5; i++) {
+        check_where("slots of %zu bytes", sizes[i]);
+        umem_t *h = umem_create(1 << 20, UMEM_GROW | UMEM_CACHED);
+        CHECK_NE(h, NULL);
+        if (!h)
+            continue;
+        enum { MOST = 64 };
+        void *p[MOST];
+        unsigned n = 0;
+        umem_stats_t st;
+        do { /* the first page filled, the second begun */
+            p[n++] = umem_alloc(h, sizes[i]);
+            umem_get_stats(h, &st);
+        } while (n < MOST && st.cache_refills < 2);
+        CHECK_GE(n - 1, 7);
+        for (unsigned k = 0; k < n; k++)
+            umem_free(h, p[k]);
+        CHECK_EQ(umem_check(h), 0);
+        umem_destroy(h);
+    }
+}
+
 /* While a fork holds the lock (between its prepare and parent handlers,
  * called here as fork() calls them), another thread's free of a block
  * with a header waits on a list, and the lock's next holder settles it,
@@ -271,5 +985,28 @@ int main(void)
     RUN(debug_fills_new_and_freed_blocks);
     RUN(check_finds_a_damaged_page_and_unit_map);
     RUN(a_lent_free_is_settled_on_its_own);
+    RUN(size_classes_lose_at_most_a_quarter);
+    RUN(a_pooled_realloc_stays_while_more_than_half);
+    RUN(a_fixed_heap_keeps_half_for_headers);
+    RUN(growth_takes_a_mib_or_half_the_heap);
+    RUN(purged_pages_are_passed_by_later_purges);
+    RUN(kept_mappings_go_after_the_delay_while_in_use);
+    RUN(a_large_request_takes_the_smallest_kept_mapping);
+    RUN(a_kept_mapping_is_trimmed_to_the_request);
+    RUN(kept_mappings_hold_at_most_half_in_use_or_64_mib);
+    RUN(a_purge_that_gives_nothing_back_is_not_counted);
+    RUN(the_quarantine_holds_at_most_its_blocks_oldest_first);
+    RUN(the_quarantine_holds_at_most_its_bytes);
+    RUN(a_full_watched_heap_empties_its_quarantine);
+    RUN(looking_at_the_heap_is_not_counted);
+    RUN(the_lock_is_counted_per_page_and_large_block);
+    RUN(a_realloc_is_no_alloc_nor_free);
+    RUN(own_empty_pages_go_back_when_out_of_room);
+    RUN(debug_guards_each_block);
+    RUN(trim_does_not_wait_for_a_fork);
+    RUN(an_abandoned_page_others_emptied_goes_back);
+    RUN(aligned_requests_up_to_128_come_from_the_pool);
+    RUN(at_most_eight_mappings_are_kept_oldest_out);
+    RUN(a_page_holds_seven_slots_at_least);
     return CHECK_EXIT_STATUS();
 }
