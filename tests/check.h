@@ -321,7 +321,7 @@ static inline pid_t check_wait(pid_t pid, int *status)
 {
     pid_t r;
 #ifdef CHECK_CHILD_SECONDS
-    struct timespec nap = {0, 5000000}, now, until;
+    struct timespec nap = {0, 20000}, now, until; /* 20 us, doubling to 5 ms */
     clock_gettime(CLOCK_MONOTONIC, &until);
     until.tv_sec += (time_t)check_child_limit() + CHECK_GRACE;
     while ((r = waitpid(pid, status, WNOHANG)) == 0 || (r < 0 && errno == EINTR)) {
@@ -338,6 +338,7 @@ static inline pid_t check_wait(pid_t pid, int *status)
             break;
         }
         nanosleep(&nap, NULL);
+        nap.tv_nsec = nap.tv_nsec < 2500000 ? nap.tv_nsec * 2 : 5000000;
     }
 #else
     do
