@@ -81,23 +81,35 @@ static UMEM_COLD void umem__report(const char *fmt, ...)
     abort();
 }
 
-/* The calls that led to the allocation, innermost first (frames[0] is
- * the one that called umem's; zero where unknown).  backtrace() may
- * allocate on its first use: an allocation made inside it records none. */
-static UMEM_HOT_INLINE void umem__trace(void **frames)
+/* The calls that led here, innermost first, into frames[0..want) (want
+ * at most UMEM__FRAMES_MOST): the `skip` innermost (at most 2) left out,
+ * then umem's own; zero where unknown.  backtrace() may allocate on its
+ * first use: an allocation made inside it records none.  Always inlined,
+ * so that `skip` counts the same frames wherever it is called. */
+#define UMEM__FRAMES_MOST 8
+static UMEM_HOT_INLINE void umem__frames(void **frames, int want, int skip)
 {
-    memset(frames, 0, UMEM_DEBUG_FRAMES * sizeof *frames);
+    memset(frames, 0, (size_t)want * sizeof *frames);
 #ifdef UMEM__BACKTRACE
     if (umem__tls.tracing)
         return;
-    void *all[UMEM_DEBUG_FRAMES + 1];
+    void *all[UMEM__FRAMES_MOST + 2];
     umem__tls.tracing = 1;
-    int got = backtrace(all, UMEM_DEBUG_FRAMES + 1), k = 0;
+    int got = backtrace(all, want + skip), k = 0;
     umem__tls.tracing = 0;
-    for (int i = 1; i < got; i++) /* all[0] is in umem's own call */
+    for (int i = skip; i < got && k < want; i++)
         if (k > 0 || !umem__own_code(all[i]))
             frames[k++] = all[i];
+#else
+    (void)skip;
 #endif
+}
+
+/* The calls that led to the allocation (frames[0] is the one that
+ * called umem's: all[0] is in umem's own call). */
+static UMEM_HOT_INLINE void umem__trace(void **frames)
+{
+    umem__frames(frames, UMEM_DEBUG_FRAMES, 1);
 }
 
 /* r's links changed: its seal follows (a sentinel's is never read). */

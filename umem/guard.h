@@ -40,7 +40,7 @@
 #ifndef UMEM_GUARD_BLOCKS /* guarded blocks a heap makes, at most */
 #define UMEM_GUARD_BLOCKS ((size_t)1 << 20)
 #endif
-#define UMEM__GUARD_FRAMES 8
+#define UMEM__GUARD_FRAMES UMEM__FRAMES_MOST
 #define UMEM__GUARD_LIVE   1u
 #define UMEM__GUARD_FREED  2u
 
@@ -66,33 +66,14 @@ struct umem_guard {
     size_t least_align; /* UMEM_GUARD_ALIGN */
 };
 
-/* The calls that led here, innermost first, the `skip` innermost and
- * then umem's own left out. */
-static UMEM_HOT_INLINE void umem__guard_here(void **frames, int skip)
-{
-    memset(frames, 0, UMEM__GUARD_FRAMES * sizeof *frames);
-#ifdef UMEM__BACKTRACE
-    if (umem__tls.tracing)
-        return;
-    void *all[UMEM__GUARD_FRAMES + 2];
-    umem__tls.tracing = 1;
-    int got = backtrace(all, UMEM__GUARD_FRAMES + 2), k = 0;
-    umem__tls.tracing = 0;
-    for (int i = skip; i < got && k < UMEM__GUARD_FRAMES; i++)
-        if (k > 0 || !umem__own_code(all[i]))
-            frames[k++] = all[i];
-#else
-    (void)skip;
-#endif
-}
-
-/* ... from umem__guard_try or _take, never inlined, whose callers are the
+/* The calls that led here (umem__frames, umem/debug.h), from
+ * umem__guard_try or _take, never inlined, whose callers are the
  * watched path's (umem/debug.h) or umem__sampled_..., never inlined
  * either, and never calling them last (UMEM__NO_TAIL): a call made last
  * may become a jump, and its frame would be missing. */
 static UMEM_HOT_INLINE void umem__guard_trace(void **frames)
 {
-    umem__guard_here(frames, 2);
+    umem__frames(frames, UMEM__GUARD_FRAMES, 2);
 }
 
 /* One line on stderr. */
@@ -362,7 +343,7 @@ static int umem__guard_fault(const void *addr)
         umem__guard_say("umem: %s: block %p (%zu bytes), at offset %lld", what,
                         (void *)r->user, r->size, at);
         void *now[UMEM__GUARD_FRAMES];
-        umem__guard_here(now, 2); /* this handler, the kernel's return to it */
+        umem__frames(now, UMEM__GUARD_FRAMES, 2); /* this handler, the kernel's return to it */
         /* The faulting instruction itself, shown as a return address is
          * (a resolver steps back a byte from each): one byte on. */
         now[0] = now[0] ? (char *)now[0] + 1 : NULL;
