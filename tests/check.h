@@ -392,6 +392,26 @@ static inline void check_describe_child(int status)
 
 #define CHECK_EXIT_STATUS() (check_failed_tests ? 1 : 0)
 
+/* ---- the process's memory ---- */
+
+static inline size_t check_page_size(void)
+{
+    return (size_t)sysconf(_SC_PAGESIZE);
+}
+
+/* The bytes the process holds resident (/proc/self/statm), 0 if unknown. */
+static inline size_t check_resident_bytes(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long size = 0, resident = 0;
+    if (f) {
+        if (fscanf(f, "%lu %lu", &size, &resident) != 2)
+            resident = 0;
+        fclose(f);
+    }
+    return resident * check_page_size();
+}
+
 /* xorshift64*: a fixed seed makes every randomized test reproducible. */
 static inline unsigned long long check_rand(unsigned long long *state)
 {

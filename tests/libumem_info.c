@@ -47,26 +47,9 @@ void free_aligned_sized(void *p, size_t align, size_t n) __attribute__((weak));
 
 static int libumem; /* LIBUMEM=1: running under libumem.so */
 
-static size_t page_size(void)
-{
-    return (size_t)sysconf(_SC_PAGESIZE);
-}
-
 static size_t in_use(void)
 {
     return mallinfo2().uordblks;
-}
-
-static size_t resident_bytes(void)
-{
-    FILE *f = fopen("/proc/self/statm", "r");
-    unsigned long size = 0, resident = 0;
-    if (f) {
-        if (fscanf(f, "%lu %lu", &size, &resident) != 2)
-            resident = 0;
-        fclose(f);
-    }
-    return resident * page_size();
 }
 
 /* ---- mallinfo2 and mallinfo ---- */
@@ -90,11 +73,11 @@ static void uordblks_follows_live_blocks(void)
         }
         size_t grew = in_use() - before;
         CHECK_GE(grew, asked);
-        CHECK_LE(grew, asked + asked / 4 + page_size());
+        CHECK_LE(grew, asked + asked / 4 + check_page_size());
         for (int i = 0; i < COUNT; i++)
             free(p[i]);
         if (libumem) /* glibc counts the blocks of its thread cache in use */
-            CHECK_LE(in_use(), before + page_size());
+            CHECK_LE(in_use(), before + check_page_size());
     }
     free(p);
 }
@@ -137,7 +120,7 @@ static void large_blocks_are_mapped_blocks(void)
     struct mallinfo2 during = mallinfo2();
     CHECK_EQ(during.hblks, before.hblks + 1);
     CHECK_GE(during.hblkhd - before.hblkhd, n);
-    CHECK_LE(during.hblkhd - before.hblkhd, n + 2 * page_size());
+    CHECK_LE(during.hblkhd - before.hblkhd, n + 2 * check_page_size());
     if (libumem) /* libumem's uordblks counts them; glibc's does not */
         CHECK_EQ(during.uordblks - before.uordblks, during.hblkhd - before.hblkhd);
     free(p);
@@ -271,7 +254,7 @@ static void small_blocks_come_and_go(size_t mib, size_t *peak)
         p[0] = head;
         head = p;
     }
-    *peak = resident_bytes();
+    *peak = check_resident_bytes();
     while (head) {
         void *next = *(void **)head;
         free(head);
@@ -289,10 +272,10 @@ static void trim_gives_the_pages_back(void)
     size_t peak;
     small_blocks_come_and_go(4, &peak);
     malloc_trim(0);
-    size_t before = resident_bytes();
+    size_t before = check_resident_bytes();
     small_blocks_come_and_go(100, &peak);
     int r = malloc_trim(0);
-    size_t after = resident_bytes();
+    size_t after = check_resident_bytes();
     fprintf(stderr,
             "resident: %zu KiB before, %zu KiB with 100 MiB, %zu KiB after (trim %d)\n",
             before >> 10, peak >> 10, after >> 10, r);
@@ -323,15 +306,15 @@ static void libc_entry_points_share_the_heap(void)
          *pv = __libc_pvalloc(100);
     CHECK(m && v && pv);
     CHECK_EQ((uintptr_t)m % 256, 0);
-    CHECK_EQ((uintptr_t)v % page_size(), 0);
-    CHECK_EQ((uintptr_t)pv % page_size(), 0);
-    CHECK_GE(malloc_usable_size(pv), page_size());
+    CHECK_EQ((uintptr_t)v % check_page_size(), 0);
+    CHECK_EQ((uintptr_t)pv % check_page_size(), 0);
+    CHECK_GE(malloc_usable_size(pv), check_page_size());
     __libc_free(z);
     __libc_free(r);
     __libc_free(m);
     free(v);
     __libc_free(pv);
-    CHECK_LE(in_use(), before + page_size());
+    CHECK_LE(in_use(), before + check_page_size());
 }
 
 static void sized_frees_free(void)
@@ -351,7 +334,7 @@ static void sized_frees_free(void)
     free_sized(NULL, 10);
     free_aligned_sized(NULL, 64, 10);
     if (!getenv("UMEM_DEBUG")) /* its quarantine holds freed blocks, in use */
-        CHECK_LE(in_use(), before + page_size());
+        CHECK_LE(in_use(), before + check_page_size());
 }
 
 /* ---- the misuse modes ---- */

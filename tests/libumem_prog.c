@@ -103,11 +103,6 @@ static int malloc_is_libumem(void)
 
 static int libumem; /* LIBUMEM=1: running under libumem.so */
 
-static size_t page_size(void)
-{
-    return (size_t)sysconf(_SC_PAGESIZE);
-}
-
 /* ---- api ---- */
 
 static void malloc_zero_is_unique(void)
@@ -256,7 +251,6 @@ static void realloc_keeps_contents(void)
     free(z);
 }
 
-static size_t resident_bytes(void);
 
 /* A large block shrunk to a small size gives its pages back. */
 static void realloc_shrinks_large_blocks(void)
@@ -267,9 +261,9 @@ static void realloc_shrinks_large_blocks(void)
     if (!p)
         return;
     memset(p, 0x3c, n);
-    size_t before = resident_bytes();
+    size_t before = check_resident_bytes();
     unsigned char *q = realloc(p, 100);
-    size_t after = resident_bytes();
+    size_t after = check_resident_bytes();
     CHECK(q != NULL && q[0] == 0x3c && q[99] == 0x3c);
     CHECK(q && malloc_usable_size(q) < (1 << 20));
     CHECK(after + (n / 2) < before);
@@ -357,7 +351,7 @@ static void aligned_alloc_aligns(void)
 
 static void other_aligned_allocators(void)
 {
-    size_t page = page_size();
+    size_t page = check_page_size();
     void *p = aligned_alloc(64, 100);
     CHECK(p != NULL && (uintptr_t)p % 64 == 0);
     free(p);
@@ -657,18 +651,6 @@ static void fork_while_threads_allocate(void)
 
 /* ---- rss ---- */
 
-static size_t resident_bytes(void)
-{
-    FILE *f = fopen("/proc/self/statm", "r");
-    unsigned long size = 0, resident = 0;
-    if (f) {
-        if (fscanf(f, "%lu %lu", &size, &resident) != 2)
-            resident = 0;
-        fclose(f);
-    }
-    return resident * page_size();
-}
-
 /* Calls on the heap, a little apart, until the resident size is under
  * `limit` or 60 s have passed (umem gives free pages back once they have
  * stayed unused for its purge delay, on a call that finds it due; glibc
@@ -678,7 +660,7 @@ static size_t resident_falls(size_t limit)
     struct timespec start, now;
     clock_gettime(CLOCK_MONOTONIC, &start);
     size_t resident;
-    while ((resident = resident_bytes()) >= limit) {
+    while ((resident = check_resident_bytes()) >= limit) {
         clock_gettime(CLOCK_MONOTONIC, &now);
         if (now.tv_sec - start.tv_sec > 60)
             break;
@@ -704,7 +686,7 @@ static void resident_size_follows_use(void)
     if (!p || !n || !order)
         return;
     unsigned long long seed = 0x255u;
-    size_t base = resident_bytes(), first_peak = 0;
+    size_t base = check_resident_bytes(), first_peak = 0;
     for (int cycle = 0; cycle < 3; cycle++) {
         size_t total = 0;
         for (unsigned i = 0; i < COUNT; i++) {
@@ -719,7 +701,7 @@ static void resident_size_follows_use(void)
             total += n[i];
             order[i] = i;
         }
-        size_t peak = resident_bytes();
+        size_t peak = check_resident_bytes();
         for (unsigned i = COUNT - 1; i > 0; i--) {
             unsigned j = (unsigned)(check_rand(&seed) % (i + 1));
             unsigned k = order[i];

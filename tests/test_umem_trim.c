@@ -10,24 +10,19 @@
 
 #include <sys/mman.h>
 
-static size_t page_size(void)
-{
-    return (size_t)sysconf(_SC_PAGESIZE);
-}
-
 /* The resident pages' bytes in [lo, hi). */
 static size_t resident_in(const char *lo, const char *hi)
 {
-    uintptr_t pg = page_size() - 1;
+    uintptr_t pg = check_page_size() - 1;
     uintptr_t from = (uintptr_t)lo & ~pg, to = ((uintptr_t)hi + pg) & ~pg;
-    size_t pages = (to - from) / page_size(), resident = 0;
+    size_t pages = (to - from) / check_page_size(), resident = 0;
     unsigned char *vec = malloc(pages);
     CHECK(vec != NULL);
     if (vec && mincore((void *)from, to - from, vec) == 0)
         for (size_t i = 0; i < pages; i++)
             resident += vec[i] & 1;
     free(vec);
-    return resident * page_size();
+    return resident * check_page_size();
 }
 
 enum { BLOCKS = 160, BLOCK = 100 << 10 }; /* 16 MiB, each block under UMEM_LARGE */
@@ -60,7 +55,7 @@ static void trim_keeps_what_it_is_asked_to(void)
     CHECK_EQ(umem_set_purge_min(h, SIZE_MAX), UMEM_PURGE_MIN); /* no purge at once */
     char *lo, *hi;
     blocks_come_and_go(h, &lo, &hi);
-    size_t keep = (size_t)4 << 20, slack = 4 * page_size();
+    size_t keep = (size_t)4 << 20, slack = 4 * check_page_size();
     size_t total = (size_t)BLOCKS * BLOCK;
     CHECK_GE(resident_in(lo, hi), total - slack); /* nothing went back at the frees */
     size_t given = umem_trim(h, keep);
@@ -99,7 +94,7 @@ static void purge_min_zero_gives_back_at_the_free(void)
     blocks_come_and_go(h, &lo, &hi);
     CHECK_LE(resident_in(lo, hi), (size_t)BLOCKS * BLOCK / 8);
     CHECK_GT(umem_trim(h, 0), 0);
-    CHECK_LE(resident_in(lo, hi), 4 * page_size());
+    CHECK_LE(resident_in(lo, hi), 4 * check_page_size());
     umem_destroy(h);
 }
 
@@ -151,7 +146,7 @@ static void trim_unmaps_cached_mappings(void)
     umem_get_stats(h, &st);
     CHECK_EQ(st.large_blocks, 1);
     CHECK_GE(st.large_bytes, n);
-    CHECK_LE(st.large_bytes, n + 2 * page_size());
+    CHECK_LE(st.large_bytes, n + 2 * check_page_size());
     uint64_t mapped = st.mapped_bytes, large = st.large_bytes;
     umem_free(h, p);
     umem_get_stats(h, &st);
