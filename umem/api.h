@@ -331,14 +331,6 @@ static inline size_t umem_usable_size(umem_t *h, const void *p)
 
 /* ---- giving memory back now ---- */
 
-/* The calling thread's pool for h, if it has one, without making one. */
-static inline struct umem_pool *umem__pool_if_any(const umem_t *h)
-{
-    if (umem__tls.heap == h && umem__tls.secret == h->secret)
-        return umem__tls.pool;
-    return NULL;
-}
-
 static inline size_t umem_trim(umem_t *h, size_t keep)
 {
     if (!(h->flags & UMEM_GROW))
@@ -352,10 +344,9 @@ static inline size_t umem_trim(umem_t *h, size_t keep)
     }
     uint64_t before = h->released_bytes;
     size_t unmapped = 0;
-    struct umem_pool *pool = umem__pool_if_any(h);
+    struct umem_pool *pool = umem__pool_known(h); /* none made for this */
     if (h->flags & UMEM_CACHED && pool)
-        for (unsigned c = 0; c < UMEM_CLASSES; c++)
-            umem__pool_drop(h, pool, &pool->avail[c], 1);
+        umem__pool_drop_empty(h, pool);
     if (h->abandoned_pages > 0)
         umem__reclaim_abandoned(h);
     while (h->map_cached > 0) {

@@ -197,6 +197,14 @@ static inline void umem__pool_drop(umem_t *h, struct umem_pool *pool, struct ume
     }
 }
 
+/* The pool's empty pages with room go back to the heap, each class's
+ * first included (lock held). */
+static inline void umem__pool_drop_empty(umem_t *h, struct umem_pool *pool)
+{
+    for (uint64_t left = pool->classes; left; left &= left - 1)
+        umem__pool_drop(h, pool, &pool->avail[umem__lowest_bit(left)], 1);
+}
+
 /* Pages of threads that ended, emptied by other threads' frees, go back
  * to the heap (lock held): no thread may ever need their class again. */
 static inline void umem__reclaim_abandoned(umem_t *h)
@@ -236,8 +244,7 @@ static UMEM_NOINLINE void *umem__pool_alloc(umem_t *h, struct umem_pool *pool, u
     if (!pg) {
         /* Out of room: this thread's empty pages go back first, and those
          * of ended threads that other threads' frees emptied. */
-        for (uint64_t left = pool->classes; left; left &= left - 1)
-            umem__pool_drop(h, pool, &pool->avail[umem__lowest_bit(left)], 1);
+        umem__pool_drop_empty(h, pool);
         umem__reclaim_abandoned(h);
         pg = umem__page_carve(h, pool, cls);
     }
