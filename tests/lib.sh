@@ -106,6 +106,22 @@ expect_error() {
     fi
 }
 
+# expect_usage_errors PROG: for each line "ARGS|WORDS" on stdin, PROG ARGS
+# is a usage error: exit 2, nothing on stdout, WORDS and the usage on
+# stderr.
+expect_usage_errors() {
+    local prog=$1 args what
+    while IFS='|' read -r args what; do
+        run $BIN/$prog $args
+        if [ $rc -eq 2 ] && [ -z "$out" ] && grep -q -- "$what" "$TMP/err" &&
+            grep -q "^usage: $prog" "$TMP/err"; then
+            ok "$prog usage error: $args"
+        else
+            not_ok "$prog usage error: $args" "rc $rc, stdout '$out', stderr '$err'"
+        fi
+    done
+}
+
 # ---- the known signatures (samples/SIGNATURES has every vector's) -------
 
 XS=samples/xs1M.bin

@@ -230,15 +230,7 @@ expect "stdout full: exit 1" 1 "" "sharedhash: write error on standard output: N
 
 # Usage errors: exit 2, the message and the usage on stderr.
 for prog in sharedhash esharedhash; do
-    while IFS='|' read -r args what; do
-        run $BIN/$prog $args
-        if [ $rc -eq 2 ] && [ -z "$out" ] && grep -q -- "$what" "$TMP/err" &&
-            grep -q "^usage: $prog" "$TMP/err"; then
-            ok "$prog usage error: $args"
-        else
-            not_ok "$prog usage error: $args" "rc $rc, stdout '$out', stderr '$err'"
-        fi
-    done << LIST
+    expect_usage_errors "$prog" << LIST
 --quiet $XS|the --quiet option is meaningful only with -c
 --status $XS|the --status option is meaningful only with -c
 --strict $XS|the --strict option is meaningful only with -c

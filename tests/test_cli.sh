@@ -16,15 +16,7 @@ for prog in sharedhash esharedhash; do
     check "$prog -- ends the options" [ "$out" = "$XS_SIG" ]
 
     # Usage errors: exit 2, a message and the usage on stderr, nothing on stdout.
-    while IFS='|' read -r args what; do
-        run $BIN/$prog $args
-        if [ $rc -eq 2 ] && [ -z "$out" ] && grep -q -- "$what" "$TMP/err" &&
-            grep -q "^usage: $prog" "$TMP/err"; then
-            ok "$prog usage error: $args"
-        else
-            not_ok "$prog usage error: $args" "rc $rc, stdout '$out', stderr '$err'"
-        fi
-    done << LIST
+    expect_usage_errors "$prog" << LIST
 --bogus $XS|unknown option '--bogus'
 -x $XS|unknown option '-x'
 -t -m $XS|-t and -m exclude each other
