@@ -109,6 +109,11 @@ static int lu_stats_wanted;
  * malloc and free take their fast ways through it. */
 static umem_t *_Atomic lu_plain;
 
+/* Or, when UMEM_GUARD=N (N > 1) alone watches it: malloc counts down to
+ * the next guarded block inline, and free gives an unguarded slot back as
+ * on a plain heap; the rest takes umem_alloc's and umem_free's way. */
+static umem_t *_Atomic lu_sampled;
+
 static inline umem_t *lu_get(void)
 {
     return atomic_load_explicit(&lu_heap, memory_order_acquire);
@@ -197,6 +202,8 @@ static LU_SLOW umem_t *lu_create(void)
         if (h) {
             if (umem__plain_pools(h))
                 atomic_store_explicit(&lu_plain, h, memory_order_release);
+            else if (umem__sampled_pools(h))
+                atomic_store_explicit(&lu_sampled, h, memory_order_release);
             if (lu_debug)
                 lu_debug_at_exit(h);
             atomic_store_explicit(&lu_heap, h, memory_order_release);
@@ -321,23 +328,43 @@ static LU_SLOW void *lu_malloc_rest(size_t n)
     return umem_alloc(h, n);
 }
 
+/* A small request on a sampled heap that this thread's countdown does
+ * not draw goes straight to its pool too. */
+static LU_NOINLINE void *lu_malloc_sampled(size_t n)
+{
+    umem_t *h = atomic_load_explicit(&lu_sampled, memory_order_acquire);
+    if (h && n - 1 < 1024 && umem__guard_skip())
+        return umem__alloc(h, n);
+    return lu_malloc_rest(n);
+}
+
 /* A small request on the plain heap goes straight to its pool. */
 static LU_HOT void *lu_malloc(size_t n)
 {
     umem_t *h = atomic_load_explicit(&lu_plain, memory_order_acquire);
     if (LU_LIKELY(h != NULL) && LU_LIKELY(n - 1 < 1024))
         return umem__alloc(h, n);
-    return lu_malloc_rest(n);
+    return lu_malloc_sampled(n);
 }
 
-/* Whatever free's fast way did not take: NULL, an arena block, a block
+/* Whatever free's fast ways did not take: NULL, an arena block, a block
  * with a header, any block of a watched heap; or no heap yet. */
-static LU_SLOW void lu_free_rest(umem_t *h, void *p)
+static LU_SLOW void lu_free_rest(void *p)
 {
+    umem_t *h = lu_get();
     if (!h || lu_boot_owns(p))
         lu_free_slow(p);
     else
         umem_free(h, p);
+}
+
+/* A sampled heap's slot: any but a guarded block's. */
+static LU_NOINLINE void lu_free_sampled(void *p)
+{
+    umem_t *h = atomic_load_explicit(&lu_sampled, memory_order_acquire);
+    if (h && umem__free_pooled(h, p))
+        return;
+    lu_free_rest(p);
 }
 
 /* A pooled slot first: the arena lies in no page, so it is looked for
@@ -347,7 +374,7 @@ static LU_HOT void lu_free(void *p)
     umem_t *h = atomic_load_explicit(&lu_plain, memory_order_acquire);
     if (LU_LIKELY(h != NULL) && LU_LIKELY(umem__free_pooled(h, p)))
         return;
-    lu_free_rest(lu_get(), p);
+    lu_free_sampled(p);
 }
 
 static inline void *lu_calloc(size_t count, size_t size)

@@ -235,7 +235,7 @@ static inline void umem_tell_alloc(umem_t *h, void *pool, void *p, size_t n);
 static inline void umem_tell_free(umem_t *h, void *pool, void *p, size_t room);
 
 /* ---- the internal interface: what libumem.c uses besides the calls ----
- * These six, the settings and UMEM_TLS (an initial-exec thread-local,
+ * These eight, the settings and UMEM_TLS (an initial-exec thread-local,
  * umem/platform.h); nothing else of umem's insides is meant for code
  * outside this header. */
 
@@ -257,6 +257,14 @@ static inline int umem__free_pooled(umem_t *h, void *p);
 
 /* Whether h has pools and no tool watches it: the heap those two serve. */
 static inline int umem__plain_pools(const umem_t *h);
+
+/* Whether h has pools and only UMEM_GUARD=N (N > 1) watches it: one
+ * block in N, drawn per thread, is guarded.  Those two serve it as well,
+ * umem__alloc only when umem__guard_skip says (and counts) that this
+ * thread's next allocation on it is not drawn; umem__free_pooled frees
+ * any of its slots (a guarded block lies in no page). */
+static inline int umem__sampled_pools(const umem_t *h);
+static inline int umem__guard_skip(void);
 
 /* A watched heap's check at exit (umem/debug.h): its blocks still
  * allocated are headed `what`, and the exit status becomes `code` (1 to

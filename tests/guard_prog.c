@@ -5,6 +5,7 @@
  *     tests/guard_prog chain     its own SIGSEGV handler, installed before
  *                                the heap, still sees its own faults; then
  *                                a use after free is reported
+ *     tests/guard_prog chain-info  the same, the handler an SA_SIGINFO one
  *     tests/guard_prog after     the same, the handler installed after
  *     tests/guard_prog fork      a fork child's use after free is reported
  *                                in the child; the parent goes on
@@ -34,11 +35,27 @@ static void own_handler(int sig)
     siglongjmp(back, 1);
 }
 
+static volatile void *own_fault_at; /* where the SA_SIGINFO handler saw it */
+
+static void own_handler_info(int sig, siginfo_t *info, void *context)
+{
+    (void)context;
+    own_fault_at = info->si_addr;
+    own_handler(sig);
+}
+
+static int own_with_info; /* the handler installed is the SA_SIGINFO one */
+
 static void own_handler_install(void)
 {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
-    sa.sa_handler = own_handler;
+    if (own_with_info) {
+        sa.sa_sigaction = own_handler_info;
+        sa.sa_flags = SA_SIGINFO;
+    } else {
+        sa.sa_handler = own_handler;
+    }
     sigemptyset(&sa.sa_mask);
     sigaction(SIGSEGV, &sa, NULL);
 }
@@ -55,6 +72,8 @@ static int own_fault(void)
     munmap(page, 4096);
     printf("own faults %d\n", (int)own_faults);
     fflush(stdout);
+    if (own_with_info && own_fault_at != page + 5)
+        return 1;
     return own_faults == 1 ? 0 : 1;
 }
 
@@ -206,6 +225,9 @@ static int calls(void)
 int main(int argc, char **argv)
 {
     const char *what = argc > 1 ? argv[1] : "";
+    own_with_info = strcmp(what, "chain-info") == 0;
+    if (own_with_info)
+        what = "chain";
     if (strcmp(what, "chain") == 0 || strcmp(what, "after") == 0)
         return chain(strcmp(what, "chain") == 0);
     if (strcmp(what, "fork") == 0)

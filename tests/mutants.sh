@@ -65,6 +65,7 @@ TESTS=(
     "tests/test_libumem.sh|libumem.so tests/libumem_prog tests/libumem_boot.so|both"
     "tests/test_dropin.sh|libumem.so tests/libumem_info|both"
     "tests/test_debug.sh|tests/debug_bugs libumem.so sharedhash|both"
+    "tests/test_guard.sh|tests/guard_prog libumem.so sharedhash|both"
     "tests/test_umem_regions|tests/test_umem_regions|umem"
     "tests/test_stats.sh|sharedhash esharedhash|umem"
     "tests/test_forks.sh|libumem.so tests/forks tests/faults.so|both"

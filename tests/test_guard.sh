@@ -97,12 +97,14 @@ check "UMEM_GUARD, 8-byte alignment: a 1-byte overrun of 100 bytes is found at f
 
 # A program's own SIGSEGV handler: installed before the heap, umem's
 # passes it the program's own faults; installed after, it takes them all.
-(timeout -k 5 60 $GPROG chain; exit $?) > "$TMP/out" 2>&1
-rc=$?
-block=$(sed -n 's/^block \(0x[0-9a-f]*\) line [0-9]*$/\1/p' "$TMP/out")
-check "a handler of the program's own, installed first, still sees its faults; ours are reported" \
-    eval '[ $rc -eq 139 ] && grep -q "^own faults 1$" "$TMP/out" &&
-    grep -q "^umem: use after free: block $block (64 bytes), at offset 7$" "$TMP/out"'
+for kind in chain chain-info; do
+    (timeout -k 5 60 $GPROG $kind; exit $?) > "$TMP/out" 2>&1
+    rc=$?
+    block=$(sed -n 's/^block \(0x[0-9a-f]*\) line [0-9]*$/\1/p' "$TMP/out")
+    check "a handler of the program's own ($kind), installed first, still sees its faults; ours are reported" \
+        eval '[ $rc -eq 139 ] && grep -q "^own faults 1$" "$TMP/out" &&
+        grep -q "^umem: use after free: block $block (64 bytes), at offset 7$" "$TMP/out"'
+done
 (timeout -k 5 60 $GPROG after; exit $?) > "$TMP/out" 2>&1
 check "a handler of the program's own, installed after the heap, sees its faults" \
     eval '[ $? -eq 0 ] && grep -q "^own faults 1$" "$TMP/out"'
@@ -145,6 +147,24 @@ int main(int argc, char **argv)
     if (!strcmp(argv[1], "memcpy")) memcpy(p, argv[0], 25);
     if (!strcmp(argv[1], "zero")) { char *volatile z = malloc(0); z[0] = 1; }
     if (!strcmp(argv[1], "under")) { char *volatile q = malloc(4096); q[-1] = 1; }
+    if (!strcmp(argv[1], "sample")) {
+        /* A guarded 24-byte block ends against its page: 8 bytes past a
+         * multiple of 16, where no pooled slot starts.  The first one is
+         * used after its free. */
+        long guarded = 0;
+        char *first = NULL;
+        for (int i = 0; i < 100000; i++) {
+            char *q = malloc(24), *r = malloc(200);
+            if ((unsigned long)q % 16 == 8 && guarded++ == 0)
+                first = q;
+            else
+                free(q);
+            free(r);
+        }
+        printf("guarded %ld\n", guarded);
+        fflush(stdout);
+        if (first) { free(first); first[5] = 1; }
+    }
     puts("unnoticed");
     return 0;
 }
@@ -162,6 +182,16 @@ for m in uaf:"use after free: block 0x[0-9a-f]* (24 bytes), at offset 3" \
         ! grep -q unnoticed "$TMP/out" && ! grep -q "#[0-9].*libumem\.so" "$TMP/out" &&
         ./umem-symbolize "$TMP/out" | grep -q "#[0-9] main at .*misuse\.c:"'
 done
+# One in N: malloc's countdown and free's slot path in libumem.so, beside
+# the guarded blocks it draws (bounds as for the heap's own above).
+(UMEM_GUARD=100 LD_PRELOAD=$PWD/libumem.so timeout -k 5 60 "$TMP/misuse" sample; exit $?) \
+    > "$TMP/out" 2>&1
+rc=$?
+n=$(sed -n 's/^guarded //p' "$TMP/out")
+check "libumem.so, UMEM_GUARD=100: about 1 block in 100 guarded (got ${n:-none} of 100000)" \
+    eval '[ -n "$n" ] && [ "$n" -ge 500 ] && [ "$n" -le 2000 ]'
+check "libumem.so, UMEM_GUARD=100: a sampled block's use after free is reported" \
+    eval '[ $rc -eq 139 ] && grep -q "^umem: use after free: block 0x[0-9a-f]* (24 bytes), at offset 5$" "$TMP/out"'
 out=$(UMEM_GUARD=1 LD_PRELOAD=$PWD/libumem.so ./sharedhash samples/xs1M.bin 2> "$TMP/err")
 check "libumem.so, UMEM_GUARD=1: the hasher's signature is unchanged" \
     test "$out" = "$(./sharedhash samples/xs1M.bin)"

@@ -286,9 +286,7 @@ static inline void umem_destroy(umem_t *h)
 /* ---- the interface ---- */
 
 /* A heap UMEM_GUARD alone watches takes a shorter way than the others
- * (umem/guard.h): the plain path, but for the blocks drawn. */
-#define UMEM__SAMPLED(h) (!((h)->flags & (UMEM__KEEP | UMEM__VG)))
-
+ * (UMEM__SAMPLED, umem/guard.h): the plain path, but for the blocks drawn. */
 static inline void *umem_alloc(umem_t *h, size_t n)
 {
     if (UMEM_UNLIKELY(h->flags & UMEM__WATCHED))

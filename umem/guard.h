@@ -182,18 +182,27 @@ static UMEM_NOINLINE int umem__guard_redraw(const struct umem_guard *g, uint32_t
     return left == 1;
 }
 
+/* Whether the thread's next allocation on a sampled heap is certainly
+ * not drawn, counted down if so; if not, umem__guard_pick decides. */
+static UMEM_HOT_INLINE int umem__guard_skip(void)
+{
+    uint32_t left = umem__tls.guard_left;
+    if (UMEM_LIKELY(left > 1)) {
+        umem__tls.guard_left = left - 1;
+        return 1;
+    }
+    return 0;
+}
+
 /* Whether this allocation is guarded: every one, or one in `every`,
  * counted down per thread. */
 static UMEM_HOT_INLINE int umem__guard_pick(const struct umem_guard *g)
 {
-    uint32_t left = umem__tls.guard_left;
     if (g->every <= 1)
         return 1;
-    if (UMEM_LIKELY(left > 1)) {
-        umem__tls.guard_left = left - 1;
+    if (umem__guard_skip())
         return 0;
-    }
-    return umem__guard_redraw(g, left);
+    return umem__guard_redraw(g, umem__tls.guard_left);
 }
 
 /* The alignment of a guarded block of n bytes, right against the guard
@@ -485,6 +494,15 @@ static UMEM_NOINLINE void *umem__guard_try(umem_t *h, size_t align, size_t n, in
     void *p = umem__guard_alloc(h->guard, align, n, frames);
     *done = p != NULL;
     return p;
+}
+
+/* Whether a watched heap is watched by UMEM_GUARD alone. */
+#define UMEM__SAMPLED(h) (!((h)->flags & (UMEM__KEEP | UMEM__VG)))
+
+static inline int umem__sampled_pools(const umem_t *h)
+{
+    return (h->flags & (UMEM__WATCHED | UMEM_CACHED)) == (UMEM__GUARDS | UMEM_CACHED) &&
+           h->guard->every > 1;
 }
 
 static inline int umem__guard_has(const umem_t *h, const void *p)
