@@ -217,6 +217,63 @@ static void check_finds_a_damaged_page_and_unit_map(void)
     umem_destroy(h);
 }
 
+/* umem_check says `what` (a prefix) of h, or names the test. */
+static void check_says(umem_t *h, const char *what)
+{
+    char line[256];
+    CHECK_EQ(check_saying(h, line, sizeof line), -1);
+    if (!strstr(line, what))
+        fprintf(stderr, "umem_check said: %s\n", line[0] ? line : "(nothing)\n");
+    CHECK(strstr(line, what) != NULL);
+}
+
+/* umem_check finds a free block's footer damaged (I2), a large block's
+ * header damaged (I6) and each count of I7 wrong. */
+static void check_finds_damaged_footers_spans_and_counts(void)
+{
+    umem_t *h = umem_create(1 << 20, UMEM_GROW);
+    CHECK_NE(h, NULL);
+    if (!h)
+        return;
+    char *a = umem_alloc(h, 2000), *b = umem_alloc(h, 2000), *big = umem_alloc(h, 2 << 20);
+    CHECK(a && b && big);
+    if (!a || !b || !big)
+        return;
+    umem_free(h, a);
+    CHECK_EQ(umem_check(h), 0);
+
+    check_where("the footer of a free block damaged");
+    size_t *footer = (size_t *)(b - UMEM_HEADER) - 1, was = *footer;
+    *footer = was + UMEM_ALIGN;
+    check_says(h, "I2:");
+    *footer = was;
+    CHECK_EQ(umem_check(h), 0);
+
+    check_where("a large block's header damaged");
+    unsigned char *head = (unsigned char *)big - UMEM_HEADER, saved[UMEM_HEADER];
+    memcpy(saved, head, sizeof saved);
+    head[0] ^= UMEM_ALIGN;
+    check_says(h, "I6:");
+    memcpy(head, saved, sizeof saved);
+    CHECK_EQ(umem_check(h), 0);
+
+    const char *counts[] = {"allocs", "bytes_in_use", "peak_bytes_in_use"};
+    umem_stats_t st;
+    umem_get_stats(h, &st); /* the peak moved to just below the bytes in use */
+    const int64_t by[] = {1, UMEM_ALIGN,
+                          (int64_t)st.bytes_in_use - (int64_t)st.peak_bytes_in_use - 1};
+    for (int which = 0; which < 3; which++) {
+        check_where("%s moved by %lld", counts[which], (long long)by[which]);
+        umem__hook_miscount(h, which, by[which]);
+        check_says(h, "I7:");
+        umem__hook_miscount(h, which, -by[which]);
+        CHECK_EQ(umem_check(h), 0);
+    }
+    umem_free(h, b);
+    umem_free(h, big);
+    umem_destroy(h);
+}
+
 /* A pool's size classes: 16-byte steps up to 128 bytes, then four
  * classes per doubling, so that a slot loses at most a quarter of itself
  * to rounding; 44 classes up to 64 KiB. */
@@ -797,6 +854,59 @@ static void trim_does_not_wait_for_a_fork(void)
     umem_destroy(h);
 }
 
+/* umem_get_stats and umem_check do not wait for a fork that holds the
+ * lock either: the statistics leave out what running threads' pools
+ * counted, and have it again once the fork is done. */
+struct look_call {
+    umem_t *h;
+    umem_stats_t st;
+    int checked;
+    atomic_int done;
+};
+
+static void *look_while_forking(void *arg)
+{
+    struct look_call *l = arg;
+    umem_get_stats(l->h, &l->st);
+    l->checked = umem_check(l->h);
+    atomic_store(&l->done, 1);
+    return NULL;
+}
+
+static void stats_and_check_do_not_wait_for_a_fork(void)
+{
+    umem_t *h = umem_create(1 << 20, UMEM_CACHED);
+    CHECK_NE(h, NULL);
+    if (!h)
+        return;
+    enum { POOLED = 10 };
+    void *p[POOLED];
+    for (unsigned k = 0; k < POOLED; k++)
+        p[k] = umem_alloc(h, 40); /* counted by this thread's pool */
+    umem_stats_t before, after;
+    umem_get_stats(h, &before);
+    struct look_call l = {.h = h, .checked = 1};
+    umem__hook_fork_prepare();
+    pthread_t tid;
+    int made = pthread_create(&tid, NULL, look_while_forking, &l) == 0;
+    CHECK(made);
+    double since = seconds_now();
+    while (made && !atomic_load(&l.done) && seconds_now() - since < 30)
+        sched_yield();
+    CHECK(atomic_load(&l.done)); /* else it waited for the fork */
+    umem__hook_fork_parent();
+    if (made)
+        pthread_join(tid, NULL);
+    CHECK_EQ(l.checked, 0);
+    CHECK_EQ(l.st.allocs, before.allocs - POOLED); /* the pool's left out */
+    umem_get_stats(h, &after);
+    CHECK_EQ(after.allocs, before.allocs);
+    for (unsigned k = 0; k < POOLED; k++)
+        umem_free(h, p[k]);
+    CHECK_EQ(umem_check(h), 0);
+    umem_destroy(h);
+}
+
 /* A thread that allocates `keep[0]`'s blocks of 48 bytes into keep[1..]
  * and exits, leaving its page abandoned; or (keep[1] NULL) one that uses
  * another class and exits, its own page going back. */
@@ -852,6 +962,39 @@ static void an_abandoned_page_others_emptied_goes_back(void)
         CHECK_EQ(umem_check(h), 0);
         umem_destroy(h);
     }
+}
+
+/* ... and when a thread's pool finds the heap out of room for a page. */
+static void an_abandoned_page_goes_back_when_out_of_room(void)
+{
+    umem_t *h = umem_create(4 << 20, UMEM_CACHED);
+    CHECK_NE(h, NULL);
+    if (!h)
+        return;
+    void *keep[KEEP] = {h, h};
+    pthread_t tid;
+    CHECK_EQ(pthread_create(&tid, NULL, allocate_and_exit, keep), 0);
+    pthread_join(tid, NULL);
+    for (unsigned k = 1; k < KEEP; k++)
+        umem_free(h, keep[k]); /* the abandoned page empties */
+    umem_stats_t st;
+    umem_get_stats(h, &st);
+    CHECK_EQ(st.abandoned_pages, 1);
+    enum { MOST = 8000 };
+    static void *p[MOST];
+    unsigned n = 0;
+    uint64_t hits;
+    do { /* until the pool can no longer place a block: out of room */
+        hits = st.cache_hits;
+        p[n] = umem_alloc(h, 1000);
+        umem_get_stats(h, &st);
+    } while (p[n++] && st.cache_hits > hits && n < MOST);
+    CHECK_EQ(st.cache_hits, hits);
+    CHECK_EQ(st.abandoned_pages, 0);
+    for (unsigned k = 0; k < n; k++)
+        umem_free(h, p[k]);
+    CHECK_EQ(umem_check(h), 0);
+    umem_destroy(h);
 }
 
 /* On a UMEM_CACHED heap, an alignment of up to 128 bytes for up to 64 KiB
@@ -984,6 +1127,7 @@ int main(void)
     RUN(free_pages_go_back_after_the_delay_while_in_use);
     RUN(debug_fills_new_and_freed_blocks);
     RUN(check_finds_a_damaged_page_and_unit_map);
+    RUN(check_finds_damaged_footers_spans_and_counts);
     RUN(a_lent_free_is_settled_on_its_own);
     RUN(size_classes_lose_at_most_a_quarter);
     RUN(a_pooled_realloc_stays_while_more_than_half);
@@ -1004,7 +1148,9 @@ int main(void)
     RUN(own_empty_pages_go_back_when_out_of_room);
     RUN(debug_guards_each_block);
     RUN(trim_does_not_wait_for_a_fork);
+    RUN(stats_and_check_do_not_wait_for_a_fork);
     RUN(an_abandoned_page_others_emptied_goes_back);
+    RUN(an_abandoned_page_goes_back_when_out_of_room);
     RUN(aligned_requests_up_to_128_come_from_the_pool);
     RUN(at_most_eight_mappings_are_kept_oldest_out);
     RUN(a_page_holds_seven_slots_at_least);

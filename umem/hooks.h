@@ -62,6 +62,14 @@ static inline void umem__hook_flip_page(umem_t *h, const void *p, int which)
     atomic_fetch_xor_explicit(&m->map[unit], 2u, memory_order_relaxed);
 }
 
+static inline void umem__hook_miscount(umem_t *h, int which, int64_t by)
+{
+    uint64_t *count = which == 0   ? &h->allocs
+                      : which == 1 ? &h->bytes_in_use
+                                   : &h->peak_bytes_in_use;
+    *count += (uint64_t)by;
+}
+
 static inline size_t umem__hook_count(const struct umem_node *x)
 {
     return x ? 1 + umem__hook_count(x->left) + umem__hook_count(x->right) : 0;
