@@ -358,9 +358,12 @@ static LU_SLOW void lu_free_rest(void *p)
         umem_free(h, p);
 }
 
-/* A sampled heap's slot: any but a guarded block's. */
+/* NULL (the C library frees many at a thread's start and end), or a
+ * sampled heap's slot: any but a guarded block's. */
 static LU_NOINLINE void lu_free_sampled(void *p)
 {
+    if (p == NULL)
+        return;
     umem_t *h = atomic_load_explicit(&lu_sampled, memory_order_acquire);
     if (h && umem__free_pooled(h, p))
         return;

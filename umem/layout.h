@@ -253,6 +253,7 @@ struct umem {
     struct umem_pool *spare_pools; /* ... and of threads that ended, for reuse */
     struct umem_page *abandoned[UMEM_CLASSES]; /* pages of threads that ended */
     uint64_t abandoned_classes;                /* bit c: abandoned[c] may hold a page */
+    _Atomic uint64_t abandoned_freed; /* bit c: a free reached one since the last reclaim */
     uint64_t lock_count, lock_contended, allocs, frees, failed_allocs;
     uint64_t bytes_in_use, peak_bytes_in_use, heap_bytes, mapped_bytes;
     uint64_t large_blocks, released_bytes, purges;

@@ -182,6 +182,14 @@ static inline void umem__pool_drop(umem_t *h, struct umem_pool *pool, struct ume
     for (; pg; pg = next) {
         next = pg->next;
         atomic_fetch_and_explicit(&pg->remote, ~UMEM_WATCH, memory_order_relaxed);
+        if (!keep_used) {
+            /* Ownerless first, then its remote frees read (both seq_cst,
+             * as umem__remote_free's push and its look at the owner): a
+             * free this collect misses sees no owner, and marks the class
+             * for umem__reclaim_abandoned. */
+            atomic_store_explicit(&pg->owner, NULL, memory_order_seq_cst);
+            (void)atomic_load_explicit(&pg->remote, memory_order_seq_cst);
+        }
         umem__collect(pool, pg);
         if (umem__used(pg) != 0 && keep_used)
             continue;
@@ -190,7 +198,6 @@ static inline void umem__pool_drop(umem_t *h, struct umem_pool *pool, struct ume
             umem__page_release(h, pg);
             continue;
         }
-        atomic_store_explicit(&pg->owner, NULL, memory_order_relaxed);
         umem__page_push(&h->abandoned[pg->cls], pg, UMEM_LIST_ABANDONED);
         h->abandoned_classes |= (uint64_t)1 << pg->cls;
         h->abandoned_pages++;
@@ -206,10 +213,16 @@ static inline void umem__pool_drop_empty(umem_t *h, struct umem_pool *pool)
 }
 
 /* Pages of threads that ended, emptied by other threads' frees, go back
- * to the heap (lock held): no thread may ever need their class again. */
+ * to the heap (lock held): no thread may ever need their class again.
+ * Only the classes whose abandoned pages a free reached since the last
+ * time are looked at. */
 static inline void umem__reclaim_abandoned(umem_t *h)
 {
-    for (uint64_t left = h->abandoned_classes; left && h->abandoned_pages > 0; left &= left - 1) {
+    if (h->abandoned_pages == 0)
+        return;
+    uint64_t freed = atomic_exchange_explicit(&h->abandoned_freed, 0, memory_order_acquire);
+    for (uint64_t left = h->abandoned_classes & freed; left && h->abandoned_pages > 0;
+         left &= left - 1) {
         unsigned cls = umem__lowest_bit(left);
         struct umem_page *pg = h->abandoned[cls], *next;
         for (; pg; pg = next) {
@@ -301,7 +314,11 @@ static UMEM_NOINLINE void umem__remote_free(umem_t *h, struct umem_page *pg, voi
         q[0] = (void *)(old & ~UMEM_WATCH);
     } while (!atomic_compare_exchange_weak_explicit(&pg->remote, &old,
                                                     (uintptr_t)q | (old & UMEM_WATCH),
-                                                    memory_order_release, memory_order_relaxed));
+                                                    memory_order_seq_cst, memory_order_relaxed));
+    /* An abandoned page (see umem__pool_drop): its class is marked for
+     * the lock's next reclaim of emptied pages. */
+    if (!atomic_load_explicit(&pg->owner, memory_order_seq_cst))
+        atomic_fetch_or_explicit(&h->abandoned_freed, (uint64_t)1 << cls, memory_order_release);
     if (old & UMEM_WATCH && owner &&
         !atomic_load_explicit(&owner->hint[cls], memory_order_relaxed))
         atomic_store_explicit(&owner->hint[cls], 1, memory_order_relaxed);
@@ -387,10 +404,10 @@ static inline struct umem_pool *umem__pool_new(umem_t *h)
         return r == 1 ? UMEM_POOL_LATER : NULL;
     struct umem_pool *pool = h->spare_pools;
     h->spare_pools = pool->next;
-    /* A spare's counters were added to the heap's; its hints may still be
-     * written by late remote frees, and are left alone. */
-    memset(pool->avail, 0, sizeof pool->avail);
-    memset(pool->full, 0, sizeof pool->full);
+    /* A spare's lists are empty (its thread's exit dropped every page;
+     * a new one is zero), its counters were added to the heap's; its
+     * hints may still be written by late remote frees, and are left
+     * alone. */
     pool->sweeps = 0;
     pool->full_freed = 0;
     pool->classes = 0;
