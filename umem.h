@@ -304,6 +304,10 @@ static inline size_t umem__hook_spans(umem_t *h);
  * slots of that page must not be used meanwhile. */
 static inline void umem__hook_flip_page(umem_t *h, const void *p, int which);
 
+/* The two subtrees of the root of h's tree of mappings swapped: called
+ * again, it undoes itself; nothing but umem_check may use h meanwhile. */
+static inline void umem__hook_swap_spans(umem_t *h);
+
 /* One of h's counts moved by `by` (lock held by no one): allocs (which:
  * 0), bytes_in_use (1) or peak_bytes_in_use (2).  Moved back by -by. */
 static inline void umem__hook_miscount(umem_t *h, int which, int64_t by);

@@ -227,8 +227,9 @@ static void check_says(umem_t *h, const char *what)
     CHECK(strstr(line, what) != NULL);
 }
 
-/* umem_check finds a free block's footer damaged (I2), a large block's
- * header damaged (I6) and each count of I7 wrong. */
+/* umem_check finds a free block's footer damaged (I2), the tree of
+ * mappings out of order and a large block's header damaged (I6), and
+ * each count of I7 wrong. */
 static void check_finds_damaged_footers_spans_and_counts(void)
 {
     umem_t *h = umem_create(1 << 20, UMEM_GROW);
@@ -248,6 +249,15 @@ static void check_finds_damaged_footers_spans_and_counts(void)
     check_says(h, "I2:");
     *footer = was;
     CHECK_EQ(umem_check(h), 0);
+
+    check_where("the tree of mappings out of order");
+    void *big2 = umem_alloc(h, 2 << 20); /* two mappings: the root has a subtree */
+    CHECK_NE(big2, NULL);
+    umem__hook_swap_spans(h);
+    check_says(h, "I6:");
+    umem__hook_swap_spans(h);
+    CHECK_EQ(umem_check(h), 0);
+    umem_free(h, big2);
 
     check_where("a large block's header damaged");
     unsigned char *head = (unsigned char *)big - UMEM_HEADER, saved[UMEM_HEADER];

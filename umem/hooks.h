@@ -62,6 +62,13 @@ static inline void umem__hook_flip_page(umem_t *h, const void *p, int which)
     atomic_fetch_xor_explicit(&m->map[unit], 2u, memory_order_relaxed);
 }
 
+static inline void umem__hook_swap_spans(umem_t *h)
+{
+    struct umem_node *root = h->spans, *left = root->left;
+    root->left = root->right;
+    root->right = left;
+}
+
 static inline void umem__hook_miscount(umem_t *h, int which, int64_t by)
 {
     uint64_t *count = which == 0   ? &h->allocs
