@@ -298,7 +298,10 @@ static inline void umem__guard_free(struct umem_guard *g, void *p, void *const *
     unsigned live = UMEM__GUARD_LIVE;
     if (!atomic_compare_exchange_strong(&r->state, &live, UMEM__GUARD_FREED))
         umem__guard_open(g, p, "free", frames); /* freed meanwhile by another thread */
-    if (room) {
+    /* Fresh no-access pages in place of the block's, in one call: its
+     * memory goes back, and any access faults. */
+    if (room && mmap(body, room, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED,
+                     -1, 0) == MAP_FAILED) {
         mprotect(body, room, PROT_NONE);
         madvise(body, room, MADV_DONTNEED);
     }
