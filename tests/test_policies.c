@@ -817,6 +817,24 @@ static void debug_guards_each_block(void)
     }
 }
 
+/* fn(arg) on a thread of its own while this one holds the locks as
+ * fork() does: it must end (setting *done) while they are held, else it
+ * waited for the fork. */
+static void run_while_forking(void *(*fn)(void *), void *arg, atomic_int *done)
+{
+    umem__hook_fork_prepare();
+    pthread_t tid;
+    int made = pthread_create(&tid, NULL, fn, arg) == 0;
+    CHECK(made);
+    double since = seconds_now();
+    while (made && !atomic_load(done) && seconds_now() - since < 30)
+        sched_yield();
+    CHECK(atomic_load(done)); /* else it waited for the fork */
+    umem__hook_fork_parent();
+    if (made)
+        pthread_join(tid, NULL);
+}
+
 /* umem_trim does not wait for a fork that holds the lock: it returns 0,
  * having given nothing back, and gives the pages back once the fork is
  * done. */
@@ -846,17 +864,7 @@ static void trim_does_not_wait_for_a_fork(void)
         memset(big, 1, 512 << 10);
     umem_free(h, big);
     struct trim_call t = {.h = h, .got = 1};
-    umem__hook_fork_prepare();
-    pthread_t tid;
-    int made = pthread_create(&tid, NULL, trim_while_forking, &t) == 0;
-    CHECK(made);
-    double since = seconds_now();
-    while (made && !atomic_load(&t.done) && seconds_now() - since < 30)
-        sched_yield();
-    CHECK(atomic_load(&t.done)); /* else it waited for the fork */
-    umem__hook_fork_parent();
-    if (made)
-        pthread_join(tid, NULL);
+    run_while_forking(trim_while_forking, &t, &t.done);
     CHECK_EQ(t.got, 0);
     CHECK_GE(umem_trim(h, 0), 256 << 10); /* the fork done: given back */
     umem_free(h, after);
@@ -896,17 +904,7 @@ static void stats_and_check_do_not_wait_for_a_fork(void)
     umem_stats_t before, after;
     umem_get_stats(h, &before);
     struct look_call l = {.h = h, .checked = 1};
-    umem__hook_fork_prepare();
-    pthread_t tid;
-    int made = pthread_create(&tid, NULL, look_while_forking, &l) == 0;
-    CHECK(made);
-    double since = seconds_now();
-    while (made && !atomic_load(&l.done) && seconds_now() - since < 30)
-        sched_yield();
-    CHECK(atomic_load(&l.done)); /* else it waited for the fork */
-    umem__hook_fork_parent();
-    if (made)
-        pthread_join(tid, NULL);
+    run_while_forking(look_while_forking, &l, &l.done);
     CHECK_EQ(l.checked, 0);
     CHECK_EQ(l.st.allocs, before.allocs - POOLED); /* the pool's left out */
     umem_get_stats(h, &after);
