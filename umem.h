@@ -308,6 +308,11 @@ static inline void umem__hook_flip_page(umem_t *h, const void *p, int which);
  * again, it undoes itself; nothing but umem_check may use h meanwhile. */
 static inline void umem__hook_swap_spans(umem_t *h);
 
+/* The end of the region, other than h's first, that holds p moved by
+ * `by` bytes; moved back by -by.  Nothing but umem_check may use h
+ * meanwhile. */
+static inline void umem__hook_move_region_end(umem_t *h, const void *p, ptrdiff_t by);
+
 /* One of h's counts moved by `by` (lock held by no one): allocs (which:
  * 0), bytes_in_use (1) or peak_bytes_in_use (2).  Moved back by -by. */
 static inline void umem__hook_miscount(umem_t *h, int which, int64_t by);

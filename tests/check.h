@@ -204,6 +204,33 @@ static inline int check_compare(const char *file, int line, const char *a_text,
 #define CHECK_GT(a, b) CHECK_CMP_(a, CHECK_OP_GT, b)
 #define CHECK_GE(a, b) CHECK_CMP_(a, CHECK_OP_GE, b)
 
+/* fn(arg) run with stderr sent to a file: its result, and the first line
+ * it printed (or "") in `line`. */
+static inline int check_stderr_of(int (*fn)(void *), void *arg, char *line, size_t size)
+{
+    FILE *tmp = tmpfile();
+    int saved = dup(2);
+    line[0] = '\0';
+    if (!tmp || saved < 0) {
+        if (tmp)
+            fclose(tmp);
+        if (saved >= 0)
+            close(saved);
+        return fn(arg);
+    }
+    fflush(stderr);
+    dup2(fileno(tmp), 2);
+    int r = fn(arg);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    rewind(tmp);
+    if (!fgets(line, (int)size, tmp))
+        line[0] = '\0';
+    fclose(tmp);
+    return r;
+}
+
 /* ---- children, and the time limit ---- */
 
 /* The children the running test has made and not yet reaped. */

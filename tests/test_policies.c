@@ -19,28 +19,15 @@ static double seconds_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+static int check_heap(void *h)
+{
+    return umem_check(h);
+}
+
 /* umem_check's result, and the line it printed (if any) into `line`. */
 static int check_saying(umem_t *h, char *line, size_t size)
 {
-    FILE *tmp = tmpfile();
-    int saved = dup(2);
-    line[0] = '\0';
-    if (!tmp || saved < 0) {
-        if (tmp)
-            fclose(tmp);
-        return umem_check(h);
-    }
-    fflush(stderr);
-    dup2(fileno(tmp), 2);
-    int r = umem_check(h);
-    fflush(stderr);
-    dup2(saved, 2);
-    close(saved);
-    rewind(tmp);
-    if (!fgets(line, (int)size, tmp))
-        line[0] = '\0';
-    fclose(tmp);
-    return r;
+    return check_stderr_of(check_heap, h, line, size);
 }
 
 /* The index of the first byte of p[0..n) that is not `byte`, n if none. */

@@ -37,8 +37,37 @@ static void grown_heap_has_regions(void)
     umem_destroy(h);
 }
 
+static int check_heap(void *h)
+{
+    return umem_check(h);
+}
+
+/* umem_check finds a region's end moved past its mapping (I6). */
+static void a_regions_bounds_damaged_are_found(void)
+{
+    umem_t *h = umem_create(4096, UMEM_GROW);
+    CHECK_NE(h, NULL);
+    if (!h)
+        return;
+    void *fill = umem_alloc(h, 600 << 10), *grown = umem_alloc(h, 600 << 10);
+    CHECK(fill && grown);
+    CHECK_EQ(umem__hook_spans(h), 1); /* grown: in a region of its own */
+    char line[256];
+    umem__hook_move_region_end(h, grown, (ptrdiff_t)64 << 20);
+    CHECK_EQ(check_stderr_of(check_heap, h, line, sizeof line), -1);
+    if (!strstr(line, "I6: a region's bounds"))
+        fprintf(stderr, "umem_check said: %s\n", line[0] ? line : "(nothing)");
+    CHECK(strstr(line, "I6: a region's bounds") != NULL);
+    umem__hook_move_region_end(h, grown, -((ptrdiff_t)64 << 20));
+    CHECK_EQ(umem_check(h), 0);
+    umem_free(h, grown);
+    umem_free(h, fill);
+    umem_destroy(h);
+}
+
 int main(void)
 {
     RUN(grown_heap_has_regions);
+    RUN(a_regions_bounds_damaged_are_found);
     return run_all();
 }

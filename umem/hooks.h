@@ -69,6 +69,11 @@ static inline void umem__hook_swap_spans(umem_t *h)
     root->right = left;
 }
 
+static inline void umem__hook_move_region_end(umem_t *h, const void *p, ptrdiff_t by)
+{
+    umem__span_find(h, p)->end += by;
+}
+
 static inline void umem__hook_miscount(umem_t *h, int which, int64_t by)
 {
     uint64_t *count = which == 0   ? &h->allocs
