@@ -15,6 +15,8 @@
  *                                and four threads at once
  *     tests/guard_prog sample M  M blocks allocated and freed; prints how
  *                                many were guarded (UMEM_GUARD=N: 1 in N)
+ *     tests/guard_prog hold M    the same, but all M held until the count
+ *                                is taken (a guarded one then fills a slot)
  *
  * Before a planted fault it prints "block P line N" as tests/debug_bugs
  * does.  Exit 0 when what should go on went on.
@@ -140,16 +142,27 @@ static int zero(void)
     return 0;
 }
 
-static int sample(long count)
+static int sample(long count, int hold)
 {
-    umem_t *h = umem_create((size_t)1 << 20, UMEM_GUARD);
-    if (!h || count <= 0)
+    umem_t *h = umem_create((size_t)1 << 20, UMEM_GUARD | UMEM_GROW);
+    void **held = hold ? calloc((size_t)(count > 0 ? count : 1), sizeof *held) : NULL;
+    if (!h || count <= 0 || (hold && !held))
         return 1;
-    for (long i = 0; i < count; i++)
-        umem_free(h, umem_alloc(h, 32));
+    for (long i = 0; i < count; i++) {
+        void *p = umem_alloc(h, 32);
+        if (!p)
+            return 1;
+        if (hold)
+            held[i] = p;
+        else
+            umem_free(h, p);
+    }
     umem_stats_t st;
     umem_get_stats(h, &st);
     printf("guarded %llu\n", (unsigned long long)(count - (long)st.allocs));
+    for (long i = 0; hold && i < count; i++)
+        umem_free(h, held[i]);
+    free(held);
     umem_destroy(h);
     return 0;
 }
@@ -236,8 +249,8 @@ int main(int argc, char **argv)
         return zero();
     if (strcmp(what, "calls") == 0)
         return calls();
-    if (strcmp(what, "sample") == 0 && argc > 2)
-        return sample(atol(argv[2]));
-    fprintf(stderr, "usage: guard_prog chain|after|fork|zero|calls|sample COUNT\n");
+    if ((strcmp(what, "sample") == 0 || strcmp(what, "hold") == 0) && argc > 2)
+        return sample(atol(argv[2]), strcmp(what, "hold") == 0);
+    fprintf(stderr, "usage: guard_prog chain|after|fork|zero|calls|sample|hold COUNT\n");
     return 2;
 }

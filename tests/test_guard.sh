@@ -132,6 +132,11 @@ check "guarded blocks: sizes, alignment, realloc, memalign, threads, on every ki
 n=$(UMEM_GUARD=100 $GPROG sample 100000 | sed -n 's/^guarded //p')
 check "UMEM_GUARD=100 guards about 1 block in 100 (got ${n:-none} of 100000)" \
     eval '[ -n "$n" ] && [ "$n" -ge 500 ] && [ "$n" -le 2000 ]'
+# A block drawn while every slot holds a live one is not guarded: 16
+# slots, about 1,000 draws among 10,000 blocks held.
+n=$(UMEM_GUARD=10 UMEM_GUARD_SLOTS=16 $GPROG hold 10000 | sed -n 's/^guarded //p')
+check "UMEM_GUARD=10, UMEM_GUARD_SLOTS=16: 16 blocks held are guarded at most (got ${n:-none})" \
+    test "$n" = 16
 n=$($GPROG sample 1000 | sed -n 's/^guarded //p')
 check "UMEM_GUARD unset: the flag guards every block (got ${n:-none} of 1000)" test "$n" = 1000
 
@@ -150,20 +155,20 @@ int main(int argc, char **argv)
     if (!strcmp(argv[1], "sample")) {
         /* A guarded 24-byte block ends against its page: 8 bytes past a
          * multiple of 16, where no pooled slot starts.  The first one is
-         * used after its free. */
+         * used after its free, and after all the others', of 40 bytes:
+         * had one taken its slot, the report would name that one. */
         long guarded = 0;
         char *first = NULL;
         for (int i = 0; i < 100000; i++) {
-            char *q = malloc(24), *r = malloc(200);
+            char *q = malloc(first ? 40 : 24), *r = malloc(200);
             if ((unsigned long)q % 16 == 8 && guarded++ == 0)
                 first = q;
-            else
-                free(q);
+            free(q);
             free(r);
         }
-        printf("guarded %ld\n", guarded);
+        printf("guarded %ld\nfirst %p\n", guarded, (void *)first);
         fflush(stdout);
-        if (first) { free(first); first[5] = 1; }
+        if (first) first[5] = 1;
     }
     puts("unnoticed");
     return 0;
@@ -183,15 +188,19 @@ for m in uaf:"use after free: block 0x[0-9a-f]* (24 bytes), at offset 3" \
         ./umem-symbolize "$TMP/out" | grep -q "#[0-9] main at .*misuse\.c:"'
 done
 # One in N: malloc's countdown and free's slot path in libumem.so, beside
-# the guarded blocks it draws (bounds as for the heap's own above).
-(UMEM_GUARD=100 LD_PRELOAD=$PWD/libumem.so timeout -k 5 60 "$TMP/misuse" sample; exit $?) \
-    > "$TMP/out" 2>&1
+# the guarded blocks it draws (bounds as for the heap's own above).  The
+# first block guarded is freed at once, the others after it, each in a
+# slot of its own while the ring of 4096 lasts: its slot stays no-access.
+(UMEM_GUARD=100 UMEM_GUARD_SLOTS=4096 LD_PRELOAD=$PWD/libumem.so \
+    timeout -k 5 60 "$TMP/misuse" sample; exit $?) > "$TMP/out" 2>&1
 rc=$?
 n=$(sed -n 's/^guarded //p' "$TMP/out")
+first=$(sed -n 's/^first 0x//p' "$TMP/out")
 check "libumem.so, UMEM_GUARD=100: about 1 block in 100 guarded (got ${n:-none} of 100000)" \
     eval '[ -n "$n" ] && [ "$n" -ge 500 ] && [ "$n" -le 2000 ]'
-check "libumem.so, UMEM_GUARD=100: a sampled block's use after free is reported" \
-    eval '[ $rc -eq 139 ] && grep -q "^umem: use after free: block 0x[0-9a-f]* (24 bytes), at offset 5$" "$TMP/out"'
+check "libumem.so, UMEM_GUARD=100: a sampled block's use after free is reported, after 500 or more others" \
+    eval '[ $rc -eq 139 ] && [ -n "$first" ] &&
+        grep -q "^umem: use after free: block 0x$first (24 bytes), at offset 5$" "$TMP/out"'
 out=$(UMEM_GUARD=1 LD_PRELOAD=$PWD/libumem.so ./sharedhash samples/xs1M.bin 2> "$TMP/err")
 check "libumem.so, UMEM_GUARD=1: the hasher's signature is unchanged" \
     test "$out" = "$(./sharedhash samples/xs1M.bin)"

@@ -13,10 +13,18 @@
  * 16-byte aligned), so an overflow faults on the first byte past the
  * page; below (UMEM_GUARD_BELOW=1), an underflow faults on the byte
  * before the block.  The slack is filled and checked when the block is
- * freed.  A freed block's pages become no-access and their memory goes
- * back to the system; the arena hands out each address once, so they
- * stay no-access as long as the heap lives, and a read or write after
- * free faults.  A request of 0 bytes gets a pointer to a guard page.
+ * freed.  A freed block's pages become no-access, so that a read or write
+ * after free faults.  Guarding every block (a debugging mode), the arena
+ * hands out each address once and a freed block's memory goes back to
+ * the system: its pages stay no-access as long as the heap lives.
+ * Sampling (one in N), a block of a page or less takes one of a fixed
+ * ring of slots at the arena's start (UMEM_GUARD_SLOTS, 512 unless set),
+ * two pages each, as GWP-ASan does: a freed slot keeps its memory and
+ * stays no-access until the ring comes round to it again, and when every
+ * slot is in use the block drawn is not guarded.  That bounds what
+ * sampling holds (a page per slot) and saves a mapping, a page fault and
+ * the memory's return per block: each costs two mprotect calls and two
+ * stack captures.  A request of 0 bytes gets a pointer to a guard page.
  *
  * Each guarded block has a record (its size, the calls that allocated
  * and freed it) in a table beside the arena, and each page of the arena
@@ -41,15 +49,19 @@
 #define UMEM_GUARD_BLOCKS ((size_t)1 << 20)
 #endif
 #define UMEM__GUARD_FRAMES UMEM__FRAMES_MOST
-#define UMEM__GUARD_LIVE   1u
-#define UMEM__GUARD_FREED  2u
+#ifndef UMEM_GUARD_SLOTS /* sampling: slots for blocks of a page or less, unless set */
+#define UMEM_GUARD_SLOTS 512u
+#endif
+#define UMEM__GUARD_LIVE  1u
+#define UMEM__GUARD_FREED 2u
+#define UMEM__GUARD_BUSY  3u /* a slot being taken or freed */
 
 struct umem_grec {
     char *user;  /* the pointer handed out */
     size_t size; /* what was asked for */
     char *start; /* the block's pages, guard included */
     size_t bytes;
-    _Atomic unsigned state; /* UMEM__GUARD_LIVE, _FREED */
+    _Atomic unsigned state; /* 0 (a slot never used), UMEM__GUARD_LIVE, _FREED, _BUSY */
     void *alloc[UMEM__GUARD_FRAMES], *freed[UMEM__GUARD_FRAMES];
 };
 
@@ -57,7 +69,9 @@ struct umem_guard {
     char *arena;
     size_t arena_bytes, page;
     _Atomic size_t next;      /* bytes of the arena handed out */
-    _Atomic size_t recs_used; /* records handed out */
+    _Atomic size_t recs_used; /* records handed out (the slots' first) */
+    _Atomic size_t slot_next; /* sampling: the slot tried next, modulo `slots` */
+    unsigned slots;           /* sampling: slots (records 0 to slots - 1), or 0 */
     _Atomic uint32_t *owner;  /* per page of the arena: 1 + its block's record, or 0 */
     struct umem_grec *recs;
     size_t owner_bytes, recs_bytes;
@@ -218,25 +232,55 @@ static inline size_t umem__guard_align(const struct umem_guard *g, size_t n)
     return natural > least ? natural : least;
 }
 
-/* n bytes aligned to `align` (0: see above) on pages of their own, or
- * NULL (too large or too aligned, the arena or its records used up). */
+/* Sampling: a slot not in use, taken (its record BUSY), trying the next
+ * few of the ring; or -1. */
+static inline long umem__guard_claim(struct umem_guard *g)
+{
+    for (unsigned tries = 0; tries < 4; tries++) {
+        size_t k = atomic_fetch_add_explicit(&g->slot_next, 1, memory_order_relaxed) % g->slots;
+        _Atomic unsigned *state = &g->recs[k].state;
+        unsigned was = atomic_load_explicit(state, memory_order_acquire);
+        if (was != UMEM__GUARD_LIVE && was != UMEM__GUARD_BUSY &&
+            atomic_compare_exchange_strong(state, &was, UMEM__GUARD_BUSY))
+            return (long)k;
+    }
+    return -1;
+}
+
+/* Whether a block of n bytes aligned to `align` takes a slot. */
+static inline int umem__guard_slotted(const struct umem_guard *g, size_t align, size_t n)
+{
+    return g->slots && n <= g->page && align <= g->page;
+}
+
+/* n bytes aligned to `align` (0: see above) on pages of their own, in
+ * the slot taken (umem__guard_claim) or else past the slots; or NULL
+ * (too large or too aligned, the arena or its records used up). */
 static inline void *umem__guard_alloc(struct umem_guard *g, size_t align, size_t n,
-                                      void *const *frames)
+                                      void *const *frames, long slot)
 {
     size_t page = g->page, pages = n / page + (n % page != 0);
     if (align > page || n > g->arena_bytes / 4)
         return NULL;
-    size_t bytes = (pages + 1) * page;
-    size_t at = atomic_fetch_add_explicit(&g->next, bytes, memory_order_relaxed);
-    if (at > g->arena_bytes - bytes)
-        return NULL;
-    size_t i = atomic_fetch_add_explicit(&g->recs_used, 1, memory_order_relaxed);
-    if (i >= g->recs_bytes / sizeof(struct umem_grec))
-        return NULL;
+    size_t bytes = (pages + 1) * page, at, i;
+    if (slot >= 0) {
+        i = (size_t)slot;
+        at = page + i * 2 * page;
+    } else {
+        at = atomic_fetch_add_explicit(&g->next, bytes, memory_order_relaxed);
+        if (at > g->arena_bytes - bytes)
+            return NULL;
+        i = atomic_fetch_add_explicit(&g->recs_used, 1, memory_order_relaxed);
+        if (i >= g->recs_bytes / sizeof(struct umem_grec))
+            return NULL;
+    }
     char *start = g->arena + at, *body = g->below ? start + page : start;
     char *guard = g->below ? start : start + pages * page;
-    if (pages && mprotect(body, pages * page, PROT_READ | PROT_WRITE) != 0)
+    if (pages && mprotect(body, pages * page, PROT_READ | PROT_WRITE) != 0) {
+        if (i < g->slots) /* given back as it was found, but freed */
+            atomic_store_explicit(&g->recs[i].state, UMEM__GUARD_FREED, memory_order_release);
         return NULL;
+    }
     align = align ? align : umem__guard_align(g, n);
     char *user = n == 0     ? guard
                  : g->below ? body
@@ -251,7 +295,7 @@ static inline void *umem__guard_alloc(struct umem_guard *g, size_t align, size_t
     r->start = start;
     r->bytes = bytes;
     memcpy(r->alloc, frames, sizeof r->alloc);
-    atomic_store_explicit(&r->state, UMEM__GUARD_LIVE, memory_order_relaxed);
+    atomic_store_explicit(&r->state, UMEM__GUARD_LIVE, memory_order_release);
     for (size_t k = 0; k <= pages; k++)
         atomic_store_explicit(&g->owner[at / page + k], (uint32_t)(i + 1),
                               memory_order_release);
@@ -276,8 +320,9 @@ static inline struct umem_grec *umem__guard_open(struct umem_guard *g, const voi
     return r;
 }
 
-/* A guarded block freed: its slack checked, its pages no-access and
- * their memory given back, for good. */
+/* A guarded block freed: its slack checked, its pages no-access; a
+ * slot's memory kept for the slot's next block, any other's given back
+ * for good. */
 static inline void umem__guard_free(struct umem_guard *g, void *p, void *const *frames)
 {
     struct umem_grec *r = umem__guard_open(g, p, "free", frames);
@@ -296,6 +341,16 @@ static inline void umem__guard_free(struct umem_guard *g, void *p, void *const *
     }
     memcpy(r->freed, frames, sizeof r->freed);
     unsigned live = UMEM__GUARD_LIVE;
+    if ((size_t)(r - g->recs) < g->slots) {
+        /* BUSY until no-access: a slot taken again meanwhile would be
+         * closed under its new block. */
+        if (!atomic_compare_exchange_strong(&r->state, &live, UMEM__GUARD_BUSY))
+            umem__guard_open(g, p, "free", frames); /* freed meanwhile by another thread */
+        if (room)
+            mprotect(body, room, PROT_NONE);
+        atomic_store_explicit(&r->state, UMEM__GUARD_FREED, memory_order_release);
+        return;
+    }
     if (!atomic_compare_exchange_strong(&r->state, &live, UMEM__GUARD_FREED))
         umem__guard_open(g, p, "free", frames); /* freed meanwhile by another thread */
     /* Fresh no-access pages in place of the block's, in one call: its
@@ -346,7 +401,8 @@ static int umem__guard_fault(const void *addr)
             continue;
         long long at = (long long)((intptr_t)addr - (intptr_t)r->user);
         unsigned state = atomic_load_explicit(&r->state, memory_order_acquire);
-        const char *what = state == UMEM__GUARD_FREED ? "use after free"
+        const char *what = state == UMEM__GUARD_FREED || state == UMEM__GUARD_BUSY
+                               ? "use after free"
                            : at < 0                   ? "underflow"
                            : (size_t)at >= r->size    ? "overflow"
                                                       : NULL;
@@ -449,7 +505,14 @@ static inline int umem__guard_init(umem_t *h)
     if (g->least_align > UMEM_ALIGN || (g->least_align & (g->least_align - 1)))
         g->least_align = 8;
     g->arena = (char *)umem__map(g->arena_bytes, PROT_NONE, MAP_PRIVATE | MAP_NORESERVE);
-    atomic_init(&g->next, h->page); /* the first page guards the first block's start */
+    if (g->every > 1) {
+        size_t most = g->arena_bytes / 4 / (2 * h->page);
+        g->slots = umem__guard_setting("UMEM_GUARD_SLOTS", UMEM_GUARD_SLOTS);
+        g->slots = g->slots < most ? g->slots : (unsigned)most;
+    }
+    atomic_init(&g->recs_used, g->slots);
+    /* The first page guards the first block's start (a slot's or not). */
+    atomic_init(&g->next, h->page + (size_t)g->slots * 2 * h->page);
     g->owner = (_Atomic uint32_t *)umem__map(g->owner_bytes, PROT_READ | PROT_WRITE,
                                              MAP_PRIVATE | MAP_NORESERVE);
     g->recs = (struct umem_grec *)umem__map(g->recs_bytes, PROT_READ | PROT_WRITE,
@@ -490,11 +553,18 @@ static inline uint64_t umem__guard_leaks(umem_t *h, const char *what)
 
 /* ---- the watched path's part (umem/debug.h calls these) ---- */
 
+/* A guarded block, or NULL with *done 0; the slot (when one is needed)
+ * taken before the stack is captured, which is the dearer. */
 static UMEM_NOINLINE void *umem__guard_try(umem_t *h, size_t align, size_t n, int *done)
 {
+    struct umem_guard *g = h->guard;
+    long slot = -1;
+    *done = 0;
+    if (umem__guard_slotted(g, align, n) && (slot = umem__guard_claim(g)) < 0)
+        return NULL;
     void *frames[UMEM__GUARD_FRAMES];
     umem__guard_trace(frames);
-    void *p = umem__guard_alloc(h->guard, align, n, frames);
+    void *p = umem__guard_alloc(g, align, n, frames, slot);
     *done = p != NULL;
     return p;
 }
