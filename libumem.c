@@ -106,13 +106,16 @@ static size_t lu_boot_used; /* by the creating thread, under lu_init_lock */
 static int lu_stats_wanted;
 
 /* The heap again, once made, when it has pools and no tool watches it:
- * malloc and free take their fast ways through it. */
+ * malloc takes its fast way through it. */
 static umem_t *_Atomic lu_plain;
 
 /* Or, when UMEM_GUARD=N (N > 1) alone watches it: malloc counts down to
- * the next guarded block inline, and free gives an unguarded slot back as
- * on a plain heap; the rest takes umem_alloc's and umem_free's way. */
+ * the next guarded block inline; the rest takes umem_alloc's way. */
 static umem_t *_Atomic lu_sampled;
+
+/* Either of the two: free gives a pooled slot back through it at once (a
+ * guarded block lies in no page, and takes umem_free's way). */
+static umem_t *_Atomic lu_pooled;
 
 static inline umem_t *lu_get(void)
 {
@@ -204,6 +207,8 @@ static LU_SLOW umem_t *lu_create(void)
                 atomic_store_explicit(&lu_plain, h, memory_order_release);
             else if (umem__sampled_pools(h))
                 atomic_store_explicit(&lu_sampled, h, memory_order_release);
+            if (umem__plain_pools(h) || umem__sampled_pools(h))
+                atomic_store_explicit(&lu_pooled, h, memory_order_release);
             if (lu_debug)
                 lu_debug_at_exit(h);
             atomic_store_explicit(&lu_heap, h, memory_order_release);
@@ -358,14 +363,11 @@ static LU_SLOW void lu_free_rest(void *p)
         umem_free(h, p);
 }
 
-/* NULL (the C library frees many at a thread's start and end), or a
- * sampled heap's slot: any but a guarded block's. */
-static LU_NOINLINE void lu_free_sampled(void *p)
+/* NULL (the C library frees many at a thread's start and end), or no
+ * pooled slot. */
+static LU_NOINLINE void lu_free_other(void *p)
 {
     if (p == NULL)
-        return;
-    umem_t *h = atomic_load_explicit(&lu_sampled, memory_order_acquire);
-    if (h && umem__free_pooled(h, p))
         return;
     lu_free_rest(p);
 }
@@ -374,10 +376,10 @@ static LU_NOINLINE void lu_free_sampled(void *p)
  * only after the page lookup failed. */
 static LU_HOT void lu_free(void *p)
 {
-    umem_t *h = atomic_load_explicit(&lu_plain, memory_order_acquire);
+    umem_t *h = atomic_load_explicit(&lu_pooled, memory_order_acquire);
     if (LU_LIKELY(h != NULL) && LU_LIKELY(umem__free_pooled(h, p)))
         return;
-    lu_free_sampled(p);
+    lu_free_other(p);
 }
 
 static inline void *lu_calloc(size_t count, size_t size)

@@ -304,7 +304,8 @@ static inline void umem_free(umem_t *h, void *p)
 
 static inline void *umem_realloc(umem_t *h, void *p, size_t n)
 {
-    if (UMEM_UNLIKELY(h->flags & UMEM__WATCHED))
+    if (UMEM_UNLIKELY(h->flags & UMEM__WATCHED) &&
+        !(UMEM__SAMPLED(h) && p && n && !umem__guard_has(h, p))) /* but a block not drawn */
         return umem__debug_realloc(h, p, n);
     return umem__realloc(h, p, n);
 }

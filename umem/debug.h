@@ -536,10 +536,6 @@ static UMEM_NOINLINE void *umem__debug_realloc(umem_t *h, void *p, size_t n)
         umem__debug_free(h, p);
         return NULL;
     }
-    /* A block UMEM_GUARD left unguarded, on a heap nothing else watches,
-     * is resized as on a plain heap. */
-    if (!(h->flags & (UMEM__KEEP | UMEM__VG)) && !umem__guard_has(h, p))
-        return umem__realloc(h, p, n);
     size_t old = umem__debug_usable(h, p, "realloc");
     int saved = errno;
     void *q = umem__debug_alloc(h, 0, n);
