@@ -44,7 +44,9 @@ static inline unsigned umem__lowest_bit(uint64_t m)
  * place in the tree.  The caller sees to the next block's UMEM_PREV_FREE.
  * A list's head has no prev (its prev field is left as it was), so that
  * taking the head never touches the block behind it. */
-static inline void umem__file(umem_t *h, char *b, size_t size)
+static UMEM_NOINLINE void umem__file_tree(umem_t *h, char *b, size_t size);
+
+static UMEM_HOT_INLINE void umem__file(umem_t *h, char *b, size_t size)
 {
     umem__set_header(h, b, size);
     umem__set_footer(b, size);
@@ -58,6 +60,12 @@ static inline void umem__file(umem_t *h, char *b, size_t size)
         h->binmap |= (uint64_t)1 << i;
         return;
     }
+    umem__file_tree(h, b, size);
+}
+
+/* ... a block larger than UMEM_SMALL_MAX: its place in the tree. */
+static UMEM_NOINLINE void umem__file_tree(umem_t *h, char *b, size_t size)
+{
     struct umem_node **path[UMEM_PATH], **link = &h->root;
     unsigned depth = 0;
     while (*link) {
@@ -74,7 +82,9 @@ static inline void umem__file(umem_t *h, char *b, size_t size)
 }
 
 /* Takes the free block at b off its list, or out of the tree. */
-static inline void umem__unfile(umem_t *h, char *b, size_t size)
+static UMEM_NOINLINE void umem__unfile_tree(umem_t *h, char *b);
+
+static UMEM_HOT_INLINE void umem__unfile(umem_t *h, char *b, size_t size)
 {
     if (size <= UMEM_SMALL_MAX) {
         unsigned i = umem__bin_of(size);
@@ -92,6 +102,12 @@ static inline void umem__unfile(umem_t *h, char *b, size_t size)
             f->next->prev = f->prev;
         return;
     }
+    umem__unfile_tree(h, b);
+}
+
+/* ... a block larger than UMEM_SMALL_MAX: out of the tree. */
+static UMEM_NOINLINE void umem__unfile_tree(umem_t *h, char *b)
+{
     struct umem_node **path[UMEM_PATH];
     unsigned depth = umem__tree_path(&h->root, (struct umem_node *)b, path);
     if (depth == 0)
@@ -278,33 +294,13 @@ static inline char *umem__carve_large(umem_t *h, struct umem_node ***path, unsig
     return b;
 }
 
-/* A block of *need bytes, marked used (lock held): from the smallest
- * non-empty list of a size that fits, else from the lowest-addressed
- * large block that fits (growing the heap, if `grow` and it may, when
- * none does).  *need grows by a remainder too small to be a block. */
-static inline char *umem__take(umem_t *h, size_t *need, int grow)
+static UMEM_NOINLINE char *umem__take_tree(umem_t *h, size_t *need, int grow);
+
+/* The block b of `size` bytes, taken from its list or the tree, made a
+ * used block of *need bytes, its rest filed; or of all of it (*need set
+ * to `size`) when the rest would be too small to be a block. */
+static UMEM_HOT_INLINE char *umem__split(umem_t *h, char *b, size_t size, size_t *need)
 {
-    char *b = NULL;
-    size_t size = 0;
-    if (*need <= UMEM_SMALL_MAX)
-        b = umem__take_small(h, *need, &size);
-    if (!b) {
-        struct umem_node **path[UMEM_PATH];
-        unsigned depth = umem__first_fit(h, *need, path);
-        if (depth == 0) {
-            if (grow && h->flags & UMEM_GROW && umem__grow(h, *need) == 0)
-                return umem__take(h, need, 0);
-            return NULL;
-        }
-        struct umem_node *f = *path[depth - 1];
-        if (!umem__header_ok(h, f))
-            umem__die("heap corruption: free block header overwritten at", f);
-        b = (char *)f;
-        size = umem__size(f);
-        if (size - *need > UMEM_SMALL_MAX)
-            return umem__carve_large(h, path, depth, *need);
-        umem__tree_delete(path, depth);
-    }
     if (size - *need >= UMEM_MIN_BLOCK) {
         umem__set_header(h, b, *need | UMEM_USED);
         umem__file(h, b + *need, size - *need);
@@ -314,4 +310,37 @@ static inline char *umem__take(umem_t *h, size_t *need, int grow)
         umem__set_prev_free(b + size, 0);
     }
     return b;
+}
+
+/* A block of *need bytes, marked used (lock held): from the smallest
+ * non-empty list of a size that fits, else from the lowest-addressed
+ * large block that fits (growing the heap, if `grow` and it may, when
+ * none does).  *need grows by a remainder too small to be a block. */
+static inline char *umem__take(umem_t *h, size_t *need, int grow)
+{
+    size_t size = 0;
+    char *b;
+    if (*need <= UMEM_SMALL_MAX && (b = umem__take_small(h, *need, &size)) != NULL)
+        return umem__split(h, b, size, need);
+    return umem__take_tree(h, need, grow);
+}
+
+/* ... from the tree, when no list had a block to fit. */
+static UMEM_NOINLINE char *umem__take_tree(umem_t *h, size_t *need, int grow)
+{
+    struct umem_node **path[UMEM_PATH];
+    unsigned depth = umem__first_fit(h, *need, path);
+    if (depth == 0) {
+        if (grow && h->flags & UMEM_GROW && umem__grow(h, *need) == 0)
+            return umem__take(h, need, 0);
+        return NULL;
+    }
+    struct umem_node *f = *path[depth - 1];
+    if (!umem__header_ok(h, f))
+        umem__die("heap corruption: free block header overwritten at", f);
+    size_t size = umem__size(f);
+    if (size - *need > UMEM_SMALL_MAX)
+        return umem__carve_large(h, path, depth, *need);
+    umem__tree_delete(path, depth);
+    return umem__split(h, (char *)f, size, need);
 }

@@ -269,7 +269,7 @@ struct umem {
     uint64_t tick_at;       /* CLOCK_MONOTONIC ns at which the epoch advances */
     uint64_t unpurged;      /* bytes freed into large free blocks since the last purge */
     uint64_t purge_min;     /* bytes freed that make an emptied heap purge */
-    unsigned purge_calls;   /* calls since the clock was last read */
+    unsigned purge_calls;   /* calls, to read the clock on one in 16 */
     unsigned map_cached;    /* mappings in map_cache */
     struct umem_span *map_cache[UMEM_MAP_CACHE]; /* freed large mappings, oldest first */
     uint64_t map_cache_bytes, map_reuses;

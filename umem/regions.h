@@ -199,14 +199,24 @@ static inline uint64_t umem__now_ns(void)
  * and goes idle shrinks with no call after.  errno is left as it was. */
 static UMEM_NOINLINE void umem__purge_due(umem_t *h, int emptied);
 
-static UMEM_HOT_INLINE void umem__maybe_purge(umem_t *h)
+/* ... on one call in 16, or where the heap may have emptied: */
+static UMEM_NOINLINE void umem__purge_check(umem_t *h)
 {
     if (!(h->flags & UMEM_GROW) || (h->unpurged == 0 && h->map_cached == 0))
         return;
     int emptied = h->bytes_in_use < h->heap_bytes / 8 && h->unpurged >= h->purge_min;
-    if (!emptied && (++h->purge_calls & 15u) != 0)
+    if (!emptied && (h->purge_calls & 15u) != 0)
         return;
     umem__purge_due(h, emptied);
+}
+
+static UMEM_HOT_INLINE void umem__maybe_purge(umem_t *h)
+{
+    if (UMEM_LIKELY((++h->purge_calls & 15u) != 0) &&
+        (h->bytes_in_use >= h->heap_bytes / 8 || h->unpurged < h->purge_min ||
+         !(h->flags & UMEM_GROW)))
+        return;
+    umem__purge_check(h);
 }
 
 /* ... one call in 16, or at once when the heap has emptied: the clock
