@@ -506,7 +506,8 @@ static inline int umem__guard_init(umem_t *h)
         g->least_align = 8;
     g->arena = (char *)umem__map(g->arena_bytes, PROT_NONE, MAP_PRIVATE | MAP_NORESERVE);
     if (g->every > 1) {
-        size_t most = g->arena_bytes / 4 / (2 * h->page);
+        size_t most = g->arena_bytes / 4 / (2 * h->page), recs = UMEM_GUARD_BLOCKS / 2;
+        most = most < recs ? most : recs; /* half the records left for the rest */
         g->slots = umem__guard_setting("UMEM_GUARD_SLOTS", UMEM_GUARD_SLOTS);
         g->slots = g->slots < most ? g->slots : (unsigned)most;
     }
