@@ -203,12 +203,13 @@ static LU_SLOW umem_t *lu_create(void)
         h = umem_create(LU_INITIAL, flags);
         lu_creating = 0;
         if (h) {
-            if (umem__plain_pools(h))
-                atomic_store_explicit(&lu_plain, h, memory_order_release);
-            else if (umem__sampled_pools(h))
-                atomic_store_explicit(&lu_sampled, h, memory_order_release);
-            if (umem__plain_pools(h) || umem__sampled_pools(h))
+            umem_t *_Atomic *fast = umem__plain_pools(h)     ? &lu_plain
+                                    : umem__sampled_pools(h) ? &lu_sampled
+                                                             : NULL;
+            if (fast) {
+                atomic_store_explicit(fast, h, memory_order_release);
                 atomic_store_explicit(&lu_pooled, h, memory_order_release);
+            }
             if (lu_debug)
                 lu_debug_at_exit(h);
             atomic_store_explicit(&lu_heap, h, memory_order_release);
