@@ -304,8 +304,9 @@ static inline void umem_free(umem_t *h, void *p)
 
 static inline void *umem_realloc(umem_t *h, void *p, size_t n)
 {
+    /* A block UMEM_GUARD alone watches but did not draw: as on a plain heap. */
     if (UMEM_UNLIKELY(h->flags & UMEM__WATCHED) &&
-        !(UMEM__SAMPLED(h) && p && n && !umem__guard_has(h, p))) /* but a block not drawn */
+        !(UMEM__SAMPLED(h) && p && n && !umem__guard_has(h, p)))
         return umem__debug_realloc(h, p, n);
     return umem__realloc(h, p, n);
 }

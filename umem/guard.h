@@ -237,7 +237,8 @@ static inline size_t umem__guard_align(const struct umem_guard *g, size_t n)
 static inline long umem__guard_claim(struct umem_guard *g)
 {
     for (unsigned tries = 0; tries < 4; tries++) {
-        size_t k = atomic_fetch_add_explicit(&g->slot_next, 1, memory_order_relaxed) % g->slots;
+        size_t k =
+            atomic_fetch_add_explicit(&g->slot_next, 1, memory_order_relaxed) % g->slots;
         _Atomic unsigned *state = &g->recs[k].state;
         unsigned was = atomic_load_explicit(state, memory_order_acquire);
         if (was != UMEM__GUARD_LIVE && was != UMEM__GUARD_BUSY &&
@@ -278,7 +279,8 @@ static inline void *umem__guard_alloc(struct umem_guard *g, size_t align, size_t
     char *guard = g->below ? start : start + pages * page;
     if (pages && mprotect(body, pages * page, PROT_READ | PROT_WRITE) != 0) {
         if (i < g->slots) /* given back as it was found, but freed */
-            atomic_store_explicit(&g->recs[i].state, UMEM__GUARD_FREED, memory_order_release);
+            atomic_store_explicit(&g->recs[i].state, UMEM__GUARD_FREED,
+                                  memory_order_release);
         return NULL;
     }
     align = align ? align : umem__guard_align(g, n);
@@ -403,9 +405,9 @@ static int umem__guard_fault(const void *addr)
         unsigned state = atomic_load_explicit(&r->state, memory_order_acquire);
         const char *what = state == UMEM__GUARD_FREED || state == UMEM__GUARD_BUSY
                                ? "use after free"
-                           : at < 0                   ? "underflow"
-                           : (size_t)at >= r->size    ? "overflow"
-                                                      : NULL;
+                           : at < 0                ? "underflow"
+                           : (size_t)at >= r->size ? "overflow"
+                                                   : NULL;
         if (!what)
             return 0;
         umem__guard_say("umem: %s: block %p (%zu bytes), at offset %lld", what,
