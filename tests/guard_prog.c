@@ -13,6 +13,8 @@
  *                                faults when read
  *     tests/guard_prog calls     every call on guarded heaps of each kind,
  *                                and four threads at once
+ *     tests/guard_prog threads   the four threads alone (sampling: their
+ *                                guarded blocks share the slots)
  *     tests/guard_prog sample M  M blocks allocated and freed; prints how
  *                                many were guarded (UMEM_GUARD=N: 1 in N)
  *     tests/guard_prog hold M    the same, but all M held until the count
@@ -202,23 +204,21 @@ static void *churn(void *arg)
 {
     umem_t *h = arg;
     for (int i = 0; i < 2000; i++) {
-        char *p = umem_alloc(h, (size_t)(i % 300) + 1);
+        size_t n = (size_t)(i % 300) + 1;
+        char *p = umem_alloc(h, n);
         if (!p)
             return (void *)1;
-        p[0] = 1;
+        memset(p, 1, n);
         umem_free(h, p);
     }
     return NULL;
 }
 
-/* The calls, on heaps of several kinds, then four threads at once. */
-static int calls(void)
+/* Four threads allocating and freeing at once on one guarded heap: 0
+ * when all went well. */
+static int threads(void)
 {
-    static const unsigned kinds[] = {UMEM_GUARD, UMEM_GUARD | UMEM_CACHED | UMEM_GROW,
-                                     UMEM_GUARD | UMEM_NOLOCK, UMEM_GUARD | UMEM_DEBUG};
     int bad = 0;
-    for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++)
-        bad |= calls_on(kinds[k]);
     umem_t *h = umem_create((size_t)1 << 20, UMEM_GUARD | UMEM_CACHED);
     pthread_t t[4];
     int made = 0;
@@ -231,6 +231,18 @@ static int calls(void)
     }
     bad |= !h || umem_check(h) != 0;
     umem_destroy(h);
+    return bad;
+}
+
+/* The calls, on heaps of several kinds, then four threads at once. */
+static int calls(void)
+{
+    static const unsigned kinds[] = {UMEM_GUARD, UMEM_GUARD | UMEM_CACHED | UMEM_GROW,
+                                     UMEM_GUARD | UMEM_NOLOCK, UMEM_GUARD | UMEM_DEBUG};
+    int bad = 0;
+    for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++)
+        bad |= calls_on(kinds[k]);
+    bad |= threads();
     puts(bad ? "calls wrong" : "calls right");
     return bad;
 }
@@ -249,8 +261,13 @@ int main(int argc, char **argv)
         return zero();
     if (strcmp(what, "calls") == 0)
         return calls();
+    if (strcmp(what, "threads") == 0) {
+        int bad = threads();
+        puts(bad ? "threads wrong" : "threads right");
+        return bad;
+    }
     if ((strcmp(what, "sample") == 0 || strcmp(what, "hold") == 0) && argc > 2)
         return sample(atol(argv[2]), strcmp(what, "hold") == 0);
-    fprintf(stderr, "usage: guard_prog chain|after|fork|zero|calls|sample|hold COUNT\n");
+    fprintf(stderr, "usage: guard_prog chain|after|fork|zero|calls|threads|sample|hold COUNT\n");
     return 2;
 }

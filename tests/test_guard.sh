@@ -127,6 +127,12 @@ out=$(env -u UMEM_GUARD timeout -k 5 60 $GPROG calls 2>&1)
 check "guarded blocks: sizes, alignment, realloc, memalign, threads, on every kind of heap" \
     test "$out" = "calls right"
 
+# Four threads drawing one block in two share four slots: a slot is
+# taken, opened, closed and taken again under them all the time.
+out=$(UMEM_GUARD=2 UMEM_GUARD_SLOTS=4 timeout -k 5 60 $GPROG threads 2>&1)
+check "UMEM_GUARD=2, four slots: four threads allocate and free at once" \
+    test "$out" = "threads right"
+
 # Sampling: 1 in 100 of 100000 blocks, drawn at random (a mean of 1000;
 # outside 500 to 2000 only by a chance far below one in a billion).
 n=$(UMEM_GUARD=100 $GPROG sample 100000 | sed -n 's/^guarded //p')
