@@ -5,6 +5,8 @@
 # difference over 1,000,000.  Instruction counts do not depend on the
 # machine's load, so one run of each is enough.  The loop's own work
 # (a random number, a call to each) is included, as in each allocator.
+# The same for libumem.so sampling guarded blocks with a draw that never
+# comes (its countdown's cost).
 # Then the same for a thread that starts, allocates one block and ends
 # (bench/threadchurn.c: 500 and 2,500 threads, the difference over 2,000),
 # the C library's own work for a thread included.
@@ -56,6 +58,14 @@ for a in umem glibc jemalloc mimalloc tcmalloc; do
     fi
     names+=("$a")
 done
+# libumem.so sampling guarded blocks (UMEM_GUARD=N) with a draw that never
+# comes: what the countdown costs every free and malloc.
+sampled=""
+if [ -n "${cost[umem]:-}" ] &&
+    ! sampled=$(UMEM_GUARD=2000000000 per "$PWD/libumem.so" fastpath 100000 1100000); then
+    echo "bench/fastpath.sh: a run under umem with UMEM_GUARD failed" >&2
+    status=1
+fi
 best=""
 for a in "${names[@]}"; do
     case $a in umem | glibc) continue ;; esac
@@ -75,6 +85,7 @@ done
     echo "| allocator | instructions per free + malloc | per thread started and ended |"
     echo "|---|---:|---:|"
     for a in "${names[@]}"; do echo "| $a | ${cost[$a]} | ${thread[$a]} |"; done
+    [ -z "$sampled" ] || echo "| umem, UMEM_GUARD=2000000000 (never drawn) | $sampled | |"
     if [ -n "${cost[umem]:-}" ] && [ -n "$best" ]; then
         echo
         awk -v u="${cost[umem]}" -v b="${cost[$best]}" -v n="$best" \
