@@ -11,6 +11,8 @@
  *                                in the child; the parent goes on
  *     tests/guard_prog zero      umem_alloc(h, 0) returns a pointer that
  *                                faults when read
+ *     tests/guard_prog first-under  sampling, one slot: the first guarded
+ *                                block of a page written before its start
  *     tests/guard_prog calls     every call on guarded heaps of each kind,
  *                                and four threads at once
  *     tests/guard_prog threads   the four threads alone (sampling: their
@@ -144,6 +146,27 @@ static int zero(void)
     return 0;
 }
 
+/* Sampling (UMEM_GUARD=N): the first guarded block of a page, in slot 0
+ * with one slot (UMEM_GUARD_SLOTS=1), written a byte before its start:
+ * on the arena's first page, which is no block's. */
+static int first_under(void)
+{
+    umem_t *h = umem_create((size_t)1 << 20, UMEM_GUARD | UMEM_GROW);
+    for (int i = 0; h && i < 100000; i++) {
+        umem_stats_t before, after;
+        umem_get_stats(h, &before);
+        char *p = umem_alloc(h, 4096);
+        umem_get_stats(h, &after);
+        if (!p || after.allocs != before.allocs) /* not guarded */
+            continue;
+        printf("block %p line %d\n", (void *)p, __LINE__ + 2);
+        fflush(stdout);
+        p[-1] = 1;
+        return 0;
+    }
+    return 1;
+}
+
 static int sample(long count, int hold)
 {
     umem_t *h = umem_create((size_t)1 << 20, UMEM_GUARD | UMEM_GROW);
@@ -261,6 +284,8 @@ int main(int argc, char **argv)
         return zero();
     if (strcmp(what, "calls") == 0)
         return calls();
+    if (strcmp(what, "first-under") == 0)
+        return first_under();
     if (strcmp(what, "threads") == 0) {
         int bad = threads();
         puts(bad ? "threads wrong" : "threads right");
@@ -268,6 +293,6 @@ int main(int argc, char **argv)
     }
     if ((strcmp(what, "sample") == 0 || strcmp(what, "hold") == 0) && argc > 2)
         return sample(atol(argv[2]), strcmp(what, "hold") == 0);
-    fprintf(stderr, "usage: guard_prog chain|after|fork|zero|calls|threads|sample|hold COUNT\n");
+    fprintf(stderr, "usage: guard_prog chain|after|fork|zero|first-under|calls|threads|sample|hold COUNT\n");
     return 2;
 }

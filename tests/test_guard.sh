@@ -123,6 +123,12 @@ block=$(sed -n 's/^block \(0x[0-9a-f]*\) line [0-9]*$/\1/p' "$TMP/out")
 check "a guarded block of 0 bytes faults when read" \
     eval '[ $rc -eq 139 ] && grep -q "^umem: overflow: block $block (0 bytes), at offset 0$" "$TMP/out"'
 
+(UMEM_GUARD=2 UMEM_GUARD_SLOTS=1 timeout -k 5 60 $GPROG first-under; exit $?) > "$TMP/out" 2>&1
+rc=$?
+block=$(sed -n 's/^block \(0x[0-9a-f]*\) line [0-9]*$/\1/p' "$TMP/out")
+check "sampling: an underflow of the block in the first slot, onto the arena's first page, is reported" \
+    eval '[ $rc -eq 139 ] && grep -q "^umem: underflow: block $block (4096 bytes), at offset -1$" "$TMP/out"'
+
 out=$(env -u UMEM_GUARD timeout -k 5 60 $GPROG calls 2>&1)
 check "guarded blocks: sizes, alignment, realloc, memalign, threads, on every kind of heap" \
     test "$out" = "calls right"

@@ -20,11 +20,11 @@
  * Sampling (one in N), a block of a page or less takes one of a fixed
  * ring of slots at the arena's start (UMEM_GUARD_SLOTS, 512 unless set),
  * two pages each, as GWP-ASan does: a freed slot keeps its memory and
- * stays no-access until the ring comes round to it again, and when every
- * slot is in use the block drawn is not guarded.  That bounds what
- * sampling holds (a page per slot) and saves a mapping, a page fault and
- * the memory's return per block: each costs two mprotect calls and two
- * stack captures.  A request of 0 bytes gets a pointer to a guard page.
+ * stays no-access until the ring comes round to it again, and when the
+ * next four slots of the ring all hold live blocks the block drawn is
+ * not guarded.  That bounds what sampling holds (a page per slot) and
+ * saves a mapping, a page fault and the memory's return per block: each
+ * costs two mprotect calls and two stack captures.  A request of 0 bytes gets a pointer to a guard page.
  *
  * Each guarded block has a record (its size, the calls that allocated
  * and freed it) in a table beside the arena, and each page of the arena
@@ -304,6 +304,16 @@ static inline void *umem__guard_alloc(struct umem_guard *g, size_t align, size_t
     return user;
 }
 
+/* p, whose record is r, freed already (or being freed): reported. */
+static UMEM_COLD void umem__guard_twice(const struct umem_grec *r, const void *p,
+                                        const char *call, void *const *now)
+{
+    umem__guard_say("umem: %s of %p (%zu bytes): freed already (double free)", call, p,
+                    r->size);
+    umem__guard_stacks(r, now);
+    abort();
+}
+
 /* The record of p, a guarded block handed out and not freed; a pointer
  * into one, or one freed, is reported naming the call. */
 static inline struct umem_grec *umem__guard_open(struct umem_guard *g, const void *p,
@@ -313,12 +323,8 @@ static inline struct umem_grec *umem__guard_open(struct umem_guard *g, const voi
     if (!r || r->user != p)
         umem__report("%s of %p: not a block from umem_alloc (inside a guarded block)",
                      call, p);
-    if (atomic_load_explicit(&r->state, memory_order_acquire) != UMEM__GUARD_LIVE) {
-        umem__guard_say("umem: %s of %p (%zu bytes): freed already (double free)", call,
-                        p, r->size);
-        umem__guard_stacks(r, now);
-        abort();
-    }
+    if (atomic_load_explicit(&r->state, memory_order_acquire) != UMEM__GUARD_LIVE)
+        umem__guard_twice(r, p, call, now);
     return r;
 }
 
@@ -345,16 +351,17 @@ static inline void umem__guard_free(struct umem_guard *g, void *p, void *const *
     unsigned live = UMEM__GUARD_LIVE;
     if ((size_t)(r - g->recs) < g->slots) {
         /* BUSY until no-access: a slot taken again meanwhile would be
-         * closed under its new block. */
+         * closed under its new block.  Not LIVE: another thread freed it
+         * meanwhile (looking again, the slot might hold a new block). */
         if (!atomic_compare_exchange_strong(&r->state, &live, UMEM__GUARD_BUSY))
-            umem__guard_open(g, p, "free", frames); /* freed meanwhile by another thread */
+            umem__guard_twice(r, p, "free", frames);
         if (room)
             mprotect(body, room, PROT_NONE);
         atomic_store_explicit(&r->state, UMEM__GUARD_FREED, memory_order_release);
         return;
     }
     if (!atomic_compare_exchange_strong(&r->state, &live, UMEM__GUARD_FREED))
-        umem__guard_open(g, p, "free", frames); /* freed meanwhile by another thread */
+        umem__guard_twice(r, p, "free", frames); /* freed meanwhile by another thread */
     /* Fresh no-access pages in place of the block's, in one call: its
      * memory goes back, and any access faults. */
     if (room && mmap(body, room, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED,
@@ -379,10 +386,14 @@ static inline size_t umem__guard_gap(const struct umem_grec *r, const char *c)
  * the one, or an underflow of the other). */
 static struct umem_grec *umem__guard_blame(const struct umem_guard *g, const char *c)
 {
+    size_t page = g->page;
     struct umem_grec *r = umem__guard_rec(g, c, 1), *other = NULL;
+    /* The arena's first page, no block's: an underflow of the block
+     * after it (the guard page after each block, the default). */
+    if (!r && !g->below && (uintptr_t)c - (uintptr_t)g->arena < page)
+        r = umem__guard_rec(g, c + page, 0);
     if (!r)
         return NULL;
-    size_t page = g->page;
     if (!g->below && c >= r->start + r->bytes - page)
         other = umem__guard_rec(g, r->start + r->bytes, 0);
     else if (g->below && c < r->start + page && r->start > g->arena)
@@ -427,8 +438,12 @@ static void umem__guard_handler(int sig, siginfo_t *info, void *context)
 {
     int saved = errno;
     if (umem__guard_fault(info->si_addr)) {
-        /* The default action, and the fault again on return: a core. */
+        /* The default action, raised now: it comes as the handler returns,
+         * before the instruction runs again (by then a slot may have been
+         * taken and opened by another thread), and ends the process with
+         * its core. */
         signal(sig, SIG_DFL);
+        raise(sig);
     } else if (umem__guard_before.sa_flags & SA_SIGINFO) {
         umem__guard_before.sa_sigaction(sig, info, context);
     } else if (umem__guard_before.sa_handler == SIG_DFL ||
@@ -438,6 +453,23 @@ static void umem__guard_handler(int sig, siginfo_t *info, void *context)
         umem__guard_before.sa_handler(sig);
     }
     errno = saved;
+}
+
+/* In a fork child, every slot a thread was taking or freeing when the
+ * process forked (BUSY, for good: the thread is not in the child) made
+ * no-access and freed. */
+static inline void umem__guard_fork_child(void)
+{
+    for (unsigned i = 0; i < UMEM__GUARD_HEAPS; i++) {
+        struct umem_guard *g = atomic_load_explicit(&umem__guards[i], memory_order_acquire);
+        for (size_t k = 0; g && k < g->slots; k++) {
+            if (atomic_load_explicit(&g->recs[k].state, memory_order_relaxed) !=
+                UMEM__GUARD_BUSY)
+                continue;
+            mprotect(g->arena + g->page + k * 2 * g->page, 2 * g->page, PROT_NONE);
+            atomic_store_explicit(&g->recs[k].state, UMEM__GUARD_FREED, memory_order_relaxed);
+        }
+    }
 }
 
 /* g joins the arenas the handler searches (installed with the first);

@@ -38,6 +38,10 @@ static inline uint64_t umem__keep_leaks(umem_t *h, const char *what);
 static inline void umem__keep_final(umem_t *h);
 static inline void umem__unpoison_all(umem_t *h);
 
+/* umem/guard.h: a fork child's end of the sampling slots that threads of
+ * the parent were taking or freeing (umem/lock.h's fork handler). */
+static inline void umem__guard_fork_child(void);
+
 /* umem/guard.h: UMEM_GUARD's part of the watched path (umem/debug.h):
  * whether this allocation is to be guarded, the guarded allocation
  * (*done: it was made), whether p is in the heap's guarded arena, and a

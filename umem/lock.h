@@ -309,6 +309,7 @@ static inline void umem__fork_parent(void)
 static inline void umem__fork_child(void)
 {
     umem__fork_done(1);
+    umem__guard_fork_child();
 }
 
 /* Once per process.  Not pthread_once: pthread_atfork may allocate, and
