@@ -24,7 +24,8 @@
  * next four slots of the ring all hold live blocks the block drawn is
  * not guarded.  That bounds what sampling holds (a page per slot) and
  * saves a mapping, a page fault and the memory's return per block: each
- * costs two mprotect calls and two stack captures.  A request of 0 bytes gets a pointer to a guard page.
+ * costs two mprotect calls and two stack captures.  A request of 0 bytes
+ * gets a pointer to a guard page.
  *
  * Each guarded block has a record (its size, the calls that allocated
  * and freed it) in a table beside the arena, and each page of the arena
