@@ -231,6 +231,18 @@ static inline int check_stderr_of(int (*fn)(void *), void *arg, char *line, size
     return r;
 }
 
+/* fn(arg) fails (-1), and the first line it prints on stderr holds
+ * `what`; else both are recorded as failures, with what it printed. */
+#define CHECK_FAILS_SAYING(fn, arg, what)                                        \
+    do {                                                                         \
+        char check_line_[256];                                                   \
+        CHECK_EQ(check_stderr_of(fn, arg, check_line_, sizeof check_line_), -1); \
+        if (!strstr(check_line_, what))                                          \
+            fprintf(stderr, "it said: %s\n",                                     \
+                    check_line_[0] ? check_line_ : "(nothing)");                 \
+        CHECK(strstr(check_line_, what) != NULL);                                \
+    } while (0)
+
 /* ---- children, and the time limit ---- */
 
 /* The children the running test has made and not yet reaped. */
