@@ -105,6 +105,42 @@ static void a_class_keeps_one_empty_page(void)
     umem_destroy(h);
 }
 
+/* The owner's frees into a full page are taken up before a page is
+ * carved: the page that serves runs dry, and the full page comes back to
+ * serve the slots freed into it. */
+static void a_full_pages_freed_slots_come_back_first(void)
+{
+    umem_t *h = umem_create(1 << 20, UMEM_CACHED | UMEM_GROW);
+    CHECK_NE(h, NULL);
+    if (!h)
+        return;
+    enum { MOST = 1000, FREED = 3 };
+    static void *p[MOST];
+    umem_stats_t st;
+    unsigned n = 0;
+    do { /* the first page full, the second begun */
+        p[n++] = umem_alloc(h, 1000);
+        umem_get_stats(h, &st);
+    } while (n < MOST && st.pool_pages < 2);
+    CHECK_EQ(st.pool_pages, 2);
+    for (unsigned k = 0; k < FREED; k++)
+        umem_free(h, p[k]); /* into the full first page */
+    unsigned back = 0;
+    while (back < FREED && n < MOST) {
+        void *q = p[n++] = umem_alloc(h, 1000);
+        umem_get_stats(h, &st);
+        if (st.pool_pages > 2)
+            break;
+        for (unsigned k = 0; k < FREED; k++)
+            back += q == p[k];
+    }
+    check_where("the second page filled after %u frees into the first", (unsigned)FREED);
+    CHECK_EQ(back, FREED);
+    CHECK_EQ(st.pool_pages, 2);
+    CHECK_EQ(umem_check(h), 0);
+    umem_destroy(h);
+}
+
 /* Free pages go back after the purge delay on a heap that stays in use:
  * not at the free (the heap has not emptied), and not before a delay has
  * passed, but while the program goes on calling. */
@@ -1106,6 +1142,7 @@ int main(void)
 {
     RUN(first_fit_takes_the_lowest_below_a_root_that_fits);
     RUN(a_class_keeps_one_empty_page);
+    RUN(a_full_pages_freed_slots_come_back_first);
     RUN(free_pages_go_back_after_the_delay_while_in_use);
     RUN(debug_fills_new_and_freed_blocks);
     RUN(check_finds_a_damaged_page_and_unit_map);

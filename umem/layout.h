@@ -167,6 +167,7 @@ struct umem_page {
                                         not yet collected */
     uint8_t list;                    /* owner: which list holds it (UMEM_LIST_...) */
     uint8_t cls, units;              /* size class; length in units */
+    uint64_t full_bit;               /* owner: on the full list, its class's bit, else 0 */
     /* The second: written by the frees of other threads; the rest is read
      * on slow paths only. */
     _Alignas(64) _Atomic uintptr_t remote; /* slots freed by other threads | UMEM_WATCH */

@@ -291,6 +291,7 @@ static inline void umem__page_push(struct umem_page **head, struct umem_page *pg
         (*head)->prev = pg;
     *head = pg;
     pg->list = list;
+    pg->full_bit = list == UMEM_LIST_FULL ? (uint64_t)1 << pg->cls : 0;
 }
 
 /* The page's owner, or the lock holder for an abandoned page: moves its

@@ -276,9 +276,8 @@ static UMEM_NOINLINE void umem__page_changed(umem_t *h, struct umem_pool *pool,
 {
     unsigned cls = pg->cls;
     if (pg->list == UMEM_LIST_FULL) {
-        /* It stays there, its frees found by the next sweep, unless it is
-         * empty now. */
-        pool->full_freed |= (uint64_t)1 << cls;
+        /* It stays there, its frees found by the next sweep (its class is
+         * marked), unless it is empty now. */
         if (umem__used(pg) != 0)
             return;
         umem__page_unlink(&pool->full[cls], pg);
@@ -510,11 +509,16 @@ static UMEM_HOT_INLINE void umem__pool_free(umem_t *h, struct umem_page *pg, voi
         q[1] = (void *)tag;
         q[0] = pg->free;
         pg->free = q;
+        /* A free into a full page marks its class for the next sweep, by
+         * an OR and no branch: whether the page is full is as random as
+         * the program's frees, and a branch on it would be mispredicted
+         * half the time. */
+        mine->full_freed |= pg->full_bit;
         uint32_t used = umem__used(pg) - 1;
         umem__set_used(pg, used);
-        /* A page that serves its class (the first of its list: no prev)
-         * stays even when empty. */
-        if (UMEM_UNLIKELY((used == 0 && pg->prev) || pg->list != UMEM_LIST_AVAIL))
+        /* A page that serves its class (the first of the pages with room:
+         * no prev) stays even when empty. */
+        if (UMEM_UNLIKELY(used == 0) && (pg->prev || pg->full_bit))
             umem__page_changed(h, mine, pg);
         return;
     }
