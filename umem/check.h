@@ -309,7 +309,7 @@ static inline const char *umem__check_pools(umem_t *h, const void **at)
     struct umem_pool *own = umem__tls.heap == h && umem__tls.secret == h->secret ? umem__tls.pool : NULL;
     uint64_t abandoned = 0;
     for (unsigned cls = 0; cls < UMEM_CLASSES && !broken; cls++) {
-        broken = umem__check_list(h, h->abandoned[cls], NULL, cls, UMEM_LIST_ABANDONED, at);
+        broken = umem__check_list(h, h->abandoned[cls], UMEM_NO_OWNER, cls, UMEM_LIST_ABANDONED, at);
         for (struct umem_page *pg = h->abandoned[cls]; pg && !broken; pg = pg->next)
             abandoned++;
         if (own && !broken)

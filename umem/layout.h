@@ -158,7 +158,7 @@ struct umem_page {
     void **free;                     /* owner: freed slots (and fresh ones), linked */
     char *start;                     /* the first slot */
     uint64_t recip;                  /* 2^40 / slot + 1: an offset's index, no division */
-    struct umem_pool *_Atomic owner; /* NULL: abandoned by a thread that ended */
+    struct umem_pool *_Atomic owner; /* UMEM_NO_OWNER: abandoned by a thread that ended */
     struct umem_page *prev;          /* in its list (NULL: the first, which serves) */
     uint32_t handed;                 /* owner: bytes from start to the first slot never
                                         handed out (the bump) */
@@ -179,6 +179,9 @@ struct umem_page {
 };
 
 enum { UMEM_LIST_AVAIL, UMEM_LIST_FULL, UMEM_LIST_ABANDONED };
+/* An abandoned page's owner: not NULL, the pool of a thread that has
+ * none, so that the owner's free compares once, not twice. */
+#define UMEM_NO_OWNER ((struct umem_pool *)(uintptr_t)2)
 _Static_assert(sizeof(struct umem_page) <= UMEM_PAGE_HEAD, "a page header fits before its map");
 
 /* A thread's pool for one heap: for each size class, the pages with room

@@ -187,7 +187,7 @@ static inline void umem__pool_drop(umem_t *h, struct umem_pool *pool, struct ume
              * as umem__remote_free's push and its look at the owner): a
              * free this collect misses sees no owner, and marks the class
              * for umem__reclaim_abandoned. */
-            atomic_store_explicit(&pg->owner, NULL, memory_order_seq_cst);
+            atomic_store_explicit(&pg->owner, UMEM_NO_OWNER, memory_order_seq_cst);
             (void)atomic_load_explicit(&pg->remote, memory_order_seq_cst);
         }
         umem__collect(pool, pg);
@@ -316,9 +316,9 @@ static UMEM_NOINLINE void umem__remote_free(umem_t *h, struct umem_page *pg, voi
                                                     memory_order_seq_cst, memory_order_relaxed));
     /* An abandoned page (see umem__pool_drop): its class is marked for
      * the lock's next reclaim of emptied pages. */
-    if (!atomic_load_explicit(&pg->owner, memory_order_seq_cst))
+    if (atomic_load_explicit(&pg->owner, memory_order_seq_cst) == UMEM_NO_OWNER)
         atomic_fetch_or_explicit(&h->abandoned_freed, (uint64_t)1 << cls, memory_order_release);
-    if (old & UMEM_WATCH && owner &&
+    if (old & UMEM_WATCH && owner != UMEM_NO_OWNER &&
         !atomic_load_explicit(&owner->hint[cls], memory_order_relaxed))
         atomic_store_explicit(&owner->hint[cls], 1, memory_order_relaxed);
     if (mine) {
@@ -496,7 +496,8 @@ static UMEM_HOT_INLINE void umem__pool_free(umem_t *h, struct umem_page *pg, voi
 {
     void **q = (void **)p;
     struct umem_pool *mine = umem__pool_known(h);
-    if (UMEM_LIKELY(mine && atomic_load_explicit(&pg->owner, memory_order_relaxed) == mine)) {
+    /* A page's owner is never NULL: a thread with no pool matches none. */
+    if (UMEM_LIKELY(atomic_load_explicit(&pg->owner, memory_order_relaxed) == mine)) {
         /* The start of a slot handed out (below the bump), and
          * not tagged free: the line is written below, so reading its tag
          * costs no cache miss the write would not. */
