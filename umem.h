@@ -299,8 +299,8 @@ static inline void umem__hook_fork_parent(void);
 static inline size_t umem__hook_spans(umem_t *h);
 
 /* The page of the pooled slot p: one bit of its header's magic word
- * flipped (which: 0), or one bit of the unit map's byte for the unit p
- * lies in (1).  Called again the same way, each undoes itself; the
+ * flipped (which: 0), or one bit of the unit map's pointer for the unit
+ * p lies in (1).  Called again the same way, each undoes itself; the
  * slots of that page must not be used meanwhile. */
 static inline void umem__hook_flip_page(umem_t *h, const void *p, int which);
 

@@ -207,14 +207,14 @@ static inline const char *umem__check_map(umem_t *h, const struct umem_units *m,
 {
     size_t count = umem__units_used(h, m);
     for (size_t u = 0; u < count;) {
-        unsigned k = atomic_load_explicit(&m->map[u], memory_order_relaxed);
-        if (k == 0) {
+        const struct umem_page *k = atomic_load_explicit(&m->map[u], memory_order_relaxed);
+        if (k == NULL) {
             u++;
             continue;
         }
         const struct umem_page *pg = umem__page_at(m->base + (u << UMEM_UNIT_SHIFT));
         *at = pg;
-        if (k != 1)
+        if (k != pg)
             return "I8: the unit map marks a unit past a page's first without it";
         if ((uintptr_t)umem__page_block(pg) < m->lo)
             return "I8: a unit the map marks lies outside its region";
@@ -223,7 +223,7 @@ static inline const char *umem__check_map(umem_t *h, const struct umem_units *m,
             return broken;
         for (unsigned j = 1; j < pg->units; j++)
             if (u + j >= count ||
-                atomic_load_explicit(&m->map[u + j], memory_order_relaxed) != j + 1u)
+                atomic_load_explicit(&m->map[u + j], memory_order_relaxed) != pg)
                 return "I8: the unit map does not mark all of a page's units";
         (*pages)++;
         *bytes += umem__size(umem__page_block(pg));
@@ -400,9 +400,9 @@ static inline void umem__pages_used(umem_t *h, uint64_t *slots, uint64_t *bytes)
         const struct umem_units *m = &h->umap[i];
         size_t count = umem__units_used(h, m);
         for (size_t u = 0; u < count; u++) {
-            if (atomic_load_explicit(&m->map[u], memory_order_relaxed) != 1)
-                continue;
             const struct umem_page *pg = umem__page_at(m->base + (u << UMEM_UNIT_SHIFT));
+            if (atomic_load_explicit(&m->map[u], memory_order_relaxed) != pg)
+                continue; /* no page, or not its first unit */
             *slots += umem__used(pg);
             *bytes += (uint64_t)umem__used(pg) * pg->slot;
         }

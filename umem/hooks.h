@@ -59,7 +59,8 @@ static inline void umem__hook_flip_page(umem_t *h, const void *p, int which)
     }
     struct umem_units *m = umem__units_of(h, (uintptr_t)p);
     size_t unit = ((uintptr_t)p - m->base) >> UMEM_UNIT_SHIFT;
-    atomic_fetch_xor_explicit(&m->map[unit], 2u, memory_order_relaxed);
+    uintptr_t pg = (uintptr_t)atomic_load_explicit(&m->map[unit], memory_order_relaxed);
+    atomic_store_explicit(&m->map[unit], (struct umem_page *)(pg ^ 64u), memory_order_relaxed);
 }
 
 static inline void umem__hook_swap_spans(umem_t *h)

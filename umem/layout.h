@@ -208,14 +208,15 @@ struct umem_pool {
     _Alignas(64) _Atomic unsigned char hint[UMEM_CLASSES];
 };
 
-/* A region's unit map (UMEM_CACHED): one byte per unit from `base`, 0 for
- * a unit no page covers, k + 1 for the k-th unit of a page. */
+/* A region's unit map (UMEM_CACHED): for each unit from `base`, the
+ * header of the page that covers it, NULL for a unit no page covers.  A
+ * free finds its slot's page with one load, colour and all. */
 struct umem_units {
     uintptr_t lo, hi; /* the region's mapping */
     uintptr_t base;   /* lo rounded down to a unit */
     size_t span;      /* hi - base */
     size_t count;     /* units from base to hi */
-    _Atomic unsigned char *map;
+    struct umem_page *_Atomic *map;
 };
 
 /* The fields read on every call and never written after umem_create sit

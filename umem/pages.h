@@ -18,14 +18,15 @@
  *     a 64 KiB unit boundary, one unit long (several for classes over
  *     8 KiB: seven slots at least).  It holds a header, then slots of its
  *     class with no header of their own: a slot's page is found from its
- *     address through the heap's unit map (one byte per unit), with no
- *     lock; a page of one unit, from the address's unit alone.
+ *     address through the heap's unit map (the page's header for each
+ *     unit), with no lock.
  *   - The owner allocates by popping its first page's free list, which
  *     takes fresh slots from the page's end 4 KiB at a time; it frees by
  *     pushing onto the page's list.  No lock, no atomic read-modify-write.
  *   - THE FAST PATH, instruction by instruction (bench/fastpath.sh counts
- *     them: 106 for a free and a malloc under libumem.so, the caller's
- *     loop included).  malloc: the heap (libumem's one load); the size
+ *     them: 96 for a free and a malloc under libumem.so, the caller's
+ *     loop included: malloc 34, free 44 with their slow paths' share, the
+ *     loop 18).  malloc: the heap (libumem's one load); the size
  *     1 to 1024 (one compare); the thread's pool (a thread-local load;
  *     other programs than libumem compare the heap and its secret too);
  *     the class (a table); the first page and its free list (two loads,
@@ -34,12 +35,15 @@
  *     page's count of slots in use and the pool's count of allocations
  *     (a load, an add and a store each: owner-only atomics, so that
  *     statistics read them without a data race).  free: the page (the
- *     unit map's span and byte, the unit and the header's colour); the
- *     owner (a thread-local load, a compare); the checks that catch a bad
- *     or double free: below the bump (one compare), the start of a slot
- *     (two multiplies), not tagged (a compare, on the line the push
- *     writes anyway); the tag, the push, the count; the page's list (a
- *     page that emptied or was full leaves the fast path).
+ *     unit map's span, then its entry for the unit: the header's address,
+ *     colour and all, or NULL); the owner (a thread-local load, a compare:
+ *     an abandoned page's owner is not NULL, so a thread with no pool
+ *     needs no test of its own); the checks that catch a bad or double
+ *     free: below the bump (one compare), the start of a slot (two
+ *     multiplies), not tagged (a compare, on the line the push writes
+ *     anyway); the tag, the push; the class's mark for the next sweep
+ *     when the page is full (an OR of the page's full_bit, no branch); the
+ *     count, and a page that emptied leaves the fast path.
  *   - Another thread's free pushes the slot onto the page's remote list
  *     with one compare-and-swap.  The owner takes that list whole when
  *     the page runs dry; a full page is marked watched, and a free into it
@@ -186,24 +190,11 @@ static inline unsigned umem__page_units(size_t slot)
                       UMEM_UNIT_SHIFT);
 }
 
-/* The page holding address c, at `off` bytes from m's base (below its
- * `span`), or NULL.  A page of one unit, the usual, is found from c
- * alone; a longer one through its first unit. */
-static UMEM_HOT_INLINE struct umem_page *umem__page_in(const struct umem_units *m, uintptr_t c,
-                                                       size_t off)
+/* The page holding the address `off` bytes from m's base (below its
+ * `span`), or NULL. */
+static UMEM_HOT_INLINE struct umem_page *umem__page_in(const struct umem_units *m, size_t off)
 {
-    size_t unit = off >> UMEM_UNIT_SHIFT;
-    unsigned k = atomic_load_explicit(&m->map[unit], memory_order_relaxed);
-    if (UMEM_LIKELY(k == 1)) {
-        struct umem_page *pg = umem__page_at(c & ~(uintptr_t)(UMEM_UNIT - 1));
-        UMEM_ASSUME(pg != NULL);
-        return pg;
-    }
-    if (k == 0)
-        return NULL;
-    struct umem_page *pg = umem__page_at(m->base + ((unit - (k - 1u)) << UMEM_UNIT_SHIFT));
-    UMEM_ASSUME(pg != NULL);
-    return pg;
+    return atomic_load_explicit(&m->map[off >> UMEM_UNIT_SHIFT], memory_order_relaxed);
 }
 
 /* The page holding p, or NULL when p lies in none (any thread, no lock:
@@ -214,12 +205,12 @@ static UMEM_HOT_INLINE struct umem_page *umem__page_of(const umem_t *h, const vo
     uintptr_t c = (uintptr_t)p;
     size_t off = c - h->umap[0].base;
     if (UMEM_LIKELY(off < h->umap[0].span))
-        return umem__page_in(&h->umap[0], c, off);
+        return umem__page_in(&h->umap[0], off);
     unsigned n = atomic_load_explicit(&h->umaps, memory_order_acquire);
     for (unsigned i = 1; i < n; i++) {
         off = c - h->umap[i].base;
         if (off < h->umap[i].span)
-            return umem__page_in(&h->umap[i], c, off);
+            return umem__page_in(&h->umap[i], off);
     }
     return NULL;
 }
@@ -249,7 +240,7 @@ static inline void umem__set_units(struct umem_units *m, const struct umem_page 
 {
     size_t unit = ((uintptr_t)pg - m->base) >> UMEM_UNIT_SHIFT;
     for (unsigned k = 0; k < pg->units; k++)
-        atomic_store_explicit(&m->map[unit + k], (unsigned char)(on ? k + 1u : 0u),
+        atomic_store_explicit(&m->map[unit + k], on ? (struct umem_page *)pg : NULL,
                               memory_order_relaxed);
 }
 

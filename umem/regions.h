@@ -40,6 +40,12 @@ static inline size_t umem__round_page(const umem_t *h, size_t n)
 
 /* A unit map for the mapping [lo, hi), reserved, not committed: only the
  * bytes of units pages cover are ever written.  0, or ENOMEM. */
+/* The bytes of m's map. */
+static inline size_t umem__units_bytes(const struct umem_units *m)
+{
+    return m->count * sizeof *m->map;
+}
+
 static inline int umem__units_init(struct umem_units *m, uintptr_t lo, uintptr_t hi)
 {
     m->lo = lo;
@@ -47,8 +53,8 @@ static inline int umem__units_init(struct umem_units *m, uintptr_t lo, uintptr_t
     m->base = lo & ~(uintptr_t)(UMEM_UNIT - 1);
     m->span = hi - m->base;
     m->count = (hi - m->base + UMEM_UNIT - 1) >> UMEM_UNIT_SHIFT;
-    m->map = (_Atomic unsigned char *)umem__map(m->count, PROT_READ | PROT_WRITE,
-                                                 MAP_PRIVATE | MAP_NORESERVE);
+    m->map = (struct umem_page *_Atomic *)umem__map(umem__units_bytes(m), PROT_READ | PROT_WRITE,
+                                                     MAP_PRIVATE | MAP_NORESERVE);
     return m->map ? 0 : ENOMEM;
 }
 
