@@ -114,8 +114,11 @@ static umem_t *_Atomic lu_plain;
 static umem_t *_Atomic lu_sampled;
 
 /* Either of the two: free gives a pooled slot back through it at once (a
- * guarded block lies in no page, and takes umem_free's way). */
-static umem_t *_Atomic lu_pooled;
+ * guarded block lies in no page, and takes umem_free's way).  Until then
+ * (or for good, when a tool watches the heap), a heap with no unit map,
+ * in which no address lies in a page: free tests no pointer for NULL. */
+static umem_t lu_no_pages;
+static umem_t *_Atomic lu_pooled = &lu_no_pages;
 
 static inline umem_t *lu_get(void)
 {
@@ -378,7 +381,7 @@ static LU_NOINLINE void lu_free_other(void *p)
 static LU_HOT void lu_free(void *p)
 {
     umem_t *h = atomic_load_explicit(&lu_pooled, memory_order_acquire);
-    if (LU_LIKELY(h != NULL) && LU_LIKELY(umem__free_pooled(h, p)))
+    if (LU_LIKELY(umem__free_pooled(h, p)))
         return;
     lu_free_other(p);
 }

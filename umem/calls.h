@@ -94,7 +94,9 @@ static UMEM_HOT_INLINE void *umem__alloc(umem_t *h, size_t n)
         struct umem_page *pg = pool->avail[cls];
         if (UMEM_LIKELY(pg && pg->free))
             return umem__page_pop(h, pool, pg);
-        return umem__pool_alloc(h, pool, cls, n);
+        /* The class and the pool found again there: kept here for the
+         * slow way, they would cost a register move on the fast one. */
+        return umem__alloc_pooled(h, n);
     }
     if (h->flags & UMEM_CACHED && n - 1 < UMEM_POOL_MAX)
         return umem__alloc_pooled(h, n);
