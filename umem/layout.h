@@ -252,6 +252,7 @@ struct umem {
     int owner_died;
     uint64_t binmap;               /* bit i: bin[i] is not empty */
     struct umem_free *bin[UMEM_BINS]; /* small free blocks by exact size */
+    struct umem_free list_sink;    /* written, never read: see umem__file */
     struct umem_node *root;        /* large free blocks, by address */
     struct umem_node *spans;       /* other mappings, by address */
     struct umem_pool *pools;       /* UMEM_CACHED: the pools of running threads */
