@@ -159,7 +159,9 @@ struct umem_page {
     char *start;                     /* the first slot */
     uint64_t recip;                  /* 2^40 / slot + 1: an offset's index, no division */
     struct umem_pool *_Atomic owner; /* UMEM_NO_OWNER: abandoned by a thread that ended */
-    struct umem_page *prev;          /* in its list (NULL: the first, which serves) */
+    uint32_t release_at;             /* owner: the count of slots in use at which its
+                                        free calls umem__page_changed: 0, or
+                                        UMEM_KEEP_EMPTY for the page that serves */
     uint32_t handed;                 /* owner: bytes from start to the first slot never
                                         handed out (the bump) */
     uint32_t slot;                   /* the slots' size */
@@ -173,12 +175,14 @@ struct umem_page {
     _Alignas(64) _Atomic uintptr_t remote; /* slots freed by other threads | UMEM_WATCH */
     size_t magic;                          /* umem__page_magic while it is a page */
     struct umem_page *next;                /* in its list */
+    struct umem_page *prev;                /* in its list (NULL: the first, which serves) */
     char *limit;                           /* the end of the last slot */
     uint32_t capacity;
     uint32_t span; /* capacity * slot */
 };
 
 enum { UMEM_LIST_AVAIL, UMEM_LIST_FULL, UMEM_LIST_ABANDONED };
+#define UMEM_KEEP_EMPTY UINT32_MAX /* release_at: a count of slots no page reaches */
 /* An abandoned page's owner: not NULL, the pool of a thread that has
  * none, so that the owner's free compares once, not twice. */
 #define UMEM_NO_OWNER ((struct umem_pool *)(uintptr_t)2)

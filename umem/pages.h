@@ -43,7 +43,10 @@
  *     multiplies), not tagged (a compare, on the line the push writes
  *     anyway); the tag, the push; the class's mark for the next sweep
  *     when the page is full (an OR of the page's full_bit, no branch); the
- *     count, and a page that emptied leaves the fast path.
+ *     count, compared with the page's release_at (0, or never for the page
+ *     that serves its class), so that a page that emptied leaves the fast
+ *     path on one branch that a free and malloc of one size in turn, which
+ *     empty the serving page each time, do not take.
  *   - Another thread's free pushes the slot onto the page's remote list
  *     with one compare-and-swap.  The owner takes that list whole when
  *     the page runs dry; a full page is marked watched, and a free into it
@@ -264,25 +267,40 @@ static inline void umem__slot_check(const umem_t *h, const struct umem_page *pg,
 }
 
 
+/* What the owner's free tests in one compare, kept with the page's place:
+ * the first page with room serves its class and stays even when empty;
+ * any other page goes to umem__page_changed when its last slot comes
+ * back (a full one also marks its class, by its full_bit). */
+static inline void umem__page_placed(struct umem_page *pg)
+{
+    int serves = pg->list == UMEM_LIST_AVAIL && pg->prev == NULL;
+    pg->release_at = serves ? UMEM_KEEP_EMPTY : 0;
+    pg->full_bit = pg->list == UMEM_LIST_FULL ? (uint64_t)1 << pg->cls : 0;
+}
+
 static inline void umem__page_unlink(struct umem_page **head, struct umem_page *pg)
 {
     if (pg->prev)
         pg->prev->next = pg->next;
     else
         *head = pg->next;
-    if (pg->next)
+    if (pg->next) {
         pg->next->prev = pg->prev;
+        umem__page_placed(pg->next);
+    }
 }
 
 static inline void umem__page_push(struct umem_page **head, struct umem_page *pg, uint8_t list)
 {
     pg->prev = NULL;
     pg->next = *head;
-    if (*head)
+    if (*head) {
         (*head)->prev = pg;
+        umem__page_placed(*head);
+    }
     *head = pg;
     pg->list = list;
-    pg->full_bit = list == UMEM_LIST_FULL ? (uint64_t)1 << pg->cls : 0;
+    umem__page_placed(pg);
 }
 
 /* The page's owner, or the lock holder for an abandoned page: moves its

@@ -517,9 +517,8 @@ static UMEM_HOT_INLINE void umem__pool_free(umem_t *h, struct umem_page *pg, voi
         mine->full_freed |= pg->full_bit;
         uint32_t used = umem__used(pg) - 1;
         umem__set_used(pg, used);
-        /* A page that serves its class (the first of the pages with room:
-         * no prev) stays even when empty. */
-        if (UMEM_UNLIKELY(used == 0) && (pg->prev || pg->full_bit))
+        /* A page that emptied, but for the one that serves its class. */
+        if (UMEM_UNLIKELY(used == pg->release_at))
             umem__page_changed(h, mine, pg);
         return;
     }
