@@ -24,8 +24,8 @@
  *     takes fresh slots from the page's end 4 KiB at a time; it frees by
  *     pushing onto the page's list.  No lock, no atomic read-modify-write.
  *   - THE FAST PATH, instruction by instruction (bench/fastpath.sh counts
- *     them: 94 for a free and a malloc under libumem.so, the caller's
- *     loop included: malloc 33, free 43 with their slow paths' share, the
+ *     them: 95 for a free and a malloc under libumem.so, the caller's
+ *     loop included: malloc 33, free 44 with their slow paths' share, the
  *     loop 18).  malloc: the heap (libumem's one load); the size
  *     1 to 1024 (one compare); the thread's pool (a thread-local load;
  *     other programs than libumem compare the heap and its secret too);
