@@ -102,10 +102,12 @@
  *      block of its units, its header (class, slot size, layout) right;
  *      the pages and their bytes are those counted.
  *   I9 the pages of ended threads, and the calling thread's own, sit on
- *      the list their header names, with the owner it names; each free
- *      list holds tagged slots handed out before, clear in the page's map
- *      (remote ones set until collected), and free, untouched and used
- *      slots add up to the capacity, used ones to the map's bits.
+ *      the list their header names, with the owner it names and the marks
+ *      that list gives (full_bit on the full list; release_at "never" for
+ *      the first page with room, 0 elsewhere); each free list holds tagged
+ *      slots handed out before (remote ones count as used until
+ *      collected), and free, untouched and used slots add up to the
+ *      capacity.
  */
 #ifndef UMEM_H
 #define UMEM_H

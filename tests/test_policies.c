@@ -219,7 +219,7 @@ static void check_finds_a_damaged_page_and_unit_map(void)
         return;
     void *p = umem_alloc(h, 100);
     CHECK_EQ(umem_check(h), 0);
-    const char *what[] = {"its header's magic", "its unit map's byte"};
+    const char *what[] = {"its header's magic", "its unit map's entry"};
     for (int which = 0; which < 2; which++) {
         check_where("%s damaged", what[which]);
         umem__hook_flip_page(h, p, which);

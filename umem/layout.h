@@ -184,7 +184,8 @@ struct umem_page {
 enum { UMEM_LIST_AVAIL, UMEM_LIST_FULL, UMEM_LIST_ABANDONED };
 #define UMEM_KEEP_EMPTY UINT32_MAX /* release_at: a count of slots no page reaches */
 /* An abandoned page's owner: not NULL, the pool of a thread that has
- * none, so that the owner's free compares once, not twice. */
+ * none, so that the owner's free compares once, not twice (nor any other
+ * value a thread's pool may hold: UMEM_POOL_GONE is 1, UMEM_POOL_LATER 3). */
 #define UMEM_NO_OWNER ((struct umem_pool *)(uintptr_t)2)
 _Static_assert(sizeof(struct umem_page) <= UMEM_PAGE_HEAD, "a page header fits before its map");
 

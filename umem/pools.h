@@ -269,8 +269,9 @@ static UMEM_NOINLINE void *umem__pool_alloc(umem_t *h, struct umem_pool *pool, u
     return n ? umem__alloc_locked(h, n) : NULL;
 }
 
-/* Owner, after a free: a full page has room again, or a page that does
- * not serve its class is empty and goes back to the heap. */
+/* Owner, after a free that emptied a page other than the one that serves
+ * its class (its release_at): the page goes back to the heap, or becomes
+ * the class's one empty page, which serves from then on. */
 static UMEM_NOINLINE void umem__page_changed(umem_t *h, struct umem_pool *pool,
                                              struct umem_page *pg)
 {
@@ -376,7 +377,7 @@ static inline size_t umem__pool_bytes(const umem_t *h)
     return (sizeof(struct umem_pool) + h->page - 1) & ~(h->page - 1);
 }
 
-#define UMEM_POOL_LATER ((struct umem_pool *)2) /* the lock is lent to a fork: ask again */
+#define UMEM_POOL_LATER ((struct umem_pool *)3) /* the lock is lent to a fork: ask again */
 
 /* A pool for the calling thread (a spare one, or a new one), or NULL. */
 static inline struct umem_pool *umem__pool_new(umem_t *h)

@@ -38,14 +38,14 @@ static inline size_t umem__round_page(const umem_t *h, size_t n)
     return (n + h->page - 1) & ~(h->page - 1);
 }
 
-/* A unit map for the mapping [lo, hi), reserved, not committed: only the
- * bytes of units pages cover are ever written.  0, or ENOMEM. */
 /* The bytes of m's map. */
 static inline size_t umem__units_bytes(const struct umem_units *m)
 {
     return m->count * sizeof *m->map;
 }
 
+/* A unit map for the mapping [lo, hi), reserved, not committed: only the
+ * entries of units pages cover are ever written.  0, or ENOMEM. */
 static inline int umem__units_init(struct umem_units *m, uintptr_t lo, uintptr_t hi)
 {
     m->lo = lo;
