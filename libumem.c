@@ -19,10 +19,11 @@
  * THE FIRST CALL
  *   The heap is made under a mutex by the first thread to allocate, and
  *   published through one pointer; every later malloc pays one
- *   predictable test of that pointer (free none: see lu_pooled).  umem_create itself calls into the C library
- *   (pthread_key_create, pthread_atfork, clock_gettime), which may
- *   allocate: a thread-local flag sends those allocations, and only those,
- *   to a static bootstrap arena.  Its blocks are never reused (free does
+ *   predictable test of that pointer (free none: see lu_pooled).
+ *   umem_create itself calls into the C library (pthread_key_create,
+ *   pthread_atfork, clock_gettime), which may allocate: a thread-local
+ *   flag sends those allocations, and only those, to a static bootstrap
+ *   arena.  Its blocks are never reused (free does
  *   nothing with them, realloc copies them into the heap), so they are
  *   zero when handed out, as calloc needs.
  *

@@ -56,8 +56,8 @@ static UMEM_HOT_INLINE void umem__file(umem_t *h, char *b, size_t size)
         f->next = next;
         /* Whether a list was empty is as random as the program's sizes:
          * the store goes to the old head, or to the heap's sink, chosen
-         * without a branch that would be mispredicted a third of the
-         * time (here and below). */
+         * without a branch (on the random pattern, one that was
+         * mispredicted two times in five; here and below). */
         (next ? next : &h->list_sink)->prev = f;
         h->bin[i] = f;
         h->binmap |= (uint64_t)1 << i;
