@@ -68,6 +68,18 @@ static void first_fit_takes_the_lowest_below_a_root_that_fits(void)
     }
 }
 
+/* Blocks of 1000 bytes into p (room for `most`) until the class's first
+ * page is full and a second one begun; how many, *st as they left it. */
+static unsigned fill_to_second_page(umem_t *h, void **p, unsigned most, umem_stats_t *st)
+{
+    unsigned n = 0;
+    do {
+        p[n++] = umem_alloc(h, 1000);
+        umem_get_stats(h, st);
+    } while (n < most && st->pool_pages < 2);
+    return n;
+}
+
 /* A class keeps one empty page: a page its owner's frees empty stays
  * while the page that serves the class is still in use, and goes back to
  * the heap once another empty page of the class can serve. */
@@ -80,12 +92,8 @@ static void a_class_keeps_one_empty_page(void)
     enum { MOST = 1000 };
     static void *p[MOST];
     umem_stats_t st;
-    unsigned n = 0, second = 0;
-    do { /* the first page filled, the second begun */
-        p[n++] = umem_alloc(h, 1000);
-        umem_get_stats(h, &st);
-    } while (n < MOST && st.pool_pages < 2);
-    second = n - 1; /* the first block of the second page */
+    unsigned n = fill_to_second_page(h, p, MOST, &st);
+    unsigned second = n - 1; /* the first block of the second page */
     for (unsigned k = 0; k < 5 && n < MOST; k++)
         p[n++] = umem_alloc(h, 1000);
     CHECK_EQ(st.pool_pages, 2);
@@ -117,11 +125,7 @@ static void a_full_pages_freed_slots_come_back_first(void)
     enum { MOST = 1000, FREED = 3 };
     static void *p[MOST];
     umem_stats_t st;
-    unsigned n = 0;
-    do { /* the first page full, the second begun */
-        p[n++] = umem_alloc(h, 1000);
-        umem_get_stats(h, &st);
-    } while (n < MOST && st.pool_pages < 2);
+    unsigned n = fill_to_second_page(h, p, MOST, &st);
     CHECK_EQ(st.pool_pages, 2);
     for (unsigned k = 0; k < FREED; k++)
         umem_free(h, p[k]); /* into the full first page */
