@@ -298,23 +298,28 @@ static void check_finds_damaged_footers_spans_and_counts(void)
     umem_destroy(h);
 }
 
-/* A pool's size classes: 16-byte steps up to 128 bytes, then four
- * classes per doubling, so that a slot loses at most a quarter of itself
- * to rounding; 44 classes up to 64 KiB. */
+/* Size classes: 16-byte steps up to 128 bytes, then four per doubling to
+ * 4 KiB (a pool's slots, losing at most a quarter to rounding), then eight
+ * per doubling to 64 KiB (blocks with headers cut for their class, losing
+ * at most an eighth): 28 and 32 classes. */
 static void size_classes_lose_at_most_a_quarter(void)
 {
     umem_t *h = umem_create(1 << 20, UMEM_CACHED | UMEM_GROW);
     CHECK_NE(h, NULL);
     if (!h)
         return;
-    size_t last = 0, classes = 0, worst = 0;
+    size_t last = 0, classes = 0, slot_classes = 0, worst = 0;
     for (size_t n = 1; n <= (64 << 10); n++) {
         void *p = umem_alloc(h, n);
         size_t slot = umem_usable_size(h, p);
+        if (slot != last && n > 4096)
+            umem_trim(h, 0); /* the block kept of the class before goes back */
         umem_free(h, p);
         classes += slot != last;
+        slot_classes += slot != last && n <= 4096;
         last = slot;
-        size_t step = n <= 128 ? 16 : slot / 4 + 1; /* what a class may lose, and one */
+        /* what a class may lose, and one */
+        size_t step = n <= 128 ? 16 : n <= 4096 ? slot / 4 + 1 : slot / 8 + 1;
         if (slot < n || slot - n >= step) {
             check_where("a request of %zu bytes", n);
             CHECK_GE(slot, n);
@@ -325,11 +330,14 @@ static void size_classes_lose_at_most_a_quarter(void)
         }
     }
     check_where_clear();
-    CHECK_EQ(classes, 44);
+    CHECK_EQ(slot_classes, 28);
+    CHECK_EQ(classes, 28 + 32);
     CHECK_EQ(last, 64 << 10);
     umem_stats_t st;
     umem_get_stats(h, &st);
-    CHECK_EQ(st.allocs, st.cache_hits); /* every one a slot of a pool's page */
+    /* every one a slot of a pool's page or a block the thread kept, but
+     * the first block of each class over 4 KiB */
+    CHECK_EQ(st.allocs - st.cache_hits, 32);
     umem_destroy(h);
 }
 
@@ -342,7 +350,7 @@ static void a_pooled_realloc_stays_while_more_than_half(void)
     CHECK_NE(h, NULL);
     if (!h)
         return;
-    size_t sizes[] = {200, 1000, 5000};
+    size_t sizes[] = {200, 1000, 4000};
     for (unsigned i = 0; i < 3; i++) {
         char *p = umem_alloc(h, sizes[i]);
         CHECK_NE(p, NULL);
@@ -360,6 +368,157 @@ static void a_pooled_realloc_stays_while_more_than_half(void)
         CHECK_NE(q, p); /* more than the slot: moved */
         umem_free(h, q);
     }
+    CHECK_EQ(umem_check(h), 0);
+    umem_destroy(h);
+}
+
+/* A block of more than 4 KiB is cut for its class (10,000 bytes: 10 KiB);
+ * the thread that frees it keeps it, no lock taken, as cached and not in
+ * use, and its next request of that class or of the two below (9 KiB, 8
+ * KiB) takes it back with no lock; a request three classes below (7 KiB)
+ * does not.  A block not cut for a class is not kept. */
+static void a_freed_block_over_4_kib_is_kept_for_its_class(void)
+{
+    umem_t *h = umem_create(1 << 20, UMEM_CACHED | UMEM_GROW);
+    CHECK_NE(h, NULL);
+    if (!h)
+        return;
+    char *p = umem_alloc(h, 10000);
+    CHECK_EQ(umem_usable_size(h, p), 10 << 10);
+    umem_stats_t was, st;
+    umem_get_stats(h, &was);
+    umem_free(h, p);
+    umem_get_stats(h, &st);
+    CHECK_EQ(st.lock_count, was.lock_count);
+    CHECK_EQ(st.frees, was.frees + 1);
+    CHECK_EQ(st.cached_bytes, was.cached_bytes + (10 << 10) + 16);
+    CHECK_EQ(st.bytes_in_use, was.bytes_in_use - (10 << 10) - 16);
+    static const size_t takes[] = {10000, 9000, 8192};
+    for (unsigned i = 0; i < 3; i++) {
+        check_where("a request of %zu bytes", takes[i]);
+        CHECK_EQ(umem_alloc(h, takes[i]), p);
+        umem_free(h, p);
+    }
+    check_where_clear();
+    char *q = umem_alloc(h, 7000);
+    CHECK_NE(q, p);
+    umem_get_stats(h, &st);
+    CHECK_EQ(st.lock_count, was.lock_count + 1); /* 7000 bytes: a block cut for it */
+    CHECK_EQ(st.allocs, was.allocs + 4);
+    CHECK_EQ(st.cache_hits, was.cache_hits + 3);
+    umem_free(h, q);
+    /* A block not cut for a class (10,000 bytes aligned to 4 KiB) goes
+     * back to the heap at its free. */
+    q = umem_memalign(h, 4096, 10000);
+    umem_get_stats(h, &was);
+    umem_free(h, q);
+    umem_get_stats(h, &st);
+    CHECK_EQ(st.lock_count, was.lock_count + 1);
+    CHECK_EQ(st.cached_bytes, was.cached_bytes);
+    CHECK_EQ(umem_check(h), 0);
+    umem_destroy(h);
+}
+
+/* A thread keeps at most eight blocks of a class, and 256 KiB in all:
+ * the others go back to the heap at their free. */
+static void kept_blocks_are_at_most_eight_a_class_and_256_kib(void)
+{
+    umem_t *h = umem_create(1 << 20, UMEM_CACHED | UMEM_GROW);
+    CHECK_NE(h, NULL);
+    if (!h)
+        return;
+    static const size_t sizes[] = {10 << 10, 64 << 10};
+    static const uint64_t kept[] = {8, 3}; /* 256 KiB hold three blocks of 64 KiB */
+    for (unsigned k = 0; k < 2; k++) {
+        check_where("blocks of %zu bytes", sizes[k]);
+        void *p[10];
+        for (unsigned i = 0; i < 10; i++)
+            p[i] = umem_alloc(h, sizes[k]);
+        umem_stats_t was, st;
+        umem_get_stats(h, &was);
+        for (unsigned i = 0; i < 10; i++)
+            umem_free(h, p[i]);
+        umem_get_stats(h, &st);
+        CHECK_EQ(st.cached_bytes - was.cached_bytes, kept[k] * (sizes[k] + 16));
+        CHECK_EQ(st.lock_count - was.lock_count, 10 - kept[k]);
+        umem_trim(h, 0);
+    }
+    check_where_clear();
+    CHECK_EQ(umem_check(h), 0);
+    umem_destroy(h);
+}
+
+static void *keep_four(void *arg)
+{
+    umem_t *h = arg;
+    void *p[4];
+    for (unsigned i = 0; i < 4; i++)
+        p[i] = umem_alloc(h, 20000);
+    for (unsigned i = 0; i < 4; i++)
+        umem_free(h, p[i]);
+    return NULL;
+}
+
+/* The blocks a thread keeps go back to the heap when it ends, and when it
+ * calls umem_trim. */
+static void kept_blocks_go_back_at_exit_and_trim(void)
+{
+    umem_t *h = umem_create(1 << 20, UMEM_CACHED | UMEM_GROW);
+    CHECK_NE(h, NULL);
+    if (!h)
+        return;
+    umem_stats_t st;
+    pthread_t tid;
+    CHECK_EQ(pthread_create(&tid, NULL, keep_four, h), 0);
+    pthread_join(tid, NULL);
+    umem_get_stats(h, &st);
+    CHECK_EQ(st.cached_bytes, 0);
+    CHECK_EQ(st.bytes_in_use, 0);
+    CHECK_EQ(st.allocs, 4);
+    CHECK_EQ(st.frees, 4);
+    CHECK_EQ(umem_check(h), 0);
+    keep_four(h);
+    umem_get_stats(h, &st);
+    CHECK_EQ(st.cached_bytes, 4 * ((20 << 10) + 16));
+    umem_trim(h, 0);
+    umem_get_stats(h, &st);
+    CHECK_EQ(st.cached_bytes, 0);
+    CHECK_EQ(st.frees, 8);
+    CHECK_EQ(umem_check(h), 0);
+    umem_destroy(h);
+}
+
+/* A fixed heap with no room left gives the calling thread's kept blocks
+ * back before a request of another class fails. */
+static void a_full_heap_takes_back_the_blocks_kept(void)
+{
+    umem_t *h = umem_create(1 << 20, UMEM_CACHED);
+    CHECK_NE(h, NULL);
+    if (!h)
+        return;
+    enum { MOST = 256 };
+    void *p[MOST];
+    unsigned n = 0, big;
+    while (n < MOST && (p[n] = umem_alloc(h, 64 << 10)) != NULL)
+        n++;
+    big = n;
+    while (n < MOST && (p[n] = umem_alloc(h, 5000)) != NULL)
+        n++; /* the heap full */
+    CHECK_GE(big, 3);
+    CHECK_LT(n, MOST);
+    umem_stats_t was, st;
+    for (unsigned i = 0; i < 3 && i < n; i++)
+        umem_free(h, p[i]);
+    umem_get_stats(h, &was);
+    CHECK_EQ(was.cached_bytes, 3 * ((64 << 10) + 16));
+    void *q = umem_alloc(h, 40000); /* another class: none kept */
+    CHECK_NE(q, NULL);
+    umem_get_stats(h, &st);
+    CHECK_EQ(st.failed_allocs, was.failed_allocs);
+    CHECK_EQ(st.cached_bytes, 0);
+    umem_free(h, q);
+    for (unsigned i = 3; i < n; i++)
+        umem_free(h, p[i]);
     CHECK_EQ(umem_check(h), 0);
     umem_destroy(h);
 }
@@ -775,11 +934,11 @@ static void a_realloc_is_no_alloc_nor_free(void)
  * the pool. */
 static void own_empty_pages_go_back_when_out_of_room(void)
 {
-    umem_t *h = umem_create(4 << 20, UMEM_CACHED);
+    umem_t *h = umem_create(3 << 20, UMEM_CACHED);
     CHECK_NE(h, NULL);
     if (!h)
         return;
-    enum { EMPTIED = 24, KEPT = 8 }; /* 32 classes of one-unit pages */
+    enum { EMPTIED = 20, KEPT = 8 }; /* 28 classes of one-unit pages */
     void *kept[KEPT];
     umem_stats_t st, was;
     size_t n = 1;
@@ -1068,12 +1227,12 @@ static void at_most_eight_mappings_are_kept_oldest_out(void)
     umem_destroy(h);
 }
 
-/* A page is one 64 KiB unit, or several for the classes over 8 KiB, so
- * that it holds seven slots at least. */
+/* A page is one 64 KiB unit, which holds seven slots at least of every
+ * class up to 4 KiB. */
 static void a_page_holds_seven_slots_at_least(void)
 {
-    static const size_t sizes[] = {8 << 10, 9000, 20000, 40000, 64 << 10};
-    for (unsigned i = 0; i < 5; i++) {
+    static const size_t sizes[] = {1024, 2048, 3000, 4096};
+    for (unsigned i = 0; i < 4; i++) {
         check_where("slots of %zu bytes", sizes[i]);
         umem_t *h = umem_create(1 << 20, UMEM_GROW | UMEM_CACHED);
         CHECK_NE(h, NULL);
@@ -1154,6 +1313,10 @@ int main(void)
     RUN(a_lent_free_is_settled_on_its_own);
     RUN(size_classes_lose_at_most_a_quarter);
     RUN(a_pooled_realloc_stays_while_more_than_half);
+    RUN(a_freed_block_over_4_kib_is_kept_for_its_class);
+    RUN(kept_blocks_are_at_most_eight_a_class_and_256_kib);
+    RUN(kept_blocks_go_back_at_exit_and_trim);
+    RUN(a_full_heap_takes_back_the_blocks_kept);
     RUN(a_fixed_heap_keeps_half_for_headers);
     RUN(growth_takes_a_mib_or_half_the_heap);
     RUN(purged_pages_are_passed_by_later_purges);

@@ -630,6 +630,46 @@ static void forge_cache_link(umem_t *h, char *t)
     name_pointer(t, victim);
     umem_alloc(h, 40); /* would be victim */
 }
+/* With UMEM_CACHED: a block over 4 KiB that the thread keeps, freed
+ * again by it and by another thread, reallocated, and written over
+ * before it is taken back. */
+static void free_twice_kept(umem_t *h, char *t)
+{
+    char *p = umem_alloc(h, 10000);
+    umem_free(h, p);
+    name_pointer(t, p);
+    umem_free(h, p);
+}
+static void *free_boxed(void *arg)
+{
+    void **box = arg;
+    umem_free(box[0], box[1]);
+    return NULL;
+}
+static void free_kept_elsewhere(umem_t *h, char *t)
+{
+    void *box[2] = {h, umem_alloc(h, 10000)};
+    umem_free(h, box[1]);
+    name_pointer(t, box[1]);
+    pthread_t tid;
+    if (pthread_create(&tid, NULL, free_boxed, box) == 0)
+        pthread_join(tid, NULL);
+}
+static void realloc_kept(umem_t *h, char *t)
+{
+    char *p = umem_alloc(h, 10000);
+    umem_free(h, p);
+    name_pointer(t, p);
+    umem_realloc(h, p, 20000);
+}
+static void write_kept(umem_t *h, char *t)
+{
+    char *p = umem_alloc(h, 10000);
+    umem_free(h, p);
+    memset(p, 0, 16);
+    name_pointer(t, p);
+    umem_alloc(h, 10000);
+}
 static void death_foreign(void)
 {
     expect_death(free_foreign, "outside the heap");
@@ -682,6 +722,23 @@ static void death_cached_never_handed_out(void)
 static void death_cached_foreign(void)
 {
     expect_death_on(UMEM_CACHED | UMEM_GROW, free_foreign, "outside the heap");
+}
+
+static void death_kept_double_free(void)
+{
+    expect_death_on(UMEM_CACHED, free_twice_kept, "double free");
+}
+static void death_kept_freed_elsewhere(void)
+{
+    expect_death_on(UMEM_CACHED | UMEM_GROW, free_kept_elsewhere, "double free");
+}
+static void death_kept_realloc(void)
+{
+    expect_death_on(UMEM_CACHED, realloc_kept, "double free");
+}
+static void death_kept_written(void)
+{
+    expect_death_on(UMEM_CACHED, write_kept, "write after free");
 }
 
 static void check_finds_overrun(void)
@@ -2359,6 +2416,10 @@ static int run_all(void)
     RUN(death_cached_interior);
     RUN(death_cached_never_handed_out);
     RUN(death_cached_foreign);
+    RUN(death_kept_double_free);
+    RUN(death_kept_freed_elsewhere);
+    RUN(death_kept_realloc);
+    RUN(death_kept_written);
     return run_the_rest();
 }
 

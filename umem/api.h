@@ -345,8 +345,10 @@ static inline size_t umem_trim(umem_t *h, size_t keep)
     uint64_t before = h->released_bytes;
     size_t unmapped = 0;
     struct umem_pool *pool = umem__pool_known(h); /* none made for this */
-    if (h->flags & UMEM_CACHED && pool)
+    if (h->flags & UMEM_CACHED && pool) {
+        umem__mid_flush(h, pool);
         umem__pool_drop_empty(h, pool);
+    }
     if (h->abandoned_pages > 0)
         umem__reclaim_abandoned(h);
     while (h->map_cached > 0) {

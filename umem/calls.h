@@ -65,6 +65,12 @@ static UMEM_NOINLINE void *umem__alloc_locked(umem_t *h, size_t n)
         umem__reclaim_abandoned(h); /* ended threads' pages that emptied */
         b = umem__take(h, &need, 1);
     }
+    struct umem_pool *pool;
+    if (!b && need != 0 && h->flags & UMEM_CACHED && (pool = umem__pool_known(h)) != NULL &&
+        umem__get(&pool->mid_bytes) != 0) {
+        umem__mid_flush(h, pool); /* the blocks this thread kept */
+        b = umem__take(h, &need, 1);
+    }
     return umem__alloc_end(h, b, need);
 }
 
@@ -80,6 +86,84 @@ static UMEM_NOINLINE void *umem__alloc_pooled(umem_t *h, size_t n)
     if (pg && pg->free)
         return umem__page_pop(h, pool, pg);
     return umem__pool_alloc(h, pool, cls, n);
+}
+
+/* A request of UMEM_POOL_MAX + 1 to UMEM_MID_MAX bytes: a block the
+ * thread keeps for its class, else one cut for the class under the lock. */
+static UMEM_NOINLINE void *umem__mid_alloc(umem_t *h, size_t n)
+{
+    struct umem_pool *pool = umem__pool(h);
+    unsigned cls = umem__mid_class(n);
+    if (!pool)
+        return umem__alloc_locked(h, umem__mid_size(cls));
+    uint64_t near = (pool->mid_map >> cls) & (((uint64_t)1 << UMEM_MID_REACH) - 1);
+    if (near) {
+        unsigned got = cls + umem__lowest_bit(near);
+        void **q = (void **)pool->mid[got];
+        if ((size_t)(uintptr_t)q[1] != umem__mid_tag(h, q))
+            umem__die("heap corruption: a freed block written to (write after free) at", q);
+        pool->mid[got] = q[0];
+        if (--pool->mid_count[got] == 0)
+            pool->mid_map &= ~((uint64_t)1 << got);
+        q[1] = NULL;
+        umem__add(&pool->mid_bytes, (uint64_t)0 - umem__size((char *)q - UMEM_HEADER));
+        umem__add(&pool->mid_allocs, 1);
+        return q;
+    }
+    return umem__alloc_locked(h, umem__mid_size(cls));
+}
+
+/* The bounds of the memory around block header b that a thread may read
+ * without the lock: the region with a unit map that holds it, the first
+ * region up to its end mark; 0 when b lies in none. */
+static inline int umem__mid_region(const umem_t *h, const char *b, const char **lo, const char **hi)
+{
+    char *end = atomic_load_explicit(&h->end, memory_order_relaxed);
+    if (b >= h->first && b < end) {
+        *lo = h->first;
+        *hi = end + UMEM_HEADER;
+        return 1;
+    }
+    unsigned n = atomic_load_explicit(&h->umaps, memory_order_acquire);
+    for (unsigned i = 1; i < n; i++)
+        if ((uintptr_t)b - h->umap[i].lo < h->umap[i].hi - h->umap[i].lo) {
+            *lo = (const char *)h->umap[i].lo;
+            *hi = (const char *)h->umap[i].hi;
+            return 1;
+        }
+    return 0;
+}
+
+/* A free of p, no slot, on a heap with pools: kept by the thread when it
+ * is a block cut for a class of MID BLOCKS and the checks pass without the
+ * lock; else given back under the lock. */
+static UMEM_NOINLINE void umem__mid_free(umem_t *h, void *p)
+{
+    char *b = (char *)p - UMEM_HEADER;
+    const char *lo, *hi;
+    struct umem_pool *pool = umem__pool_known(h);
+    if (UMEM_MID_CLASSES > 0 && pool && (uintptr_t)p % UMEM_ALIGN == 0 &&
+        umem__mid_region(h, b, &lo, &hi) && umem__header_ok(h, b)) {
+        size_t word = umem__word(b), size = word & ~UMEM_FLAGS;
+        void **q = (void **)p;
+        if (!(word & UMEM_USED) || (size_t)(uintptr_t)q[1] == umem__mid_tag(h, q))
+            umem__die("free of a block freed already (double free):", p);
+        int cls = umem__mid_kept_class(size - UMEM_HEADER);
+        const char *next = b + size;
+        if (cls >= 0 && !(word & UMEM_MAPPED) && pool->mid_count[cls] < UMEM_MID_DEPTH &&
+            umem__get(&pool->mid_bytes) + size <= UMEM_MID_BYTES && next + UMEM_HEADER <= hi &&
+            umem__header_ok(h, next) && !(umem__word(next) & UMEM_PREV_FREE)) {
+            q[0] = pool->mid[cls];
+            q[1] = (void *)umem__mid_tag(h, q);
+            pool->mid[cls] = q;
+            pool->mid_count[cls]++;
+            pool->mid_map |= (uint64_t)1 << cls;
+            umem__add(&pool->mid_bytes, size);
+            umem__add(&pool->mid_frees, 1);
+            return;
+        }
+    }
+    umem__free_locked(h, p, 0);
 }
 
 /* umem_alloc with no tool watching (the debugging layer's own).  A small
@@ -98,8 +182,8 @@ static UMEM_HOT_INLINE void *umem__alloc(umem_t *h, size_t n)
          * slow way, they would cost a register move on the fast one. */
         return umem__alloc_pooled(h, n);
     }
-    if (h->flags & UMEM_CACHED && n - 1 < UMEM_POOL_MAX)
-        return umem__alloc_pooled(h, n);
+    if (h->flags & UMEM_CACHED && n - 1 < UMEM_MID_MAX)
+        return n <= UMEM_POOL_MAX ? umem__alloc_pooled(h, n) : umem__mid_alloc(h, n);
     if (n == 0)
         return NULL;
     return umem__alloc_locked(h, n);
@@ -144,10 +228,11 @@ static UMEM_HOT_INLINE void umem__free(umem_t *h, void *p)
 {
     if (h->flags & UMEM_CACHED) {
         struct umem_page *pg = umem__page_of(h, p);
-        if (UMEM_LIKELY(pg != NULL)) {
+        if (UMEM_LIKELY(pg != NULL))
             umem__pool_free(h, pg, p);
-            return;
-        }
+        else if (p)
+            umem__mid_free(h, p);
+        return;
     }
     if (p)
         umem__free_locked(h, p, 0);

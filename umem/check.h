@@ -422,51 +422,71 @@ static inline uint64_t umem__large_bytes_under(const struct umem_node *x, unsign
     return bytes;
 }
 
+/* The pools' counters, of running threads (lock held: `locked`) and of
+ * ended ones, summed. */
+struct umem_pool_sums {
+    uint64_t allocs, moves, remote, remote_bytes, collected, collected_bytes;
+    uint64_t mid_allocs, mid_frees, mid_bytes;
+};
+
+static inline void umem__pool_sums(umem_t *h, int locked, struct umem_pool_sums *t)
+{
+    *t = (struct umem_pool_sums){h->gone_allocs,          h->gone_moves,     h->gone_remote,
+                                 h->gone_remote_bytes,    h->gone_collected, h->gone_collected_bytes,
+                                 h->gone_mid_allocs,      h->gone_mid_frees, 0};
+    for (struct umem_pool *pool = locked ? h->pools : NULL; pool; pool = pool->next) {
+        t->allocs += umem__get(&pool->allocs);
+        t->moves += umem__get(&pool->moves);
+        t->remote += umem__get(&pool->remote_frees);
+        t->remote_bytes += umem__get(&pool->remote_bytes);
+        t->collected += umem__get(&pool->collected);
+        t->collected_bytes += umem__get(&pool->collected_bytes);
+        t->mid_allocs += umem__get(&pool->mid_allocs);
+        t->mid_frees += umem__get(&pool->mid_frees);
+        t->mid_bytes += umem__get(&pool->mid_bytes);
+    }
+    t->remote += umem__get(&h->orphan_frees);
+    t->remote_bytes += umem__get(&h->orphan_bytes);
+    t->moves += umem__get(&h->orphan_moves);
+}
+
 static inline void umem_get_stats(umem_t *h, umem_stats_t *out)
 {
     memset(out, 0, sizeof *out);
     UMEM__VG_QUIET(h);
     int locked = umem__lock(h, UMEM_LEND) == 0; /* lent to a fork: read as it is */
-    uint64_t allocs = h->gone_allocs, moves = h->gone_moves, remote = h->gone_remote;
-    uint64_t remote_bytes = h->gone_remote_bytes, collected = h->gone_collected;
-    uint64_t collected_bytes = h->gone_collected_bytes, slots = 0, slot_bytes = 0;
-    for (struct umem_pool *pool = locked ? h->pools : NULL; pool; pool = pool->next) {
-        allocs += umem__get(&pool->allocs);
-        moves += umem__get(&pool->moves);
-        remote += umem__get(&pool->remote_frees);
-        remote_bytes += umem__get(&pool->remote_bytes);
-        collected += umem__get(&pool->collected);
-        collected_bytes += umem__get(&pool->collected_bytes);
-    }
-    remote += umem__get(&h->orphan_frees);
-    remote_bytes += umem__get(&h->orphan_bytes);
-    moves += umem__get(&h->orphan_moves);
+    struct umem_pool_sums t;
+    umem__pool_sums(h, locked, &t);
+    uint64_t allocs = t.allocs, moves = t.moves, slots = 0, slot_bytes = 0;
     if (locked)
         umem__pages_used(h, &slots, &slot_bytes);
     /* Remote frees not collected yet are free, though their pages still
      * count them. */
-    uint64_t pending = remote - collected, pending_bytes = remote_bytes - collected_bytes;
+    uint64_t pending = t.remote - t.collected, pending_bytes = t.remote_bytes - t.collected_bytes;
     slots = slots > pending ? slots - pending : 0; /* counters read a moment apart */
     slot_bytes = slot_bytes > pending_bytes ? slot_bytes - pending_bytes : 0;
+    /* Blocks a thread keeps (umem/pools.h, MID BLOCKS) are used blocks to
+     * the heap, freed to the program; those that went back to the heap
+     * were counted freed twice. */
+    uint64_t pool_frees = allocs > slots ? allocs - slots : 0;
+    out->allocs = h->allocs + allocs - moves + t.mid_allocs;
+    out->frees = h->frees + pool_frees - moves + t.mid_frees - h->mid_flushed;
+    out->bytes_in_use = h->bytes_in_use - h->page_bytes + slot_bytes - t.mid_bytes;
+    out->cache_hits = allocs + t.mid_allocs;
+    out->cache_frees = pool_frees + t.mid_frees;
+    out->cached_bytes = h->page_bytes - slot_bytes + t.mid_bytes;
+    out->remote_frees = t.remote;
     out->lock_count = h->lock_count;
     out->lock_contended = h->lock_contended;
-    out->allocs = h->allocs + allocs - moves;
-    uint64_t pool_frees = allocs > slots ? allocs - slots : 0;
-    out->frees = h->frees + pool_frees - moves;
     out->failed_allocs = h->failed_allocs + atomic_load_explicit(&h->lent_failed, memory_order_relaxed);
-    out->bytes_in_use = h->bytes_in_use - h->page_bytes + slot_bytes;
     out->peak_bytes_in_use = h->peak_bytes_in_use;
     out->heap_bytes = h->heap_bytes;
     out->owner_died = h->owner_died;
-    out->cache_hits = allocs;
-    out->cache_frees = pool_frees;
     out->cache_refills = h->pages_made;
     out->cache_flushes = h->pages_freed;
-    out->cached_bytes = h->page_bytes - slot_bytes;
     out->mapped_bytes = h->mapped_bytes;
     out->large_blocks = h->large_blocks;
     out->released_bytes = h->released_bytes;
-    out->remote_frees = remote;
     out->pool_pages = h->pages;
     out->abandoned_pages = h->abandoned_pages;
     out->purges = h->purges;

@@ -28,8 +28,11 @@ static UMEM_RARE void umem__settle(umem_t *h);
 static inline void umem__reclaim_abandoned(umem_t *h);
 
 /* umem/calls.h: a pool that cannot place a request (umem/pools.h) gives
- * it a block with a header under the lock. */
+ * it a block with a header under the lock, and a block with a header
+ * that a thread does not keep (umem/pools.h, MID BLOCKS) goes back
+ * under it. */
 static UMEM_NOINLINE void *umem__alloc_locked(umem_t *h, size_t n);
+static UMEM_NOINLINE void umem__free_locked(umem_t *h, void *p, int moved);
 
 /* umem/debug.h: umem_destroy's end of a watched heap (umem/calls.h):
  * the leaks listed, the quarantine checked, the memory made addressable

@@ -93,12 +93,32 @@ _Static_assert(sizeof(struct umem_rec) % 16 == 0, "a record keeps payloads 16-by
 #define UMEM_UNIT_SHIFT 16u /* UMEM_CACHED: pages are whole 64 KiB units, aligned */
 #define UMEM_UNIT       ((size_t)1 << UMEM_UNIT_SHIFT)
 #ifndef UMEM_POOL_SHIFT
-#define UMEM_POOL_SHIFT 16 /* UMEM_CACHED: pools serve requests up to 2^16 bytes (10 to 16) */
+#define UMEM_POOL_SHIFT 12 /* UMEM_CACHED: pools serve requests up to 2^12 bytes (10 to 16) */
 #endif
 _Static_assert(UMEM_POOL_SHIFT >= 10 && UMEM_POOL_SHIFT <= 16, "UMEM_POOL_SHIFT is 10 to 16");
 #define UMEM_POOL_MAX ((size_t)1 << UMEM_POOL_SHIFT) /* the largest request a pool serves */
-/* 16, 32, ... 128, then four per doubling to UMEM_POOL_MAX (44 to 64 KiB) */
+/* 16, 32, ... 128, then four per doubling to UMEM_POOL_MAX (28 to 4 KiB) */
 #define UMEM_CLASSES (8u + (UMEM_POOL_SHIFT - 7u) * 4u)
+/* UMEM_CACHED: a thread keeps the blocks with headers of more than
+ * UMEM_POOL_MAX and at most UMEM_MID_MAX bytes that it frees, eight
+ * classes per doubling, for its next requests of their class: at most
+ * UMEM_MID_DEPTH of a class and UMEM_MID_BYTES in all. */
+#ifndef UMEM_MID_SHIFT
+#define UMEM_MID_SHIFT 16
+#endif
+_Static_assert(UMEM_MID_SHIFT >= UMEM_POOL_SHIFT && UMEM_MID_SHIFT <= 20, "UMEM_MID_SHIFT is UMEM_POOL_SHIFT to 20");
+#define UMEM_MID_MAX ((size_t)1 << UMEM_MID_SHIFT)
+#define UMEM_MID_CLASSES ((UMEM_MID_SHIFT - UMEM_POOL_SHIFT) * 8u)
+_Static_assert(UMEM_MID_CLASSES <= 64, "a pool's map of classes of kept blocks is 64 bits");
+#ifndef UMEM_MID_REACH
+#define UMEM_MID_REACH 3u /* a request takes a kept block of its class or the next two */
+#endif
+#ifndef UMEM_MID_DEPTH
+#define UMEM_MID_DEPTH 8u
+#endif
+#ifndef UMEM_MID_BYTES
+#define UMEM_MID_BYTES ((size_t)256 << 10)
+#endif
 #define UMEM_PAGE_HEAD  128u /* a page's own header, before its first slot */
 #define UMEM_COLOURS    16u  /* a page's header lies 0 to 15 x 128 bytes into its unit */
 #define UMEM_PAGE_SLOTS 7u   /* a page holds at least this many slots */
@@ -209,6 +229,14 @@ struct umem_pool {
     _Atomic uint64_t allocs, moves;         /* slots handed out; reallocs that moved */
     _Atomic uint64_t remote_frees, remote_bytes; /* frees into other threads' pages */
     _Atomic uint64_t collected, collected_bytes; /* remote frees taken back by this pool */
+    /* Blocks with headers this thread freed and keeps (umem/pools.h, MID
+     * BLOCKS): each class's, linked through their payloads, and how many;
+     * their bytes, headers included; the allocations they served and the
+     * frees that kept them (owner-only counters, as above). */
+    void *mid[UMEM_MID_CLASSES + 1];
+    unsigned char mid_count[UMEM_MID_CLASSES + 1];
+    uint64_t mid_map; /* bit c: mid[c] is not empty */
+    _Atomic uint64_t mid_bytes, mid_allocs, mid_frees;
     /* hint[c]: another thread freed into a watched page of class c. */
     _Alignas(64) _Atomic unsigned char hint[UMEM_CLASSES];
 };
@@ -272,7 +300,8 @@ struct umem {
     uint64_t pages_made, pages_freed;            /* carved, given back */
     /* The counters of pools whose threads ended. */
     uint64_t gone_allocs, gone_moves, gone_remote, gone_remote_bytes, gone_collected,
-        gone_collected_bytes;
+        gone_collected_bytes, gone_mid_allocs, gone_mid_frees;
+    uint64_t mid_flushed; /* blocks threads kept that went back to the heap */
     /* Remote frees and moves by a thread with no pool (it is ending). */
     _Atomic uint64_t orphan_frees, orphan_bytes, orphan_moves;
     /* Giving memory back on a delay (UMEM_GROW). */

@@ -49,6 +49,14 @@ static UMEM_COLD void umem__die_of(const char *call, const char *what, const voi
     umem__die(line, p);
 }
 
+/* The mark of a block with a header that a thread keeps for its next
+ * request (umem/pools.h, MID BLOCKS), in its payload's second word: none
+ * of the other tags (a free slot's, a block freed while the lock is lent). */
+static inline size_t umem__mid_tag(const umem_t *h, const void *p)
+{
+    return h->secret ^ (size_t)(uintptr_t)p ^ 0x41D5u;
+}
+
 static UMEM_HOT_INLINE void umem__locate(umem_t *h, const void *p, struct umem_where *w,
                                           const char *call)
 {
@@ -73,7 +81,7 @@ static UMEM_HOT_INLINE void umem__locate(umem_t *h, const void *p, struct umem_w
     if (!umem__header_ok(h, w->block))
         umem__die_of(call, "bad %s (not from umem_alloc, or its header overwritten):", p);
     size_t word = umem__word(w->block);
-    if (!(word & UMEM_USED))
+    if (!(word & UMEM_USED) || ((const size_t *)p)[1] == umem__mid_tag(h, p))
         umem__die_of(call, "%s of a block freed already (double free):", p);
     if (w->big)
         return;

@@ -135,17 +135,24 @@ static const unsigned char umem__small_class[64] = { /* for n up to 1024, by (n 
     18, 18, 18, 18, 18, 18, 18, 18, 19, 19, 19, 19, 19, 19, 19, 19,
 };
 
+/* The highest bit set in x (x > 1). */
+static inline unsigned umem__top_bit(size_t x)
+{
+#if defined(__GNUC__)
+    return 63u - (unsigned)__builtin_clzll((unsigned long long)x);
+#else
+    unsigned b = 0;
+    while (x >> (b + 1))
+        b++;
+    return b;
+#endif
+}
+
 static inline unsigned umem__class(size_t n)
 {
     if (n <= 1024)
         return umem__small_class[(n - 1) >> 4];
-#if defined(__GNUC__)
-    unsigned b = 63u - (unsigned)__builtin_clzll((unsigned long long)(n - 1));
-#else
-    unsigned b = 7;
-    while ((n - 1) >> (b + 1))
-        b++;
-#endif
+    unsigned b = umem__top_bit(n - 1);
     return 8u + (b - 7u) * 4u + (unsigned)((n - 1) >> (b - 2u)) - 4u;
 }
 

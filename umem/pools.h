@@ -321,6 +321,77 @@ static UMEM_NOINLINE void umem__remote_free(umem_t *h, struct umem_page *pg, voi
     }
 }
 
+/* ---- MID BLOCKS ----
+ * Requests of more than UMEM_POOL_MAX (4 KiB) and at most UMEM_MID_MAX
+ * (64 KiB) bytes get blocks with headers, first fit, their sizes rounded
+ * up to a class: eight per doubling, so at most an eighth is lost, where
+ * a page of slots would hold its class's memory for that class alone.
+ * A thread that frees such a block keeps it, as glibc's tcache does, on
+ * its pool's list for the class, while the class has fewer than
+ * UMEM_MID_DEPTH (8) and the pool keeps less than UMEM_MID_BYTES (256 KiB);
+ * its next request of the class takes it back, with no lock.
+ *   - A kept block stays a used block of the heap, marked by a tag in its
+ *     payload's second word: a second free, by any thread, and a realloc
+ *     of it are caught (umem__locate checks the tag too), and a write after
+ *     free over the tag is caught when the block is taken back.
+ *   - The free checks the block without the lock: a 16-byte aligned
+ *     pointer inside a region with a unit map, whose header and next
+ *     header are intact (the checks umem__locate makes).  A header the lock
+ *     holder is rewriting may read as broken: then the free takes the
+ *     lock and checks again, and only then reports.
+ *   - A block cut for a class (at most UMEM_MIN_BLOCK bytes more) is kept;
+ *     any other (grown or shrunk by realloc, aligned) goes back at once.
+ *   - Kept blocks go back to the heap when the thread ends, on umem_trim
+ *     by the thread, and when an allocation finds no room. */
+
+static inline unsigned umem__mid_class(size_t n) /* n: UMEM_POOL_MAX + 1 to UMEM_MID_MAX */
+{
+    unsigned b = umem__top_bit(n - 1);
+    return (b - UMEM_POOL_SHIFT) * 8u + (unsigned)((n - 1 - ((size_t)1 << b)) >> (b - 3u));
+}
+
+static inline size_t umem__mid_size(unsigned cls)
+{
+    unsigned b = UMEM_POOL_SHIFT + cls / 8u;
+    return ((size_t)1 << b) + ((size_t)(cls % 8u + 1u) << (b - 3u));
+}
+
+/* The class a block of `usable` bytes was cut for, or -1 for none. */
+static inline int umem__mid_kept_class(size_t usable)
+{
+    if (UMEM_MID_CLASSES == 0 || usable < umem__mid_size(0) ||
+        usable >= UMEM_MID_MAX + UMEM_MIN_BLOCK)
+        return -1;
+    unsigned cls = usable >= UMEM_MID_MAX ? UMEM_MID_CLASSES - 1 : umem__mid_class(usable + 1) - 1;
+    return usable - umem__mid_size(cls) < UMEM_MIN_BLOCK ? (int)cls : -1;
+}
+
+/* The blocks pool keeps go back to the heap (lock held): frees to the
+ * heap, counted in mid_flushed too, as the program's frees were counted
+ * when the blocks were kept. */
+static inline void umem__mid_flush(umem_t *h, struct umem_pool *pool)
+{
+    for (unsigned cls = 0; cls < UMEM_MID_CLASSES; cls++) {
+        void **q = (void **)pool->mid[cls];
+        while (q) {
+            void **next = (void **)q[0];
+            if ((size_t)(uintptr_t)q[1] != umem__mid_tag(h, q))
+                umem__die("heap corruption: a freed block written to (write after free) at", q);
+            q[1] = NULL;
+            struct umem_where w;
+            umem__locate(h, q, &w, "free");
+            umem__give_back(h, &w);
+            h->frees++;
+            h->mid_flushed++;
+            q = next;
+        }
+        pool->mid[cls] = NULL;
+        pool->mid_count[cls] = 0;
+    }
+    pool->mid_map = 0;
+    atomic_store_explicit(&pool->mid_bytes, 0, memory_order_relaxed);
+}
+
 /* The thread is ending: its pages go back or are left for others to
  * adopt, and its pool waits for another thread. */
 static inline void umem__pool_exit(void *arg)
@@ -338,6 +409,9 @@ static inline void umem__pool_exit(void *arg)
             umem__pool_drop(h, pool, &pool->full[umem__lowest_bit(left)], 0);
         }
         pool->classes = 0;
+        umem__mid_flush(h, pool);
+        h->gone_mid_allocs += umem__get(&pool->mid_allocs);
+        h->gone_mid_frees += umem__get(&pool->mid_frees);
         h->gone_allocs += umem__get(&pool->allocs);
         h->gone_moves += umem__get(&pool->moves);
         h->gone_remote += umem__get(&pool->remote_frees);
@@ -401,8 +475,9 @@ static inline struct umem_pool *umem__pool_new(umem_t *h)
     pool->sweeps = 0;
     pool->full_freed = 0;
     pool->classes = 0;
-    _Atomic uint64_t *counters[] = {&pool->allocs,       &pool->moves,     &pool->remote_frees,
-                                    &pool->remote_bytes, &pool->collected, &pool->collected_bytes};
+    _Atomic uint64_t *counters[] = {&pool->allocs,          &pool->moves,     &pool->remote_frees,
+                                    &pool->remote_bytes,    &pool->collected, &pool->collected_bytes,
+                                    &pool->mid_allocs,      &pool->mid_frees};
     for (size_t i = 0; i < sizeof counters / sizeof counters[0]; i++)
         atomic_store_explicit(counters[i], 0, memory_order_relaxed);
     pool->prev = NULL;
