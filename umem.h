@@ -27,8 +27,10 @@
  *   none for UMEM_NOLOCK).  UMEM_GROW reserves address space and commits
  *   it as needed, maps further regions, gives large requests mappings of
  *   their own and gives free pages back on a delay.  UMEM_CACHED puts a
- *   pool of pages per thread in front of the lock: small blocks are slots
- *   of pages a thread owns, allocated and freed without the lock.  fork()
+ *   pool of pages per thread in front of the lock: blocks of up to 4 KiB
+ *   are slots of pages a thread owns, allocated and freed without the
+ *   lock, and a thread keeps a few of the blocks of up to 64 KiB it frees
+ *   for its next requests of their size.  fork()
  *   holds every private heap's lock and lends it to calls that cannot
  *   wait.  A watched heap (valgrind, AddressSanitizer, UMEM_DEBUG) puts a
  *   layer of records, guards and a quarantine in front of all that, and
@@ -108,6 +110,9 @@
  *      slots handed out before (remote ones count as used until
  *      collected), and free, untouched and used slots add up to the
  *      capacity.
+ *   I10 each block the calling thread keeps (umem/pools.h, MID BLOCKS) is
+ *      a used block cut for the class it is kept in, and carries its tag;
+ *      the blocks and their bytes are those counted.
  */
 #ifndef UMEM_H
 #define UMEM_H
@@ -151,10 +156,11 @@ typedef struct umem_stats {
     uint64_t heap_bytes;        /* bytes the regions hold for blocks */
     int owner_died;             /* a lock owner died: the heap is closed */
     uint64_t cache_hits;        /* allocations a thread's pool served, without the lock */
-    uint64_t cache_frees;       /* frees of blocks in pools' pages, without the lock */
+    uint64_t cache_frees;       /* frees into pools' pages or kept by the thread, no lock */
     uint64_t cache_refills;     /* pages carved from the heap for pools (one lock each) */
     uint64_t cache_flushes;     /* empty pages given back to the heap (see lock_count) */
-    uint64_t cached_bytes;      /* bytes of pool pages not in blocks handed out, now */
+    uint64_t cached_bytes;      /* bytes of pool pages not in blocks handed out, and of
+                                   blocks threads keep (headers included), now */
     uint64_t mapped_bytes;      /* bytes mapped read-write now (unit maps left out) */
     uint64_t large_blocks;      /* blocks with a mapping of their own, now */
     uint64_t released_bytes;    /* bytes of free pages given back with madvise, in all */
@@ -217,8 +223,8 @@ static inline void umem_get_stats(umem_t *h, umem_stats_t *out);
 
 /* UMEM_GROW: gives back now, rather than after the delay, the free pages
  * of h but the first `keep` bytes of them, and its cached large mappings;
- * the calling thread's empty pool pages, and those of ended threads,
- * first go back to the heap.  Returns the bytes given back (0 on another
+ * the calling thread's empty pool pages and the blocks it keeps, and the
+ * pages of ended threads, first go back to the heap.  Returns the bytes given back (0 on another
  * heap). */
 static inline size_t umem_trim(umem_t *h, size_t keep);
 

@@ -396,8 +396,9 @@ static void a_freed_block_over_4_kib_is_kept_for_its_class(void)
     static const size_t takes[] = {10000, 9000, 8192};
     for (unsigned i = 0; i < 3; i++) {
         check_where("a request of %zu bytes", takes[i]);
-        CHECK_EQ(umem_alloc(h, takes[i]), p);
-        umem_free(h, p);
+        char *r = umem_alloc(h, takes[i]);
+        CHECK_EQ(r, p);
+        umem_free(h, r);
     }
     check_where_clear();
     char *q = umem_alloc(h, 7000);

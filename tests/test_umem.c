@@ -756,6 +756,21 @@ static void check_finds_overrun(void)
     umem_destroy(h);
 }
 
+/* I10: a block the thread keeps, written over after its free. */
+static void check_finds_a_kept_block_written(void)
+{
+    umem_t *h = umem_create(1 << 20, UMEM_CACHED);
+    char *p = umem_alloc(h, 10000);
+    umem_free(h, p); /* kept */
+    CHECK_EQ(umem_check(h), 0);
+    fprintf(stderr, "(the next umem_check message is expected)\n");
+    p[8] ^= 1; /* one bit of its tag */
+    CHECK_EQ(umem_check(h), -1);
+    p[8] ^= 1;
+    CHECK_EQ(umem_check(h), 0);
+    umem_destroy(h);
+}
+
 /* A free block merged into the block before it leaves its old header in
  * the merged block's payload, check word intact: put on a list in the
  * merged block's place, it must still be found out. */
@@ -2428,6 +2443,7 @@ static int run_all(void)
 static int run_the_rest(void)
 {
     RUN(check_finds_overrun);
+    RUN(check_finds_a_kept_block_written);
     RUN(check_finds_stale_header_on_list);
     RUN(check_finds_stale_header_in_tree);
     RUN(threads_hammer_one_heap);

@@ -2,7 +2,7 @@
  * umem/check.h - umem_check and the statistics (a part of umem.h).
  *
  * umem_check walks every region, list, tree, span, unit map and the
- * calling thread's pool, and checks the invariants I1 to I9 stated in
+ * calling thread's pool, and checks the invariants I1 to I10 stated in
  * umem.h; the first one broken is printed with its address.  The
  * statistics are read under the lock, the pools' counters without
  * stopping their threads (exact when those are quiet).
@@ -301,6 +301,34 @@ static inline const char *umem__check_list(umem_t *h, struct umem_page *head,
     return NULL;
 }
 
+/* I10: the blocks the calling thread keeps. */
+static inline const char *umem__check_kept(umem_t *h, struct umem_pool *own, const void **at)
+{
+    uint64_t bytes = 0;
+    for (unsigned cls = 0; cls < UMEM_MID_CLASSES; cls++) {
+        unsigned count = 0;
+        for (void **q = (void **)own->mid[cls]; q; q = (void **)q[0], count++) {
+            char *b = (char *)q - UMEM_HEADER;
+            const char *lo, *hi;
+            *at = q;
+            if (count >= UMEM_MID_DEPTH || !umem__mid_region(h, b, &lo, &hi) ||
+                !umem__header_ok(h, b) ||
+                (umem__word(b) & (UMEM_USED | UMEM_MAPPED)) != UMEM_USED ||
+                umem__mid_kept_class(umem__size(b) - UMEM_HEADER) != (int)cls)
+                return "I10: a kept block is not a used block of its class";
+            if ((size_t)(uintptr_t)q[1] != umem__mid_tag(h, q))
+                return "I10: a kept block is not tagged (written after its free?)";
+            bytes += umem__size(b);
+        }
+        *at = own;
+        if (count != own->mid_count[cls] || !(own->mid_map >> cls & 1) != !count)
+            return "I10: the kept blocks of a class differ from those counted";
+    }
+    return bytes != umem__get(&own->mid_bytes)
+               ? "I10: the kept blocks' bytes differ from those counted"
+               : NULL;
+}
+
 /* I9: the pages of threads that ended, and the calling thread's own. */
 static inline const char *umem__check_pools(umem_t *h, const void **at)
 {
@@ -322,6 +350,8 @@ static inline const char *umem__check_pools(umem_t *h, const void **at)
         *at = h;
         broken = "I9: the abandoned pages listed differ from those counted";
     }
+    if (!broken && own)
+        broken = umem__check_kept(h, own, at);
     return broken;
 }
 

@@ -9,14 +9,14 @@
  *   thread then costs one compare-and-swap and never the lock, and over
  *   snmalloc's message queues because a page's own list needs no batching
  *   to be cheap.
- *   - A request of up to UMEM_POOL_MAX (64 KiB) has a size class: 16-byte
+ *   - A request of up to UMEM_POOL_MAX (4 KiB) has a size class: 16-byte
  *     steps to 128, then four classes per doubling (at most a quarter
  *     lost to rounding).  Each thread has a pool per heap: for each class,
  *     a list of pages with room, the first of which serves, and a list of
  *     full ones.
  *   - A page is a used block of the heap, cut where its payload starts on
- *     a 64 KiB unit boundary, one unit long (several for classes over
- *     8 KiB: seven slots at least).  It holds a header, then slots of its
+ *     a 64 KiB unit boundary, one unit long: seven slots at least (several
+ *     units for classes over 8 KiB, when UMEM_POOL_SHIFT is raised).  It holds a header, then slots of its
  *     class with no header of their own: a slot's page is found from its
  *     address through the heap's unit map (the page's header for each
  *     unit), with no lock.
@@ -68,7 +68,13 @@
  *   - Larger requests, aligned ones over UMEM_PAGE_HEAD (128) bytes, and
  *     requests a pool cannot place (its heap is out of room for a page,
  *     or the page would lie in a region past the first UMEM_UNIT_MAPS)
- *     get blocks with headers, under the lock.
+ *     get blocks with headers, under the lock; those of up to
+ *     UMEM_MID_MAX (64 KiB) are cut for a class, and the thread that
+ *     frees one keeps it for its next request of the class (umem/pools.h,
+ *     MID BLOCKS).  Pools of pages up to 64 KiB were faster by a little,
+ *     but a class's pages hold its memory for that class alone: peak RSS
+ *     was up to 1.45 times glibc's on larson, against 1.15 now
+ *     (docs/performance.md).
  */
 #ifndef UMEM_H
 #error "umem/pages.h is a part of umem.h: include umem.h instead"
