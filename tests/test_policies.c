@@ -420,28 +420,28 @@ static void a_freed_block_over_4_kib_is_kept_for_its_class(void)
     umem_destroy(h);
 }
 
-/* A thread keeps at most eight blocks of a class, and 256 KiB in all:
+/* A thread keeps at most 16 blocks of a class, and 1 MiB in all:
  * the others go back to the heap at their free. */
-static void kept_blocks_are_at_most_eight_a_class_and_256_kib(void)
+static void kept_blocks_are_at_most_16_a_class_and_1_mib(void)
 {
     umem_t *h = umem_create(1 << 20, UMEM_CACHED | UMEM_GROW);
     CHECK_NE(h, NULL);
     if (!h)
         return;
     static const size_t sizes[] = {10 << 10, 64 << 10};
-    static const uint64_t kept[] = {8, 3}; /* 256 KiB hold three blocks of 64 KiB */
+    static const uint64_t kept[] = {16, 15}; /* 1 MiB holds 15 blocks of 64 KiB */
     for (unsigned k = 0; k < 2; k++) {
         check_where("blocks of %zu bytes", sizes[k]);
-        void *p[10];
-        for (unsigned i = 0; i < 10; i++)
+        void *p[20];
+        for (unsigned i = 0; i < 20; i++)
             p[i] = umem_alloc(h, sizes[k]);
         umem_stats_t was, st;
         umem_get_stats(h, &was);
-        for (unsigned i = 0; i < 10; i++)
+        for (unsigned i = 0; i < 20; i++)
             umem_free(h, p[i]);
         umem_get_stats(h, &st);
         CHECK_EQ(st.cached_bytes - was.cached_bytes, kept[k] * (sizes[k] + 16));
-        CHECK_EQ(st.lock_count - was.lock_count, 10 - kept[k]);
+        CHECK_EQ(st.lock_count - was.lock_count, 20 - kept[k]);
         umem_trim(h, 0);
     }
     check_where_clear();
@@ -1315,7 +1315,7 @@ int main(void)
     RUN(size_classes_lose_at_most_a_quarter);
     RUN(a_pooled_realloc_stays_while_more_than_half);
     RUN(a_freed_block_over_4_kib_is_kept_for_its_class);
-    RUN(kept_blocks_are_at_most_eight_a_class_and_256_kib);
+    RUN(kept_blocks_are_at_most_16_a_class_and_1_mib);
     RUN(kept_blocks_go_back_at_exit_and_trim);
     RUN(a_full_heap_takes_back_the_blocks_kept);
     RUN(a_fixed_heap_keeps_half_for_headers);

@@ -114,10 +114,10 @@ _Static_assert(UMEM_MID_CLASSES <= 64, "a pool's map of classes of kept blocks i
 #define UMEM_MID_REACH 3u /* a request takes a kept block of its class or the next two */
 #endif
 #ifndef UMEM_MID_DEPTH
-#define UMEM_MID_DEPTH 8u
+#define UMEM_MID_DEPTH 16u
 #endif
 #ifndef UMEM_MID_BYTES
-#define UMEM_MID_BYTES ((size_t)256 << 10)
+#define UMEM_MID_BYTES ((size_t)1 << 20)
 #endif
 #define UMEM_PAGE_HEAD  128u /* a page's own header, before its first slot */
 #define UMEM_COLOURS    16u  /* a page's header lies 0 to 15 x 128 bytes into its unit */

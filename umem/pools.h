@@ -328,7 +328,7 @@ static UMEM_NOINLINE void umem__remote_free(umem_t *h, struct umem_page *pg, voi
  * a page of slots would hold its class's memory for that class alone.
  * A thread that frees such a block keeps it, as glibc's tcache does, on
  * its pool's list for the class, while the class has fewer than
- * UMEM_MID_DEPTH (8) and the pool keeps less than UMEM_MID_BYTES (256 KiB);
+ * UMEM_MID_DEPTH (16) and the pool keeps less than UMEM_MID_BYTES (1 MiB);
  * its next request of the class takes it back, with no lock.
  *   - A kept block stays a used block of the heap, marked by a tag in its
  *     payload's second word: a second free, by any thread, and a realloc
