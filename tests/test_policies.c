@@ -449,6 +449,45 @@ static void kept_blocks_are_at_most_16_a_class_and_1_mib(void)
     umem_destroy(h);
 }
 
+static void *free_all(void *arg)
+{
+    void **p = arg;
+    umem_free(p[0], umem_alloc(p[0], 16)); /* a pool of its own, no block over 4 KiB */
+    for (unsigned i = 1; p[i]; i++)
+        umem_free(p[0], p[i]);
+    return NULL;
+}
+
+/* A thread keeps the blocks it frees only while it asks for such blocks
+ * itself: none when it never did, and at most 64 after its last request. */
+static void a_thread_keeps_blocks_only_after_its_own_requests(void)
+{
+    umem_t *h = umem_create(1 << 20, UMEM_CACHED | UMEM_GROW);
+    CHECK_NE(h, NULL);
+    if (!h)
+        return;
+    enum { EACH = 16, CLASSES = 5 }; /* 80 blocks, 16 a class: none over a limit */
+    void *p[2 + EACH * CLASSES] = {h};
+    for (unsigned i = 0; i < EACH * CLASSES; i++)
+        p[1 + i] = umem_alloc(h, 5000 + 512 * (i % CLASSES));
+    umem_stats_t was, st;
+    umem_get_stats(h, &was);
+    pthread_t tid;
+    CHECK_EQ(pthread_create(&tid, NULL, free_all, p), 0); /* asked for none */
+    pthread_join(tid, NULL);
+    umem_get_stats(h, &st);
+    CHECK_EQ(st.lock_count - was.lock_count, 1 + EACH * CLASSES); /* 1: its 16 bytes' page */
+    CHECK_EQ(st.cached_bytes, was.cached_bytes); /* its page went back when it ended */
+    for (unsigned i = 0; i < EACH * CLASSES; i++)
+        p[1 + i] = umem_alloc(h, 5000 + 512 * (i % CLASSES));
+    umem_get_stats(h, &was);
+    free_all(p); /* this thread asked for blocks last */
+    umem_get_stats(h, &st);
+    CHECK_EQ(st.lock_count - was.lock_count, 1 + EACH * CLASSES - 64);
+    CHECK_EQ(umem_check(h), 0);
+    umem_destroy(h);
+}
+
 static void *keep_four(void *arg)
 {
     umem_t *h = arg;
@@ -1317,6 +1356,7 @@ int main(void)
     RUN(a_freed_block_over_4_kib_is_kept_for_its_class);
     RUN(kept_blocks_are_at_most_16_a_class_and_1_mib);
     RUN(kept_blocks_go_back_at_exit_and_trim);
+    RUN(a_thread_keeps_blocks_only_after_its_own_requests);
     RUN(a_full_heap_takes_back_the_blocks_kept);
     RUN(a_fixed_heap_keeps_half_for_headers);
     RUN(growth_takes_a_mib_or_half_the_heap);

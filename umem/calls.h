@@ -96,6 +96,7 @@ static UMEM_NOINLINE void *umem__mid_alloc(umem_t *h, size_t n)
     unsigned cls = umem__mid_class(n);
     if (!pool)
         return umem__alloc_locked(h, umem__mid_size(cls));
+    pool->mid_demand = UMEM_MID_DEMAND;
     uint64_t near = (pool->mid_map >> cls) & (((uint64_t)1 << UMEM_MID_REACH) - 1);
     if (near) {
         unsigned got = cls + umem__lowest_bit(near);
@@ -150,7 +151,8 @@ static UMEM_NOINLINE void umem__mid_free(umem_t *h, void *p)
             umem__die("free of a block freed already (double free):", p);
         int cls = umem__mid_kept_class(size - UMEM_HEADER);
         const char *next = b + size;
-        if (cls >= 0 && !(word & UMEM_MAPPED) && pool->mid_count[cls] < UMEM_MID_DEPTH &&
+        if (cls >= 0 && !(word & UMEM_MAPPED) && pool->mid_demand > 0 &&
+            pool->mid_count[cls] < UMEM_MID_DEPTH &&
             umem__get(&pool->mid_bytes) + size <= UMEM_MID_BYTES && next + UMEM_HEADER <= hi &&
             umem__header_ok(h, next) && !(umem__word(next) & UMEM_PREV_FREE)) {
             q[0] = pool->mid[cls];
@@ -158,6 +160,7 @@ static UMEM_NOINLINE void umem__mid_free(umem_t *h, void *p)
             pool->mid[cls] = q;
             pool->mid_count[cls]++;
             pool->mid_map |= (uint64_t)1 << cls;
+            pool->mid_demand--;
             umem__add(&pool->mid_bytes, size);
             umem__add(&pool->mid_frees, 1);
             return;

@@ -110,6 +110,9 @@ _Static_assert(UMEM_MID_SHIFT >= UMEM_POOL_SHIFT && UMEM_MID_SHIFT <= 20, "UMEM_
 #define UMEM_MID_MAX ((size_t)1 << UMEM_MID_SHIFT)
 #define UMEM_MID_CLASSES ((UMEM_MID_SHIFT - UMEM_POOL_SHIFT) * 8u)
 _Static_assert(UMEM_MID_CLASSES <= 64, "a pool's map of classes of kept blocks is 64 bits");
+#ifndef UMEM_MID_DEMAND
+#define UMEM_MID_DEMAND 64u /* a thread keeps at most this many blocks after its last request */
+#endif
 #ifndef UMEM_MID_REACH
 #define UMEM_MID_REACH 3u /* a request takes a kept block of its class or the next two */
 #endif
@@ -235,7 +238,8 @@ struct umem_pool {
      * frees that kept them (owner-only counters, as above). */
     void *mid[UMEM_MID_CLASSES + 1];
     unsigned char mid_count[UMEM_MID_CLASSES + 1];
-    uint64_t mid_map; /* bit c: mid[c] is not empty */
+    uint64_t mid_map;    /* bit c: mid[c] is not empty */
+    uint32_t mid_demand; /* blocks it may still keep before its next request of one */
     _Atomic uint64_t mid_bytes, mid_allocs, mid_frees;
     /* hint[c]: another thread freed into a watched page of class c. */
     _Alignas(64) _Atomic unsigned char hint[UMEM_CLASSES];

@@ -330,6 +330,11 @@ static UMEM_NOINLINE void umem__remote_free(umem_t *h, struct umem_page *pg, voi
  * its pool's list for the class, while the class has fewer than
  * UMEM_MID_DEPTH (16) and the pool keeps less than UMEM_MID_BYTES (1 MiB);
  * its next request of the class takes it back, with no lock.
+ *   - A thread keeps blocks only while it asks for them itself: at most
+ *     UMEM_MID_DEMAND (64) after its last request of one.  A consumer that
+ *     frees what producers allocate would otherwise keep blocks that no
+ *     request of its own takes back: prodcons with 8 pairs held 2.8 times
+ *     glibc's peak, and 1.8 times before blocks were kept.
  *   - A kept block stays a used block of the heap, marked by a tag in its
  *     payload's second word: a second free, by any thread, and a realloc
  *     of it are caught (umem__locate checks the tag too), and a write after
@@ -473,6 +478,7 @@ static inline struct umem_pool *umem__pool_new(umem_t *h)
      * hints may still be written by late remote frees, and are left
      * alone. */
     pool->sweeps = 0;
+    pool->mid_demand = 0;
     pool->full_freed = 0;
     pool->classes = 0;
     _Atomic uint64_t *counters[] = {&pool->allocs,          &pool->moves,     &pool->remote_frees,
