@@ -7,9 +7,11 @@
 #
 #   CHURN_VALUES  values of the first load (default 300000)
 #
-# Also runs libumem.so built with -DUMEM_POOL_SHIFT=10 (pools for requests
-# up to 1 KiB, the first-fit heap for the rest) as "umem-1k".  Writes
-# bench/churn.md; exit status 1 when a run failed.
+# Also runs libumem.so built with pools for requests up to 1 KiB
+# (-DUMEM_POOL_SHIFT=10, the first-fit heap and the blocks threads keep for
+# the rest) as "umem-1k", and with pools up to 64 KiB (-DUMEM_POOL_SHIFT=16,
+# no blocks kept) as "umem-64k".  Writes bench/churn.md; exit status 1
+# when a run failed.
 set -u
 cd "$(dirname "$0")/.." || exit 1
 VALUES=${CHURN_VALUES:-300000}
@@ -19,16 +21,18 @@ trap 'rm -rf "$work"' EXIT
 make -s libumem.so || exit 1
 CC=${CC:-cc}
 $CC -O2 -Wall -Wextra -o "$work/churn" bench/churn.c -lm || exit 1
-$CC -O2 -g -Wall -Wextra -DUMEM_POOL_SHIFT=10 -shared -fPIC -fvisibility=hidden \
-    -ftls-model=initial-exec -fno-builtin-malloc -fno-builtin-calloc -fno-builtin-realloc \
-    -fno-builtin-free -pthread -o "$work/libumem-1k.so" libumem.c || exit 1
 preload[umem]=$PWD/libumem.so
-preload[umem-1k]=$work/libumem-1k.so
+for v in 1k:10 64k:16; do
+    $CC -O2 -g -Wall -Wextra -DUMEM_POOL_SHIFT=${v#*:} -shared -fPIC -fvisibility=hidden \
+        -ftls-model=initial-exec -fno-builtin-malloc -fno-builtin-calloc -fno-builtin-realloc \
+        -fno-builtin-free -pthread -o "$work/libumem-${v%:*}.so" libumem.c || exit 1
+    preload[umem-${v%:*}]=$work/libumem-${v%:*}.so
+done
 
 declare -A ratio left
 names=()
 status=0
-for a in umem umem-1k glibc jemalloc mimalloc tcmalloc; do
+for a in umem umem-1k umem-64k glibc jemalloc mimalloc tcmalloc; do
     lib=${preload[$a]}
     if [ -n "$lib" ] && [ ! -e "$lib" ]; then
         echo "bench/churn.sh: $a is not installed; left out" >&2
