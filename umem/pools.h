@@ -376,7 +376,8 @@ static inline int umem__mid_kept_class(size_t usable)
  * when the blocks were kept. */
 static inline void umem__mid_flush(umem_t *h, struct umem_pool *pool)
 {
-    for (unsigned cls = 0; cls < UMEM_MID_CLASSES; cls++) {
+    for (uint64_t left = pool->mid_map; left; left &= left - 1) { /* classes it keeps */
+        unsigned cls = umem__lowest_bit(left);
         void **q = (void **)pool->mid[cls];
         while (q) {
             void **next = (void **)q[0];
