@@ -303,6 +303,9 @@ static inline void umem__hook_drop_lock(umem_t *h);
 static inline void umem__hook_fork_prepare(void);
 static inline void umem__hook_fork_parent(void);
 
+/* The unit map of h's first region (UMEM_CACHED), and its bytes. */
+static inline void *umem__hook_unit_map(umem_t *h, size_t *bytes);
+
 /* The mappings of h other than its first. */
 static inline size_t umem__hook_spans(umem_t *h);
 

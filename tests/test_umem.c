@@ -2130,6 +2130,49 @@ static void lock_contended_counts_a_busy_lock(void)
 
 /* ---- the pools' figures ---- */
 
+/* The permissions /proc/self/maps gives the page at a ("rw-p", "---p"),
+ * into perms[5]; "" when no mapping holds it. */
+static void perms_at(const void *a, char perms[5])
+{
+    perms[0] = '\0';
+    FILE *f = fopen("/proc/self/maps", "r");
+    char line[512];
+    while (f && fgets(line, sizeof line, f)) {
+        unsigned long lo, hi;
+        char p[5];
+        if (sscanf(line, "%lx-%lx %4s", &lo, &hi, p) == 3 && (uintptr_t)a >= lo &&
+            (uintptr_t)a < hi) {
+            memcpy(perms, p, 5);
+            break;
+        }
+    }
+    if (f)
+        fclose(f);
+}
+
+/* A unit map lies between two no-access gaps of UMEM_MAP_GUARD (2 MiB),
+ * so that a write running off the heap below, or off whatever lies under
+ * the map, faults rather than change which page a free finds. */
+static void unit_map_lies_between_no_access_gaps(void)
+{
+    umem_t *h = umem_create(1 << 20, UMEM_CACHED | UMEM_GROW);
+    CHECK_NE(h, NULL);
+    if (!h)
+        return;
+    size_t bytes;
+    char *map = umem__hook_unit_map(h, &bytes), perms[5];
+    perms_at(map, perms);
+    CHECK_EQ(strcmp(perms, "rw-p"), 0);
+    const char *gaps[] = {map - 1, map - (2 << 20), map + bytes, map + bytes + (2 << 20) - 1};
+    for (unsigned i = 0; i < 4; i++) {
+        check_where("%u bytes from the unit map", i);
+        perms_at(gaps[i], perms);
+        CHECK_EQ(strcmp(perms, "---p"), 0);
+    }
+    check_where_clear();
+    umem_destroy(h);
+}
+
 /* A block handed out from a pool's page moves its slot from cached_bytes
  * to bytes_in_use, and back when it is freed. */
 static void cached_bytes_follow_each_block(void)
@@ -2485,6 +2528,7 @@ static int run_the_rest(void)
     RUN(realloc_grows_into_an_exact_fit);
     RUN(lock_contended_counts_a_busy_lock);
     RUN(cached_bytes_follow_each_block);
+    RUN(unit_map_lies_between_no_access_gaps);
     RUN(owner_gives_back_emptied_pages);
     RUN(owner_takes_back_a_page_others_emptied);
     RUN(emptied_heap_gives_back_every_free_page);

@@ -104,7 +104,7 @@ static inline int umem__sync_init(umem_t *h)
         uintptr_t base = (uintptr_t)h;
         r = umem__units_init(&h->umap[0], base, base + h->map_bytes);
         if (r == 0 && (r = pthread_key_create(&h->key, umem__pool_exit)) != 0)
-            munmap((void *)h->umap[0].map, umem__units_bytes(&h->umap[0]));
+            umem__units_unmap(&h->umap[0]);
         if (r == 0)
             atomic_store_explicit(&h->umaps, 1, memory_order_release);
         if (r != 0)
@@ -224,7 +224,7 @@ static inline void umem__pools_unmap(umem_t *h)
             munmap(pool, umem__pool_bytes(h));
         }
     for (unsigned i = 0; i < atomic_load_explicit(&h->umaps, memory_order_relaxed); i++)
-        munmap((void *)h->umap[i].map, umem__units_bytes(&h->umap[i]));
+        umem__units_unmap(&h->umap[i]);
     if (umem__tls.heap == h)
         umem__tls.heap = NULL;
 }

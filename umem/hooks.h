@@ -15,6 +15,12 @@ static inline char *umem__hook_page_limit(umem_t *h, const void *p)
     return umem__page_of(h, p)->limit;
 }
 
+static inline void *umem__hook_unit_map(umem_t *h, size_t *bytes)
+{
+    *bytes = umem__units_bytes(&h->umap[0]);
+    return (void *)h->umap[0].map;
+}
+
 static inline size_t umem__hook_replace_free(umem_t *h, void *block, void *by, size_t size)
 {
     char *b = (char *)block - UMEM_HEADER, *y = (char *)by - UMEM_HEADER;

@@ -128,6 +128,9 @@ _Static_assert(UMEM_MID_CLASSES <= 64, "a pool's map of classes of kept blocks i
 #define UMEM_EXTEND_BYTES 4096u /* slots a page's free list takes from its fresh end at a time */
 #define UMEM_WATCH      ((uintptr_t)1) /* in a page's remote list: its owner waits for a free */
 #define UMEM_UNIT_MAPS  17u /* UMEM_CACHED: regions that may hold pages, the first included */
+#ifndef UMEM_MAP_GUARD
+#define UMEM_MAP_GUARD ((size_t)2 << 20) /* UMEM_CACHED: no-access bytes each side of a unit map */
+#endif
 
 /* A block header.  `word` is read without the lock by a thread freeing
  * a large block while the lock holder may flip UMEM_PREV_FREE in it, so

@@ -45,7 +45,11 @@ static inline size_t umem__units_bytes(const struct umem_units *m)
 }
 
 /* A unit map for the mapping [lo, hi), reserved, not committed: only the
- * entries of units pages cover are ever written.  0, or ENOMEM. */
+ * entries of units pages cover are ever written.  It lies between two
+ * no-access gaps of UMEM_MAP_GUARD: the system tends to place it right
+ * below its region, and a write that runs below the heap (or above
+ * whatever lies under the map) faults there instead of changing which
+ * page a free finds.  0, or ENOMEM. */
 static inline int umem__units_init(struct umem_units *m, uintptr_t lo, uintptr_t hi)
 {
     m->lo = lo;
@@ -53,9 +57,19 @@ static inline int umem__units_init(struct umem_units *m, uintptr_t lo, uintptr_t
     m->base = lo & ~(uintptr_t)(UMEM_UNIT - 1);
     m->span = hi - m->base;
     m->count = (hi - m->base + UMEM_UNIT - 1) >> UMEM_UNIT_SHIFT;
-    m->map = (struct umem_page *_Atomic *)umem__map(umem__units_bytes(m), PROT_READ | PROT_WRITE,
-                                                     MAP_PRIVATE | MAP_NORESERVE);
+    size_t bytes = umem__units_bytes(m), all = bytes + 2 * UMEM_MAP_GUARD;
+    char *at = (char *)umem__map(all, PROT_NONE, MAP_PRIVATE | MAP_NORESERVE);
+    if (at && mprotect(at + UMEM_MAP_GUARD, bytes, PROT_READ | PROT_WRITE) != 0) {
+        munmap(at, all);
+        at = NULL;
+    }
+    m->map = at ? (struct umem_page *_Atomic *)(at + UMEM_MAP_GUARD) : NULL;
     return m->map ? 0 : ENOMEM;
+}
+
+static inline void umem__units_unmap(struct umem_units *m)
+{
+    munmap((char *)m->map - UMEM_MAP_GUARD, umem__units_bytes(m) + 2 * UMEM_MAP_GUARD);
 }
 
 /* The span whose mapping holds address c, or NULL. */
