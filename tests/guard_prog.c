@@ -13,6 +13,7 @@
  *                                faults when read
  *     tests/guard_prog first-under  sampling, one slot: the first guarded
  *                                block of a page written before its start
+ *     tests/guard_prog first-under-far  the same, 1 MiB before its start
  *     tests/guard_prog calls     every call on guarded heaps of each kind,
  *                                and four threads at once
  *     tests/guard_prog threads   the four threads alone (sampling: their
@@ -149,7 +150,7 @@ static int zero(void)
 /* Sampling (UMEM_GUARD=N): the first guarded block of a page, in slot 0
  * with one slot (UMEM_GUARD_SLOTS=1), written a byte before its start:
  * on the arena's first page, which is no block's. */
-static int first_under(void)
+static int first_under(ptrdiff_t by)
 {
     umem_t *h = umem_create((size_t)1 << 20, UMEM_GUARD | UMEM_GROW);
     for (int i = 0; h && i < 100000; i++) {
@@ -161,7 +162,7 @@ static int first_under(void)
             continue;
         printf("block %p line %d\n", (void *)p, __LINE__ + 2);
         fflush(stdout);
-        p[-1] = 1;
+        p[-by] = 1;
         return 0;
     }
     return 1;
@@ -285,7 +286,9 @@ int main(int argc, char **argv)
     if (strcmp(what, "calls") == 0)
         return calls();
     if (strcmp(what, "first-under") == 0)
-        return first_under();
+        return first_under(1);
+    if (strcmp(what, "first-under-far") == 0)
+        return first_under((ptrdiff_t)1 << 20);
     if (strcmp(what, "threads") == 0) {
         int bad = threads();
         puts(bad ? "threads wrong" : "threads right");
@@ -293,6 +296,6 @@ int main(int argc, char **argv)
     }
     if ((strcmp(what, "sample") == 0 || strcmp(what, "hold") == 0) && argc > 2)
         return sample(atol(argv[2]), strcmp(what, "hold") == 0);
-    fprintf(stderr, "usage: guard_prog chain|after|fork|zero|first-under|calls|threads|sample|hold COUNT\n");
+    fprintf(stderr, "usage: guard_prog chain|after|fork|zero|first-under|first-under-far|calls|threads|sample|hold COUNT\n");
     return 2;
 }

@@ -129,6 +129,14 @@ block=$(sed -n 's/^block \(0x[0-9a-f]*\) line [0-9]*$/\1/p' "$TMP/out")
 check "sampling: an underflow of the block in the first slot, onto the arena's first page, is reported" \
     eval '[ $rc -eq 139 ] && grep -q "^umem: underflow: block $block (4096 bytes), at offset -1$" "$TMP/out"'
 
+for mode in 1 2; do
+    (UMEM_GUARD=$mode UMEM_GUARD_SLOTS=1 timeout -k 5 60 $GPROG first-under-far; exit $?) > "$TMP/out" 2>&1
+    rc=$?
+    block=$(sed -n 's/^block \(0x[0-9a-f]*\) line [0-9]*$/\1/p' "$TMP/out")
+    check "UMEM_GUARD=$mode: an underflow by 1 MiB of the first block, into the arena's lead, is reported" \
+        eval '[ $rc -eq 139 ] && grep -q "^umem: underflow: block $block (4096 bytes), at offset -1048576$" "$TMP/out"'
+done
+
 out=$(env -u UMEM_GUARD timeout -k 5 60 $GPROG calls 2>&1)
 check "guarded blocks: sizes, alignment, realloc, memalign, threads, on every kind of heap" \
     test "$out" = "calls right"

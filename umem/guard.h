@@ -9,6 +9,9 @@
  *     after (default):  [slack | block | slack < 16][guard]
  *     below:            [guard][block | slack ........]
  *
+ * The arena's first 2 MiB (UMEM_MAP_GUARD, the lead) are no block's: an
+ * underflow of the first blocks by up to that much faults there, not in
+ * whatever lies below the arena, and is blamed on the first block.
  * After, the block ends at most 15 bytes before the guard (it stays
  * 16-byte aligned), so an overflow faults on the first byte past the
  * page; below (UMEM_GUARD_BELOW=1), an underflow faults on the byte
@@ -18,7 +21,7 @@
  * hands out each address once and a freed block's memory goes back to
  * the system: its pages stay no-access as long as the heap lives.
  * Sampling (one in N), a block of a page or less takes one of a fixed
- * ring of slots at the arena's start (UMEM_GUARD_SLOTS, 512 unless set),
+ * ring of slots after the lead (UMEM_GUARD_SLOTS, 512 unless set),
  * two pages each, as GWP-ASan does: a freed slot keeps its memory and
  * stays no-access until the ring comes round to it again, and when the
  * next four slots of the ring all hold live blocks the block drawn is
@@ -79,6 +82,7 @@ struct umem_guard {
     unsigned every;     /* one block in `every` is guarded */
     int below;          /* the guard page before the block */
     size_t least_align; /* UMEM_GUARD_ALIGN */
+    size_t lead;        /* no-access bytes before the first slot or block */
 };
 
 /* The calls that led here (umem__frames, umem/debug.h), from
@@ -267,7 +271,7 @@ static inline void *umem__guard_alloc(struct umem_guard *g, size_t align, size_t
     size_t bytes = (pages + 1) * page, at, i;
     if (slot >= 0) {
         i = (size_t)slot;
-        at = page + i * 2 * page;
+        at = g->lead + i * 2 * page;
     } else {
         at = atomic_fetch_add_explicit(&g->next, bytes, memory_order_relaxed);
         if (at > g->arena_bytes - bytes)
@@ -389,10 +393,10 @@ static struct umem_grec *umem__guard_blame(const struct umem_guard *g, const cha
 {
     size_t page = g->page;
     struct umem_grec *r = umem__guard_rec(g, c, 1), *other = NULL;
-    /* The arena's first page, no block's: an underflow of the block
+    /* The arena's lead, no block's: an underflow of the first block
      * after it (the guard page after each block, the default). */
-    if (!r && !g->below && (uintptr_t)c - (uintptr_t)g->arena < page)
-        r = umem__guard_rec(g, c + page, 0);
+    if (!r && !g->below && (uintptr_t)c - (uintptr_t)g->arena < g->lead)
+        r = umem__guard_rec(g, g->arena + g->lead, 0);
     if (!r)
         return NULL;
     if (!g->below && c >= r->start + r->bytes - page)
@@ -467,7 +471,7 @@ static inline void umem__guard_fork_child(void)
             if (atomic_load_explicit(&g->recs[k].state, memory_order_relaxed) !=
                 UMEM__GUARD_BUSY)
                 continue;
-            mprotect(g->arena + g->page + k * 2 * g->page, 2 * g->page, PROT_NONE);
+            mprotect(g->arena + g->lead + k * 2 * g->page, 2 * g->page, PROT_NONE);
             atomic_store_explicit(&g->recs[k].state, UMEM__GUARD_FREED, memory_order_relaxed);
         }
     }
@@ -547,8 +551,12 @@ static inline int umem__guard_init(umem_t *h)
         g->slots = g->slots < most ? g->slots : (unsigned)most;
     }
     atomic_init(&g->recs_used, g->slots);
-    /* The first page guards the first block's start (a slot's or not). */
-    atomic_init(&g->next, h->page + (size_t)g->slots * 2 * h->page);
+    /* The lead guards the first block's start (a slot's or not), and is
+     * as long as a unit map's gap: an underflow by up to 2 MiB of the
+     * first blocks faults there, not in whatever lies below the arena. */
+    g->lead = (UMEM_MAP_GUARD + h->page - 1) / h->page * h->page;
+    g->lead = g->lead > h->page ? g->lead : h->page;
+    atomic_init(&g->next, g->lead + (size_t)g->slots * 2 * h->page);
     g->owner = (_Atomic uint32_t *)umem__map(g->owner_bytes, PROT_READ | PROT_WRITE,
                                              MAP_PRIVATE | MAP_NORESERVE);
     g->recs = (struct umem_grec *)umem__map(g->recs_bytes, PROT_READ | PROT_WRITE,

@@ -135,23 +135,27 @@ _Static_assert(UMEM_MID_CLASSES <= 64, "a pool's map of classes of kept blocks i
 /* A block header.  `word` is read without the lock by a thread freeing
  * a large block while the lock holder may flip UMEM_PREV_FREE in it, so
  * it is atomic (relaxed: a plain load or store) and the check leaves that
- * flag out. */
+ * flag out.  A thread that keeps a block it frees (umem/pools.h, MID
+ * BLOCKS) reads the next block's header without the lock while the lock
+ * holder may rewrite it, so `check` is atomic too; a pair read half
+ * before and half after such a write fails the check, and the free then
+ * takes the lock. */
 struct umem_block {
     _Atomic size_t word; /* size | flags */
-    size_t check;
+    _Atomic size_t check;
 };
 
 /* A small free block, on the list of its exact size. */
 struct umem_free {
     _Atomic size_t word;
-    size_t check;
+    _Atomic size_t check;
     struct umem_free *next, *prev;
 };
 
 /* A large free block, a node of the free tree; also a span's node. */
 struct umem_node {
     _Atomic size_t word;
-    size_t check;
+    _Atomic size_t check;
     struct umem_node *left, *right;
     size_t max;     /* the largest block size in this subtree */
     size_t height;  /* a leaf is 1 */
@@ -358,13 +362,14 @@ static inline void umem__set_header(const umem_t *h, void *b, size_t word)
 {
     struct umem_block *blk = (struct umem_block *)b;
     atomic_store_explicit(&blk->word, word, memory_order_relaxed);
-    blk->check = umem__check_of(h, b, word);
+    atomic_store_explicit(&blk->check, umem__check_of(h, b, word), memory_order_relaxed);
 }
 
 static inline int umem__header_ok(const umem_t *h, const void *b)
 {
-    const struct umem_block *blk = (const struct umem_block *)b;
-    return blk->check == umem__check_of(h, b, umem__word(b));
+    struct umem_block *blk = (struct umem_block *)b;
+    return atomic_load_explicit(&blk->check, memory_order_relaxed) ==
+           umem__check_of(h, b, umem__word(b));
 }
 
 static inline size_t umem__size(const void *b)
