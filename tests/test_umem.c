@@ -662,6 +662,29 @@ static void realloc_kept(umem_t *h, char *t)
     name_pointer(t, p);
     umem_realloc(h, p, 20000);
 }
+static void free_twice_while_forking(umem_t *h, char *t)
+{
+    void *p[17];
+    for (int i = 0; i < 17; i++)
+        p[i] = umem_alloc(h, 10000);
+    for (int i = 0; i < 16; i++)
+        umem_free(h, p[i]); /* kept: the class is full */
+    umem__hook_fork_prepare();
+    umem_free(h, p[16]); /* the lock lent: left for its next holder, marked */
+    umem_alloc(h, 10000); /* a kept one: room in the class again */
+    name_pointer(t, p[16]);
+    umem_free(h, p[16]);
+}
+static void write_kept_link(umem_t *h, char *t)
+{
+    char *p = umem_alloc(h, 10000), *q = umem_alloc(h, 10000);
+    umem_free(h, p);
+    umem_free(h, q); /* q, then p */
+    *(uintptr_t *)q = 0x123450; /* q's link to p */
+    umem_alloc(h, 10000);       /* q */
+    name_pointer(t, (void *)0x123450);
+    umem_alloc(h, 10000); /* would follow the link */
+}
 static void write_kept(umem_t *h, char *t)
 {
     char *p = umem_alloc(h, 10000);
@@ -739,6 +762,14 @@ static void death_kept_realloc(void)
 static void death_kept_written(void)
 {
     expect_death_on(UMEM_CACHED, write_kept, "write after free");
+}
+static void death_kept_freed_twice_in_a_fork(void)
+{
+    expect_death_on(UMEM_CACHED | UMEM_GROW, free_twice_while_forking, "double free");
+}
+static void death_kept_link_written(void)
+{
+    expect_death_on(UMEM_CACHED, write_kept_link, "write after free");
 }
 
 static void check_finds_overrun(void)
@@ -2481,6 +2512,8 @@ static int run_all(void)
     RUN(death_kept_freed_elsewhere);
     RUN(death_kept_realloc);
     RUN(death_kept_written);
+    RUN(death_kept_link_written);
+    RUN(death_kept_freed_twice_in_a_fork);
     return run_the_rest();
 }
 

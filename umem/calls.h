@@ -100,39 +100,18 @@ static UMEM_NOINLINE void *umem__mid_alloc(umem_t *h, size_t n)
     uint64_t near = (pool->mid_map >> cls) & (((uint64_t)1 << UMEM_MID_REACH) - 1);
     if (near) {
         unsigned got = cls + umem__lowest_bit(near);
-        void **q = (void **)pool->mid[got];
-        if ((size_t)(uintptr_t)q[1] != umem__mid_tag(h, q))
-            umem__die("heap corruption: a freed block written to (write after free) at", q);
+        void **q = umem__mid_checked(h, (void **)pool->mid[got]);
         pool->mid[got] = q[0];
-        if (--pool->mid_count[got] == 0)
+        if (--pool->mid_count[got] == 0) {
+            pool->mid[got] = NULL; /* whatever the last one's link says */
             pool->mid_map &= ~((uint64_t)1 << got);
+        }
         q[1] = NULL;
         umem__add(&pool->mid_bytes, (uint64_t)0 - umem__size((char *)q - UMEM_HEADER));
         umem__add(&pool->mid_allocs, 1);
         return q;
     }
     return umem__alloc_locked(h, umem__mid_size(cls));
-}
-
-/* The bounds of the memory around block header b that a thread may read
- * without the lock: the region with a unit map that holds it, the first
- * region up to its end mark; 0 when b lies in none. */
-static inline int umem__mid_region(const umem_t *h, const char *b, const char **lo, const char **hi)
-{
-    char *end = atomic_load_explicit(&h->end, memory_order_relaxed);
-    if (b >= h->first && b < end) {
-        *lo = h->first;
-        *hi = end + UMEM_HEADER;
-        return 1;
-    }
-    unsigned n = atomic_load_explicit(&h->umaps, memory_order_acquire);
-    for (unsigned i = 1; i < n; i++)
-        if ((uintptr_t)b - h->umap[i].lo < h->umap[i].hi - h->umap[i].lo) {
-            *lo = (const char *)h->umap[i].lo;
-            *hi = (const char *)h->umap[i].hi;
-            return 1;
-        }
-    return 0;
 }
 
 /* A free of p, no slot, on a heap with pools: kept by the thread when it
@@ -147,14 +126,18 @@ static UMEM_NOINLINE void umem__mid_free(umem_t *h, void *p)
         umem__mid_region(h, b, &lo, &hi) && umem__header_ok(h, b)) {
         size_t word = umem__word(b), size = word & ~UMEM_FLAGS;
         void **q = (void **)p;
-        if (!(word & UMEM_USED) || (size_t)(uintptr_t)q[1] == umem__mid_tag(h, q))
-            umem__die("free of a block freed already (double free):", p);
-        int cls = umem__mid_kept_class(size - UMEM_HEADER);
         const char *next = b + size;
-        if (cls >= 0 && !(word & UMEM_MAPPED) && pool->mid_demand > 0 &&
-            pool->mid_count[cls] < UMEM_MID_DEPTH &&
-            umem__get(&pool->mid_bytes) + size <= UMEM_MID_BYTES && next + UMEM_HEADER <= hi &&
-            umem__header_ok(h, next) && !(umem__word(next) & UMEM_PREV_FREE)) {
+        /* A used block of its own (not a mapping, not an end mark) that
+         * ends inside its region: its payload may be read. */
+        int whole = (word & (UMEM_USED | UMEM_MAPPED)) == UMEM_USED && size >= UMEM_MIN_BLOCK &&
+                    size + UMEM_HEADER <= (size_t)(hi - b);
+        if (whole && ((size_t)(uintptr_t)q[1] == umem__mid_tag(h, q) ||
+                      (size_t)(uintptr_t)q[1] == umem__lent_tag(h, q)))
+            umem__die("free of a block freed already (double free):", p);
+        int cls = whole ? umem__mid_kept_class(size - UMEM_HEADER) : -1;
+        if (cls >= 0 && pool->mid_demand > 0 && pool->mid_count[cls] < UMEM_MID_DEPTH &&
+            umem__get(&pool->mid_bytes) + size <= UMEM_MID_BYTES && umem__header_ok(h, next) &&
+            !(umem__word(next) & UMEM_PREV_FREE)) {
             q[0] = pool->mid[cls];
             q[1] = (void *)umem__mid_tag(h, q);
             pool->mid[cls] = q;

@@ -307,7 +307,8 @@ static inline const char *umem__check_kept(umem_t *h, struct umem_pool *own, con
     uint64_t bytes = 0;
     for (unsigned cls = 0; cls < UMEM_MID_CLASSES; cls++) {
         unsigned count = 0;
-        for (void **q = (void **)own->mid[cls]; q; q = (void **)q[0], count++) {
+        void **q = (void **)own->mid[cls];
+        for (; q && count < own->mid_count[cls]; q = (void **)q[0], count++) {
             char *b = (char *)q - UMEM_HEADER;
             const char *lo, *hi;
             *at = q;
@@ -321,7 +322,7 @@ static inline const char *umem__check_kept(umem_t *h, struct umem_pool *own, con
             bytes += umem__size(b);
         }
         *at = own;
-        if (count != own->mid_count[cls] || !(own->mid_map >> cls & 1) != !count)
+        if (q || count != own->mid_count[cls] || !(own->mid_map >> cls & 1) != !count)
             return "I10: the kept blocks of a class differ from those counted";
     }
     return bytes != umem__get(&own->mid_bytes)

@@ -544,18 +544,19 @@ static inline int umem__guard_init(umem_t *h)
     if (g->least_align > UMEM_ALIGN || (g->least_align & (g->least_align - 1)))
         g->least_align = 8;
     g->arena = (char *)umem__map(g->arena_bytes, PROT_NONE, MAP_PRIVATE | MAP_NORESERVE);
-    if (g->every > 1) {
-        size_t most = g->arena_bytes / 4 / (2 * h->page), recs = UMEM_GUARD_BLOCKS / 2;
-        most = most < recs ? most : recs; /* half the records left for the rest */
-        g->slots = umem__guard_setting("UMEM_GUARD_SLOTS", UMEM_GUARD_SLOTS);
-        g->slots = g->slots < most ? g->slots : (unsigned)most;
-    }
-    atomic_init(&g->recs_used, g->slots);
     /* The lead guards the first block's start (a slot's or not), and is
      * as long as a unit map's gap: an underflow by up to 2 MiB of the
      * first blocks faults there, not in whatever lies below the arena. */
     g->lead = (UMEM_MAP_GUARD + h->page - 1) / h->page * h->page;
     g->lead = g->lead > h->page ? g->lead : h->page;
+    if (g->every > 1) {
+        size_t room = g->arena_bytes / 4 > g->lead ? g->arena_bytes / 4 - g->lead : 0;
+        size_t most = room / (2 * h->page), recs = UMEM_GUARD_BLOCKS / 2;
+        most = most < recs ? most : recs; /* half the records left for the rest */
+        g->slots = umem__guard_setting("UMEM_GUARD_SLOTS", UMEM_GUARD_SLOTS);
+        g->slots = g->slots < most ? g->slots : (unsigned)most;
+    }
+    atomic_init(&g->recs_used, g->slots);
     atomic_init(&g->next, g->lead + (size_t)g->slots * 2 * h->page);
     g->owner = (_Atomic uint32_t *)umem__map(g->owner_bytes, PROT_READ | PROT_WRITE,
                                              MAP_PRIVATE | MAP_NORESERVE);

@@ -119,6 +119,7 @@ _Static_assert(UMEM_MID_CLASSES <= 64, "a pool's map of classes of kept blocks i
 #ifndef UMEM_MID_DEPTH
 #define UMEM_MID_DEPTH 16u
 #endif
+_Static_assert(UMEM_MID_DEPTH >= 1 && UMEM_MID_DEPTH <= 255, "UMEM_MID_DEPTH is 1 to 255");
 #ifndef UMEM_MID_BYTES
 #define UMEM_MID_BYTES ((size_t)1 << 20)
 #endif

@@ -173,7 +173,8 @@ static UMEM_RARE char *umem__lent_block(umem_t *h, const void *p, const char *ca
         umem__die_of(call, "%s of a pointer outside the heap or misaligned:", p);
     if (!umem__header_ok(h, b))
         umem__die_of(call, "bad %s (not from umem_alloc, or its header overwritten):", p);
-    if (!(umem__word(b) & UMEM_USED) || ((size_t *)p)[1] == umem__lent_tag(h, p))
+    if (!(umem__word(b) & UMEM_USED) || ((size_t *)p)[1] == umem__lent_tag(h, p) ||
+        ((size_t *)p)[1] == umem__mid_tag(h, p))
         umem__die_of(call, "%s of a block freed already (double free):", p);
     return b;
 }

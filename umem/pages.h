@@ -68,7 +68,7 @@
  *   - Larger requests, aligned ones over UMEM_PAGE_HEAD (128) bytes, and
  *     requests a pool cannot place (its heap is out of room for a page,
  *     or the page would lie in a region past the first UMEM_UNIT_MAPS)
- *     get blocks with headers, under the lock; those of up to
+ *     get blocks with headers, under the lock; requests of up to
  *     UMEM_MID_MAX (64 KiB) are cut for a class, and the thread that
  *     frees one keeps it for its next request of the class (umem/pools.h,
  *     MID BLOCKS).  Pools of pages up to 64 KiB were faster by a little,

@@ -241,6 +241,126 @@ static inline void umem__reclaim_abandoned(umem_t *h)
     }
 }
 
+/* ---- MID BLOCKS ----
+ * Requests of more than UMEM_POOL_MAX (4 KiB) and at most UMEM_MID_MAX
+ * (64 KiB) bytes get blocks with headers, first fit, their sizes rounded
+ * up to a class: eight per doubling, so at most an eighth is lost, where
+ * a page of slots would hold its class's memory for that class alone.
+ * A thread that frees such a block keeps it, as glibc's tcache does, on
+ * its pool's list for the class, while the class has fewer than
+ * UMEM_MID_DEPTH (16) and the pool keeps less than UMEM_MID_BYTES (1 MiB);
+ * its next request of the class takes it back, with no lock.
+ *   - A thread keeps blocks only while it asks for them itself: at most
+ *     UMEM_MID_DEMAND (64) after its last request of one.  A consumer that
+ *     frees what producers allocate would otherwise keep blocks that no
+ *     request of its own takes back: prodcons with 8 pairs held 2.8 times
+ *     glibc's peak, and 1.8 times before blocks were kept.
+ *   - A kept block stays a used block of the heap, marked by a tag in its
+ *     payload's second word: a second free, by any thread, and a realloc
+ *     of it are caught (umem__locate checks the tag too), and a write after
+ *     free over the tag is caught when the block is taken back.
+ *   - The free checks the block without the lock: a 16-byte aligned
+ *     pointer inside a region with a unit map, whose header is intact and
+ *     says a used block of its own (not a mapping's, not an end mark),
+ *     ending inside the region, before an intact header that does not
+ *     say it is free.  A kept block's tag (or the mark of a block freed
+ *     while a fork holds the lock) is reported as a double free at once;
+ *     anything else that looks wrong takes the lock, where umem__locate
+ *     checks again (a header the lock holder is rewriting may read as
+ *     broken) and reports.
+ *   - A block whose size is within UMEM_MIN_BLOCK bytes of a class's is
+ *     kept; any other (grown or shrunk by realloc, aligned) goes back at
+ *     once.
+ *   - Taking one back checks its place, its header and its tag: a write
+ *     after free over its link or tag is reported, not followed.  The
+ *     walks of a class's list stop at its count.
+ *   - Kept blocks go back to the heap when the thread ends, on umem_trim
+ *     by the thread (a growable heap), and when an allocation of a block
+ *     with a header, or the carving of a page, finds no room: the calling
+ *     thread's only. */
+
+static inline unsigned umem__mid_class(size_t n) /* n: UMEM_POOL_MAX + 1 to UMEM_MID_MAX */
+{
+    unsigned b = umem__top_bit(n - 1);
+    return (b - UMEM_POOL_SHIFT) * 8u + (unsigned)((n - 1 - ((size_t)1 << b)) >> (b - 3u));
+}
+
+static inline size_t umem__mid_size(unsigned cls)
+{
+    unsigned b = UMEM_POOL_SHIFT + cls / 8u;
+    return ((size_t)1 << b) + ((size_t)(cls % 8u + 1u) << (b - 3u));
+}
+
+/* The class a block of `usable` bytes was cut for, or -1 for none. */
+static inline int umem__mid_kept_class(size_t usable)
+{
+    if (UMEM_MID_CLASSES == 0 || usable < umem__mid_size(0) ||
+        usable >= UMEM_MID_MAX + UMEM_MIN_BLOCK)
+        return -1;
+    unsigned cls = usable >= UMEM_MID_MAX ? UMEM_MID_CLASSES - 1 : umem__mid_class(usable + 1) - 1;
+    return usable - umem__mid_size(cls) < UMEM_MIN_BLOCK ? (int)cls : -1;
+}
+
+/* The bounds of the memory around block header b that a thread may read
+ * without the lock: the region with a unit map that holds it, the first
+ * region up to its end mark; 0 when b lies in none. */
+static inline int umem__mid_region(const umem_t *h, const char *b, const char **lo, const char **hi)
+{
+    char *end = atomic_load_explicit(&h->end, memory_order_relaxed);
+    if (b >= h->first && b < end) {
+        *lo = h->first;
+        *hi = end + UMEM_HEADER;
+        return 1;
+    }
+    unsigned n = atomic_load_explicit(&h->umaps, memory_order_acquire);
+    for (unsigned i = 1; i < n; i++)
+        if ((uintptr_t)b - h->umap[i].lo < h->umap[i].hi - h->umap[i].lo) {
+            *lo = (const char *)h->umap[i].lo;
+            *hi = (const char *)h->umap[i].hi;
+            return 1;
+        }
+    return 0;
+}
+
+/* q, a block taken from a kept list: dies naming it unless it lies in a
+ * region with a unit map, with its header intact and its tag. */
+static inline void **umem__mid_checked(const umem_t *h, void **q)
+{
+    const char *lo, *hi, *b = (const char *)q - UMEM_HEADER;
+    if ((uintptr_t)q % UMEM_ALIGN != 0 || !umem__mid_region(h, b, &lo, &hi) ||
+        (size_t)(uintptr_t)q[1] != umem__mid_tag(h, q))
+        umem__die("heap corruption: a freed block written to (write after free) at", q);
+    if (!umem__header_ok(h, b))
+        umem__die("heap corruption: write past the end of the block before", q);
+    return q;
+}
+
+/* The blocks pool keeps go back to the heap (lock held): frees to the
+ * heap, counted in mid_flushed too, as the program's frees were counted
+ * when the blocks were kept. */
+static inline void umem__mid_flush(umem_t *h, struct umem_pool *pool)
+{
+    for (uint64_t left = pool->mid_map; left; left &= left - 1) { /* classes it keeps */
+        unsigned cls = umem__lowest_bit(left);
+        void **q = (void **)pool->mid[cls];
+        for (unsigned k = pool->mid_count[cls]; k > 0; k--) {
+            q = umem__mid_checked(h, q);
+            void **next = (void **)q[0];
+            q[1] = NULL;
+            struct umem_where w;
+            umem__locate(h, q, &w, "free");
+            umem__give_back(h, &w);
+            h->frees++;
+            h->mid_flushed++;
+            q = next;
+        }
+        pool->mid[cls] = NULL;
+        pool->mid_count[cls] = 0;
+    }
+    pool->mid_map = 0;
+    atomic_store_explicit(&pool->mid_bytes, 0, memory_order_relaxed);
+}
+
 /* Owner: an allocation of class cls that its first page could not serve. */
 static UMEM_NOINLINE void *umem__pool_alloc(umem_t *h, struct umem_pool *pool, unsigned cls,
                                             size_t n)
@@ -255,9 +375,11 @@ static UMEM_NOINLINE void *umem__pool_alloc(umem_t *h, struct umem_pool *pool, u
         return NULL;
     pg = umem__page_get(h, pool, cls);
     if (!pg) {
-        /* Out of room: this thread's empty pages go back first, and those
-         * of ended threads that other threads' frees emptied. */
+        /* Out of room: this thread's empty pages and kept blocks go back
+         * first, and the pages of ended threads that other threads' frees
+         * emptied. */
         umem__pool_drop_empty(h, pool);
+        umem__mid_flush(h, pool);
         umem__reclaim_abandoned(h);
         pg = umem__page_carve(h, pool, cls);
     }
@@ -319,83 +441,6 @@ static UMEM_NOINLINE void umem__remote_free(umem_t *h, struct umem_page *pg, voi
         atomic_fetch_add_explicit(&h->orphan_frees, 1, memory_order_relaxed);
         atomic_fetch_add_explicit(&h->orphan_bytes, slot, memory_order_relaxed);
     }
-}
-
-/* ---- MID BLOCKS ----
- * Requests of more than UMEM_POOL_MAX (4 KiB) and at most UMEM_MID_MAX
- * (64 KiB) bytes get blocks with headers, first fit, their sizes rounded
- * up to a class: eight per doubling, so at most an eighth is lost, where
- * a page of slots would hold its class's memory for that class alone.
- * A thread that frees such a block keeps it, as glibc's tcache does, on
- * its pool's list for the class, while the class has fewer than
- * UMEM_MID_DEPTH (16) and the pool keeps less than UMEM_MID_BYTES (1 MiB);
- * its next request of the class takes it back, with no lock.
- *   - A thread keeps blocks only while it asks for them itself: at most
- *     UMEM_MID_DEMAND (64) after its last request of one.  A consumer that
- *     frees what producers allocate would otherwise keep blocks that no
- *     request of its own takes back: prodcons with 8 pairs held 2.8 times
- *     glibc's peak, and 1.8 times before blocks were kept.
- *   - A kept block stays a used block of the heap, marked by a tag in its
- *     payload's second word: a second free, by any thread, and a realloc
- *     of it are caught (umem__locate checks the tag too), and a write after
- *     free over the tag is caught when the block is taken back.
- *   - The free checks the block without the lock: a 16-byte aligned
- *     pointer inside a region with a unit map, whose header and next
- *     header are intact (the checks umem__locate makes).  A header the lock
- *     holder is rewriting may read as broken: then the free takes the
- *     lock and checks again, and only then reports.
- *   - A block cut for a class (at most UMEM_MIN_BLOCK bytes more) is kept;
- *     any other (grown or shrunk by realloc, aligned) goes back at once.
- *   - Kept blocks go back to the heap when the thread ends, on umem_trim
- *     by the thread, and when an allocation finds no room. */
-
-static inline unsigned umem__mid_class(size_t n) /* n: UMEM_POOL_MAX + 1 to UMEM_MID_MAX */
-{
-    unsigned b = umem__top_bit(n - 1);
-    return (b - UMEM_POOL_SHIFT) * 8u + (unsigned)((n - 1 - ((size_t)1 << b)) >> (b - 3u));
-}
-
-static inline size_t umem__mid_size(unsigned cls)
-{
-    unsigned b = UMEM_POOL_SHIFT + cls / 8u;
-    return ((size_t)1 << b) + ((size_t)(cls % 8u + 1u) << (b - 3u));
-}
-
-/* The class a block of `usable` bytes was cut for, or -1 for none. */
-static inline int umem__mid_kept_class(size_t usable)
-{
-    if (UMEM_MID_CLASSES == 0 || usable < umem__mid_size(0) ||
-        usable >= UMEM_MID_MAX + UMEM_MIN_BLOCK)
-        return -1;
-    unsigned cls = usable >= UMEM_MID_MAX ? UMEM_MID_CLASSES - 1 : umem__mid_class(usable + 1) - 1;
-    return usable - umem__mid_size(cls) < UMEM_MIN_BLOCK ? (int)cls : -1;
-}
-
-/* The blocks pool keeps go back to the heap (lock held): frees to the
- * heap, counted in mid_flushed too, as the program's frees were counted
- * when the blocks were kept. */
-static inline void umem__mid_flush(umem_t *h, struct umem_pool *pool)
-{
-    for (uint64_t left = pool->mid_map; left; left &= left - 1) { /* classes it keeps */
-        unsigned cls = umem__lowest_bit(left);
-        void **q = (void **)pool->mid[cls];
-        while (q) {
-            void **next = (void **)q[0];
-            if ((size_t)(uintptr_t)q[1] != umem__mid_tag(h, q))
-                umem__die("heap corruption: a freed block written to (write after free) at", q);
-            q[1] = NULL;
-            struct umem_where w;
-            umem__locate(h, q, &w, "free");
-            umem__give_back(h, &w);
-            h->frees++;
-            h->mid_flushed++;
-            q = next;
-        }
-        pool->mid[cls] = NULL;
-        pool->mid_count[cls] = 0;
-    }
-    pool->mid_map = 0;
-    atomic_store_explicit(&pool->mid_bytes, 0, memory_order_relaxed);
 }
 
 /* The thread is ending: its pages go back or are left for others to
