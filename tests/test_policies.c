@@ -449,6 +449,41 @@ static void kept_blocks_are_at_most_16_a_class_and_1_mib(void)
     umem_destroy(h);
 }
 
+/* ... and before a pool that needs a page of a new class finds no room
+ * for one: the page is carved from what they leave. */
+static void a_pool_out_of_room_takes_back_the_blocks_kept(void)
+{
+    umem_t *h = umem_create(1 << 20, UMEM_CACHED);
+    CHECK_NE(h, NULL);
+    if (!h)
+        return;
+    enum { MOST = 256 };
+    void *p[MOST];
+    unsigned n = 0, big;
+    while (n < MOST && (p[n] = umem_alloc(h, 64 << 10)) != NULL)
+        n++;
+    big = n;
+    while (n < MOST && (p[n] = umem_alloc(h, 5000)) != NULL)
+        n++; /* the heap full */
+    CHECK_GE(big, 4);
+    CHECK_LT(n, MOST);
+    for (unsigned i = 0; i < 4 && i < big; i++)
+        umem_free(h, p[i]); /* kept: 256 KiB, side by side */
+    umem_stats_t was, st;
+    umem_get_stats(h, &was);
+    void *q = umem_alloc(h, 16); /* a class with no page yet */
+    umem_get_stats(h, &st);
+    CHECK_NE(q, NULL);
+    CHECK_EQ(st.cache_refills, was.cache_refills + 1); /* a page carved */
+    CHECK_EQ(st.cache_hits, was.cache_hits + 1);      /* q is its slot */
+    CHECK_EQ(st.failed_allocs, was.failed_allocs);
+    umem_free(h, q);
+    for (unsigned i = 4; i < n; i++)
+        umem_free(h, p[i]);
+    CHECK_EQ(umem_check(h), 0);
+    umem_destroy(h);
+}
+
 static void *free_all(void *arg)
 {
     void **p = arg;
@@ -1358,6 +1393,7 @@ int main(void)
     RUN(kept_blocks_go_back_at_exit_and_trim);
     RUN(a_thread_keeps_blocks_only_after_its_own_requests);
     RUN(a_full_heap_takes_back_the_blocks_kept);
+    RUN(a_pool_out_of_room_takes_back_the_blocks_kept);
     RUN(a_fixed_heap_keeps_half_for_headers);
     RUN(growth_takes_a_mib_or_half_the_heap);
     RUN(purged_pages_are_passed_by_later_purges);
