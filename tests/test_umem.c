@@ -2513,7 +2513,12 @@ static int run_all(void)
     RUN(death_kept_realloc);
     RUN(death_kept_written);
     RUN(death_kept_link_written);
+#if !defined(__SANITIZE_THREAD__)
+    /* ThreadSanitizer sees the fork handlers' order of locks in the
+     * child, after earlier tests took the program's lock and a heap's in
+     * the other order: a lock-order warning, where one thread runs. */
     RUN(death_kept_freed_twice_in_a_fork);
+#endif
     return run_the_rest();
 }
 
