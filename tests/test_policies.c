@@ -459,12 +459,7 @@ static void a_pool_out_of_room_takes_back_the_blocks_kept(void)
         return;
     enum { MOST = 256 };
     void *p[MOST];
-    unsigned n = 0, big;
-    while (n < MOST && (p[n] = umem_alloc(h, 64 << 10)) != NULL)
-        n++;
-    big = n;
-    while (n < MOST && (p[n] = umem_alloc(h, 5000)) != NULL)
-        n++; /* the heap full */
+    unsigned big, n = fill_with_blocks(h, p, MOST, &big);
     CHECK_GE(big, 4);
     CHECK_LT(n, MOST);
     for (unsigned i = 0; i < 4 && i < big; i++)
@@ -563,6 +558,19 @@ static void kept_blocks_go_back_at_exit_and_trim(void)
     umem_destroy(h);
 }
 
+/* Fills h with blocks of 64 KiB (*big of them first in p), then of
+ * 5,000 bytes, until it has no room, or p's `most`; returns how many. */
+static unsigned fill_with_blocks(umem_t *h, void **p, unsigned most, unsigned *big)
+{
+    unsigned n = 0;
+    while (n < most && (p[n] = umem_alloc(h, 64 << 10)) != NULL)
+        n++;
+    *big = n;
+    while (n < most && (p[n] = umem_alloc(h, 5000)) != NULL)
+        n++;
+    return n;
+}
+
 /* A fixed heap with no room left gives the calling thread's kept blocks
  * back before a request of another class fails. */
 static void a_full_heap_takes_back_the_blocks_kept(void)
@@ -573,12 +581,7 @@ static void a_full_heap_takes_back_the_blocks_kept(void)
         return;
     enum { MOST = 256 };
     void *p[MOST];
-    unsigned n = 0, big;
-    while (n < MOST && (p[n] = umem_alloc(h, 64 << 10)) != NULL)
-        n++;
-    big = n;
-    while (n < MOST && (p[n] = umem_alloc(h, 5000)) != NULL)
-        n++; /* the heap full */
+    unsigned big, n = fill_with_blocks(h, p, MOST, &big);
     CHECK_GE(big, 3);
     CHECK_LT(n, MOST);
     umem_stats_t was, st;

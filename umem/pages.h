@@ -73,8 +73,8 @@
  *     frees one keeps it for its next request of the class (umem/pools.h,
  *     MID BLOCKS).  Pools of pages up to 64 KiB were faster by a little,
  *     but a class's pages hold its memory for that class alone: peak RSS
- *     was up to 1.45 times glibc's on larson, against 1.15 now
- *     (docs/performance.md).
+ *     was 1.42 times glibc's on larson with one thread, against 1.21 now
+ *     (bench/preload.sh; docs/performance.md).
  */
 #ifndef UMEM_H
 #error "umem/pages.h is a part of umem.h: include umem.h instead"
