@@ -449,8 +449,22 @@ static void kept_blocks_are_at_most_16_a_class_and_1_mib(void)
     umem_destroy(h);
 }
 
-/* ... and before a pool that needs a page of a new class finds no room
- * for one: the page is carved from what they leave. */
+/* Fills h with blocks of 64 KiB (*big of them first in p), then of
+ * 5,000 bytes, until it has no room, or p's `most`; returns how many. */
+static unsigned fill_with_blocks(umem_t *h, void **p, unsigned most, unsigned *big)
+{
+    unsigned n = 0;
+    while (n < most && (p[n] = umem_alloc(h, 64 << 10)) != NULL)
+        n++;
+    *big = n;
+    while (n < most && (p[n] = umem_alloc(h, 5000)) != NULL)
+        n++;
+    return n;
+}
+
+/* A fixed heap with no room for a page of a new class gives the calling
+ * thread's kept blocks back first: the page is carved from what they
+ * leave. */
 static void a_pool_out_of_room_takes_back_the_blocks_kept(void)
 {
     umem_t *h = umem_create(1 << 20, UMEM_CACHED);
@@ -556,19 +570,6 @@ static void kept_blocks_go_back_at_exit_and_trim(void)
     CHECK_EQ(st.frees, 8);
     CHECK_EQ(umem_check(h), 0);
     umem_destroy(h);
-}
-
-/* Fills h with blocks of 64 KiB (*big of them first in p), then of
- * 5,000 bytes, until it has no room, or p's `most`; returns how many. */
-static unsigned fill_with_blocks(umem_t *h, void **p, unsigned most, unsigned *big)
-{
-    unsigned n = 0;
-    while (n < most && (p[n] = umem_alloc(h, 64 << 10)) != NULL)
-        n++;
-    *big = n;
-    while (n < most && (p[n] = umem_alloc(h, 5000)) != NULL)
-        n++;
-    return n;
 }
 
 /* A fixed heap with no room left gives the calling thread's kept blocks
