@@ -120,10 +120,10 @@ static UMEM_NOINLINE void *umem__mid_alloc(umem_t *h, size_t n)
 static UMEM_NOINLINE void umem__mid_free(umem_t *h, void *p)
 {
     char *b = (char *)p - UMEM_HEADER;
-    const char *lo, *hi;
+    const char *hi;
     struct umem_pool *pool = umem__pool_known(h);
     if (UMEM_MID_CLASSES > 0 && pool && (uintptr_t)p % UMEM_ALIGN == 0 &&
-        umem__mid_region(h, b, &lo, &hi) && umem__header_ok(h, b)) {
+        umem__mid_region(h, b, &hi) && umem__header_ok(h, b)) {
         size_t word = umem__word(b), size = word & ~UMEM_FLAGS;
         void **q = (void **)p;
         const char *next = b + size;

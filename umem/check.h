@@ -310,9 +310,9 @@ static inline const char *umem__check_kept(umem_t *h, struct umem_pool *own, con
         void **q = (void **)own->mid[cls];
         for (; q && count < own->mid_count[cls]; q = (void **)q[0], count++) {
             char *b = (char *)q - UMEM_HEADER;
-            const char *lo, *hi;
+            const char *hi;
             *at = q;
-            if (count >= UMEM_MID_DEPTH || !umem__mid_region(h, b, &lo, &hi) ||
+            if (count >= UMEM_MID_DEPTH || !umem__mid_region(h, b, &hi) ||
                 !umem__header_ok(h, b) ||
                 (umem__word(b) & (UMEM_USED | UMEM_MAPPED)) != UMEM_USED ||
                 umem__mid_kept_class(umem__size(b) - UMEM_HEADER) != (int)cls)

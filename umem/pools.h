@@ -301,21 +301,19 @@ static inline int umem__mid_kept_class(size_t usable)
     return usable - umem__mid_size(cls) < UMEM_MIN_BLOCK ? (int)cls : -1;
 }
 
-/* The bounds of the memory around block header b that a thread may read
- * without the lock: the region with a unit map that holds it, the first
- * region up to its end mark; 0 when b lies in none. */
-static inline int umem__mid_region(const umem_t *h, const char *b, const char **lo, const char **hi)
+/* Whether a thread may read block header b without the lock: it lies in
+ * a region with a unit map (the first up to its end mark); *hi: the end
+ * of what may be read there. */
+static inline int umem__mid_region(const umem_t *h, const char *b, const char **hi)
 {
     char *end = atomic_load_explicit(&h->end, memory_order_relaxed);
     if (b >= h->first && b < end) {
-        *lo = h->first;
         *hi = end + UMEM_HEADER;
         return 1;
     }
     unsigned n = atomic_load_explicit(&h->umaps, memory_order_acquire);
     for (unsigned i = 1; i < n; i++)
         if ((uintptr_t)b - h->umap[i].lo < h->umap[i].hi - h->umap[i].lo) {
-            *lo = (const char *)h->umap[i].lo;
             *hi = (const char *)h->umap[i].hi;
             return 1;
         }
@@ -326,8 +324,8 @@ static inline int umem__mid_region(const umem_t *h, const char *b, const char **
  * region with a unit map, with its header intact and its tag. */
 static inline void **umem__mid_checked(const umem_t *h, void **q)
 {
-    const char *lo, *hi, *b = (const char *)q - UMEM_HEADER;
-    if ((uintptr_t)q % UMEM_ALIGN != 0 || !umem__mid_region(h, b, &lo, &hi) ||
+    const char *hi, *b = (const char *)q - UMEM_HEADER;
+    if ((uintptr_t)q % UMEM_ALIGN != 0 || !umem__mid_region(h, b, &hi) ||
         (size_t)(uintptr_t)q[1] != umem__mid_tag(h, q))
         umem__die("heap corruption: a freed block written to (write after free) at", q);
     if (!umem__header_ok(h, b))
