@@ -662,6 +662,7 @@ static void realloc_kept(umem_t *h, char *t)
     name_pointer(t, p);
     umem_realloc(h, p, 20000);
 }
+#if !defined(__SANITIZE_THREAD__) /* see its RUN */
 static void free_twice_while_forking(umem_t *h, char *t)
 {
     void *p[17];
@@ -675,6 +676,7 @@ static void free_twice_while_forking(umem_t *h, char *t)
     name_pointer(t, p[16]);
     umem_free(h, p[16]);
 }
+#endif
 static void write_kept_link(umem_t *h, char *t)
 {
     char *p = umem_alloc(h, 10000), *q = umem_alloc(h, 10000);
@@ -763,10 +765,12 @@ static void death_kept_written(void)
 {
     expect_death_on(UMEM_CACHED, write_kept, "write after free");
 }
+#if !defined(__SANITIZE_THREAD__)
 static void death_kept_freed_twice_in_a_fork(void)
 {
     expect_death_on(UMEM_CACHED | UMEM_GROW, free_twice_while_forking, "double free");
 }
+#endif
 static void death_kept_link_written(void)
 {
     expect_death_on(UMEM_CACHED, write_kept_link, "write after free");
