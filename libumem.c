@@ -348,13 +348,30 @@ static LU_NOINLINE void *lu_malloc_sampled(size_t n)
     return lu_malloc_rest(n);
 }
 
-/* A small request on the plain heap goes straight to its pool. */
-static LU_HOT void *lu_malloc(size_t n)
+/* What malloc's first look did not serve: a small request on the plain
+ * heap goes to its pool's slow way (which makes the thread's pool on its
+ * first request), a sampled heap's to its countdown. */
+static LU_NOINLINE void *lu_malloc_other(size_t n)
 {
     umem_t *h = atomic_load_explicit(&lu_plain, memory_order_acquire);
-    if (LU_LIKELY(h != NULL) && LU_LIKELY(n - 1 < 1024))
+    if (h != NULL && n - 1 < UMEM_SERVE_MAX)
         return umem__alloc(h, n);
     return lu_malloc_sampled(n);
+}
+
+/* A small request on the plain heap: the page that serves its size in
+ * the thread's pool, and that page's first free slot.  A thread with no
+ * such pool (none yet, or a heap a tool watches) reads umem__no_pool,
+ * whose pages have none, and a request of 0 bytes finds no page either. */
+static LU_HOT void *lu_malloc(size_t n)
+{
+    struct umem_pool *pool = umem__tls.serving;
+    if (LU_LIKELY(n <= UMEM_SERVE_MAX)) {
+        struct umem_page *pg = pool->serve[(n + 15) >> 4];
+        if (LU_LIKELY(pg->free != NULL))
+            return umem__page_pop(pool, pg);
+    }
+    return lu_malloc_other(n);
 }
 
 /* Whatever free's fast ways did not take: NULL, an arena block, a block

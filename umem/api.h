@@ -225,8 +225,10 @@ static inline void umem__pools_unmap(umem_t *h)
         }
     for (unsigned i = 0; i < atomic_load_explicit(&h->umaps, memory_order_relaxed); i++)
         umem__units_unmap(&h->umap[i]);
-    if (umem__tls.heap == h)
+    if (umem__tls.heap == h) {
         umem__tls.heap = NULL;
+        umem__tls.serving = &umem__no_pool;
+    }
 }
 
 /* Every mapping but the first: cached ones, those of blocks mapped while

@@ -84,7 +84,7 @@ static UMEM_NOINLINE void *umem__alloc_pooled(umem_t *h, size_t n)
     unsigned cls = umem__class(n);
     struct umem_page *pg = pool->avail[cls];
     if (pg && pg->free)
-        return umem__page_pop(h, pool, pg);
+        return umem__page_pop(pool, pg);
     return umem__pool_alloc(h, pool, cls, n);
 }
 
@@ -159,11 +159,10 @@ static UMEM_HOT_INLINE void *umem__alloc(umem_t *h, size_t n)
 {
     /* A thread with a pool known for h: h has pools. */
     struct umem_pool *pool;
-    if (UMEM_LIKELY(n - 1 < 1024) && UMEM_LIKELY((pool = umem__pool_known(h)) != NULL)) {
-        unsigned cls = umem__small_class[(n - 1) >> 4];
-        struct umem_page *pg = pool->avail[cls];
-        if (UMEM_LIKELY(pg && pg->free))
-            return umem__page_pop(h, pool, pg);
+    if (UMEM_LIKELY(n - 1 < UMEM_SERVE_MAX) && UMEM_LIKELY((pool = umem__pool_known(h)) != NULL)) {
+        struct umem_page *pg = pool->serve[(n + 15) >> 4];
+        if (UMEM_LIKELY(pg->free != NULL))
+            return umem__page_pop(pool, pg);
         /* The class and the pool found again there: kept here for the
          * slow way, they would cost a register move on the fast one. */
         return umem__alloc_pooled(h, n);
@@ -190,11 +189,6 @@ static UMEM_NOINLINE void umem__free_locked(umem_t *h, void *p, int moved)
     umem__release(h, p, moved);
     umem__maybe_purge(h); /* errno kept, as by the lock and the unmaps */
     umem__unlock(h);
-}
-
-static inline int umem__plain_pools(const umem_t *h)
-{
-    return (h->flags & (UMEM__WATCHED | UMEM_CACHED)) == UMEM_CACHED;
 }
 
 /* A free on a heap with pools that no tool watches, of a pooled slot:

@@ -197,7 +197,7 @@ static inline const char *umem__check_page(umem_t *h, const struct umem_page *pg
     if (pg->start != (const char *)pg + head ||
         pg->capacity != umem__page_capacity(pg, pg->slot, pg->units, head) ||
         pg->span != (size_t)pg->capacity * pg->slot || pg->limit != pg->start + pg->span ||
-        pg->recip != ((uint64_t)1 << 40) / pg->slot + 1u)
+        pg->recip != ((uint64_t)1 << 40) / pg->slot + 1u || pg->div != UINT64_MAX / pg->slot + 1u)
         return "I8: a page's slots are laid out wrong";
     return NULL;
 }
@@ -330,6 +330,22 @@ static inline const char *umem__check_kept(umem_t *h, struct umem_pool *own, con
                : NULL;
 }
 
+/* I9, the calling thread's pool: each request size of up to
+ * UMEM_SERVE_MAX reads, in serve[], its class's first page with room (or
+ * umem__no_page, which has no slot, when there is none); 0 bytes read
+ * umem__no_page. */
+static inline const char *umem__check_serve(const struct umem_pool *own, const void **at)
+{
+    for (size_t k = 0; k < UMEM_SERVE; k++) {
+        const struct umem_page *want = k ? own->avail[umem__class(16u * k)] : NULL;
+        if (own->serve[k] != (want ? want : &umem__no_page)) {
+            *at = own->serve[k];
+            return "I9: a request size is served by another page than its class's first";
+        }
+    }
+    return umem__no_page.free ? "I9: umem__no_page has a slot" : NULL;
+}
+
 /* I9: the pages of threads that ended, and the calling thread's own. */
 static inline const char *umem__check_pools(umem_t *h, const void **at)
 {
@@ -351,6 +367,8 @@ static inline const char *umem__check_pools(umem_t *h, const void **at)
         *at = h;
         broken = "I9: the abandoned pages listed differ from those counted";
     }
+    if (!broken && own)
+        broken = umem__check_serve(own, at);
     if (!broken && own)
         broken = umem__check_kept(h, own, at);
     return broken;

@@ -99,6 +99,10 @@ _Static_assert(UMEM_POOL_SHIFT >= 10 && UMEM_POOL_SHIFT <= 16, "UMEM_POOL_SHIFT 
 #define UMEM_POOL_MAX ((size_t)1 << UMEM_POOL_SHIFT) /* the largest request a pool serves */
 /* 16, 32, ... 128, then four per doubling to UMEM_POOL_MAX (28 to 4 KiB) */
 #define UMEM_CLASSES (8u + (UMEM_POOL_SHIFT - 7u) * 4u)
+/* Requests of 1 to UMEM_SERVE_MAX bytes find their page in one load, by
+ * (n + 15) / 16: a pool's serve[] (entry 0, for n == 0, serves none). */
+#define UMEM_SERVE_MAX ((size_t)1024)
+#define UMEM_SERVE     (UMEM_SERVE_MAX / 16u + 1u)
 /* UMEM_CACHED: a thread keeps the blocks with headers of more than
  * UMEM_POOL_MAX and at most UMEM_MID_MAX bytes that it frees, eight
  * classes per doubling, for its next requests of their class: at most
@@ -188,19 +192,19 @@ struct umem_page {
      * the owner changes on every call. */
     void **free;                     /* owner: freed slots (and fresh ones), linked */
     char *start;                     /* the first slot */
-    uint64_t recip;                  /* 2^40 / slot + 1: an offset's index, no division */
+    uint64_t div;                    /* UINT64_MAX / slot + 1: an offset r below 2^32 is a
+                                        slot's start when r * div, mod 2^64, is below div */
     struct umem_pool *_Atomic owner; /* UMEM_NO_OWNER: abandoned by a thread that ended */
+    size_t handed;                   /* owner: bytes from start to the first slot never
+                                        handed out (the bump) */
     uint32_t release_at;             /* owner: the count of slots in use at which its
                                         free calls umem__page_changed: 0, or
                                         UMEM_KEEP_EMPTY for the page that serves */
-    uint32_t handed;                 /* owner: bytes from start to the first slot never
-                                        handed out (the bump) */
-    uint32_t slot;                   /* the slots' size */
     _Atomic uint32_t used;           /* owner (statistics read it): slots out, remote frees
                                         not yet collected */
+    uint64_t full_bit;               /* owner: on the full list, its class's bit, else 0 */
     uint8_t list;                    /* owner: which list holds it (UMEM_LIST_...) */
     uint8_t cls, units;              /* size class; length in units */
-    uint64_t full_bit;               /* owner: on the full list, its class's bit, else 0 */
     /* The second: written by the frees of other threads; the rest is read
      * on slow paths only. */
     _Alignas(64) _Atomic uintptr_t remote; /* slots freed by other threads | UMEM_WATCH */
@@ -208,6 +212,8 @@ struct umem_page {
     struct umem_page *next;                /* in its list */
     struct umem_page *prev;                /* in its list (NULL: the first, which serves) */
     char *limit;                           /* the end of the last slot */
+    uint64_t recip;                        /* 2^40 / slot + 1: an offset's index, no division */
+    uint32_t slot;                         /* the slots' size */
     uint32_t capacity;
     uint32_t span; /* capacity * slot */
 };
@@ -219,6 +225,7 @@ enum { UMEM_LIST_AVAIL, UMEM_LIST_FULL, UMEM_LIST_ABANDONED };
  * value a thread's pool may hold: UMEM_POOL_GONE is 1, UMEM_POOL_LATER 3). */
 #define UMEM_NO_OWNER ((struct umem_pool *)(uintptr_t)2)
 _Static_assert(sizeof(struct umem_page) <= UMEM_PAGE_HEAD, "a page header fits before its map");
+_Static_assert(offsetof(struct umem_page, units) < 64, "what the owner's calls read is one line");
 
 /* A thread's pool for one heap: for each size class, the pages with room
  * (the first one serves) and the full ones, watched for remote frees.
@@ -226,6 +233,15 @@ _Static_assert(sizeof(struct umem_page) <= UMEM_PAGE_HEAD, "a page header fits b
  * into a page may still write its owner's `hint` after the owner ended
  * (a pool whose thread ended waits on the heap's spare list for another). */
 struct umem_pool {
+    /* What a small malloc reads: the page that serves each request size
+     * of up to UMEM_SERVE_MAX, by (n + 15) / 16: the first page of its
+     * class's list with room, or umem__no_page (no free slot, so the
+     * request takes the slow way) when the list is empty; the heap's
+     * tag_key, for the popped slot's tag; the slots handed out (an
+     * owner-only counter, as those below). */
+    struct umem_page *serve[UMEM_SERVE];
+    size_t tag_key;
+    _Atomic uint64_t allocs;
     struct umem_page *avail[UMEM_CLASSES];
     struct umem_page *full[UMEM_CLASSES];
     umem_t *heap;
@@ -237,7 +253,7 @@ struct umem_pool {
     /* Counters written by this pool's thread only: a load and a store, no
      * read-modify-write.  A free by the owner counts nothing: frees are
      * allocations less the slots the pages hold (umem_get_stats). */
-    _Atomic uint64_t allocs, moves;         /* slots handed out; reallocs that moved */
+    _Atomic uint64_t moves;                 /* reallocs that moved */
     _Atomic uint64_t remote_frees, remote_bytes; /* frees into other threads' pages */
     _Atomic uint64_t collected, collected_bytes; /* remote frees taken back by this pool */
     /* Blocks with headers this thread freed and keeps (umem/pools.h, MID
@@ -432,4 +448,44 @@ static inline size_t umem__need(size_t n)
         return 0;
     size_t need = (n + UMEM_HEADER + UMEM_ALIGN - 1) & ~(size_t)(UMEM_ALIGN - 1);
     return need < UMEM_MIN_BLOCK ? UMEM_MIN_BLOCK : need;
+}
+
+/* ---- the process-wide state that needs the types above (see
+ * umem/platform.h) ----
+ * A page with no free slot, and a pool whose every serve[] entry is that
+ * page: what a thread with no pool of a plain heap reads. */
+UMEM_PROCESS_WIDE struct umem_page umem__no_page;
+#define UMEM__NO_PAGE4 &umem__no_page, &umem__no_page, &umem__no_page, &umem__no_page
+#define UMEM__NO_PAGE16 UMEM__NO_PAGE4, UMEM__NO_PAGE4, UMEM__NO_PAGE4, UMEM__NO_PAGE4
+_Static_assert(UMEM_SERVE == 65, "umem__no_pool's initializer lists UMEM_SERVE pages");
+UMEM_PROCESS_WIDE struct umem_pool umem__no_pool = {
+    .serve = {UMEM__NO_PAGE16, UMEM__NO_PAGE16, UMEM__NO_PAGE16, UMEM__NO_PAGE16, &umem__no_page}};
+
+/* The calling thread's pool for the heap it used last: one thread-local
+ * variable, so that a shared library reaches it through one address.  Its
+ * address also names the thread, as the one in fork(). */
+struct umem_tls {
+    umem_t *heap;
+    size_t secret; /* the heap's: a new heap at a destroyed one's address differs */
+    struct umem_pool *pool;
+    /* The pool whose serve[] libumem's malloc reads without a look at the
+     * heap: the thread's pool on a heap with pools that no tool watches,
+     * else umem__no_pool, whose pages have no free slot. */
+    struct umem_pool *serving;
+    int exiting; /* a pool of this thread's went back: it is ending, make no other */
+    /* The private heap whose lock this thread is taking or holds: set
+     * before the attempt and cleared after the unlock, so that a signal
+     * handler on this thread never waits for it (umem/lock.h, FORK). */
+    umem_t *locking;
+    int tracing; /* in backtrace(), which may allocate (UMEM__KEEP) */
+    /* UMEM_GUARD's sampling (umem/guard.h): allocations on guarded heaps
+     * left before the next guarded block (0: not yet drawn), and the
+     * state of the draws. */
+    uint32_t guard_left, guard_draw;
+};
+UMEM_PROCESS_WIDE UMEM_TLS struct umem_tls umem__tls = {.serving = &umem__no_pool};
+
+static inline const void *umem__me(void)
+{
+    return &umem__tls;
 }

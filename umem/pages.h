@@ -170,6 +170,18 @@ static inline size_t umem__class_size(unsigned cls)
     return (size_t)(4u + k) << (b - 2u);
 }
 
+/* The page that serves the requests of class cls of at most
+ * UMEM_SERVE_MAX bytes: its list's first page with room, or umem__no_page;
+ * written whenever that first page changes (by umem__page_push and
+ * umem__page_unlink). */
+static inline void umem__serve_update(struct umem_pool *pool, unsigned cls)
+{
+    struct umem_page *pg = pool->avail[cls] ? pool->avail[cls] : &umem__no_page;
+    size_t k = cls ? umem__class_size(cls - 1) / 16u + 1u : 1u;
+    for (size_t last = umem__class_size(cls) / 16u; k <= last && k < UMEM_SERVE; k++)
+        pool->serve[k] = pg;
+}
+
 /* A page's header, in the page's first unit at a: not at a itself but
  * 0 to UMEM_COLOURS - 1 times UMEM_PAGE_HEAD bytes in, by the unit's
  * number, so that the headers of many pages do not all fall in the one
@@ -260,6 +272,15 @@ static inline void umem__set_units(struct umem_units *m, const struct umem_page 
                               memory_order_relaxed);
 }
 
+/* Whether an offset below the page's bump is a slot's start: one
+ * multiply, no division (Lemire, Kaser and Kurz, 2019: for r and a slot
+ * size below 2^32, r * ceil(2^64 / slot) wraps below that ceiling
+ * exactly when the slot size divides r). */
+static UMEM_HOT_INLINE int umem__slot_start(const struct umem_page *pg, size_t rel)
+{
+    return rel * pg->div < pg->div;
+}
+
 /* The index of the slot starting at p; dies naming p when no slot does. */
 static inline size_t umem__slot_index(const struct umem_page *pg, const void *p, const char *call)
 {
@@ -291,7 +312,9 @@ static inline void umem__page_placed(struct umem_page *pg)
     pg->full_bit = pg->list == UMEM_LIST_FULL ? (uint64_t)1 << pg->cls : 0;
 }
 
-static inline void umem__page_unlink(struct umem_page **head, struct umem_page *pg)
+/* Off its list: a pool's (`pool`), or the heap's abandoned pages (NULL). */
+static inline void umem__page_unlink(struct umem_pool *pool, struct umem_page **head,
+                                     struct umem_page *pg)
 {
     if (pg->prev)
         pg->prev->next = pg->next;
@@ -301,9 +324,13 @@ static inline void umem__page_unlink(struct umem_page **head, struct umem_page *
         pg->next->prev = pg->prev;
         umem__page_placed(pg->next);
     }
+    if (pool && pg->list == UMEM_LIST_AVAIL && !pg->prev)
+        umem__serve_update(pool, pg->cls);
 }
 
-static inline void umem__page_push(struct umem_page **head, struct umem_page *pg, uint8_t list)
+/* First on a list: a pool's, or the heap's abandoned pages (NULL). */
+static inline void umem__page_push(struct umem_pool *pool, struct umem_page **head,
+                                   struct umem_page *pg, uint8_t list)
 {
     pg->prev = NULL;
     pg->next = *head;
@@ -314,6 +341,8 @@ static inline void umem__page_push(struct umem_page **head, struct umem_page *pg
     *head = pg;
     pg->list = list;
     umem__page_placed(pg);
+    if (pool && list == UMEM_LIST_AVAIL)
+        umem__serve_update(pool, pg->cls);
 }
 
 /* The page's owner, or the lock holder for an abandoned page: moves its
@@ -383,13 +412,14 @@ static inline int umem__page_refill(const umem_t *h, struct umem_pool *pool, str
 }
 
 /* Owner: a slot from the page's free list, which is not empty. */
-static inline void *umem__page_pop(umem_t *h, struct umem_pool *pool, struct umem_page *pg)
+static inline void *umem__page_pop(struct umem_pool *pool, struct umem_page *pg)
 {
     void **p = pg->free;
     /* Still tagged: only who knows the heap's secret can forge the tag, so
      * a write after free over the link cannot hand out an address of the
-     * writer's choosing. */
-    if (UMEM_UNLIKELY(!umem__tagged(h, p)))
+     * writer's choosing.  The pool's copy of the heap's tag key: no load
+     * of the heap on this path. */
+    if (UMEM_UNLIKELY((size_t)(uintptr_t)p[1] != (pool->tag_key ^ (size_t)(uintptr_t)p)))
         umem__die("heap corruption: a block was written after its free:", p);
     pg->free = (void **)p[0];
     umem__untag(p);
@@ -417,8 +447,8 @@ static inline int umem__watch(struct umem_pool *pool, struct umem_page *pg)
             break;
     }
     if (pg->list == UMEM_LIST_AVAIL)
-        umem__page_unlink(&pool->avail[pg->cls], pg);
-    umem__page_push(&pool->full[pg->cls], pg, UMEM_LIST_FULL);
+        umem__page_unlink(pool, &pool->avail[pg->cls], pg);
+    umem__page_push(pool, &pool->full[pg->cls], pg, UMEM_LIST_FULL);
     return 1;
 }
 
@@ -432,8 +462,8 @@ static inline void umem__sweep(struct umem_pool *pool, unsigned cls)
     for (; pg; pg = next) {
         next = pg->next;
         if (pg->free || umem__collect(pool, pg)) {
-            umem__page_unlink(&pool->full[cls], pg);
-            umem__page_push(&pool->avail[cls], pg, UMEM_LIST_AVAIL);
+            umem__page_unlink(pool, &pool->full[cls], pg);
+            umem__page_push(pool, &pool->avail[cls], pg, UMEM_LIST_AVAIL);
         }
     }
 }

@@ -6,9 +6,10 @@
  * requests and AddressSanitizer's poisoning where either is there, the
  * one-line misuse report, the process-wide state, mmap and the clock.
  *
- * THE PROCESS-WIDE STATE is defined here and nowhere else: each thread's
- * pool pointer (umem__tls) and the list of private locked heaps whose
- * locks fork() holds (umem__forks...).  The rule for several files is
+ * THE PROCESS-WIDE STATE is defined here and in umem/layout.h (which
+ * needs the heap's types), nowhere else: the list of private locked heaps
+ * whose locks fork() holds (umem__forks...) here, each thread's pool
+ * pointer (umem__tls) there.  The rule for several files is
  * in umem.h (PROCESS-WIDE STATE): weak symbols with gcc and clang, so
  * every file that includes umem.h shares one copy.
  */
@@ -120,26 +121,6 @@ static UMEM_COLD void umem__die(const char *what, const void *p)
 #define UMEM_TLS          _Thread_local
 #endif
 
-/* The calling thread's pool for the heap it used last: one thread-local
- * variable, so that a shared library reaches it through one address.  Its
- * address also names the thread, as the one in fork(). */
-struct umem_tls {
-    umem_t *heap;
-    size_t secret; /* the heap's: a new heap at a destroyed one's address differs */
-    struct umem_pool *pool;
-    int exiting; /* a pool of this thread's went back: it is ending, make no other */
-    /* The private heap whose lock this thread is taking or holds: set
-     * before the attempt and cleared after the unlock, so that a signal
-     * handler on this thread never waits for it (umem/lock.h, FORK). */
-    umem_t *locking;
-    int tracing; /* in backtrace(), which may allocate (UMEM__KEEP) */
-    /* UMEM_GUARD's sampling (umem/guard.h): allocations on guarded heaps
-     * left before the next guarded block (0: not yet drawn), and the
-     * state of the draws. */
-    uint32_t guard_left, guard_draw;
-};
-UMEM_PROCESS_WIDE UMEM_TLS struct umem_tls umem__tls;
-
 /* The private locked heaps, for fork(). */
 UMEM_PROCESS_WIDE pthread_mutex_t umem__forks_lock = PTHREAD_MUTEX_INITIALIZER;
 UMEM_PROCESS_WIDE umem_t *umem__forks; /* under umem__forks_lock */
@@ -179,11 +160,6 @@ static inline int umem__own_code(const void *pc)
     return 0;
 }
 #endif
-
-static inline const void *umem__me(void)
-{
-    return &umem__tls;
-}
 
 static inline void *umem__map(size_t bytes, int prot, int vis)
 {

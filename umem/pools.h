@@ -129,12 +129,13 @@ static inline struct umem_page *umem__page_carve(umem_t *h, struct umem_pool *po
     pg->handed = 0;
     pg->limit = pg->start + pg->span;
     pg->recip = ((uint64_t)1 << 40) / slot + 1u;
+    pg->div = UINT64_MAX / slot + 1u;
     umem__set_units(m, pg, 1);
     h->pages++;
     h->pages_made++;
     h->page_bytes += need;
     umem__grew(h, need);
-    umem__page_push(&pool->avail[cls], pg, UMEM_LIST_AVAIL);
+    umem__page_push(pool, &pool->avail[cls], pg, UMEM_LIST_AVAIL);
     pool->classes |= (uint64_t)1 << cls;
     return pg;
 }
@@ -162,10 +163,10 @@ static inline struct umem_page *umem__page_get(umem_t *h, struct umem_pool *pool
 {
     struct umem_page *pg;
     while ((pg = h->abandoned[cls]) != NULL) {
-        umem__page_unlink(&h->abandoned[cls], pg);
+        umem__page_unlink(NULL, &h->abandoned[cls], pg);
         h->abandoned_pages--;
         atomic_store_explicit(&pg->owner, pool, memory_order_relaxed);
-        umem__page_push(&pool->avail[cls], pg, UMEM_LIST_AVAIL);
+        umem__page_push(pool, &pool->avail[cls], pg, UMEM_LIST_AVAIL);
         pool->classes |= (uint64_t)1 << cls;
         if (umem__page_refill(h, pool, pg) || !umem__watch(pool, pg))
             return pg;
@@ -193,12 +194,12 @@ static inline void umem__pool_drop(umem_t *h, struct umem_pool *pool, struct ume
         umem__collect(pool, pg);
         if (umem__used(pg) != 0 && keep_used)
             continue;
-        umem__page_unlink(head, pg);
+        umem__page_unlink(pool, head, pg);
         if (umem__used(pg) == 0) {
             umem__page_release(h, pg);
             continue;
         }
-        umem__page_push(&h->abandoned[pg->cls], pg, UMEM_LIST_ABANDONED);
+        umem__page_push(NULL, &h->abandoned[pg->cls], pg, UMEM_LIST_ABANDONED);
         h->abandoned_classes |= (uint64_t)1 << pg->cls;
         h->abandoned_pages++;
     }
@@ -232,7 +233,7 @@ static inline void umem__reclaim_abandoned(umem_t *h)
             h->gone_collected_bytes += (uint64_t)n * pg->slot;
             if (umem__used(pg) != 0)
                 continue;
-            umem__page_unlink(&h->abandoned[cls], pg);
+            umem__page_unlink(NULL, &h->abandoned[cls], pg);
             h->abandoned_pages--;
             umem__page_release(h, pg);
         }
@@ -365,7 +366,7 @@ static UMEM_NOINLINE void *umem__pool_alloc(umem_t *h, struct umem_pool *pool, u
 {
     struct umem_page *pg = umem__pool_find(h, pool, cls);
     if (pg)
-        return umem__page_pop(h, pool, pg);
+        return umem__page_pop(pool, pg);
     int r = umem__lock(h, UMEM_COUNTED | UMEM_LEND);
     if (r == 1) /* lent to a fork; n == 0: the caller's to find */
         return n ? umem__lent_alloc(h, n, UMEM_ALIGN) : NULL;
@@ -384,7 +385,7 @@ static UMEM_NOINLINE void *umem__pool_alloc(umem_t *h, struct umem_pool *pool, u
     umem__maybe_purge(h);
     umem__unlock(h);
     if (pg && umem__page_refill(h, pool, pg))
-        return umem__page_pop(h, pool, pg);
+        return umem__page_pop(pool, pg);
     /* A block with a header instead, or NULL; n == 0: the caller's to find. */
     return n ? umem__alloc_locked(h, n) : NULL;
 }
@@ -396,13 +397,13 @@ static UMEM_NOINLINE void umem__page_changed(umem_t *h, struct umem_pool *pool,
                                              struct umem_page *pg)
 {
     unsigned cls = pg->cls;
-    umem__page_unlink(pg->list == UMEM_LIST_FULL ? &pool->full[cls] : &pool->avail[cls], pg);
+    umem__page_unlink(pool, pg->list == UMEM_LIST_FULL ? &pool->full[cls] : &pool->avail[cls], pg);
     /* Empty, and off its list: the class keeps one empty page, which
      * serves from now on (an allocation right after goes to it, not to
      * the heap); a second goes back to the heap. */
     struct umem_page *first = pool->avail[cls];
     if (!first || umem__used(first) != 0 || umem__lock(h, UMEM_COUNTED | UMEM_LEND) != 0) {
-        umem__page_push(&pool->avail[cls], pg, UMEM_LIST_AVAIL);
+        umem__page_push(pool, &pool->avail[cls], pg, UMEM_LIST_AVAIL);
         return;
     }
     umem__page_release(h, pg);
@@ -483,6 +484,7 @@ static inline void umem__pool_exit(void *arg)
     umem__tls.heap = h;
     umem__tls.secret = h->secret;
     umem__tls.pool = NULL;
+    umem__tls.serving = &umem__no_pool;
 }
 
 static inline size_t umem__pool_bytes(const umem_t *h)
@@ -521,6 +523,9 @@ static inline struct umem_pool *umem__pool_new(umem_t *h)
      * a new one is zero), its counters were added to the heap's; its
      * hints may still be written by late remote frees, and are left
      * alone. */
+    for (size_t k = 0; k < UMEM_SERVE; k++)
+        pool->serve[k] = &umem__no_page;
+    pool->tag_key = h->tag_key;
     pool->sweeps = 0;
     pool->mid_demand = 0;
     pool->full_freed = 0;
@@ -539,6 +544,20 @@ static inline struct umem_pool *umem__pool_new(umem_t *h)
     return pool;
 }
 
+static inline int umem__plain_pools(const umem_t *h)
+{
+    return (h->flags & (UMEM__WATCHED | UMEM_CACHED)) == UMEM_CACHED;
+}
+
+/* pool (or NULL) is the calling thread's for h, the heap it uses now. */
+static inline void umem__pool_known_now(umem_t *h, struct umem_pool *pool)
+{
+    umem__tls.heap = h;
+    umem__tls.secret = h->secret;
+    umem__tls.pool = pool;
+    umem__tls.serving = pool && umem__plain_pools(h) ? pool : &umem__no_pool;
+}
+
 /* The calling thread's pool for h, made on first use; NULL when the
  * thread must go to the heap's lock instead. */
 static UMEM_NOINLINE struct umem_pool *umem__pool_attach(umem_t *h)
@@ -555,16 +574,12 @@ static UMEM_NOINLINE struct umem_pool *umem__pool_attach(umem_t *h)
     if (pool && !v) {
         /* Known to this thread first: pthread_setspecific may allocate,
          * and that allocation must find the pool, not make another. */
-        umem__tls.heap = h;
-        umem__tls.secret = h->secret;
-        umem__tls.pool = pool;
+        umem__pool_known_now(h, pool);
         if (pthread_setspecific(h->key, pool) != 0)
             umem__pool_exit(pool); /* no key, no exit: the lock it is */
         return umem__tls.pool;
     }
-    umem__tls.heap = h;
-    umem__tls.secret = h->secret;
-    umem__tls.pool = pool;
+    umem__pool_known_now(h, pool);
     return pool;
 }
 
@@ -620,7 +635,7 @@ static UMEM_HOT_INLINE void umem__pool_free(umem_t *h, struct umem_page *pg, voi
         size_t rel = (size_t)((char *)p - pg->start);
         size_t tag = umem__tag(h, p);
         if (UMEM_UNLIKELY(rel >= pg->handed ||
-                          ((rel * pg->recip) >> 40) * pg->slot != rel ||
+                          !umem__slot_start(pg, rel) ||
                           (size_t)(uintptr_t)q[1] == tag))
             umem__bad_owner_free(pg, p);
         q[1] = (void *)tag;
@@ -671,6 +686,6 @@ static inline void *umem__pool_aligned(umem_t *h, size_t align, size_t n)
         return NULL;
     struct umem_page *pg = pool->avail[cls];
     if (pg && pg->free)
-        return umem__page_pop(h, pool, pg);
+        return umem__page_pop(pool, pg);
     return umem__pool_alloc(h, pool, cls, 0);
 }
