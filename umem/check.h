@@ -291,7 +291,7 @@ static inline const char *umem__check_list(umem_t *h, struct umem_page *head,
             return "I9: a page list holds something other than a page (or a cycle)";
         if (pg->prev != prev || pg->list != list || pg->cls != cls ||
             pg->full_bit != (list == UMEM_LIST_FULL ? (uint64_t)1 << cls : 0) ||
-            pg->release_at != (list == UMEM_LIST_AVAIL && !prev ? UMEM_KEEP_EMPTY : 0) ||
+            !(umem__used_word(pg) & UMEM_SERVES) != !(list == UMEM_LIST_AVAIL && !prev) ||
             atomic_load_explicit(&pg->owner, memory_order_relaxed) != owner)
             return "I9: a page's links, list, class, marks or owner disagree with its list";
         const char *broken = umem__check_slots(h, pg);

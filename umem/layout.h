@@ -197,11 +197,11 @@ struct umem_page {
     struct umem_pool *_Atomic owner; /* UMEM_NO_OWNER: abandoned by a thread that ended */
     size_t handed;                   /* owner: bytes from start to the first slot never
                                         handed out (the bump) */
-    uint32_t release_at;             /* owner: the count of slots in use at which its
-                                        free calls umem__page_changed: 0, or
-                                        UMEM_KEEP_EMPTY for the page that serves */
     _Atomic uint32_t used;           /* owner (statistics read it): slots out, remote frees
-                                        not yet collected */
+                                        not yet collected; | UMEM_SERVES while it is its
+                                        class's first page with room, so that the free
+                                        that brings the word to 0 empties a page that
+                                        does not serve */
     uint64_t full_bit;               /* owner: on the full list, its class's bit, else 0 */
     uint8_t list;                    /* owner: which list holds it (UMEM_LIST_...) */
     uint8_t cls, units;              /* size class; length in units */
@@ -219,7 +219,7 @@ struct umem_page {
 };
 
 enum { UMEM_LIST_AVAIL, UMEM_LIST_FULL, UMEM_LIST_ABANDONED };
-#define UMEM_KEEP_EMPTY UINT32_MAX /* release_at: a count of slots no page reaches */
+#define UMEM_SERVES ((uint32_t)1 << 31) /* in `used`: the page serves its class */
 /* An abandoned page's owner: not NULL, the pool of a thread that has
  * none, so that the owner's free compares once, not twice (nor any other
  * value a thread's pool may hold: UMEM_POOL_GONE is 1, UMEM_POOL_LATER 3). */

@@ -121,15 +121,26 @@ static inline void umem__add(_Atomic uint64_t *v, uint64_t d)
                           memory_order_relaxed);
 }
 
-/* A page's slots in use: written by its owner only, read by statistics. */
-static inline uint32_t umem__used(const struct umem_page *pg)
+/* A page's slots in use, and whether it serves its class (UMEM_SERVES):
+ * one word, written by its owner only, read by statistics. */
+static inline uint32_t umem__used_word(const struct umem_page *pg)
 {
     return atomic_load_explicit(&((struct umem_page *)pg)->used, memory_order_relaxed);
 }
 
+static inline void umem__set_used_word(struct umem_page *pg, uint32_t word)
+{
+    atomic_store_explicit(&pg->used, word, memory_order_relaxed);
+}
+
+static inline uint32_t umem__used(const struct umem_page *pg)
+{
+    return umem__used_word(pg) & ~UMEM_SERVES;
+}
+
 static inline void umem__set_used(struct umem_page *pg, uint32_t used)
 {
-    atomic_store_explicit(&pg->used, used, memory_order_relaxed);
+    umem__set_used_word(pg, used | (umem__used_word(pg) & UMEM_SERVES));
 }
 
 /* The size class of a request of 1 to UMEM_POOL_MAX bytes: 16-byte steps
@@ -174,11 +185,17 @@ static inline size_t umem__class_size(unsigned cls)
  * UMEM_SERVE_MAX bytes: its list's first page with room, or umem__no_page;
  * written whenever that first page changes (by umem__page_push and
  * umem__page_unlink). */
+static const unsigned char umem__serve_first[21] = { /* class c: serve[first[c] .. first[c + 1] - 1] */
+    1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 13, 15, 17, 21, 25, 29, 33, 41, 49, 57, 65,
+};
+_Static_assert(UMEM_SERVE == 65, "classes 0 to 19 cover the sizes serve[] holds");
+
 static inline void umem__serve_update(struct umem_pool *pool, unsigned cls)
 {
+    if (cls >= 20)
+        return;
     struct umem_page *pg = pool->avail[cls] ? pool->avail[cls] : &umem__no_page;
-    size_t k = cls ? umem__class_size(cls - 1) / 16u + 1u : 1u;
-    for (size_t last = umem__class_size(cls) / 16u; k <= last && k < UMEM_SERVE; k++)
+    for (unsigned k = umem__serve_first[cls]; k < umem__serve_first[cls + 1]; k++)
         pool->serve[k] = pg;
 }
 
@@ -308,7 +325,7 @@ static inline void umem__slot_check(const umem_t *h, const struct umem_page *pg,
 static inline void umem__page_placed(struct umem_page *pg)
 {
     int serves = pg->list == UMEM_LIST_AVAIL && pg->prev == NULL;
-    pg->release_at = serves ? UMEM_KEEP_EMPTY : 0;
+    umem__set_used_word(pg, umem__used(pg) | (serves ? UMEM_SERVES : 0));
     pg->full_bit = pg->list == UMEM_LIST_FULL ? (uint64_t)1 << pg->cls : 0;
 }
 
@@ -423,7 +440,7 @@ static inline void *umem__page_pop(struct umem_pool *pool, struct umem_page *pg)
         umem__die("heap corruption: a block was written after its free:", p);
     pg->free = (void **)p[0];
     umem__untag(p);
-    umem__set_used(pg, umem__used(pg) + 1);
+    umem__set_used_word(pg, umem__used_word(pg) + 1);
     umem__add(&pool->allocs, 1);
     return p;
 }

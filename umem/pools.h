@@ -507,6 +507,9 @@ static inline struct umem_pool *umem__pool_new(umem_t *h)
         if (!fresh)
             return NULL;
         fresh->heap = h;
+        fresh->tag_key = h->tag_key;
+        for (size_t k = 0; k < UMEM_SERVE; k++)
+            fresh->serve[k] = &umem__no_page;
         if ((r = umem__lock(h, UMEM_LEND)) != 0) {
             umem__unmap(fresh, bytes);
         } else {
@@ -520,12 +523,10 @@ static inline struct umem_pool *umem__pool_new(umem_t *h)
     struct umem_pool *pool = h->spare_pools;
     h->spare_pools = pool->next;
     /* A spare's lists are empty (its thread's exit dropped every page;
-     * a new one is zero), its counters were added to the heap's; its
+     * a new one is zero), so every request size's page is umem__no_page;
+     * its counters were added to the heap's; its
      * hints may still be written by late remote frees, and are left
      * alone. */
-    for (size_t k = 0; k < UMEM_SERVE; k++)
-        pool->serve[k] = &umem__no_page;
-    pool->tag_key = h->tag_key;
     pool->sweeps = 0;
     pool->mid_demand = 0;
     pool->full_freed = 0;
@@ -611,7 +612,7 @@ static inline struct umem_pool *umem__pool(umem_t *h)
 /* A free of a slot by a thread whose pool is not known yet, or is not
  * the page's owner: the owner's path after all when the thread's pool,
  * made now, owns the page; else a remote free. */
-static UMEM_NOINLINE void umem__foreign_free(umem_t *h, struct umem_page *pg, void *p);
+static UMEM_NOINLINE void umem__foreign_free(void *p, umem_t *h, struct umem_page *pg);
 
 /* The owner's free of p failed its checks: which misuse it is. */
 static UMEM_COLD void umem__bad_owner_free(const struct umem_page *pg, void *p)
@@ -646,17 +647,17 @@ static UMEM_HOT_INLINE void umem__pool_free(umem_t *h, struct umem_page *pg, voi
          * the program's frees (a branch on it was mispredicted on 45% of
          * larson's frees). */
         mine->full_freed |= pg->full_bit;
-        uint32_t used = umem__used(pg) - 1;
-        umem__set_used(pg, used);
+        uint32_t word = umem__used_word(pg) - 1;
+        umem__set_used_word(pg, word);
         /* A page that emptied, but for the one that serves its class. */
-        if (UMEM_UNLIKELY(used == pg->release_at))
+        if (UMEM_UNLIKELY(word == 0))
             umem__page_changed(h, mine, pg);
         return;
     }
-    umem__foreign_free(h, pg, p);
+    umem__foreign_free(p, h, pg);
 }
 
-static UMEM_NOINLINE void umem__foreign_free(umem_t *h, struct umem_page *pg, void *p)
+static UMEM_NOINLINE void umem__foreign_free(void *p, umem_t *h, struct umem_page *pg)
 {
     void **q = (void **)p;
     struct umem_pool *mine = umem__pool(h);
