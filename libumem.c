@@ -359,18 +359,14 @@ static LU_NOINLINE void *lu_malloc_other(size_t n)
     return lu_malloc_sampled(n);
 }
 
-/* A small request on the plain heap: the page that serves its size in
- * the thread's pool, and that page's first free slot.  A thread with no
- * such pool (none yet, or a heap a tool watches) reads umem__no_pool,
- * whose pages have none, and a request of 0 bytes finds no page either. */
+/* A small request on the plain heap: the first free slot of the page
+ * that serves its size in the thread's pool (none until the pool is made,
+ * and none on a heap a tool watches). */
 static LU_HOT void *lu_malloc(size_t n)
 {
-    struct umem_pool *pool = umem__tls.serving;
-    if (LU_LIKELY(n <= UMEM_SERVE_MAX)) {
-        struct umem_page *pg = pool->serve[(n + 15) >> 4];
-        if (LU_LIKELY(pg->free != NULL))
-            return umem__page_pop(pool, pg);
-    }
+    void *p = umem__alloc_served(n);
+    if (LU_LIKELY(p != NULL))
+        return p;
     return lu_malloc_other(n);
 }
 

@@ -243,7 +243,7 @@ static inline void umem_tell_alloc(umem_t *h, void *pool, void *p, size_t n);
 static inline void umem_tell_free(umem_t *h, void *pool, void *p, size_t room);
 
 /* ---- the internal interface: what libumem.c uses besides the calls ----
- * These eight, the settings and UMEM_TLS (an initial-exec thread-local,
+ * These nine, the settings and UMEM_TLS (an initial-exec thread-local,
  * umem/platform.h); nothing else of umem's insides is meant for code
  * outside this header. */
 
@@ -265,6 +265,14 @@ static inline int umem__free_pooled(umem_t *h, void *p);
 
 /* Whether h has pools and no tool watches it: the heap those two serve. */
 static inline int umem__plain_pools(const umem_t *h);
+
+/* malloc's first look, for a program of one such heap: a request of at
+ * most UMEM_SERVE_MAX bytes from the first free slot of the page that
+ * serves its size in the calling thread's pool of the plain heap it uses,
+ * with no look at the heap; NULL (nothing done) when there is none: a
+ * request of 0 bytes or over UMEM_SERVE_MAX, a thread with no such pool
+ * yet, a page with no free slot.  umem__alloc then serves it. */
+static inline void *umem__alloc_served(size_t n);
 
 /* Whether h has pools and only UMEM_GUARD=N (N > 1) watches it: one
  * block in N, drawn per thread, is guarded.  Those two serve it as well,

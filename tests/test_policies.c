@@ -341,6 +341,55 @@ static void size_classes_lose_at_most_a_quarter(void)
     umem_destroy(h);
 }
 
+/* A request of up to 1 KiB finds its page in one load: the pool's serve[]
+ * entry for its size is its class's first page with room, or a page with
+ * no free slot when the class has none (0 bytes always); and the owner's
+ * free tells a slot's start from every other offset in its page with one
+ * multiply. */
+static void small_requests_find_their_page_and_frees_their_slot(void)
+{
+    umem_t *h = umem_create(1 << 20, UMEM_CACHED | UMEM_GROW);
+    CHECK_NE(h, NULL);
+    if (!h)
+        return;
+    void *held[1025];
+    size_t wrong = 0;
+    for (size_t n = 1; n <= 1024; n++) {
+        held[n] = umem_alloc(h, n);
+        struct umem_pool *own = umem__tls.pool;
+        CHECK_NE(own, NULL);
+        if (!own || !held[n])
+            break;
+        struct umem_page *pg = umem__page_of(h, held[n]);
+        if (own->serve[(n + 15) / 16] != pg && wrong++ < 3) {
+            check_where("a request of %zu bytes", n);
+            CHECK_EQ(own->serve[(n + 15) / 16], pg);
+        }
+        if (n % 16 == 1) { /* each page once: every offset */
+            size_t bad = 0;
+            for (size_t rel = 0; rel < pg->span; rel++)
+                bad += umem__slot_start(pg, rel) != (rel % pg->slot == 0);
+            check_where("the page of %u-byte slots", pg->slot);
+            CHECK_EQ(bad, 0);
+        }
+    }
+    check_where_clear();
+    struct umem_pool *own = umem__tls.pool;
+    CHECK_EQ(umem_check(h), 0);
+    for (size_t n = 1; n <= 1024; n++)
+        umem_free(h, held[n]);
+    umem_trim(h, 0); /* every page empty: each goes back, the first of its class included */
+    if (own) {
+        size_t served = 0;
+        for (size_t k = 0; k < UMEM_SERVE; k++)
+            served += own->serve[k] != &umem__no_page;
+        CHECK_EQ(served, 0);
+        CHECK_EQ(umem__no_page.free, NULL);
+    }
+    CHECK_EQ(umem_check(h), 0);
+    umem_destroy(h);
+}
+
 /* A slot of a pool's page stays where it is under umem_realloc while the
  * new size fits in the slot and is more than half of it, and moves
  * otherwise. */
@@ -1391,6 +1440,7 @@ int main(void)
     RUN(check_finds_damaged_footers_spans_and_counts);
     RUN(a_lent_free_is_settled_on_its_own);
     RUN(size_classes_lose_at_most_a_quarter);
+    RUN(small_requests_find_their_page_and_frees_their_slot);
     RUN(a_pooled_realloc_stays_while_more_than_half);
     RUN(a_freed_block_over_4_kib_is_kept_for_its_class);
     RUN(kept_blocks_are_at_most_16_a_class_and_1_mib);

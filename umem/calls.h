@@ -174,6 +174,19 @@ static UMEM_HOT_INLINE void *umem__alloc(umem_t *h, size_t n)
     return umem__alloc_locked(h, n);
 }
 
+/* The pool read here is umem__tls.serving: umem__no_pool, whose pages
+ * have no free slot, until the thread's pool of a plain heap is made. */
+static UMEM_HOT_INLINE void *umem__alloc_served(size_t n)
+{
+    struct umem_pool *pool = umem__tls.serving;
+    if (UMEM_LIKELY(n <= UMEM_SERVE_MAX)) {
+        struct umem_page *pg = pool->serve[(n + 15) >> 4];
+        if (UMEM_LIKELY(pg->free != NULL))
+            return umem__page_pop(pool, pg);
+    }
+    return NULL;
+}
+
 /* A free of a block with a header (`moved`: the old block of a realloc,
  * which counts as no free).  errno is left as it was: every system call
  * on the way saves it. */
