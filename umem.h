@@ -105,8 +105,10 @@
  *      the pages and their bytes are those counted.
  *   I9 the pages of ended threads, and the calling thread's own, sit on
  *      the list their header names, with the owner it names and the marks
- *      that list gives (full_bit on the full list; release_at "never" for
- *      the first page with room, 0 elsewhere); each free list holds tagged
+ *      that list gives (full_bit on the full list; UMEM_SERVES in the
+ *      count of the first page with room, and of no other); the calling
+ *      thread's serve[] names each class's first page with room, or
+ *      umem__no_page (no slot) where there is none; each free list holds tagged
  *      slots handed out before (remote ones count as used until
  *      collected), and free, untouched and used slots add up to the
  *      capacity.

@@ -24,29 +24,34 @@
  *     takes fresh slots from the page's end 4 KiB at a time; it frees by
  *     pushing onto the page's list.  No lock, no atomic read-modify-write.
  *   - THE FAST PATH, instruction by instruction (bench/fastpath.sh counts
- *     them: 95 for a free and a malloc under libumem.so, the caller's
- *     loop included: malloc 33, free 44 with their slow paths' share, the
- *     loop 18).  malloc: the heap (libumem's one load); the size
- *     1 to 1024 (one compare); the thread's pool (a thread-local load;
- *     other programs than libumem compare the heap and its secret too);
- *     the class (a table); the first page and its free list (two loads,
- *     two tests); the popped slot's tag (the misuse check that catches a
- *     write after free: load, xor, compare); the pop and the untag; the
- *     page's count of slots in use and the pool's count of allocations
- *     (a load, an add and a store each: owner-only atomics, so that
- *     statistics read them without a data race).  free: the page (the
- *     unit map's span, then its entry for the unit: the header's address,
- *     colour and all, or NULL); the owner (a thread-local load, a compare:
- *     an abandoned page's owner is not NULL, so a thread with no pool
- *     needs no test of its own); the checks that catch a bad or double
- *     free: below the bump (one compare), the start of a slot (two
- *     multiplies), not tagged (a compare, on the line the push writes
- *     anyway); the tag, the push; the class's mark for the next sweep
- *     when the page is full (an OR of the page's full_bit, no branch); the
- *     count, compared with the page's release_at (0, or never for the page
- *     that serves its class), so that a page that emptied leaves the fast
- *     path on one branch that a free and malloc of one size in turn, which
- *     empty the serving page each time, do not take.
+ *     them: 80 for a free and a malloc under libumem.so, the caller's
+ *     loop included: malloc 24, free 38, the loop 18).  malloc
+ *     (umem__alloc_served): the thread's serving pool (a thread-local
+ *     load through the GOT: two); the size at most 1024 (a compare); the
+ *     page that serves that size, from the pool's serve[] by (n + 15) /
+ *     16 (three: no class table, and never NULL, as a class with no page
+ *     reads umem__no_page, which has no free slot; so does a thread with
+ *     no pool, whose serving pool is umem__no_pool, and so does a request
+ *     of 0); the page's free list (a load, a test); the popped slot's tag
+ *     (the misuse check that catches a write after free: the key from the
+ *     pool, an xor, a compare); the pop and the untag (three); the page's
+ *     count of slots in use and the pool's count of allocations (a load,
+ *     an add and a store each: owner-only atomics, so that statistics read
+ *     them without a data race).  free: the heap and the page (the heap's
+ *     one load, the unit map's span, then its entry for the unit: the
+ *     header's address, colour and all, or NULL); the owner (a
+ *     thread-local load, a compare: an abandoned page's owner is not NULL,
+ *     so a thread with no pool needs no test of its own); the checks that
+ *     catch a bad or double free: below the bump (one compare), the start
+ *     of a slot (one multiply and a compare, umem__slot_start), not tagged
+ *     (a compare, on the line the push writes anyway); the tag, the push;
+ *     the class's mark for the next sweep when the page is full (an OR of
+ *     the page's full_bit, no branch); the count, decremented, and one
+ *     branch on the word it leaves: the page's count carries UMEM_SERVES
+ *     while the page serves its class, so only a page that does not
+ *     serve leaves the fast path when it empties, and a free and malloc
+ *     of one size in turn, which empty the serving page each time, do
+ *     not.
  *   - Another thread's free pushes the slot onto the page's remote list
  *     with one compare-and-swap.  The owner takes that list whole when
  *     the page runs dry; a full page is marked watched, and a free into it
