@@ -313,6 +313,16 @@ static inline void umem__hook_drop_lock(umem_t *h);
 static inline void umem__hook_fork_prepare(void);
 static inline void umem__hook_fork_parent(void);
 
+/* Whether the calling thread's pool of h serves a request of n bytes (0
+ * to UMEM_SERVE_MAX) from the page of the pooled slot p (NULL: from a page
+ * with no free slot, as a class with no page with room does): 1 if so, 0
+ * if not, -1 when the thread has no pool of h. */
+static inline int umem__hook_serves(umem_t *h, size_t n, const void *p);
+
+/* The offsets in the page of the pooled slot p at which the free's test
+ * of a slot's start disagrees with a division by the slot size. */
+static inline size_t umem__hook_slot_starts_wrong(umem_t *h, const void *p);
+
 /* The unit map of h's first region (UMEM_CACHED), and its bytes. */
 static inline void *umem__hook_unit_map(umem_t *h, size_t *bytes);
 

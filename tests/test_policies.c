@@ -356,36 +356,28 @@ static void small_requests_find_their_page_and_frees_their_slot(void)
     size_t wrong = 0;
     for (size_t n = 1; n <= 1024; n++) {
         held[n] = umem_alloc(h, n);
-        struct umem_pool *own = umem__tls.pool;
-        CHECK_NE(own, NULL);
-        if (!own || !held[n])
+        CHECK_NE(held[n], NULL);
+        if (!held[n])
             break;
-        struct umem_page *pg = umem__page_of(h, held[n]);
-        if (own->serve[(n + 15) / 16] != pg && wrong++ < 3) {
+        if (umem__hook_serves(h, n, held[n]) != 1 && wrong++ < 3) {
             check_where("a request of %zu bytes", n);
-            CHECK_EQ(own->serve[(n + 15) / 16], pg);
+            CHECK_EQ(umem__hook_serves(h, n, held[n]), 1);
         }
-        if (n % 16 == 1) { /* each page once: every offset */
-            size_t bad = 0;
-            for (size_t rel = 0; rel < pg->span; rel++)
-                bad += umem__slot_start(pg, rel) != (rel % pg->slot == 0);
-            check_where("the page of %u-byte slots", pg->slot);
-            CHECK_EQ(bad, 0);
+        if (n % 16 == 1) { /* each class's page once at least: every offset */
+            check_where("the page of a request of %zu bytes", n);
+            CHECK_EQ(umem__hook_slot_starts_wrong(h, held[n]), 0);
         }
     }
     check_where_clear();
-    struct umem_pool *own = umem__tls.pool;
+    CHECK_EQ(umem__hook_serves(h, 0, NULL), 1);
     CHECK_EQ(umem_check(h), 0);
     for (size_t n = 1; n <= 1024; n++)
         umem_free(h, held[n]);
     umem_trim(h, 0); /* every page empty: each goes back, the first of its class included */
-    if (own) {
-        size_t served = 0;
-        for (size_t k = 0; k < UMEM_SERVE; k++)
-            served += own->serve[k] != &umem__no_page;
-        CHECK_EQ(served, 0);
-        CHECK_EQ(umem__no_page.free, NULL);
-    }
+    size_t served = 0;
+    for (size_t n = 0; n <= 1024; n++)
+        served += umem__hook_serves(h, n, NULL) != 1;
+    CHECK_EQ(served, 0);
     CHECK_EQ(umem_check(h), 0);
     umem_destroy(h);
 }

@@ -15,6 +15,24 @@ static inline char *umem__hook_page_limit(umem_t *h, const void *p)
     return umem__page_of(h, p)->limit;
 }
 
+static inline int umem__hook_serves(umem_t *h, size_t n, const void *p)
+{
+    struct umem_pool *own = umem__pool_known(h);
+    if (!own)
+        return -1;
+    const struct umem_page *pg = own->serve[(n + 15) / 16u];
+    return p ? pg == umem__page_of(h, p) : pg == &umem__no_page && !pg->free;
+}
+
+static inline size_t umem__hook_slot_starts_wrong(umem_t *h, const void *p)
+{
+    const struct umem_page *pg = umem__page_of(h, p);
+    size_t wrong = 0;
+    for (size_t rel = 0; rel < pg->span; rel++)
+        wrong += umem__slot_start(pg, rel) != (rel % pg->slot == 0);
+    return wrong;
+}
+
 static inline void *umem__hook_unit_map(umem_t *h, size_t *bytes)
 {
     *bytes = umem__units_bytes(&h->umap[0]);

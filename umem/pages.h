@@ -200,8 +200,9 @@ static inline void umem__serve_update(struct umem_pool *pool, unsigned cls)
     if (cls >= 20)
         return;
     struct umem_page *pg = pool->avail[cls] ? pool->avail[cls] : &umem__no_page;
-    for (unsigned k = umem__serve_first[cls]; k < umem__serve_first[cls + 1]; k++)
-        pool->serve[k] = pg;
+    struct umem_page **k = &pool->serve[umem__serve_first[cls]];
+    for (struct umem_page **end = &pool->serve[umem__serve_first[cls + 1]]; k < end; k++)
+        *k = pg;
 }
 
 /* A page's header, in the page's first unit at a: not at a itself but
