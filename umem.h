@@ -231,8 +231,10 @@ static inline void umem_get_stats(umem_t *h, umem_stats_t *out);
 static inline size_t umem_trim(umem_t *h, size_t keep);
 
 /* UMEM_GROW: the bytes freed since the last purge that make a heap with
- * an eighth or less of it in use give every free page back at once
- * (UMEM_PURGE_MIN until set).  Returns the value it replaces. */
+ * an eighth or less of it in use give its free pages back at once, all
+ * but its first UMEM_PURGE_KEEP bytes (UMEM_PURGE_MIN until set; 0: at
+ * each call that takes the lock, and every page, none kept).  Returns the
+ * value it replaces. */
 static inline size_t umem_set_purge_min(umem_t *h, size_t bytes);
 
 /* For a program that carves pieces of its own from a umem block: whether

@@ -81,6 +81,9 @@ _Static_assert(sizeof(struct umem_rec) % 16 == 0, "a record keeps payloads 16-by
 #ifndef UMEM_PURGE_MIN
 #define UMEM_PURGE_MIN ((size_t)4 << 20) /* UMEM_GROW: freed bytes that make an emptied heap purge */
 #endif
+#ifndef UMEM_PURGE_KEEP
+#define UMEM_PURGE_KEEP ((size_t)32 << 20) /* UMEM_GROW: free bytes an emptied heap keeps resident */
+#endif
 #ifndef UMEM_PURGE_DELAY_MS
 #define UMEM_PURGE_DELAY_MS 1000 /* UMEM_GROW: free pages go back after this long unused */
 #endif

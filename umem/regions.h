@@ -25,9 +25,14 @@
  *   use, and UMEM_PURGE_MIN, 4 MiB, or more freed since the last purge)
  *   gives every free page and cached mapping back on the call that sees
  *   it, so that a program that frees its memory and goes idle shrinks
- *   with no call after.  Otherwise, a heap no call reaches keeps its
- *   pages, until umem_trim gives back every whole page of its free
- *   blocks at once, whatever their age (umem__purge_keep).
+ *   with no call after, but for the first UMEM_PURGE_KEEP (32 MiB) of its
+ *   free pages in address order: a program that frees everything and
+ *   allocates again at once, round after round, does not fault those
+ *   pages in again each round (mstress with one thread: 0.17 to 0.12 s).
+ *   They go back with a later purge by age, or at umem_trim; none are
+ *   kept when umem_set_purge_min set 0.  Otherwise, a heap no call
+ *   reaches keeps its pages, until umem_trim gives back every whole page
+ *   of its free blocks at once, whatever their age (umem__purge_keep).
  */
 #ifndef UMEM_H
 #error "umem/regions.h is a part of umem.h: include umem.h instead"
@@ -258,7 +263,20 @@ static UMEM_NOINLINE void umem__purge_due(umem_t *h, int emptied)
         umem__unmap_cached(h, 0);
     if (h->unpurged > 0) {
         uint64_t released = h->released_bytes;
-        h->unpurged = umem__purge(h, h->root, emptied);
+        /* An emptied heap keeps its first UMEM_PURGE_KEEP free bytes for
+         * the allocations that may come back at once (none when
+         * umem_set_purge_min asked for 0), and gives back every other
+         * whole page, counted by what was resident (a kept range that
+         * later frees widen may hold pages given back before).  What it
+         * keeps is not counted as unpurged: it goes back with a later
+         * purge by age, or at umem_trim. */
+        size_t keep = UMEM_PURGE_KEEP;
+        if (emptied && h->purge_min > 0 && keep > 0) {
+            (void)umem__purge_keep(h, h->root, &keep);
+            h->unpurged = 0;
+        } else {
+            h->unpurged = umem__purge(h, h->root, emptied);
+        }
         h->purges += h->released_bytes != released;
     }
     errno = saved;
