@@ -534,10 +534,74 @@ static void a_pool_out_of_room_takes_back_the_blocks_kept(void)
     umem_destroy(h);
 }
 
+/* The calling thread's pool of h, made now if it has none: the lock
+ * serves a thread's first UMEM_POOL_AFTER requests, and the next one
+ * makes its pool (none over 4 KiB). */
+static void make_own_pool(umem_t *h)
+{
+    for (unsigned i = 0; i <= UMEM_POOL_AFTER; i++)
+        umem_free(h, umem_alloc(h, 16));
+}
+
+static umem_stats_t pool_made; /* the heap's statistics once free_all's pool was made */
+
+static void *ask_a_few(void *arg)
+{
+    for (unsigned i = 0; i < UMEM_POOL_AFTER; i++)
+        umem_free(arg, umem_alloc(arg, 48));
+    return NULL;
+}
+
+static void *ask_for_a_pool(void *arg)
+{
+    umem_t *h = arg;
+    void *p[UMEM_POOL_AFTER + 1];
+    umem_stats_t was, st;
+    umem_get_stats(h, &was);
+    for (unsigned i = 0; i < UMEM_POOL_AFTER; i++)
+        p[i] = umem_alloc(h, 48);
+    umem_get_stats(h, &st);
+    CHECK_EQ(st.lock_count - was.lock_count, UMEM_POOL_AFTER); /* each under the lock */
+    CHECK_EQ(st.pool_pages, was.pool_pages);
+    CHECK_EQ(st.cache_refills, was.cache_refills);
+    p[UMEM_POOL_AFTER] = umem_alloc(h, 48); /* the next: its pool, and a page */
+    umem_get_stats(h, &st);
+    CHECK_EQ(st.pool_pages, was.pool_pages + 1);
+    CHECK_EQ(st.cache_refills, was.cache_refills + 1);
+    for (unsigned i = 0; i <= UMEM_POOL_AFTER; i++)
+        umem_free(h, p[i]);
+    return NULL;
+}
+
+/* The lock serves a thread's first UMEM_POOL_AFTER (16) requests, and the
+ * next one makes its pool: a thread that ends after a few (a thread per
+ * request, mleak) costs no pool, no page and no key destructor. */
+static void a_thread_gets_its_pool_after_its_first_16_requests(void)
+{
+    umem_t *h = umem_create(1 << 20, UMEM_CACHED | UMEM_GROW);
+    CHECK_NE(h, NULL);
+    if (!h)
+        return;
+    CHECK_EQ(UMEM_POOL_AFTER, 16);
+    umem_stats_t st;
+    pthread_t tid;
+    CHECK_EQ(pthread_create(&tid, NULL, ask_a_few, h), 0);
+    pthread_join(tid, NULL);
+    umem_get_stats(h, &st);
+    CHECK_EQ(st.lock_count, 2 * UMEM_POOL_AFTER); /* each allocation and its free */
+    CHECK_EQ(st.cache_refills, 0);
+    CHECK_EQ(st.pool_pages, 0);
+    CHECK_EQ(pthread_create(&tid, NULL, ask_for_a_pool, h), 0);
+    pthread_join(tid, NULL);
+    CHECK_EQ(umem_check(h), 0);
+    umem_destroy(h);
+}
+
 static void *free_all(void *arg)
 {
     void **p = arg;
-    umem_free(p[0], umem_alloc(p[0], 16)); /* a pool of its own, no block over 4 KiB */
+    make_own_pool(p[0]);
+    umem_get_stats(p[0], &pool_made);
     for (unsigned i = 1; p[i]; i++)
         umem_free(p[0], p[i]);
     return NULL;
@@ -561,14 +625,13 @@ static void a_thread_keeps_blocks_only_after_its_own_requests(void)
     CHECK_EQ(pthread_create(&tid, NULL, free_all, p), 0); /* asked for none */
     pthread_join(tid, NULL);
     umem_get_stats(h, &st);
-    CHECK_EQ(st.lock_count - was.lock_count, 1 + EACH * CLASSES); /* 1: its 16 bytes' page */
+    CHECK_EQ(st.lock_count - pool_made.lock_count, EACH * CLASSES);
     CHECK_EQ(st.cached_bytes, was.cached_bytes); /* its page went back when it ended */
     for (unsigned i = 0; i < EACH * CLASSES; i++)
         p[1 + i] = umem_alloc(h, 5000 + 512 * (i % CLASSES));
-    umem_get_stats(h, &was);
     free_all(p); /* this thread asked for blocks last */
     umem_get_stats(h, &st);
-    CHECK_EQ(st.lock_count - was.lock_count, 1 + EACH * CLASSES - 64);
+    CHECK_EQ(st.lock_count - pool_made.lock_count, EACH * CLASSES - 64);
     CHECK_EQ(umem_check(h), 0);
     umem_destroy(h);
 }
@@ -1216,8 +1279,8 @@ enum { KEEP = 60 };
 static void *allocate_and_exit(void *arg)
 {
     void **keep = arg;
-    if (!keep[1]) {
-        umem_free(keep[0], umem_alloc(keep[0], 500));
+    if (!keep[1]) { /* a thread with a pool, whose exit looks at the abandoned pages */
+        make_own_pool(keep[0]);
         return NULL;
     }
     for (unsigned k = 1; k < KEEP; k++)
@@ -1433,6 +1496,7 @@ int main(void)
     RUN(a_lent_free_is_settled_on_its_own);
     RUN(size_classes_lose_at_most_a_quarter);
     RUN(small_requests_find_their_page_and_frees_their_slot);
+    RUN(a_thread_gets_its_pool_after_its_first_16_requests);
     RUN(a_pooled_realloc_stays_while_more_than_half);
     RUN(a_freed_block_over_4_kib_is_kept_for_its_class);
     RUN(kept_blocks_are_at_most_16_a_class_and_1_mib);

@@ -1292,6 +1292,10 @@ static void *allocate_one_size(void *arg)
 static void *allocate_again(void *arg)
 {
     umem_t *h = arg;
+    /* The lock serves a thread's first UMEM_POOL_AFTER requests; the next
+     * one makes its pool. */
+    for (unsigned i = 0; i <= UMEM_POOL_AFTER; i++)
+        umem_free(h, umem_alloc(h, 16));
     umem_stats_t st;
     umem_get_stats(h, &st);
     uint64_t carved = st.cache_refills;

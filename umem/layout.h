@@ -81,6 +81,9 @@ _Static_assert(sizeof(struct umem_rec) % 16 == 0, "a record keeps payloads 16-by
 #ifndef UMEM_PURGE_MIN
 #define UMEM_PURGE_MIN ((size_t)4 << 20) /* UMEM_GROW: freed bytes that make an emptied heap purge */
 #endif
+#ifndef UMEM_POOL_AFTER
+#define UMEM_POOL_AFTER 16u /* UMEM_CACHED: a thread's requests the lock serves before its pool */
+#endif
 #ifndef UMEM_PURGE_KEEP
 #define UMEM_PURGE_KEEP ((size_t)32 << 20) /* UMEM_GROW: free bytes an emptied heap keeps resident */
 #endif
@@ -476,6 +479,7 @@ struct umem_tls {
      * else umem__no_pool, whose pages have no free slot. */
     struct umem_pool *serving;
     int exiting; /* a pool of this thread's went back: it is ending, make no other */
+    uint32_t unpooled; /* requests the lock served before the thread's first pool */
     /* The private heap whose lock this thread is taking or holds: set
      * before the attempt and cleared after the unlock, so that a signal
      * handler on this thread never waits for it (umem/lock.h, FORK). */

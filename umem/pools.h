@@ -570,6 +570,12 @@ static UMEM_NOINLINE struct umem_pool *umem__pool_attach(umem_t *h)
     if (umem__tls.exiting)
         v = UMEM_POOL_GONE;
     struct umem_pool *pool = v == UMEM_POOL_GONE ? NULL : (struct umem_pool *)v;
+    /* The lock serves a thread's first UMEM_POOL_AFTER requests: one that
+     * ends after a few costs no pool, no page and no key destructor. */
+    if (!pool && v != UMEM_POOL_GONE && umem__tls.unpooled < UMEM_POOL_AFTER) {
+        umem__tls.unpooled++;
+        return NULL;
+    }
     if (!pool && v != UMEM_POOL_GONE && (pool = umem__pool_new(h)) == UMEM_POOL_LATER)
         return NULL; /* the heap's lock (lent) serves this call; no pool yet */
     if (pool && !v) {
