@@ -52,6 +52,12 @@
  *     serve leaves the fast path when it empties, and a free and malloc
  *     of one size in turn, which empty the serving page each time, do
  *     not.
+ *   - A thread's first UMEM_POOL_AFTER (16) requests take the heap's lock,
+ *     and its next makes its pool (umem__pool_attach): a thread that ends
+ *     after a few pays for no pool, page or key destructor, whose cost
+ *     (about 1,000 instructions, the C library's walk of the thread's
+ *     keys at its exit included) was more than glibc's whole thread's
+ *     start and end (bench/fastpath.sh).
  *   - Another thread's free pushes the slot onto the page's remote list
  *     with one compare-and-swap.  The owner takes that list whole when
  *     the page runs dry; a full page is marked watched, and a free into it

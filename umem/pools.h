@@ -559,7 +559,8 @@ static inline void umem__pool_known_now(umem_t *h, struct umem_pool *pool)
     umem__tls.serving = pool && umem__plain_pools(h) ? pool : &umem__no_pool;
 }
 
-/* The calling thread's pool for h, made on first use; NULL when the
+/* The calling thread's pool for h, made at its first request past the
+ * UMEM_POOL_AFTER the lock serves; NULL when the
  * thread must go to the heap's lock instead. */
 static UMEM_NOINLINE struct umem_pool *umem__pool_attach(umem_t *h)
 {
@@ -606,7 +607,7 @@ static UMEM_HOT_INLINE struct umem_pool *umem__pool_known(const umem_t *h)
 #endif
 }
 
-/* ... made on first use (NULL: the thread must go to the heap's lock). */
+/* ... made when due (NULL: the thread must go to the heap's lock). */
 static inline struct umem_pool *umem__pool(umem_t *h)
 {
     struct umem_pool *pool = umem__pool_known(h);
