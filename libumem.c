@@ -349,8 +349,8 @@ static LU_NOINLINE void *lu_malloc_sampled(size_t n)
 }
 
 /* What malloc's first look did not serve: a small request on the plain
- * heap goes to its pool's slow way (which makes the thread's pool on its
- * first request), a sampled heap's to its countdown. */
+ * heap goes to its pool's slow way (which makes the thread's pool when
+ * its time comes, umem(3) Pools), a sampled heap's to its countdown. */
 static LU_NOINLINE void *lu_malloc_other(size_t n)
 {
     umem_t *h = atomic_load_explicit(&lu_plain, memory_order_acquire);

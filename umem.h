@@ -270,7 +270,9 @@ static inline int umem__free_pooled(umem_t *h, void *p);
 /* Whether h has pools and no tool watches it: the heap those two serve. */
 static inline int umem__plain_pools(const umem_t *h);
 
-/* malloc's first look, for a program of one such heap: a request of at
+/* malloc's first look, for a program of one such heap that it never
+ * destroys (another thread's look could find a destroyed heap's pool): a
+ * request of at
  * most UMEM_SERVE_MAX bytes from the first free slot of the page that
  * serves its size in the calling thread's pool of the plain heap it uses,
  * with no look at the heap; NULL (nothing done) when there is none: a

@@ -154,7 +154,7 @@ static UMEM_NOINLINE void umem__mid_free(umem_t *h, void *p)
 
 /* umem_alloc with no tool watching (the debugging layer's own).  A small
  * request (1 to 1024 bytes) on a heap with pools takes the shortest way:
- * the pool, the class by a table, the first page's free list. */
+ * the pool, the page serve[] names for its size, that page's free list. */
 static UMEM_HOT_INLINE void *umem__alloc(umem_t *h, size_t n)
 {
     /* A thread with a pool known for h: h has pools. */
