@@ -305,7 +305,8 @@ static inline const char *umem__check_list(umem_t *h, struct umem_page *head,
 static inline const char *umem__check_kept(umem_t *h, struct umem_pool *own, const void **at)
 {
     uint64_t bytes = 0;
-    for (unsigned cls = 0; cls < UMEM_MID_CLASSES; cls++) {
+    /* (no class at all when UMEM_MID_SHIFT is UMEM_POOL_SHIFT) */
+    for (unsigned cls = 0; cls + 1 < UMEM_MID_CLASSES + 1u; cls++) {
         unsigned count = 0;
         void **q = (void **)own->mid[cls];
         for (; q && count < own->mid_count[cls]; q = (void **)q[0], count++) {
