@@ -1081,17 +1081,21 @@ static void grow_then_give_back(void)
         CHECK_EQ(st.released_bytes, 0);
     for (size_t i = 1; i < n; i += 2)
         umem_free(h, p[i]);
-    /* Emptied, then idle: its pages went back, with no call after. */
+    /* Emptied, then idle: its pages went back, with no call after, all
+     * but the first UMEM_PURGE_KEEP of them (so under memcheck, which
+     * grows it to 32 MiB only, perhaps none). */
     long after = resident_kib();
     umem_get_stats(h, &st);
     check_where("emptied; resident KiB: %ld before, %ld at the peak, %ld after", before,
                 peak, after);
     CHECK_EQ(st.bytes_in_use, 0);
     CHECK_EQ(st.large_blocks, 0);
-    CHECK_GT(st.released_bytes, 0);
+    long keep_kib = (long)(UMEM_PURGE_KEEP >> 10);
+    if (peak - before > 2 * keep_kib)
+        CHECK_GT(st.released_bytes, 0);
     CHECK_GT(before, 0);
     CHECK_GT(peak - before, (long)(mib << 10) / 2);
-    CHECK_LT(after - before, (peak - before) / 2);
+    CHECK_LT(after - before, (peak - before) / 2 + keep_kib);
     void *again = umem_alloc(h, 1000); /* still usable */
     CHECK_NE(again, NULL);
     umem_free(h, again);
