@@ -588,9 +588,14 @@ static void free_twice_cached(umem_t *h, char *t)
 }
 /* With UMEM_CACHED: a block of a thread that has ended, freed twice by
  * another (two frees into a page the freeing thread does not own). */
+/* A slot of the thread's pool: the lock serves a thread's first
+ * UMEM_POOL_AFTER requests, and the next makes its pool. */
 static void *allocate_one(void *arg)
 {
-    *(void **)arg = umem_alloc(*(umem_t **)arg, 100);
+    umem_t *h = *(umem_t **)arg;
+    for (unsigned i = 0; i < UMEM_POOL_AFTER; i++)
+        umem_free(h, umem_alloc(h, 16));
+    *(void **)arg = umem_alloc(h, 100);
     return NULL;
 }
 static void free_twice_remote(umem_t *h, char *t)
