@@ -649,6 +649,11 @@ static void *keep_four(void *arg)
 
 /* The blocks a thread keeps go back to the heap when it ends, and when it
  * calls umem_trim. */
+static void *keep_four_in_a_pool(void *arg)
+{
+    make_own_pool(arg); /* UMEM_POOL_AFTER + 1 blocks of 16 bytes */
+    return keep_four(arg);
+}
 static void kept_blocks_go_back_at_exit_and_trim(void)
 {
     umem_t *h = umem_create(1 << 20, UMEM_CACHED | UMEM_GROW);
@@ -657,13 +662,14 @@ static void kept_blocks_go_back_at_exit_and_trim(void)
         return;
     umem_stats_t st;
     pthread_t tid;
-    CHECK_EQ(pthread_create(&tid, NULL, keep_four, h), 0);
+    CHECK_EQ(pthread_create(&tid, NULL, keep_four_in_a_pool, h), 0);
     pthread_join(tid, NULL);
     umem_get_stats(h, &st);
+    enum { EACH = 4 + UMEM_POOL_AFTER + 1 }; /* the thread's allocations */
     CHECK_EQ(st.cached_bytes, 0);
     CHECK_EQ(st.bytes_in_use, 0);
-    CHECK_EQ(st.allocs, 4);
-    CHECK_EQ(st.frees, 4);
+    CHECK_EQ(st.allocs, EACH);
+    CHECK_EQ(st.frees, EACH);
     CHECK_EQ(umem_check(h), 0);
     keep_four(h);
     umem_get_stats(h, &st);
@@ -671,7 +677,7 @@ static void kept_blocks_go_back_at_exit_and_trim(void)
     umem_trim(h, 0);
     umem_get_stats(h, &st);
     CHECK_EQ(st.cached_bytes, 0);
-    CHECK_EQ(st.frees, 8);
+    CHECK_EQ(st.frees, EACH + 4);
     CHECK_EQ(umem_check(h), 0);
     umem_destroy(h);
 }
