@@ -588,13 +588,20 @@ static void free_twice_cached(umem_t *h, char *t)
 }
 /* With UMEM_CACHED: a block of a thread that has ended, freed twice by
  * another (two frees into a page the freeing thread does not own). */
-/* A slot of the thread's pool: the lock serves a thread's first
- * UMEM_POOL_AFTER requests, and the next makes its pool. */
+/* The calling thread's pool of h, made now if it has none: the lock
+ * serves a thread's first UMEM_POOL_AFTER requests, and the next one
+ * makes its pool. */
+static void make_own_pool(umem_t *h)
+{
+    for (unsigned i = 0; i <= UMEM_POOL_AFTER; i++)
+        umem_free(h, umem_alloc(h, 16));
+}
+
+/* A slot of the thread's pool. */
 static void *allocate_one(void *arg)
 {
     umem_t *h = *(umem_t **)arg;
-    for (unsigned i = 0; i < UMEM_POOL_AFTER; i++)
-        umem_free(h, umem_alloc(h, 16));
+    make_own_pool(h);
     *(void **)arg = umem_alloc(h, 100);
     return NULL;
 }
@@ -1301,10 +1308,7 @@ static void *allocate_one_size(void *arg)
 static void *allocate_again(void *arg)
 {
     umem_t *h = arg;
-    /* The lock serves a thread's first UMEM_POOL_AFTER requests; the next
-     * one makes its pool. */
-    for (unsigned i = 0; i <= UMEM_POOL_AFTER; i++)
-        umem_free(h, umem_alloc(h, 16));
+    make_own_pool(h);
     umem_stats_t st;
     umem_get_stats(h, &st);
     uint64_t carved = st.cache_refills;
