@@ -210,6 +210,18 @@ static const struct {
     {"reuse-after-free", reused},
 };
 
+/* A program that misuses a block has usually made many requests before:
+ * make 64, so that no allocator serves the misused block as it serves a
+ * program's first few. */
+static void warm_up(void)
+{
+    void *v[64];
+    for (int i = 0; i < 64; i++)
+        v[i] = malloc((size_t)16 << (i % 8));
+    for (int i = 0; i < 64; i++)
+        free(v[i]);
+}
+
 int main(int argc, char **argv)
 {
     size_t count = sizeof kinds / sizeof kinds[0];
@@ -225,6 +237,7 @@ int main(int argc, char **argv)
     size_t n = strtoul(argv[2], NULL, 10);
     for (size_t i = 0; i < count; i++)
         if (strcmp(argv[1], kinds[i].name) == 0) {
+            warm_up();
             char *p = malloc(n);
             memset(p, 0, n);
             kinds[i].fn(p, n);
