@@ -110,8 +110,8 @@
  *      thread's serve[] names each class's first page with room, or
  *      umem__no_page (no slot) where there is none; each free list holds tagged
  *      slots handed out before (remote ones count as used until
- *      collected), and free, untouched and used slots add up to the
- *      capacity.
+ *      collected), a remote list is as long as its page's count of it,
+ *      and free, untouched and used slots add up to the capacity.
  *   I10 each block the calling thread keeps (umem/pools.h, MID BLOCKS) is
  *      a used block cut for the class it is kept in, and carries its tag;
  *      the blocks and their bytes are those counted.

@@ -259,9 +259,8 @@ static inline const char *umem__check_slots(umem_t *h, const struct umem_page *p
     /* Remote frees count as in use until their owner collects them. */
     uint64_t n[2] = {(uint64_t)(pg->limit - bump) / pg->slot + umem__used(pg), 0};
     uint64_t most[2] = {pg->capacity, umem__used(pg)};
-    void **lists[2] = {pg->free,
-                       (void **)(atomic_load_explicit(&pg->remote, memory_order_acquire) &
-                                 ~UMEM_WATCH)};
+    uintptr_t remote = atomic_load_explicit(&pg->remote, memory_order_acquire);
+    void **lists[2] = {pg->free, umem__remote_first(pg, remote)};
     for (int i = 0; i < 2; i++)
         for (void **p = lists[i]; p; p = (void **)p[0]) {
             size_t rel = (size_t)((char *)p - pg->start);
@@ -274,6 +273,8 @@ static inline const char *umem__check_slots(umem_t *h, const struct umem_page *p
         }
     if (n[0] != pg->capacity)
         return "I9: a page's free, untouched and used slots do not add up";
+    if (n[1] != remote >> UMEM_REMOTE_COUNT)
+        return "I9: a page's remote list is not as long as its count";
     return NULL;
 }
 

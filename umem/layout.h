@@ -138,6 +138,12 @@ _Static_assert(UMEM_MID_DEPTH >= 1 && UMEM_MID_DEPTH <= 255, "UMEM_MID_DEPTH is 
 #define UMEM_PAGE_SLOTS 7u   /* a page holds at least this many slots */
 #define UMEM_EXTEND_BYTES 4096u /* slots a page's free list takes from its fresh end at a time */
 #define UMEM_WATCH      ((uintptr_t)1) /* in a page's remote list: its owner waits for a free */
+/* A page's remote word: UMEM_WATCH; in bits 1 to 15 the index + 1 of the
+ * slot last freed by another thread (0: none), whose first word links to
+ * the one freed before; from bit 16 up, how many the list holds. */
+#define UMEM_REMOTE_HEAD  ((uintptr_t)0xFFFE)
+#define UMEM_REMOTE_COUNT 16u
+_Static_assert(UMEM_UNIT / 16u < (UMEM_REMOTE_HEAD >> 1), "a page's slot indexes fit the remote word");
 #define UMEM_UNIT_MAPS  17u /* UMEM_CACHED: regions that may hold pages, the first included */
 #ifndef UMEM_MAP_GUARD
 #define UMEM_MAP_GUARD ((size_t)2 << 20) /* UMEM_CACHED: no-access bytes each side of a unit map */
@@ -213,7 +219,7 @@ struct umem_page {
     uint8_t cls, units;              /* size class; length in units */
     /* The second: written by the frees of other threads; the rest is read
      * on slow paths only. */
-    _Alignas(64) _Atomic uintptr_t remote; /* slots freed by other threads | UMEM_WATCH */
+    _Alignas(64) _Atomic uintptr_t remote; /* slots freed by other threads: UMEM_REMOTE_... */
     size_t magic;                          /* umem__page_magic while it is a page */
     struct umem_page *next;                /* in its list */
     struct umem_page *prev;                /* in its list (NULL: the first, which serves) */

@@ -415,16 +415,16 @@ static UMEM_NOINLINE void umem__page_changed(umem_t *h, struct umem_pool *pool,
  * onto its remote list.  What the push needs of the page is read first:
  * once pushed, the slot may be collected and the page given back. */
 static UMEM_NOINLINE void umem__remote_free(umem_t *h, struct umem_page *pg, void **q,
-                                            struct umem_pool *mine)
+                                            size_t index, struct umem_pool *mine)
 {
     struct umem_pool *owner = atomic_load_explicit(&pg->owner, memory_order_relaxed);
     unsigned cls = pg->cls;
     uint64_t slot = pg->slot;
     uintptr_t old = atomic_load_explicit(&pg->remote, memory_order_relaxed);
     do {
-        q[0] = (void *)(old & ~UMEM_WATCH);
+        q[0] = umem__remote_first(pg, old);
     } while (!atomic_compare_exchange_weak_explicit(&pg->remote, &old,
-                                                    (uintptr_t)q | (old & UMEM_WATCH),
+                                                    umem__remote_pushed(old, index),
                                                     memory_order_seq_cst, memory_order_relaxed));
     /* An abandoned page (see umem__pool_drop): its class is marked for
      * the lock's next reclaim of emptied pages. */
@@ -672,11 +672,11 @@ static UMEM_NOINLINE void umem__foreign_free(void *p, umem_t *h, struct umem_pag
         umem__pool_free(h, pg, p);
         return;
     }
-    umem__slot_index(pg, p, "free");
+    size_t index = umem__slot_index(pg, p, "free");
     if (UMEM_UNLIKELY(umem__tagged(h, q)))
         umem__die("free of a block freed already (double free):", p);
     umem__tag_free(h, q);
-    umem__remote_free(h, pg, q, mine);
+    umem__remote_free(h, pg, q, index, mine);
 }
 
 /* An allocation of n bytes aligned to `align` (at most UMEM_PAGE_HEAD) from
