@@ -27,7 +27,7 @@
  *   none for UMEM_NOLOCK).  UMEM_GROW reserves address space and commits
  *   it as needed, maps further regions, gives large requests mappings of
  *   their own and gives free pages back on a delay.  UMEM_CACHED puts a
- *   pool of pages per thread in front of the lock: blocks of up to 1 KiB
+ *   pool of pages per thread in front of the lock: blocks of up to 4 KiB
  *   are slots of pages a thread owns, allocated and freed without the
  *   lock, and a thread keeps a few of the blocks of up to 64 KiB it frees
  *   for its next requests of their size.  fork()

@@ -7,9 +7,9 @@
 #
 #   CHURN_VALUES  values of the first load (default 300000)
 #
-# Also runs libumem.so built with pools for requests up to 4 KiB
-# (-DUMEM_POOL_SHIFT=12) as "umem-4k", and
-# with pools up to 64 KiB (-DUMEM_POOL_SHIFT=16,
+# Also runs libumem.so built with pools for requests up to 1 KiB
+# (-DUMEM_POOL_SHIFT=10, the first-fit heap and the blocks threads keep for
+# the rest) as "umem-1k", and with pools up to 64 KiB (-DUMEM_POOL_SHIFT=16,
 # no blocks kept) as "umem-64k".  Writes bench/churn.md; exit status 1
 # when a run failed.
 set -u
@@ -22,7 +22,7 @@ make -s libumem.so || exit 1
 CC=${CC:-cc}
 $CC -O2 -Wall -Wextra -o "$work/churn" bench/churn.c -lm || exit 1
 preload[umem]=$PWD/libumem.so
-for v in 4k:12 64k:16; do
+for v in 1k:10 64k:16; do
     $CC -O2 -g -Wall -Wextra -DUMEM_POOL_SHIFT=${v#*:} -shared -fPIC -fvisibility=hidden \
         -ftls-model=initial-exec -fno-builtin-malloc -fno-builtin-calloc -fno-builtin-realloc \
         -fno-builtin-free -pthread -o "$work/libumem-${v%:*}.so" libumem.c || exit 1
@@ -32,7 +32,7 @@ done
 declare -A ratio left
 names=()
 status=0
-for a in umem umem-4k umem-64k glibc jemalloc mimalloc tcmalloc; do
+for a in umem umem-1k umem-64k glibc jemalloc mimalloc tcmalloc; do
     lib=${preload[$a]}
     if [ -n "$lib" ] && [ ! -e "$lib" ]; then
         echo "bench/churn.sh: $a is not installed; left out" >&2

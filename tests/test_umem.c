@@ -642,7 +642,7 @@ static void forge_cache_link(umem_t *h, char *t)
     name_pointer(t, victim);
     umem_alloc(h, 40); /* would be victim */
 }
-/* With UMEM_CACHED: a block over 1 KiB that the thread keeps, freed
+/* With UMEM_CACHED: a block over 4 KiB that the thread keeps, freed
  * again by it and by another thread, reallocated, and written over
  * before it is taken back. */
 static void free_twice_kept(umem_t *h, char *t)

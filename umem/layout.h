@@ -99,11 +99,11 @@ _Static_assert(sizeof(struct umem_rec) % 16 == 0, "a record keeps payloads 16-by
 #define UMEM_UNIT_SHIFT 16u /* UMEM_CACHED: pages are whole 64 KiB units, aligned */
 #define UMEM_UNIT       ((size_t)1 << UMEM_UNIT_SHIFT)
 #ifndef UMEM_POOL_SHIFT
-#define UMEM_POOL_SHIFT 10 /* UMEM_CACHED: pools serve requests up to 2^10 bytes (10 to 16) */
+#define UMEM_POOL_SHIFT 12 /* UMEM_CACHED: pools serve requests up to 2^12 bytes (10 to 16) */
 #endif
 _Static_assert(UMEM_POOL_SHIFT >= 10 && UMEM_POOL_SHIFT <= 16, "UMEM_POOL_SHIFT is 10 to 16");
 #define UMEM_POOL_MAX ((size_t)1 << UMEM_POOL_SHIFT) /* the largest request a pool serves */
-/* 16, 32, ... 128, then four per doubling to UMEM_POOL_MAX (20 to 1 KiB) */
+/* 16, 32, ... 128, then four per doubling to UMEM_POOL_MAX (28 to 4 KiB) */
 #define UMEM_CLASSES (8u + (UMEM_POOL_SHIFT - 7u) * 4u)
 /* Requests of 1 to UMEM_SERVE_MAX bytes find their page in one load, by
  * (n + 15) / 16: a pool's serve[] (entry 0, for n == 0, serves none). */

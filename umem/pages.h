@@ -9,7 +9,7 @@
  *   thread then costs one compare-and-swap and never the lock, and over
  *   snmalloc's message queues because a page's own list needs no batching
  *   to be cheap.
- *   - A request of up to UMEM_POOL_MAX (1 KiB) has a size class: 16-byte
+ *   - A request of up to UMEM_POOL_MAX (4 KiB) has a size class: 16-byte
  *     steps to 128, then four classes per doubling (at most a quarter
  *     lost to rounding).  Each thread has a pool per heap: for each class,
  *     a list of pages with room, the first of which serves, and a list of
@@ -88,12 +88,8 @@
  *     frees one keeps it for its next request of the class (umem/pools.h,
  *     MID BLOCKS).  Pools of pages up to 64 KiB were faster by a little,
  *     but a class's pages hold its memory for that class alone: peak RSS
- *     was 1.42 times glibc's on larson with one thread, against 1.21 with
- *     pools to 4 KiB (bench/preload.sh; docs/performance.md).  Pools to
- *     1 KiB, the default, hold the least after churn: bench/churn.sh's
- *     cache, after its reload, holds 1.16 times its bytes resident,
- *     against 1.36 with pools to 4 KiB and the best peer's 1.34, in the
- *     same time on the threaded programs and Python.
+ *     was 1.42 times glibc's on larson with one thread, against 1.21 now
+ *     (bench/preload.sh; docs/performance.md).
  */
 #ifndef UMEM_H
 #error "umem/pages.h is a part of umem.h: include umem.h instead"

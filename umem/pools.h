@@ -243,7 +243,7 @@ static inline void umem__reclaim_abandoned(umem_t *h)
 }
 
 /* ---- MID BLOCKS ----
- * Requests of more than UMEM_POOL_MAX (1 KiB) and at most UMEM_MID_MAX
+ * Requests of more than UMEM_POOL_MAX (4 KiB) and at most UMEM_MID_MAX
  * (64 KiB) bytes get blocks with headers, first fit, their sizes rounded
  * up to a class: eight per doubling, so at most an eighth is lost, where
  * a page of slots would hold its class's memory for that class alone.
