@@ -586,8 +586,6 @@ static void free_twice_cached(umem_t *h, char *t)
     name_pointer(t, p);
     umem_free(h, p);
 }
-/* With UMEM_CACHED: a block of a thread that has ended, freed twice by
- * another (two frees into a page the freeing thread does not own). */
 /* The calling thread's pool of h, made now if it has none: the lock
  * serves a thread's first UMEM_POOL_AFTER requests, and the next one
  * makes its pool. */
@@ -605,6 +603,8 @@ static void *allocate_one(void *arg)
     *(void **)arg = umem_alloc(h, 100);
     return NULL;
 }
+/* With UMEM_CACHED: a block of a thread that has ended, freed twice by
+ * another (two frees into a page the freeing thread does not own). */
 static void free_twice_remote(umem_t *h, char *t)
 {
     void *box = h;
@@ -615,6 +615,42 @@ static void free_twice_remote(umem_t *h, char *t)
     umem_free(h, box);
     name_pointer(t, box);
     umem_free(h, box);
+}
+/* A thread with two slots of one page that waits, then ends. */
+struct remote_owner {
+    umem_t *h;
+    void *slot[2];
+    pthread_barrier_t turn;
+};
+static void *own_two_then_end(void *arg)
+{
+    struct remote_owner *o = arg;
+    make_own_pool(o->h);
+    o->slot[0] = umem_alloc(o->h, 64);
+    o->slot[1] = umem_alloc(o->h, 64);
+    pthread_barrier_wait(&o->turn); /* the other thread frees them */
+    pthread_barrier_wait(&o->turn);
+    return NULL; /* its pool's exit takes its remote frees back */
+}
+/* With UMEM_CACHED: a write after free over the link of a slot another
+ * thread freed, found when the owner, ending, takes its remote frees
+ * back while the page's own free list holds slots (so that the list is
+ * walked to its tail). */
+static void write_remote_link(umem_t *h, char *t)
+{
+    struct remote_owner o = {.h = h};
+    pthread_t tid;
+    if (pthread_barrier_init(&o.turn, NULL, 2) != 0 ||
+        pthread_create(&tid, NULL, own_two_then_end, &o) != 0)
+        return;
+    pthread_barrier_wait(&o.turn);
+    umem_free(h, o.slot[0]);
+    umem_free(h, o.slot[1]); /* the list: slot 1, then slot 0 */
+    void *inside = (char *)o.slot[0] + 16;
+    *(void **)o.slot[1] = inside; /* slot 1's link */
+    name_pointer(t, inside);
+    pthread_barrier_wait(&o.turn);
+    pthread_join(tid, NULL);
 }
 /* With UMEM_CACHED: a pointer inside a pooled block, and the start of a
  * slot never handed out. */
@@ -747,6 +783,10 @@ static void death_cached_forged_link(void)
 static void death_cached_remote_double_free(void)
 {
     expect_death_on(UMEM_CACHED | UMEM_GROW, free_twice_remote, "double free");
+}
+static void death_cached_remote_link_written(void)
+{
+    expect_death_on(UMEM_CACHED | UMEM_GROW, write_remote_link, "not from umem_alloc");
 }
 static void death_cached_interior(void)
 {
@@ -2537,6 +2577,7 @@ static int run_all(void)
     RUN(death_cached_double_free);
     RUN(death_cached_forged_link);
     RUN(death_cached_remote_double_free);
+    RUN(death_cached_remote_link_written);
     RUN(death_cached_interior);
     RUN(death_cached_never_handed_out);
     RUN(death_cached_foreign);
