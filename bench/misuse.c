@@ -4,9 +4,10 @@
  *
  *     misuse KIND SIZE
  *
- * After the misuse the program frees what it holds, then prints
- * "unnoticed" and exits 0: a misuse is caught when the program stops
- * before it can say so.  `misuse list` prints the kinds.
+ * Before the misuse it makes 64 requests and frees them, as a program
+ * has before its bug.  After the misuse it frees what it holds, then
+ * prints "unnoticed" and exits 0: a misuse is caught when the program
+ * stops before it can say so.  `misuse list` prints the kinds.
  */
 #include <stdint.h>
 #include <stdio.h>
